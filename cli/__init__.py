@@ -1,0 +1,1 @@
+"""The `embedstore` command line: thin click commands over the Python API."""

@@ -1,0 +1,23 @@
+"""`embedstore demo`: the main job on built-in real tissue, no dataset download needed."""
+
+import click
+
+from embedstore.demo import run_demo
+from embedstore.info import format_info
+
+
+@click.command("demo")
+@click.option(
+    "--store",
+    "store_path",
+    default="embedstore-demo",
+    show_default=True,
+    help="Where to create (or reuse) the demo store.",
+)
+def command(store_path: str) -> None:
+    """Create a store, ingest real H&E and IHC tissue that installs with the project, print its info."""
+    result = run_demo(store_path, say=click.echo)
+    for name, report in result.reports:
+        click.echo(f"\n{name}\n{report.summary()}")
+    click.echo("\n" + format_info(result.store.info()))
+    click.echo(f"\nnext: embedstore info {result.store.root}")

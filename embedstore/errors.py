@@ -1,0 +1,19 @@
+"""Errors that carry a one-line message for the user: what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+
+class EmbedstoreError(Exception):
+    """Bad input or state the user can fix. The CLI prints the message and exits with code 2."""
+
+
+class NotAStoreError(EmbedstoreError):
+    """A path was given as a store but holds no embedstore store."""
+
+
+class SourceError(EmbedstoreError):
+    """A slide, image or manifest could not be read or tiled."""
+
+
+class BackboneError(EmbedstoreError):
+    """A backbone key is unknown, or its weights are missing or do not fit."""

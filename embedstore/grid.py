@@ -1,0 +1,87 @@
+"""The grid of tiles over a slide at a target µm/px: which pyramid level to read, where, how big."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import SourceError
+from .slides import SlideGeometry
+
+
+@dataclass(frozen=True)
+class GridTile:
+    x: int  # top-left in level-0 pixels
+    y: int
+    tissue_fraction: float
+
+
+@dataclass(frozen=True)
+class Grid:
+    level: int  # pyramid level to read from
+    read_size: int  # side of the region read at that level, before resizing to tile_size
+    size0: int  # side of the tile's region in level-0 pixels
+    tile_size: int  # side of the stored tile
+    mpp: float  # µm/px of the stored tile
+    tiles: tuple[GridTile, ...]
+
+
+def best_level(downsamples: tuple[float, ...], wanted_downsample: float) -> int:
+    """The coarsest level that is still at least as fine as wanted (never upsample from a coarse level)."""
+    candidates = [i for i, d in enumerate(downsamples) if d <= wanted_downsample * (1 + 1e-3)]
+    return max(candidates, key=lambda i: downsamples[i]) if candidates else 0
+
+
+def plan_grid(
+    name: str,
+    geometry: SlideGeometry,
+    slide_mpp: float,
+    target_mpp: float,
+    tile_size: int,
+    overlap: int,
+    mask: np.ndarray,
+    min_tissue: float,
+) -> Grid:
+    """Lay a grid of tile_size tiles at target_mpp over the slide and keep those with enough tissue."""
+    if target_mpp < slide_mpp * 0.95:
+        raise SourceError(
+            f"{name}: the slide is scanned at {slide_mpp:.3g} µm/px, coarser than --target-mpp "
+            f"{target_mpp:.3g}; pass --target-mpp {slide_mpp:.3g} or larger (or fix --mpp)"
+        )
+    if not 0 <= overlap < tile_size:
+        raise SourceError(f"--overlap {overlap} must be at least 0 and smaller than --tile-size {tile_size}")
+    scale = target_mpp / slide_mpp  # level-0 pixels per stored pixel
+    size0 = max(1, round(tile_size * scale))
+    if size0 > geometry.width or size0 > geometry.height:
+        raise SourceError(
+            f"{name}: a {tile_size} px tile at {target_mpp:.3g} µm/px covers {size0} px, larger than the "
+            f"image ({geometry.width}x{geometry.height} px); lower --tile-size or --target-mpp"
+        )
+    stride0 = max(1, round((tile_size - overlap) * scale))
+    level = best_level(geometry.level_downsamples, scale)
+    read_size = max(1, math.ceil(size0 / geometry.level_downsamples[level]))
+
+    mask_scale_x = mask.shape[1] / geometry.width
+    mask_scale_y = mask.shape[0] / geometry.height
+    integral = np.pad(mask.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    tiles = []
+    for y in range(0, geometry.height - size0 + 1, stride0):
+        for x in range(0, geometry.width - size0 + 1, stride0):
+            fraction = _mask_fraction(integral, x, y, size0, mask_scale_x, mask_scale_y)
+            if fraction >= min_tissue:
+                tiles.append(GridTile(x=x, y=y, tissue_fraction=fraction))
+    return Grid(level, read_size, size0, tile_size, target_mpp, tuple(tiles))
+
+
+def _mask_fraction(integral: np.ndarray, x: int, y: int, size0: int, sx: float, sy: float) -> float:
+    """Fraction of tissue pixels of the mask under a level-0 square, from the mask's integral image."""
+    height, width = integral.shape[0] - 1, integral.shape[1] - 1
+    x0, y0 = min(width - 1, int(x * sx)), min(height - 1, int(y * sy))
+    x1, y1 = (
+        max(x0 + 1, min(width, round((x + size0) * sx))),
+        max(y0 + 1, min(height, round((y + size0) * sy))),
+    )
+    total = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+    return float(total) / float((x1 - x0) * (y1 - y0))

@@ -1,0 +1,92 @@
+"""A summary of what a store holds, for `embedstore info` and `Store.info()`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from .schema import LABELS, SOURCES, TILES
+
+if TYPE_CHECKING:
+    from .store import Store
+
+
+def store_info(store: Store) -> dict[str, Any]:
+    """Sources (ok / failed), tiles, tasks with label counts, rows / version / dim per table, disk size."""
+    sources = store.read(SOURCES, columns=["uri", "status", "error"])
+    statuses = sources.column("status").to_pylist()
+    failed = [
+        {"uri": uri, "error": error}
+        for uri, status, error in zip(
+            sources.column("uri").to_pylist(), statuses, sources.column("error").to_pylist(), strict=True
+        )
+        if status == "failed"
+    ]
+    return {
+        "store": str(store.root),
+        "sources": {"ok": statuses.count("ok"), "failed": len(failed), "failures": failed},
+        "tiles": store.table(TILES).count_rows(),
+        "tasks": _label_counts(store.read(LABELS, columns=["task", "label"])),
+        "tables": {name: _table_summary(store, name) for name in store.table_names()},
+        "disk_bytes": _disk_size(store.root),
+    }
+
+
+def _label_counts(labels: pa.Table) -> dict[str, dict[str, int]]:
+    tasks: dict[str, dict[str, int]] = {}
+    if labels.num_rows == 0:
+        return tasks
+    counts = labels.group_by(["task", "label"]).aggregate([("label", "count")])
+    for task, label, count in zip(
+        counts.column("task").to_pylist(),
+        counts.column("label").to_pylist(),
+        counts.column("label_count").to_pylist(),
+        strict=True,
+    ):
+        tasks.setdefault(task, {})[str(label)] = int(count)
+    return {task: dict(sorted(classes.items())) for task, classes in sorted(tasks.items())}
+
+
+def _table_summary(store: Store, name: str) -> dict[str, Any]:
+    table = store.table(name)
+    summary: dict[str, Any] = {"rows": table.count_rows(), "version": int(table.version)}
+    vector = table.schema.field("vector") if "vector" in table.schema.names else None
+    if vector is not None and pa.types.is_fixed_size_list(vector.type):
+        summary["dim"] = vector.type.list_size
+        summary["dtype"] = str(vector.type.value_type)
+    return summary
+
+
+def _disk_size(root: Path) -> int:
+    return sum(path.stat().st_size for path in root.rglob("*") if path.is_file())
+
+
+def format_info(info: dict[str, Any]) -> str:
+    """The summary as human-readable lines."""
+    lines = [f"store   {info['store']}  ({_human_bytes(info['disk_bytes'])} on disk)"]
+    sources = info["sources"]
+    lines.append(f"sources {sources['ok']} ok, {sources['failed']} failed")
+    lines += [f"  failed: {failure['uri']}: {failure['error']}" for failure in sources["failures"]]
+    lines.append(f"tiles   {info['tiles']}")
+    if info["tasks"]:
+        lines.append("tasks")
+        for task, classes in info["tasks"].items():
+            total = sum(classes.values())
+            shown = ", ".join(f"{label}: {count}" for label, count in classes.items())
+            lines.append(f"  {task}: {total} labels ({shown})")
+    lines.append("tables")
+    for name, table in info["tables"].items():
+        dim = f", dim {table['dim']} {table['dtype']}" if "dim" in table else ""
+        lines.append(f"  {name}: {table['rows']} rows, version {table['version']}{dim}")
+    return "\n".join(lines)
+
+
+def _human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
