@@ -14,11 +14,13 @@ COMMAND_MODULES = (
     "demo",
     "init",
     "ingest",
+    "preview",
     "labels",
     "info",
     "versions",
     "compact",
     "backbones",
+    "embed",
 )
 
 

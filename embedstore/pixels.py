@@ -25,7 +25,7 @@ def encode_tile(rgb: np.ndarray, codec: str, jpeg_quality: int = 90) -> bytes:
     image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), mode="RGB")
     buffer = io.BytesIO()
     if codec == "png":
-        image.save(buffer, format="PNG", compress_level=1)
+        image.save(buffer, format="PNG", compress_level=3)
     elif codec == "jpeg":
         image.save(buffer, format="JPEG", quality=jpeg_quality)
     else:

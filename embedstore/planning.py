@@ -13,9 +13,9 @@ from PIL import Image, UnidentifiedImageError
 
 from .discover import SourceJob
 from .errors import SourceError
-from .grid import plan_grid
+from .grid import Grid, plan_grid
 from .ids import file_fingerprint, source_id_for, tile_id_for
-from .slides import image_file_mpp, open_slide, slide_geometry, thumbnail_rgb
+from .slides import SlideGeometry, image_file_mpp, open_slide, slide_geometry, thumbnail_rgb
 from .tissue import tissue_mask
 
 BORDER_SLACK = 1.0  # points up to a pixel outside the image are annotation rounding
@@ -128,21 +128,41 @@ def _resolve_mpp(metadata_mpp: float | None, override: float | None) -> tuple[fl
     return None, "none"
 
 
-def _plan_slide(job: SourceJob, fingerprint: str, grid: GridSettings) -> SourcePlan:
-    slide = open_slide(job.path)
+@dataclass(frozen=True)
+class SlideLayout:
+    """A slide's geometry, µm/px, thumbnail, tissue mask and tile grid: everything but tile pixels."""
+
+    geometry: SlideGeometry
+    mpp: float
+    mpp_origin: str
+    thumbnail: np.ndarray
+    mask: np.ndarray
+    grid: Grid
+
+
+def layout_slide(path: Path, grid: GridSettings) -> SlideLayout:
+    """Open a slide, resolve its µm/px, detect tissue and lay the tile grid; SourceError on bad input."""
+    slide = open_slide(path)
     try:
-        geometry = slide_geometry(slide, job.path)
+        geometry = slide_geometry(slide, path)
         mpp, origin = _resolve_mpp(geometry.mpp, grid.mpp)
         if mpp is None:
             raise SourceError(
-                f"{job.path}: no µm/px in the file's metadata; pass --mpp (e.g. --mpp 0.25 for 40x)"
+                f"{path}: no µm/px in the file's metadata; pass --mpp (e.g. --mpp 0.25 for 40x)"
             )
-        mask = tissue_mask(thumbnail_rgb(slide))
+        thumbnail = thumbnail_rgb(slide)
     finally:
         slide.close()
+    mask = tissue_mask(thumbnail)
     layout = plan_grid(
-        str(job.path), geometry, mpp, grid.target_mpp, grid.tile_size, grid.overlap, mask, grid.min_tissue
+        str(path), geometry, mpp, grid.target_mpp, grid.tile_size, grid.overlap, mask, grid.min_tissue
     )
+    return SlideLayout(geometry, mpp, origin, thumbnail, mask, layout)
+
+
+def _plan_slide(job: SourceJob, fingerprint: str, grid: GridSettings) -> SourcePlan:
+    found = layout_slide(job.path, grid)
+    layout, geometry = found.grid, found.geometry
     tiles = [
         TilePlan(
             tile_id=tile_id_for(fingerprint, layout.level, t.x, t.y, layout.size0, layout.mpp),
@@ -164,8 +184,8 @@ def _plan_slide(job: SourceJob, fingerprint: str, grid: GridSettings) -> SourceP
         geometry.format,
         (geometry.width, geometry.height),
         len(geometry.level_dimensions),
-        mpp,
-        origin,
+        found.mpp,
+        found.mpp_origin,
         len(tiles),
     )
     return SourcePlan(job, row["source_id"], fingerprint, row, tiles)

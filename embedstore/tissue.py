@@ -8,6 +8,7 @@ from skimage.color import rgb2hsv
 from skimage.filters import threshold_otsu
 
 MIN_SATURATION = 0.05  # below this a pixel is glass or background, whatever Otsu says
+SMALL_HOLE_FRACTION = 5e-4  # holes under this fraction of the thumbnail are filled; lumens stay open
 
 
 def tissue_mask(thumbnail: np.ndarray) -> np.ndarray:
@@ -21,8 +22,18 @@ def tissue_mask(thumbnail: np.ndarray) -> np.ndarray:
     threshold = min(threshold, 0.15)
     mask = saturation > threshold
     mask = ndimage.binary_closing(mask, structure=np.ones((3, 3)), iterations=2)
-    mask = ndimage.binary_fill_holes(mask)
+    mask = _fill_small_holes(mask, max_fraction=SMALL_HOLE_FRACTION)
     return _remove_specks(mask, min_fraction=1e-4)
+
+
+def _fill_small_holes(mask: np.ndarray, max_fraction: float) -> np.ndarray:
+    holes, count = ndimage.label(ndimage.binary_fill_holes(mask) & ~mask)
+    if count == 0:
+        return mask
+    sizes = ndimage.sum(np.ones_like(mask), holes, index=np.arange(1, count + 1))
+    small = np.zeros(count + 1, dtype=bool)
+    small[1:] = sizes <= max(16.0, max_fraction * mask.size)
+    return mask | small[holes]
 
 
 def _remove_specks(mask: np.ndarray, min_fraction: float) -> np.ndarray:
