@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .discover import TableColumns, discover
 from .errors import EmbedstoreError, SourceError
+from .ids import file_fingerprint, source_id_for
 from .pixels import CODECS
 from .planning import GridSettings, SourcePlan, plan_source
 from .reading import PixelSettings, read_tile
@@ -312,8 +313,6 @@ class _Writer:
     def _record_failure(self, path: Path, kind: str, message: str) -> None:
         self.report.sources_failed += 1
         self.report.failures.append((str(path), message))
-        from .ids import file_fingerprint, source_id_for
-
         try:
             fingerprint = file_fingerprint(path)
         except OSError:
