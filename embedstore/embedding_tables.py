@@ -1,0 +1,180 @@
+"""Embedding tables: their names, Arrow schema, provenance (schema metadata), and what they already hold."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+import pyarrow as pa
+
+from .errors import BackboneError, EmbedstoreError
+from .schema import EMBEDDING_PREFIX
+
+if TYPE_CHECKING:
+    import lancedb
+
+    from .backbones import Backbone
+
+PROVENANCE_KEY = b"embedstore.provenance"  # the whole record, as JSON
+FLAT_KEYS = ("backbone", "weights_sha256", "dim", "precision", "store_dtype")  # also stored one per key
+STORE_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
+PRECISIONS = ("fp32", "bf16", "fp16")
+RESIZE_METHODS = ("bicubic", "bilinear")
+
+
+def table_name(key: str) -> str:
+    """`emb__<key>` with every character outside [A-Za-z0-9_] replaced by `_`."""
+    return EMBEDDING_PREFIX + re.sub(r"[^A-Za-z0-9_]", "_", key)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape the vectors."""
+    import lance
+    import timm
+    import torch
+
+    from . import __version__
+
+    return {
+        "embedstore": __version__,
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "pylance": lance.__version__,
+        "pyarrow": pa.__version__,
+    }
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What produced the vectors of one embedding table; stored in its schema metadata."""
+
+    backbone: str
+    weights_sha256: str
+    dim: int
+    input_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    resize: str
+    precision: str
+    store_dtype: str
+    augment: tuple[str, ...] = ()  # () until a run writes augmented views
+    augment_version: int = 1
+    weights_source: str = ""
+    mpp: float | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    created: str = ""
+
+    @classmethod
+    def for_backbone(
+        cls, backbone: Backbone, resize: str, precision: str, store_dtype: str, augment: tuple[str, ...]
+    ) -> Provenance:
+        spec = backbone.spec
+        return cls(
+            backbone=spec.key,
+            weights_sha256=backbone.weights_sha256(),
+            dim=spec.dim,
+            input_size=spec.input_size,
+            mean=tuple(spec.mean),
+            std=tuple(spec.std),
+            resize=resize,
+            precision=precision,
+            store_dtype=store_dtype,
+            augment=tuple(augment),
+            weights_source=spec.weights_source,
+            mpp=spec.mpp,
+            versions=library_versions(),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+
+    def preprocessing(self) -> dict[str, Any]:
+        """The part that decides which pixels the network sees."""
+        return {
+            "input_size": self.input_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "resize": self.resize,
+        }
+
+    def to_metadata(self) -> dict[bytes, bytes]:
+        record = asdict(self)
+        metadata = {PROVENANCE_KEY: json.dumps(record, sort_keys=True).encode()}
+        metadata.update({f"embedstore.{k}".encode(): str(record[k]).encode() for k in FLAT_KEYS})
+        metadata[b"embedstore.preprocessing"] = json.dumps(self.preprocessing(), sort_keys=True).encode()
+        metadata[b"embedstore.augment"] = ",".join(self.augment).encode()
+        return metadata
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[bytes, bytes] | None) -> Provenance | None:
+        if not metadata or PROVENANCE_KEY not in metadata:
+            return None
+        record = json.loads(metadata[PROVENANCE_KEY])
+        for key in ("mean", "std", "augment"):
+            record[key] = tuple(record.get(key) or ())
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in record.items() if k in known})
+
+
+def embedding_schema(provenance: Provenance) -> pa.Schema:
+    """tile_id, view (0 = the tile, 1..K = augmented copies), vector FixedSizeList<float, dim>."""
+    return pa.schema(
+        [
+            pa.field("tile_id", pa.string(), nullable=False),
+            pa.field("view", pa.int16(), nullable=False),
+            pa.field("vector", pa.list_(STORE_DTYPES[provenance.store_dtype], provenance.dim)),
+        ],
+        metadata=provenance.to_metadata(),
+    )
+
+
+def recorded_provenance(table: lancedb.table.Table, name: str) -> Provenance:
+    """The provenance an existing table records; EmbedstoreError if it records none."""
+    found = Provenance.from_metadata(table.schema.metadata)
+    if found is None:
+        raise EmbedstoreError(
+            f"table {name!r} records no embedstore provenance; it was not written by `embed`"
+        )
+    return found
+
+
+def check_compatible(recorded: Provenance, wanted: Provenance, name: str, views: int) -> None:
+    """Refuse to add vectors that would not be comparable with those already in the table."""
+    key = wanted.backbone
+    if recorded.weights_sha256 != wanted.weights_sha256:
+        raise BackboneError(
+            f"table {name!r} holds vectors from weights sha256 {recorded.weights_sha256[:12]}…, "
+            f"but {key!r} now has weights {wanted.weights_sha256[:12]}…; "
+            f"use a new key (e.g. '{key}-v2') for other weights"
+        )
+    if recorded.dim != wanted.dim:
+        raise BackboneError(f"table {name!r} holds {recorded.dim}-d vectors but {key!r} gives {wanted.dim}-d")
+    if recorded.preprocessing() != wanted.preprocessing():
+        raise BackboneError(
+            f"table {name!r} was embedded with preprocessing {recorded.preprocessing()}, "
+            f"but {key!r} now asks for {wanted.preprocessing()}; use a new key for the new preprocessing"
+        )
+    if recorded.precision != wanted.precision:
+        raise EmbedstoreError(
+            f"table {name!r} was embedded in {recorded.precision}; pass --precision {recorded.precision} "
+            "to add to it (mixing precisions in one table is refused)"
+        )
+    if recorded.store_dtype != wanted.store_dtype:
+        raise EmbedstoreError(
+            f"table {name!r} stores {recorded.store_dtype} vectors; pass --store-dtype {recorded.store_dtype}"
+        )
+    if views > 0 and recorded.augment and recorded.augment != wanted.augment:
+        raise EmbedstoreError(
+            f"table {name!r} holds views augmented with {','.join(recorded.augment)}; "
+            f"pass --augment {','.join(recorded.augment)} to add views to it"
+        )
+
+
+def present_rows(table: lancedb.table.Table | None) -> pl.DataFrame:
+    """(tile_id, view) of every row already in the table (empty frame for no table)."""
+    if table is None:
+        return pl.DataFrame(schema={"tile_id": pl.String, "view": pl.Int16})
+    found = table.to_lance().to_table(columns=["tile_id", "view"])
+    return pl.from_arrow(found).cast({"view": pl.Int16})  # type: ignore[return-value]

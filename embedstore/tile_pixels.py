@@ -1,0 +1,106 @@
+"""A stored tile's RGB pixels: decoded from the tiles table, or re-read from its source (--no-pixels)."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .errors import EmbedstoreError
+from .pixels import decode_tile
+from .reading import PAD_VALUE
+from .slides import open_slide, read_region_rgb
+
+# Columns of the tiles table needed to rebuild a tile's pixels.
+TILE_COLUMNS = ["tile_id", "pixels", "source_id", "x", "y", "level", "size0", "width", "height"]
+OPEN_SOURCES = 4  # slide handles / decoded images kept open per process
+
+
+class TilePixels:
+    """Turns tile rows (dicts with TILE_COLUMNS) into (H, W, 3) uint8 arrays.
+
+    `sources` maps source_id -> (uri, kind) for tiles stored without pixels; it may be empty.
+    """
+
+    def __init__(self, sources: dict[str, tuple[str, str]] | None = None) -> None:
+        self.sources = sources or {}
+        self._open: OrderedDict[str, Any] = OrderedDict()
+
+    def rgb(self, tile: dict[str, Any]) -> np.ndarray:
+        if tile["pixels"] is not None:
+            try:
+                return decode_tile(tile["pixels"])
+            except Exception as error:  # Pillow raises several types for damaged bytes
+                raise EmbedstoreError(
+                    f"tile {tile['tile_id']}: stored pixels do not decode ({error}); re-ingest its source"
+                ) from None
+        uri, kind = self.sources.get(tile["source_id"], (None, None))
+        if uri is None:
+            raise EmbedstoreError(
+                f"tile {tile['tile_id']} has no stored pixels and its source {tile['source_id']} is not in "
+                "the sources table; re-ingest it"
+            )
+        try:
+            if kind == "image":
+                return _load_rgb(Path(uri))
+            if kind == "slide":
+                return self._slide_tile(uri, tile)
+            return self._point_tile(uri, tile)
+        except EmbedstoreError:
+            raise
+        except Exception as error:
+            raise EmbedstoreError(
+                f"tile {tile['tile_id']} has no stored pixels and reading it from {uri} failed ({error}); "
+                "restore the file, or re-ingest with pixels"
+            ) from None
+
+    def close(self) -> None:
+        for handle in self._open.values():
+            if hasattr(handle, "close"):
+                handle.close()
+        self._open.clear()
+
+    def _handle(self, uri: str, kind: str) -> Any:
+        if uri in self._open:
+            self._open.move_to_end(uri)
+            return self._open[uri]
+        handle = open_slide(Path(uri)) if kind == "slide" else _load_rgb(Path(uri))
+        self._open[uri] = handle
+        while len(self._open) > OPEN_SOURCES:
+            _, old = self._open.popitem(last=False)
+            if hasattr(old, "close"):
+                old.close()
+        return handle
+
+    def _slide_tile(self, uri: str, tile: dict[str, Any]) -> np.ndarray:
+        """As ingest reads it: the region at `level`, resized to the stored size with Lanczos."""
+        slide = self._handle(uri, "slide")
+        level = int(tile["level"])
+        read_size = max(1, math.ceil(tile["size0"] / float(slide.level_downsamples[level])))
+        rgb = read_region_rgb(slide, tile["x"], tile["y"], level, read_size, read_size)
+        if rgb.shape[0] != tile["height"] or rgb.shape[1] != tile["width"]:
+            resized = Image.fromarray(rgb).resize((tile["width"], tile["height"]), Image.Resampling.LANCZOS)
+            rgb = np.asarray(resized)
+        return rgb
+
+    def _point_tile(self, uri: str, tile: dict[str, Any]) -> np.ndarray:
+        """As ingest cuts it: a window of the image, padded with white outside it."""
+        image: np.ndarray = self._handle(uri, "points")
+        height, width = image.shape[:2]
+        x, y, w, h = tile["x"], tile["y"], tile["width"], tile["height"]
+        out = np.full((h, w, 3), PAD_VALUE, dtype=np.uint8)
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
+        if x1 > x0 and y1 > y0:
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = image[y0:y1, x0:x1]
+        return out
+
+
+def _load_rgb(path: Path) -> np.ndarray:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
