@@ -42,13 +42,7 @@ def app() -> None:
 
 
 for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"cli.commands.{_name}")
-    except ModuleNotFoundError as _missing:  # a command still being written
-        if _missing.name != f"cli.commands.{_name}":
-            raise
-        continue
-    app.add_command(_module.command)
+    app.add_command(importlib.import_module(f"cli.commands.{_name}").command)
 
 
 def main() -> None:

