@@ -2,7 +2,8 @@
 
 Only (tile, view) rows missing from the table are computed. Vectors are appended in chunks, each one
 atomic Lance append, so an interrupted run leaves whole chunks and the next run fills the rest: no
-duplicates, no gaps. Decoding runs in DataLoader workers while the model runs; writes run in a thread.
+duplicates, no gaps. Decoding runs in DataLoader workers while the model runs (inline between batches
+on CPUs of up to 4 cores, where that is faster; see `inference.default_workers`); writes run in a thread.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class EmbedOptions:
     threads: int | None = None  # torch intra-op threads during the run; None: torch's setting
     chunk_rows: int = 4096  # rows per atomic append
     prefetch: int = 4  # batches each worker decodes ahead
-    resize: str = "bicubic"  # bicubic | bilinear (Pillow), to the backbone's input size
+    resize: str = "bicubic"  # bicubic | bilinear (antialiased, Pillow-equivalent), to the input size
     reuse_memory: bool = True  # on CPU, keep freed memory for reuse (see embedstore.allocator)
     progress: bool = True
     limit: int | None = None  # embed at most this many tiles
