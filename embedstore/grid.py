@@ -11,6 +11,11 @@ from .errors import SourceError
 from .slides import SlideGeometry
 
 
+def read_size_at(size0: int, downsample: float) -> int:
+    """Side of the region to read at a level with `downsample` to cover `size0` level-0 pixels."""
+    return max(1, math.ceil(size0 / downsample))
+
+
 @dataclass(frozen=True)
 class GridTile:
     x: int  # top-left in level-0 pixels
@@ -61,7 +66,7 @@ def plan_grid(
         )
     stride0 = max(1, round((tile_size - overlap) * scale))
     level = best_level(geometry.level_downsamples, scale)
-    read_size = max(1, math.ceil(size0 / geometry.level_downsamples[level]))
+    read_size = read_size_at(size0, geometry.level_downsamples[level])
 
     mask_scale_x = mask.shape[1] / geometry.width
     mask_scale_y = mask.shape[0] / geometry.height

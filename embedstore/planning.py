@@ -69,7 +69,7 @@ class SourcePlan:
                     # Plain images decode lazily on first read; finish that before threads share the handle.
                     self._handle.read_region((0, 0), 0, (1, 1))
                 else:
-                    self._handle = _load_rgb(self.job.path)
+                    self._handle = load_rgb(self.job.path)
             return self._handle
 
     def release(self) -> None:
@@ -202,7 +202,10 @@ def _image_header(path: Path) -> tuple[str, tuple[int, int]]:
     return fmt, size
 
 
-def _load_rgb(path: Path) -> np.ndarray:
+def load_rgb(path: Path) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB; SourceError naming the file when it is missing or damaged."""
+    if not path.is_file():
+        raise SourceError(f"{path} does not exist; restore it or fix the path")
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))

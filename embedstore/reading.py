@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -11,6 +12,9 @@ from .errors import SourceError
 from .pixels import encode_tile, resolve_codec, sniff_format
 from .planning import SourcePlan, TilePlan
 from .slides import read_region_rgb
+
+if TYPE_CHECKING:
+    import openslide
 
 PAD_VALUE = 255  # point tiles are padded with white (glass) at image borders
 
@@ -50,18 +54,28 @@ def _whole_image(plan: SourcePlan, tile: TilePlan, pixels: PixelSettings) -> tup
 
 
 def _slide_tile(plan: SourcePlan, tile: TilePlan) -> np.ndarray:
-    rgb = read_region_rgb(plan.handle(), tile.x, tile.y, tile.level, tile.read_size, tile.read_size)
-    if rgb.shape[0] != tile.height or rgb.shape[1] != tile.width:
-        resized = Image.fromarray(rgb).resize((tile.width, tile.height), Image.Resampling.LANCZOS)
-        rgb = np.asarray(resized)
-    return rgb
+    return cut_slide_tile(plan.handle(), tile.x, tile.y, tile.level, tile.read_size, tile.width, tile.height)
 
 
 def _point_tile(plan: SourcePlan, tile: TilePlan) -> np.ndarray:
-    image: np.ndarray = plan.handle()
-    height, width = image.shape[:2]
-    out = np.full((tile.height, tile.width, 3), PAD_VALUE, dtype=np.uint8)
-    x0, y0 = max(tile.x, 0), max(tile.y, 0)
-    x1, y1 = min(tile.x + tile.width, width), min(tile.y + tile.height, height)
-    out[y0 - tile.y : y1 - tile.y, x0 - tile.x : x1 - tile.x] = image[y0:y1, x0:x1]
+    return cut_point_tile(plan.handle(), tile.x, tile.y, tile.width, tile.height)
+
+
+def cut_slide_tile(
+    slide: openslide.AbstractSlide, x: int, y: int, level: int, read_size: int, width: int, height: int
+) -> np.ndarray:
+    """A square region of `read_size` read at `level` from level-0 (x, y), resized to width x height."""
+    rgb = read_region_rgb(slide, x, y, level, read_size, read_size)
+    if rgb.shape[0] != height or rgb.shape[1] != width:
+        rgb = np.asarray(Image.fromarray(rgb).resize((width, height), Image.Resampling.LANCZOS))
+    return rgb
+
+
+def cut_point_tile(image: np.ndarray, x: int, y: int, width: int, height: int) -> np.ndarray:
+    """A width x height window of `image` at (x, y), padded with white where it leaves the image."""
+    out = np.full((height, width, 3), PAD_VALUE, dtype=np.uint8)
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + width, image.shape[1]), min(y + height, image.shape[0])
+    if x1 > x0 and y1 > y0:
+        out[y0 - y : y1 - y, x0 - x : x1 - x] = image[y0:y1, x0:x1]
     return out

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from .errors import EmbedstoreError
+from .grid import read_size_at
 from .pixels import decode_tile
-from .reading import PAD_VALUE
-from .slides import open_slide, read_region_rgb
+from .planning import load_rgb
+from .reading import cut_point_tile, cut_slide_tile
+from .slides import open_slide
 
 # Columns of the tiles table needed to rebuild a tile's pixels.
 TILE_COLUMNS = ["tile_id", "pixels", "source_id", "x", "y", "level", "size0", "width", "height"]
@@ -46,13 +46,11 @@ class TilePixels:
             )
         try:
             if kind == "image":
-                return _load_rgb(Path(uri))
+                return load_rgb(Path(uri))
             if kind == "slide":
                 return self._slide_tile(uri, tile)
             return self._point_tile(uri, tile)
-        except EmbedstoreError:
-            raise
-        except Exception as error:
+        except Exception as error:  # OpenSlide, Pillow and SourceError for missing or damaged files
             raise EmbedstoreError(
                 f"tile {tile['tile_id']} has no stored pixels and reading it from {uri} failed ({error}); "
                 "restore the file, or re-ingest with pixels"
@@ -68,7 +66,7 @@ class TilePixels:
         if uri in self._open:
             self._open.move_to_end(uri)
             return self._open[uri]
-        handle = open_slide(Path(uri)) if kind == "slide" else _load_rgb(Path(uri))
+        handle = open_slide(Path(uri)) if kind == "slide" else load_rgb(Path(uri))
         self._open[uri] = handle
         while len(self._open) > OPEN_SOURCES:
             _, old = self._open.popitem(last=False)
@@ -77,30 +75,13 @@ class TilePixels:
         return handle
 
     def _slide_tile(self, uri: str, tile: dict[str, Any]) -> np.ndarray:
-        """As ingest reads it: the region at `level`, resized to the stored size with Lanczos."""
+        """As ingest reads it: the region at `level`, resized to the stored size."""
         slide = self._handle(uri, "slide")
         level = int(tile["level"])
-        read_size = max(1, math.ceil(tile["size0"] / float(slide.level_downsamples[level])))
-        rgb = read_region_rgb(slide, tile["x"], tile["y"], level, read_size, read_size)
-        if rgb.shape[0] != tile["height"] or rgb.shape[1] != tile["width"]:
-            resized = Image.fromarray(rgb).resize((tile["width"], tile["height"]), Image.Resampling.LANCZOS)
-            rgb = np.asarray(resized)
-        return rgb
+        read_size = read_size_at(tile["size0"], float(slide.level_downsamples[level]))
+        return cut_slide_tile(slide, tile["x"], tile["y"], level, read_size, tile["width"], tile["height"])
 
     def _point_tile(self, uri: str, tile: dict[str, Any]) -> np.ndarray:
         """As ingest cuts it: a window of the image, padded with white outside it."""
-        image: np.ndarray = self._handle(uri, "points")
-        height, width = image.shape[:2]
-        x, y, w, h = tile["x"], tile["y"], tile["width"], tile["height"]
-        out = np.full((h, w, 3), PAD_VALUE, dtype=np.uint8)
-        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
-        if x1 > x0 and y1 > y0:
-            out[y0 - y : y1 - y, x0 - x : x1 - x] = image[y0:y1, x0:x1]
-        return out
-
-
-def _load_rgb(path: Path) -> np.ndarray:
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+        image = self._handle(uri, "points")
+        return cut_point_tile(image, tile["x"], tile["y"], tile["width"], tile["height"])
