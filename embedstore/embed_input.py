@@ -24,10 +24,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .allocator import trim
 from .augment import augment_view
+from .embedding_tables import RESIZE_METHODS
 from .errors import EmbedstoreError
 from .tile_pixels import TILE_COLUMNS, TilePixels
 
-RESIZE_MODES = ("bicubic", "bilinear")
 READ_ROWS = 1024  # rows fetched from Lance per `take`
 READ_AHEAD = 8  # batches the reader thread keeps ready
 
@@ -161,8 +161,8 @@ class DecodeTiles(Dataset):
         augment: tuple[str, ...],
         sources: dict[str, tuple[str, str]],
     ) -> None:
-        if resize not in RESIZE_MODES:
-            raise EmbedstoreError(f"unknown resize {resize!r}; use one of {', '.join(RESIZE_MODES)}")
+        if resize not in RESIZE_METHODS:
+            raise EmbedstoreError(f"unknown resize {resize!r}; use one of {', '.join(RESIZE_METHODS)}")
         self.slots, self.size, self.mode, self.augment = slots, size, resize, augment
         self.sources = sources
         self._pixels: TilePixels | None = None

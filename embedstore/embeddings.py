@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from .embedding_tables import table_name
 from .errors import EmbedstoreError
-from .schema import EMBEDDING_PREFIX, LABELS, TILES, TILES_SCHEMA
+from .schema import EMBEDDING_PREFIX, LABELS, TILES, TILES_SCHEMA, task_predicate
 
 if TYPE_CHECKING:
     import polars as pl
@@ -89,9 +89,7 @@ def _metadata(store: Store, columns: list[str], filter: str | None, task: str | 
     if task is None:
         return tiles
     labels = (
-        store.table(LABELS)
-        .to_lance()
-        .to_table(columns=["tile_id", "label"], filter=f"task = '{task.replace(chr(39), chr(39) * 2)}'")
+        store.table(LABELS).to_lance().to_table(columns=["tile_id", "label"], filter=task_predicate(task))
     )
     if labels.num_rows == 0:
         tasks = sorted(set(store.read(LABELS, columns=["task"]).column("task").to_pylist()))

@@ -23,7 +23,16 @@ from .ids import file_fingerprint, source_id_for
 from .pixels import CODECS
 from .planning import GridSettings, SourcePlan, plan_source
 from .reading import PixelSettings, read_tile
-from .schema import GROUP_KEYS, LABELS, LABELS_SCHEMA, SOURCES, SOURCES_SCHEMA, TILES, TILES_SCHEMA
+from .schema import (
+    GROUP_KEYS,
+    LABELS,
+    LABELS_SCHEMA,
+    SOURCES,
+    SOURCES_SCHEMA,
+    TILES,
+    TILES_SCHEMA,
+    task_predicate,
+)
 
 if TYPE_CHECKING:
     from .store import Store
@@ -194,7 +203,7 @@ class _Writer:
         if self.options.task is None:
             return {}
         table = self.store.table(LABELS)
-        rows = table.search().where(f"task = {_sql_string(self.options.task)}").select(["tile_id", "label"])
+        rows = table.search().where(task_predicate(self.options.task)).select(["tile_id", "label"])
         found = rows.limit(None).to_arrow()
         return dict(zip(found.column("tile_id").to_pylist(), found.column("label").to_pylist(), strict=True))
 
@@ -375,7 +384,3 @@ class _Writer:
 def _dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     latest = {row["source_id"]: row for row in rows}
     return list(latest.values())
-
-
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"

@@ -8,7 +8,6 @@ STORE_FORMAT_VERSION = 1
 MARKER_FILE = "embedstore.json"
 
 SOURCES, TILES, LABELS = "sources", "tiles", "labels"
-CORE_TABLES = (SOURCES, TILES, LABELS)
 EMBEDDING_PREFIX = "emb__"
 
 # Group keys recorded for every tile, so splits can keep a slide / patient / image on one side.
@@ -61,3 +60,8 @@ LABELS_SCHEMA = pa.schema(
 )
 
 CORE_SCHEMAS = {SOURCES: SOURCES_SCHEMA, TILES: TILES_SCHEMA, LABELS: LABELS_SCHEMA}
+
+
+def task_predicate(task: str) -> str:
+    """SQL predicate selecting one task's rows of the labels table (quotes escaped)."""
+    return "task = '" + task.replace("'", "''") + "'"

@@ -9,8 +9,6 @@ from embedstore.errors import EmbedstoreError
 
 from ..options import open_existing, store_argument
 
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
 
 def parse_duration(text: str) -> timedelta:
     """'7d', '12h', '30m', '0s' or a combination like '1d12h'."""

@@ -6,8 +6,9 @@ import click
 
 from embedstore.augment import AUGMENTATIONS
 from embedstore.embed import EmbedOptions, check_backbones, embed
+from embedstore.embedding_tables import PRECISIONS, STORE_DTYPES
 from embedstore.errors import EmbedstoreError
-from embedstore.inference import DEVICES, PRECISIONS
+from embedstore.inference import DEVICES
 
 from ..options import open_existing, store_argument
 
@@ -39,7 +40,7 @@ from ..options import open_existing, store_argument
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option(
     "--store-dtype",
-    type=click.Choice(["float32", "float16"]),
+    type=click.Choice(list(STORE_DTYPES)),
     help="Stored vector type [default: the table's, else float32].",
 )
 @click.option(

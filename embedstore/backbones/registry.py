@@ -187,7 +187,7 @@ def get_backbone(key: str, weights: str | os.PathLike[str] | None = None) -> Bac
     with _lock:
         registered = _registry.get(key)
     if weights is not None:
-        if registered is not None and not _takes_weights(registered):
+        if registered is not None and not _is_timm(registered.spec.architecture):
             raise BackboneError(f"backbone {key!r} takes no weights file; drop --weights")
         return timm_backbones.weights_backbone(key, weights, base=registered.spec if registered else None)
     if registered is not None:
@@ -201,12 +201,6 @@ def get_backbone(key: str, weights: str | os.PathLike[str] | None = None) -> Bac
     if found is not None:
         return found
     raise BackboneError(_unknown_message(key, architecture))
-
-
-def _takes_weights(backbone: Backbone) -> bool:
-    from embedstore.backbones.timm_backbones import is_timm_architecture
-
-    return is_timm_architecture(backbone.spec.architecture)
 
 
 def _is_timm(architecture: str) -> bool:
