@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from .discover import TableColumns, discover
 from .errors import EmbedstoreError, SourceError
 from .ids import file_fingerprint, source_id_for
+from .labels import upsert_labels
 from .pixels import CODECS
 from .planning import GridSettings, SourcePlan, plan_source
 from .reading import PixelSettings, read_tile
@@ -355,13 +356,8 @@ class _Writer:
         if self.tile_rows:
             self.store.table(TILES).add(pa.Table.from_pylist(self.tile_rows, schema=TILES_SCHEMA))
         if self.label_rows:
-            rows = pa.Table.from_pylist(list(self.label_rows.values()), schema=LABELS_SCHEMA)
-            table = self.store.table(LABELS)
-            (
-                table.merge_insert(["task", "tile_id"])
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute(rows)
+            upsert_labels(
+                self.store, pa.Table.from_pylist(list(self.label_rows.values()), schema=LABELS_SCHEMA)
             )
             self.report.labels_written += len(self.label_rows)
             self.labels_present.update({k[1]: v["label"] for k, v in self.label_rows.items()})

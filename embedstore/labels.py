@@ -55,15 +55,15 @@ def import_labels(store: Store, task: str, path: Path) -> int:
         [{"task": task, "tile_id": t, "label": lab, "origin": "import"} for t, lab in rows.items()],
         schema=LABELS_SCHEMA,
     )
-    if table.num_rows:
-        (
-            store.table(LABELS)
-            .merge_insert(["task", "tile_id"])
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute(table)
-        )
+    upsert_labels(store, table)
     return table.num_rows
+
+
+def upsert_labels(store: Store, rows: pa.Table) -> None:
+    """Write label rows, replacing the label a (task, tile_id) already has."""
+    if rows.num_rows:
+        upsert = store.table(LABELS).merge_insert(["task", "tile_id"])
+        upsert.when_matched_update_all().when_not_matched_insert_all().execute(rows)
 
 
 def _ids_from_positions(store: Store, frame: pl.DataFrame) -> tuple[list[str], list[str]]:
