@@ -19,9 +19,10 @@ HED_ALPHA = 0.05  # stain concentration scale: U(1 - a, 1 + a)
 HED_BETA = 0.02  # stain concentration shift (optical density units): U(-b, b)
 BLUR_SIGMA = (0.1, 1.0)  # Gaussian sigma in tile pixels, applied to half of the views
 
-# Ruifrok & Johnston H&E-DAB stain vectors (rows, optical density), as in skimage.color.rgb_from_hed.
-RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
-RGB_FROM_HED = RGB_FROM_HED / np.linalg.norm(RGB_FROM_HED, axis=1, keepdims=True)
+# Ruifrok & Johnston H&E-DAB stain vectors (rows: H, E, DAB; optical density), the values of
+# skimage.color.rgb_from_hed. The hand-crafted backbone uses them as they are; the jitter normalises rows.
+RUIFROK_HED = ((0.65, 0.70, 0.29), (0.07, 0.99, 0.11), (0.27, 0.57, 0.78))
+RGB_FROM_HED = np.array(RUIFROK_HED) / np.linalg.norm(RUIFROK_HED, axis=1, keepdims=True)
 HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED)
 
 

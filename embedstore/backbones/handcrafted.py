@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from embedstore.augment import RUIFROK_HED
 from embedstore.backbones.base import Backbone, state_dict_sha256
 from embedstore.backbones.spec import BackboneSpec
 
@@ -29,8 +30,7 @@ ORIENTATIONS_DEG = (0, 45, 90, 135)
 SCALES = (1, 2, 4)
 GABOR_WAVELENGTH = 4.0
 
-# Ruifrok & Johnston stain vectors (rows: H, E, DAB), as in skimage.color.rgb_from_hed.
-RGB_FROM_HED = ((0.65, 0.70, 0.29), (0.07, 0.99, 0.11), (0.27, 0.57, 0.78))
+RGB_FROM_HED = RUIFROK_HED  # as skimage.color.rgb2hed uses them: rows not normalised
 GREY_WEIGHTS = (0.2125, 0.7154, 0.0721)  # skimage.color.rgb2gray
 
 
