@@ -19,6 +19,7 @@ from .slides import SlideGeometry, image_file_mpp, open_slide, slide_geometry, t
 from .tissue import tissue_mask
 
 BORDER_SLACK = 1.0  # points up to a pixel outside the image are annotation rounding
+SMALL_IMAGE = 2048  # a one-level image no larger than this without µm/px is likely a tile, not a slide
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,15 @@ class SlideLayout:
     grid: Grid
 
 
+def _missing_mpp_message(path: Path, geometry: SlideGeometry) -> str:
+    """The missing-µm/px error; for a small one-level image, also the hint that it may be a tile."""
+    message = f"{path}: no µm/px in the file's metadata; pass --mpp (e.g. --mpp 0.25 for 40x)"
+    one_level = len(geometry.level_dimensions) == 1
+    if one_level and max(geometry.width, geometry.height) <= SMALL_IMAGE:
+        message += f", or --kind images if each {geometry.width}x{geometry.height} image is one tile"
+    return message
+
+
 def layout_slide(path: Path, grid: GridSettings) -> SlideLayout:
     """Open a slide, resolve its µm/px, detect tissue and lay the tile grid; SourceError on bad input."""
     slide = open_slide(path)
@@ -147,9 +157,7 @@ def layout_slide(path: Path, grid: GridSettings) -> SlideLayout:
         geometry = slide_geometry(slide, path)
         mpp, origin = _resolve_mpp(geometry.mpp, grid.mpp)
         if mpp is None:
-            raise SourceError(
-                f"{path}: no µm/px in the file's metadata; pass --mpp (e.g. --mpp 0.25 for 40x)"
-            )
+            raise SourceError(_missing_mpp_message(path, geometry))
         thumbnail = thumbnail_rgb(slide)
     finally:
         slide.close()

@@ -72,6 +72,16 @@ def test_missing_mpp_names_the_file_and_the_fix(tmp_path, slide_pixels):
     assert result.exit_code == 0 and "1 ingested" in result.output
 
 
+def test_flat_folder_of_small_images_hints_kind_images(tmp_path, image_folder):
+    flat = image_folder / "train" / "tumour"  # four 32 px PNGs, no µm/px, no class sub-folders
+    result = run("ingest", tmp_path / "s", flat)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    error = result.output.strip().splitlines()[-1]  # after the (cleared) progress bar
+    assert "or --kind images if each 32x32 image is one tile" in error, error
+    result = run("ingest", tmp_path / "s", flat, "--kind", "images")
+    assert result.exit_code == 0 and "4 added" in result.output
+
+
 def test_labels_import(tmp_path, image_folder):
     store = tmp_path / "s"
     run("ingest", store, image_folder)
