@@ -267,6 +267,13 @@ def test_cli_exit_codes_and_summary(tmp_path):
     store = _store(tmp_path, n=3)
     result = runner.invoke(app, ["embed", str(store.root), "--backbone", "resnet18.randon"])
     assert result.exit_code == 2 and "resnet18.random" in result.output
+    missing = tmp_path / "nope.pth"
+    result = runner.invoke(
+        app, ["embed", str(store.root), "--backbone", "resnet18.mine", "--weights", str(missing)]
+    )
+    assert result.exit_code == 2 and result.output.strip().splitlines() == [
+        f"error: weights path '{missing}' does not exist; check the path given to --weights"
+    ]
     result = runner.invoke(
         app,
         [

@@ -25,7 +25,7 @@ from ..options import open_existing, store_argument
 )
 @click.option(
     "--weights",
-    type=click.Path(exists=True, path_type=Path),
+    type=click.Path(path_type=Path),
     help="Local weights file or timm model directory for the (single) backbone.",
 )
 @click.option("--batch-size", type=int, default=64, show_default=True)
