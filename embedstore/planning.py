@@ -142,11 +142,15 @@ class SlideLayout:
 
 
 def _missing_mpp_message(path: Path, geometry: SlideGeometry) -> str:
-    """The missing-µm/px error; for a small one-level image, also the hint that it may be a tile."""
+    """The missing-µm/px error; for a small one-level image, also the hint that it may be a tile.
+
+    Shared by ingest and preview, so the hint names the ingest option rather than assuming the command.
+    """
     message = f"{path}: no µm/px in the file's metadata; pass --mpp (e.g. --mpp 0.25 for 40x)"
     one_level = len(geometry.level_dimensions) == 1
     if one_level and max(geometry.width, geometry.height) <= SMALL_IMAGE:
-        message += f", or --kind images if each {geometry.width}x{geometry.height} image is one tile"
+        size = f"{geometry.width}x{geometry.height}"
+        message += f", or if each {size} image is one tile, ingest with --kind images"
     return message
 
 

@@ -77,7 +77,7 @@ def test_flat_folder_of_small_images_hints_kind_images(tmp_path, image_folder):
     result = run("ingest", tmp_path / "s", flat)
     assert result.exit_code == 2 and "Traceback" not in result.output
     error = result.output.strip().splitlines()[-1]  # after the (cleared) progress bar
-    assert "or --kind images if each 32x32 image is one tile" in error, error
+    assert "or if each 32x32 image is one tile, ingest with --kind images" in error, error
     result = run("ingest", tmp_path / "s", flat, "--kind", "images")
     assert result.exit_code == 0 and "4 added" in result.output
 
