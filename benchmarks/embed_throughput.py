@@ -58,8 +58,8 @@ def parse_args() -> argparse.Namespace:
 
 def sample_pixels(store, size: int, n: int) -> torch.Tensor:
     """n stored tiles decoded and resized exactly as `embed` does, as uint8 (n, 3, S, S) channels_last."""
-    from embedstore.embed_input import BatchSlots, DecodeTiles, Payload
-    from embedstore.tile_pixels import TILE_COLUMNS
+    from embedstore.embed.input import BatchSlots, DecodeTiles, Payload
+    from embedstore.sources.tile_pixels import TILE_COLUMNS
 
     rows = store.read("tiles", columns=TILE_COLUMNS).slice(0, n).to_pylist()
     slots = BatchSlots(0, 1, len(rows), size)
@@ -99,10 +99,9 @@ def agreement(a: np.ndarray, b: np.ndarray, k: int = 10) -> dict[str, float]:
 
 def run_backbone(store, key: str, args: argparse.Namespace) -> tuple[list[dict], dict]:
     from embedstore.backbones import get_backbone
-    from embedstore.embed import embed
+    from embedstore.embed.forward import Forward
+    from embedstore.embed.local import embed
     from embedstore.embedding_tables import table_name
-    from embedstore.embeddings import embeddings
-    from embedstore.inference import Forward
 
     backbone = get_backbone(key)
     backbone.weights_sha256()  # warm the hash cache: both precisions then pay the same setup
@@ -142,9 +141,9 @@ def run_backbone(store, key: str, args: argparse.Namespace) -> tuple[list[dict],
                 "load_avg": os.getloadavg()[0],
             }
         )
-        X, ids, _ = embeddings(store, key, as_="numpy")
+        X, ids, _ = store.embeddings(key).to_numpy()
         vectors[precision] = X[np.argsort(ids)]
-        store.db.drop_table(table_name(key))
+        store.drop_table(table_name(key))
         print(
             f"  {key} {precision}: forward {reference:.1f}/s, end-to-end {report.tiles_per_s:.1f}/s "
             f"(pipeline {pipeline:.1f}/s), ratio {rows[-1]['ratio_e2e']:.2f}",
@@ -156,9 +155,10 @@ def run_backbone(store, key: str, args: argparse.Namespace) -> tuple[list[dict],
 def run_layouts(store, key: str, args: argparse.Namespace) -> list[dict]:
     """Decode workers x torch threads on `key`, per precision: who gets the cores."""
     from embedstore.backbones import get_backbone
-    from embedstore.embed import embed
+    from embedstore.embed.forward import Forward
+    from embedstore.embed.local import embed
     from embedstore.embedding_tables import table_name
-    from embedstore.inference import Forward, cpu_count, torch_threads
+    from embedstore.runtime import cpu_count, torch_threads
 
     backbone = get_backbone(key)
     pixels = sample_pixels(store, backbone.spec.input_size, args.batch_size)
@@ -183,7 +183,7 @@ def run_layouts(store, key: str, args: argparse.Namespace) -> list[dict]:
             )
             with torch_threads(cpus):
                 after = forward_rate(forward, pixels, args.forward_tiles // 2)
-            store.db.drop_table(table_name(key))
+            store.drop_table(table_name(key))
             reference = (before + after) / 2
             rows.append(
                 {
@@ -207,9 +207,9 @@ def run_layouts(store, key: str, args: argparse.Namespace) -> list[dict]:
 
 def malloc_effect(store, key: str, args: argparse.Namespace) -> dict:
     """Forward-only fp32 / bf16 with glibc's default allocator settings, then with freed memory reused."""
-    from embedstore.allocator import reuse_freed_memory
     from embedstore.backbones import get_backbone
-    from embedstore.inference import Forward
+    from embedstore.embed.forward import Forward
+    from embedstore.runtime import reuse_freed_memory
 
     backbone = get_backbone(key)
     pixels = sample_pixels(store, backbone.spec.input_size, args.batch_size)
@@ -287,7 +287,7 @@ def main() -> int:
         return 2
     sys.path.insert(0, str(ROOT))
     import embedstore
-    from embedstore.inference import cpu_count
+    from embedstore.runtime import cpu_count
 
     started = time.perf_counter()
     keys = [k.strip() for k in args.backbones.split(",") if k.strip()]

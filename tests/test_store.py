@@ -12,7 +12,7 @@ from embedstore import EmbedstoreError, IngestOptions, NotAStoreError
 
 def test_init_and_open(tmp_path):
     created = embedstore.init(tmp_path / "s")
-    assert created.table_names() == ["sources", "tiles", "labels"]
+    assert created.table_names() == ["sources", "tiles", "labels", "files"]
     assert embedstore.open(tmp_path / "s").info()["tiles"] == 0
     with pytest.raises(EmbedstoreError, match="already a store"):
         embedstore.init(tmp_path / "s")
@@ -96,3 +96,4 @@ def test_info_counts(store, image_folder):
     assert info["tiles"] == 10 and info["sources"]["ok"] == 10 and info["sources"]["failed"] == 0
     assert info["tables"]["tiles"]["rows"] == 10 and info["disk_bytes"] > 0
     assert info["tasks"]["tumour"] == {"normal": 4, "tumour": 6}
+    assert info["files"] == 10

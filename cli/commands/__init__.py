@@ -1,1 +1,19 @@
-"""One module per command; each exposes `command`, a click.Command."""
+"""One module per command, each exposing `command` (a click.Command), loaded only when it is run.
+
+SUMMARIES is the command list `embedstore --help` shows, in order, without importing any command.
+"""
+
+SUMMARIES = {
+    "demo": "Run the main job on built-in real tissue: ingest, embed, show the store.",
+    "init": "Create an empty store.",
+    "ingest": "Ingest slides, image folders, manifests or point tables into a store.",
+    "preview": "Draw a slide's tissue mask and the tiles ingest would keep.",
+    "labels": "Import labels of tiles for a task.",
+    "info": "What a store holds: sources, files, tiles, tasks, tables.",
+    "versions": "List, tag or restore table versions.",
+    "compact": "Merge fragments and drop old untagged versions.",
+    "check": "Verify a store (duplicates, orphans, provenance); --repair fixes.",
+    "upgrade": "Upgrade a store written by an older embedstore.",
+    "backbones": "List the backbones embedstore can embed with.",
+    "embed": "Embed the tiles not embedded yet, per backbone.",
+}

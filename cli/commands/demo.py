@@ -2,9 +2,6 @@
 
 import click
 
-from embedstore.demo import run_demo
-from embedstore.info import format_info
-
 
 @click.command("demo")
 @click.option(
@@ -19,6 +16,9 @@ from embedstore.info import format_info
 )
 def command(store_path: str, no_download: bool) -> None:
     """Create a store; ingest and embed real H&E and IHC tissue that installs with embedstore; print info."""
+    from embedstore.demo import run_demo
+    from embedstore.info import format_info
+
     result = run_demo(store_path, download=not no_download, say=click.echo)
     for name, report in result.reports:
         click.echo(f"\n{name}\n{report.summary()}")

@@ -2,8 +2,6 @@
 
 import click
 
-from embedstore import init
-
 from ..options import store_argument
 
 
@@ -11,5 +9,7 @@ from ..options import store_argument
 @store_argument
 def command(store: str) -> None:
     """Create an empty store (a directory) at STORE."""
+    from embedstore import init
+
     created = init(store)
     click.echo(f"created store {created.root}")

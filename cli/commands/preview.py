@@ -4,8 +4,9 @@ from pathlib import Path
 
 import click
 
-from embedstore.planning import GridSettings
-from embedstore.preview import preview_slide
+from embedstore.sources.grid import GridSettings
+
+from ..options import from_options
 
 
 @click.command("preview")
@@ -13,12 +14,10 @@ from embedstore.preview import preview_slide
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), default="preview.png", show_default=True
 )
-@click.option("--mpp", type=float, help="µm/px of the slide, overriding its metadata.")
-@click.option("--target-mpp", type=float, default=0.5, show_default=True)
-@click.option("--tile-size", type=int, default=224, show_default=True)
-@click.option("--overlap", type=int, default=0, show_default=True)
-@click.option("--min-tissue", type=float, default=0.5, show_default=True)
+@from_options(GridSettings)
 def command(slide: Path, out: Path, **grid) -> None:
     """Draw SLIDE's thumbnail with detected tissue and the tiles `ingest` would keep (same options)."""
+    from embedstore.sources.preview import preview_slide
+
     layout = preview_slide(slide, out, GridSettings(**grid))
     click.echo(f"{len(layout.grid.tiles)} tiles would be kept; preview written to {out}")

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embedstore.augment import RUIFROK_HED
 from embedstore.backbones.base import Backbone, state_dict_sha256
 from embedstore.backbones.spec import BackboneSpec
+from embedstore.sources.stains import RUIFROK_HED
 
 VERSION = "color_texture/1"
 INPUT_SIZE = 224

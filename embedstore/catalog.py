@@ -1,0 +1,199 @@
+"""The store directory: create or open it, its tables, reading them at any version, and keyed writes.
+
+A store is a directory holding `embedstore.json` (the format marker) and one Lance dataset per table,
+`<name>.lance`: the layout of a LanceDB database, so `lancedb.connect(root)` opens the same tables.
+The catalog is the low half of the store; the verbs (ingest, embed, check, ...) take a catalog, and
+`embedstore.Store` adds them on top.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import lance
+import pyarrow as pa
+
+from . import versions as _versions
+from . import writes
+from .errors import EmbedstoreError, NotAStoreError
+from .schema import CORE_SCHEMAS, EMBEDDING_PREFIX, MARKER_FILE, STORE_FORMAT_VERSION, TILES
+
+
+class Catalog:
+    """A store's directory and tables. Create one with `Catalog.create`, open one with `Catalog.open`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    # -- creating and opening -------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | Path, exist_ok: bool = False):
+        """Create a new store at `path` (a new or empty directory); with exist_ok, open an existing one.
+
+        The store is built beside `path` and renamed into place, so two processes creating it at once
+        end with one store (the other process opens it when `exist_ok`).
+        """
+        root = Path(path).expanduser().resolve()
+        if (root / MARKER_FILE).exists():
+            if exist_ok:
+                return cls.open(root)
+            raise EmbedstoreError(f"{root} is already a store; open it, or choose another path")
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            if exist_ok and (root / MARKER_FILE).exists():  # another process created it just now
+                return cls.open(root)
+            raise EmbedstoreError(
+                f"{root} exists and is not an empty directory; choose a new path for the store"
+            )
+        root.parent.mkdir(parents=True, exist_ok=True)
+        staging = root.parent / f".{root.name}.creating-{uuid.uuid4().hex[:12]}"
+        try:
+            staging.mkdir()
+            for name, schema in CORE_SCHEMAS.items():
+                writes.create_table(staging, name, schema)
+            marker = {
+                "format": "embedstore",
+                "format_version": STORE_FORMAT_VERSION,
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+            (staging / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
+            os.rename(staging, root)  # replaces an empty directory; fails if another process won
+        except OSError:
+            if not (root / MARKER_FILE).exists():
+                raise
+            if not exist_ok:
+                raise EmbedstoreError(f"{root} is already a store; open it, or choose another path") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return cls.open(root)
+
+    @classmethod
+    def open(cls, path: str | Path):
+        """Open an existing store; NotAStoreError when `path` holds none."""
+        root = Path(path).expanduser().resolve()
+        marker = read_marker(root, path)
+        version = marker.get("format_version")
+        if version == 1:
+            raise NotAStoreError(
+                f"{root} has store format 1 (embedstore 0.1); upgrade it once: `embedstore upgrade {path}`"
+            )
+        if version != STORE_FORMAT_VERSION:
+            raise NotAStoreError(
+                f"{root} has store format {version}, this embedstore reads format {STORE_FORMAT_VERSION}; "
+                "upgrade embedstore"
+            )
+        return cls(root)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r})"
+
+    # -- tables -----------------------------------------------------------------------------------------
+
+    def table_path(self, name: str) -> Path:
+        return self.root / f"{name}.lance"
+
+    def table_names(self) -> list[str]:
+        """All tables in the store, core tables first."""
+        names = {p.name[: -len(".lance")] for p in self.root.glob("*.lance") if p.is_dir()}
+        core = [name for name in CORE_SCHEMAS if name in names]
+        return core + sorted(names - set(core))
+
+    def embedding_table_names(self) -> list[str]:
+        return [name for name in self.table_names() if name.startswith(EMBEDDING_PREFIX)]
+
+    def has_table(self, name: str) -> bool:
+        return self.table_path(name).is_dir()
+
+    def dataset(self, name: str, version: int | str | None = None) -> lance.LanceDataset:
+        """A table's Lance dataset, at its newest version or at an older `version` (number or tag)."""
+        if not self.has_table(name):
+            raise EmbedstoreError(
+                f"no table {name!r} in {self.root}; tables: {', '.join(self.table_names())}"
+            )
+        dataset = lance.dataset(str(self.table_path(name)))
+        if version is not None:
+            dataset = dataset.checkout_version(_versions.resolve(dataset, name, version))
+        return dataset
+
+    def read(
+        self,
+        name: str,
+        version: int | str | None = None,
+        columns: list[str] | None = None,
+        filter: str | None = None,
+    ) -> pa.Table:
+        """A whole table (or some columns, or the rows passing a SQL filter) as Arrow."""
+        return self.dataset(name, version).to_table(columns=columns, filter=filter)
+
+    def count(self, name: str) -> int:
+        return self.dataset(name).count_rows()
+
+    def tile_ids(self) -> set[str]:
+        """Ids of every tile in the store."""
+        return set(self.read(TILES, columns=["tile_id"]).column("tile_id").to_pylist())
+
+    def create_table(self, name: str, schema: pa.Schema) -> lance.LanceDataset:
+        """Create a table (or open it, when another writer created it first)."""
+        return writes.create_table(self.root, name, schema)
+
+    def remove_if_empty(self) -> bool:
+        """Delete the whole store when no table holds a row (a store made for a failed first ingest)."""
+        if any(self.count(name) for name in self.table_names()):
+            return False
+        shutil.rmtree(self.root, ignore_errors=True)
+        return True
+
+    def drop_table(self, name: str) -> None:
+        """Remove a table with all its versions."""
+        shutil.rmtree(self.dataset(name).uri, ignore_errors=False)
+
+    # -- keyed writes (see embedstore.writes) -------------------------------------------------------------
+
+    def insert_missing(self, name: str, rows: pa.Table) -> int:
+        """Insert rows whose key the table lacks; returns how many were inserted."""
+        return writes.insert_missing(self.table_path(name), name, rows)
+
+    def upsert(self, name: str, rows: pa.Table) -> tuple[int, int]:
+        """Insert new keys, replace existing ones; returns (inserted, updated)."""
+        return writes.upsert(self.table_path(name), name, rows)
+
+    def delete(self, name: str, predicate: str) -> int:
+        """Delete rows matching a SQL predicate in one new version; returns how many."""
+        return writes.delete_where(self.table_path(name), name, predicate)
+
+    # -- versions -----------------------------------------------------------------------------------------
+
+    def versions(self, name: str) -> list[dict[str, Any]]:
+        """Versions of one table, oldest first: version, timestamp, rows, tags."""
+        return _versions.list_versions(self.dataset(name))
+
+    def restore(self, name: str, version: int | str) -> int:
+        """Make an older version (number or tag) of a table the newest; returns the new version number."""
+        return _versions.restore(self.dataset(name), name, version)
+
+    def tag(self, name: str, tag: str, version: int | None = None) -> int:
+        """Name a version of a table (default: the newest) so compaction keeps it; returns the version."""
+        return _versions.tag(self.dataset(name), name, tag, version)
+
+    def compact(self, older_than: timedelta = timedelta(days=7)) -> dict[str, dict[str, int]]:
+        """Compact every table's fragments and remove untagged versions older than `older_than`."""
+        return {name: _versions.compact(self.dataset(name), older_than) for name in self.table_names()}
+
+
+def read_marker(root: Path, shown: str | Path) -> dict[str, Any]:
+    """The store's format marker; NotAStoreError when there is none or it is damaged."""
+    marker_path = root / MARKER_FILE
+    if not marker_path.exists():
+        raise NotAStoreError(f"{root} is not an embedstore store; create one with `embedstore init {shown}`")
+    try:
+        return json.loads(marker_path.read_text())
+    except json.JSONDecodeError:
+        raise NotAStoreError(
+            f"{marker_path} is damaged (not JSON); restore it or re-create the store"
+        ) from None

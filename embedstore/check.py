@@ -1,0 +1,278 @@
+"""Checking a store like a filesystem check, and repairing what can be repaired.
+
+Checked: every table holds one row per key; tiles, files, labels and embeddings point at rows that
+exist (a tile's source, a label's or an embedding's tile); each embedding table's provenance parses
+and fits its vectors; every table declares its key; sources recorded as complete have all their tiles.
+Failed sources are listed. `repair` removes duplicate keys (keeping the oldest row of each) and orphans
+in one new version per table changed, so `embedstore versions STORE --table T --restore V` undoes it.
+Run repair while no other process writes to the store.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+
+from .catalog import Catalog
+from .embedding_tables import recorded_provenance, table_name
+from .errors import EmbedstoreError
+from .schema import (
+    CORE_SCHEMAS,
+    FILES,
+    LABELS,
+    SOURCES,
+    TILES,
+    declared_key,
+    key_column,
+    sql_string,
+)
+from .writes import STAGING_DIR
+
+EXAMPLES = 3
+
+
+@dataclass
+class Finding:
+    """One kind of problem in one table."""
+
+    table: str
+    kind: (
+        str  # duplicate-keys | orphans | provenance | undeclared-key | incomplete-sources | staging-leftovers
+    )
+    count: int
+    message: str
+    examples: list[str] = field(default_factory=list)
+    repairable: bool = True
+
+
+@dataclass
+class CheckReport:
+    store: str
+    rows: dict[str, int] = field(default_factory=dict)  # rows checked per table
+    findings: list[Finding] = field(default_factory=list)
+    failed_sources: list[dict[str, str]] = field(default_factory=list)
+    repaired: list[dict[str, Any]] = field(default_factory=list)  # table, removed, version
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def summary(self) -> str:
+        total = sum(self.rows.values())
+        lines = [f"checked {len(self.rows)} tables, {total} rows in {self.store}"]
+        for done in self.repaired:
+            lines.append(
+                f"repaired {done['table']}: {done['removed']} row(s) removed in version {done['version']}"
+            )
+        for finding in self.findings:
+            shown = f" (e.g. {', '.join(finding.examples)})" if finding.examples else ""
+            fix = "" if finding.repairable else " [not repaired by --repair]"
+            lines.append(f"problem {finding.table}: {finding.message}{shown}{fix}")
+        for failed in self.failed_sources:
+            lines.append(f"failed source: {failed['uri']}: {failed['error']}")
+        lines += [f"note: {note}" for note in self.notes]
+        if self.ok:
+            lines.append("ok: no problems found")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+def check_store(catalog: Catalog) -> CheckReport:
+    """Look for every problem listed in the module docstring; writes nothing."""
+    return _Checker(catalog).run()
+
+
+def repair_store(catalog: Catalog) -> CheckReport:
+    """Remove duplicate keys and orphans (one delete, hence one new version, per table), then re-check."""
+    checker = _Checker(catalog)
+    before = checker.run()
+    repaired = []
+    for name, predicate in checker.deletions():
+        removed = catalog.delete(name, predicate)
+        repaired.append({"table": name, "removed": removed, "version": int(catalog.dataset(name).version)})
+    if checker.staging_leftovers:
+        shutil.rmtree(catalog.root / STAGING_DIR, ignore_errors=True)
+        repaired.append({"table": STAGING_DIR, "removed": len(checker.staging_leftovers), "version": None})
+    after = check_store(catalog)
+    after.repaired = repaired
+    if not repaired:
+        unrepairable = [f for f in before.findings if not f.repairable]
+        after.notes.append(
+            "nothing to repair; nothing was written"
+            + (" (the problems above need the fixes they name)" if unrepairable else "")
+        )
+    return after
+
+
+class _Checker:
+    """Reads each table's keys once and derives findings and the deletions that repair them."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.report = CheckReport(str(catalog.root))
+        self.extra_rowids: dict[str, list[int]] = {}  # table -> row ids of duplicate copies to remove
+        self.orphans: dict[str, tuple[str, list[str]]] = {}  # table -> (column, values) to remove
+        self.staging_leftovers: list[str] = []
+
+    def run(self) -> CheckReport:
+        names = self.catalog.table_names()
+        missing = [name for name in CORE_SCHEMAS if name not in names]
+        if missing:
+            raise EmbedstoreError(
+                f"{self.catalog.root} lacks core table(s) {', '.join(missing)}; the store is damaged beyond "
+                "repair: restore it from a copy, or re-create it and ingest again"
+            )
+        keys = {name: self._keys(name) for name in names}
+        sources = keys[SOURCES]
+        source_ids = set(sources["source_id"].to_list())
+        tiles = keys[TILES]
+        orphan_tiles = tiles.filter(~pl.col("source_id").is_in(list(source_ids)))
+        kept_tiles = set(tiles["tile_id"].to_list()) - set(orphan_tiles["tile_id"].to_list())
+        self._orphans(TILES, orphan_tiles, "tile_id", "tile(s) whose source is not in the sources table")
+        self._orphans(
+            FILES,
+            keys[FILES].filter(~pl.col("source_id").is_in(list(source_ids))),
+            "uri",
+            "file(s) recorded for a source that is not in the sources table",
+        )
+        for name in [LABELS, *self.catalog.embedding_table_names()]:
+            frame = keys[name].filter(~pl.col("tile_id").is_in(list(kept_tiles)))
+            what = "label(s)" if name == LABELS else "embedding row(s)"
+            self._orphans(name, frame, "tile_id", f"{what} of tiles that are not in the tiles table")
+        for name in self.catalog.embedding_table_names():
+            self._provenance(name)
+        self._incomplete_sources(sources, tiles)
+        failed = sources.filter(pl.col("status") == "failed")
+        self.report.failed_sources = [
+            {"uri": row["uri"], "error": row["error"]} for row in failed.select("uri", "error").to_dicts()
+        ]
+        self._staging()
+        return self.report
+
+    def deletions(self) -> list[tuple[str, str]]:
+        """(table, SQL predicate) for every table with duplicate copies or orphans to remove."""
+        out = []
+        for name in self.catalog.table_names():
+            parts = []
+            if name in self.extra_rowids:
+                parts.append(f"_rowid IN ({', '.join(str(i) for i in self.extra_rowids[name])})")
+            if name in self.orphans:
+                column, values = self.orphans[name]
+                parts.append(f"{column} IN ({', '.join(sql_string(v) for v in values)})")
+            if parts:
+                out.append((name, " OR ".join(f"({p})" for p in parts)))
+        return out
+
+    # -- reading --------------------------------------------------------------------------------------
+
+    def _keys(self, name: str) -> pl.DataFrame:
+        """The table's key and reference columns with row ids; records duplicate keys and undeclared keys."""
+        dataset = self.catalog.dataset(name)
+        key = key_column(name)
+        columns = {
+            SOURCES: ["source_id", "status", "uri", "error", "n_tiles"],
+            TILES: ["tile_id", "source_id"],
+        }
+        columns[FILES] = ["uri", "source_id"]
+        wanted = columns.get(name, [key, "tile_id"])
+        frame = pl.from_arrow(dataset.to_table(columns=list(dict.fromkeys([key, *wanted])), with_row_id=True))
+        self.report.rows[name] = frame.height
+        if declared_key(dataset.schema) != key:
+            self.report.findings.append(
+                Finding(
+                    name,
+                    "undeclared-key",
+                    1,
+                    f"the table does not declare {key!r} as its key, so concurrent writers could duplicate "
+                    "rows; run `embedstore upgrade STORE`",
+                    repairable=False,
+                )
+            )
+        extras = frame.sort("_rowid").filter(~pl.col(key).is_first_distinct())
+        if extras.height:
+            self.extra_rowids[name] = extras["_rowid"].to_list()
+            counts = Counter(extras[key].to_list())
+            self.report.findings.append(
+                Finding(
+                    name,
+                    "duplicate-keys",
+                    extras.height,
+                    f"{extras.height} extra row(s) for {len(counts)} {key!r} key(s) (one per key is right)",
+                    [str(k) for k, _ in counts.most_common(EXAMPLES)],
+                )
+            )
+        return frame
+
+    def _orphans(self, name: str, frame: pl.DataFrame, column: str, what: str) -> None:
+        if frame.height == 0:
+            return
+        values = frame[column].unique(maintain_order=True).to_list()
+        self.orphans[name] = (column, values)
+        self.report.findings.append(
+            Finding(
+                name, "orphans", frame.height, f"{frame.height} {what}", [str(v) for v in values[:EXAMPLES]]
+            )
+        )
+
+    def _provenance(self, name: str) -> None:
+        schema: pa.Schema = self.catalog.dataset(name).schema
+        problems = []
+        try:
+            provenance = recorded_provenance(schema, name)
+        except EmbedstoreError as error:
+            problems.append(str(error))
+        else:
+            vector = schema.field("vector").type
+            if vector.list_size != provenance.dim:
+                problems.append(f"vectors have {vector.list_size} dims, the provenance says {provenance.dim}")
+            dtype = {"float": "float32", "halffloat": "float16"}.get(
+                str(vector.value_type), str(vector.value_type)
+            )
+            if dtype != provenance.store_dtype:
+                problems.append(f"vectors are {dtype}, the provenance says {provenance.store_dtype}")
+            if table_name(provenance.backbone) != name:
+                problems.append(
+                    f"the provenance names backbone {provenance.backbone!r}, which belongs in another table"
+                )
+        for problem in problems:
+            self.report.findings.append(Finding(name, "provenance", 1, problem, repairable=False))
+
+    def _incomplete_sources(self, sources: pl.DataFrame, tiles: pl.DataFrame) -> None:
+        present = tiles.group_by("source_id").len()
+        ok = sources.filter(pl.col("status") == "ok").join(present, on="source_id", how="left")
+        short = ok.filter(pl.col("len").fill_null(0) < pl.col("n_tiles"))
+        if short.height:
+            self.report.findings.append(
+                Finding(
+                    SOURCES,
+                    "incomplete-sources",
+                    short.height,
+                    f"{short.height} source(s) recorded as ingested miss some of their tiles; "
+                    "run the same `embedstore ingest` again to add them",
+                    short["uri"].to_list()[:EXAMPLES],
+                    repairable=False,
+                )
+            )
+
+    def _staging(self) -> None:
+        staging = self.catalog.root / STAGING_DIR
+        if staging.is_dir():
+            self.staging_leftovers = sorted(p.name for p in staging.iterdir())
+        if self.staging_leftovers:
+            self.report.findings.append(
+                Finding(
+                    STAGING_DIR,
+                    "staging-leftovers",
+                    len(self.staging_leftovers),
+                    f"{len(self.staging_leftovers)} half-created table(s) left by an interrupted run",
+                    self.staging_leftovers[:EXAMPLES],
+                )
+            )

@@ -1,0 +1,263 @@
+"""The input side of `embed`: which (tile, view) rows are missing, and batches of pixels for them.
+
+Lance is read only in the main process (a reader thread `take`s encoded tiles ahead of time); the encoded
+bytes travel to DataLoader workers as the "index" of each batch, and the workers decode, augment and
+resize them into a ring of shared uint8 buffers that the model reads as (B, 3, S, S) channels_last.
+Workers never touch Lance, so forking them is safe.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..errors import EmbedstoreError
+from ..runtime import trim
+from ..sources.tile_pixels import TILE_COLUMNS, TilePixels
+from .augment import augment_view
+from .options import RESIZE_METHODS
+
+READ_ROWS = 1024  # rows fetched from Lance per `take`
+READ_AHEAD = 8  # batches the reader thread keeps ready
+
+
+def plan_missing(tiles: pl.DataFrame, present: pl.DataFrame, views: int, limit: int | None) -> pl.DataFrame:
+    """(pos, tile_id, view) rows to embed, in table order; `tiles` has (pos, tile_id).
+
+    `limit` caps the number of tiles (not rows) taken from the missing ones.
+    """
+    wanted = tiles.join(pl.DataFrame({"view": pl.Series(range(views + 1), dtype=pl.Int16)}), how="cross")
+    missing = wanted.join(present, on=["tile_id", "view"], how="anti").sort(["pos", "view"])
+    if limit is not None:
+        keep = missing.select(pl.col("pos").unique(maintain_order=True).head(limit))
+        missing = missing.join(keep, on="pos", how="semi")
+    return missing
+
+
+@dataclass
+class Payload:
+    """One batch to decode: the distinct tiles it needs, per row (index into tiles, view), and its slot."""
+
+    tiles: list[dict[str, Any]]
+    rows: list[tuple[int, int]]
+    slot: int = 0
+
+
+@dataclass
+class PixelBatch:
+    """What a worker hands back: the rows' ids and views; their pixels wait in `BatchSlots` slot `slot`."""
+
+    tile_ids: list[str]
+    views: np.ndarray  # int16 (B,)
+    slot: int
+    error: str | None = None
+
+
+class BatchSlots:
+    """A ring of uint8 batch buffers (slots, B, S, S, 3), in shared memory made before workers start.
+
+    Workers decode straight into a slot and send only its number, so no batch is copied between
+    processes and no shared memory is created per batch. A slot is reused `count` batches later; the
+    DataLoader never has more than workers x prefetch batches in flight, so `count` exceeds that.
+    """
+
+    def __init__(self, workers: int, prefetch: int, batch_size: int, size: int) -> None:
+        self.count = workers * prefetch + 2 if workers else 1  # decoding inline needs one
+        self.buffer = torch.empty((self.count, batch_size, size, size, 3), dtype=torch.uint8)
+        if workers:
+            self.buffer.share_memory_()
+
+    def pixels(self, batch: PixelBatch) -> torch.Tensor:
+        """The batch's pixels (B, 3, S, S), a channels_last view of its slot."""
+        return self.buffer[batch.slot, : len(batch.tile_ids)].permute(0, 3, 1, 2)
+
+
+class TileReader(Sampler):
+    """Yields one Payload per batch, read from a pinned Lance dataset by a background thread."""
+
+    def __init__(self, dataset: Any, missing: pl.DataFrame, batch_size: int, slots: int) -> None:
+        self.dataset, self.slots = dataset, slots
+        self.pos = missing["pos"].to_numpy()
+        self.views = missing["view"].to_numpy()
+        self.batch_size = batch_size
+        self._stop = threading.Event()
+
+    def __len__(self) -> int:
+        return -(-len(self.pos) // self.batch_size)
+
+    def __iter__(self) -> Iterator[Payload]:
+        ready: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
+        thread = threading.Thread(target=self._read, args=(ready,), name="embed-reader", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = ready.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._stop.set()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _put(self, ready: queue.Queue, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _read(self, ready: queue.Queue) -> None:
+        try:
+            per_read = max(1, READ_ROWS // self.batch_size) * self.batch_size
+            for start in range(0, len(self.pos), per_read):
+                pos = self.pos[start : start + per_read]
+                views = self.views[start : start + per_read]
+                unique, inverse = np.unique(pos, return_inverse=True)
+                rows = self.dataset.take(unique, columns=TILE_COLUMNS).to_pylist()
+                for b in range(0, len(pos), self.batch_size):
+                    payload = _payload(rows, inverse[b : b + self.batch_size], views[b : b + self.batch_size])
+                    payload.slot = (start + b) // self.batch_size % self.slots
+                    if not self._put(ready, payload):
+                        return
+            self._put(ready, None)
+        except BaseException as error:  # handed to the main thread, which raises it
+            self._put(ready, error)
+
+
+def _payload(rows: list[dict[str, Any]], index: np.ndarray, views: np.ndarray) -> Payload:
+    distinct, local = np.unique(index, return_inverse=True)
+    return Payload([rows[i] for i in distinct], list(zip(local.tolist(), views.tolist(), strict=True)))
+
+
+class DecodeTiles(Dataset):
+    """Payload -> PixelBatch: decode (or re-read), augment views >= 1, resize into the payload's slot.
+
+    Resizing uses torch's antialiased uint8 kernels, which match Pillow's (bicubic within 2 levels, mostly
+    exactly; bilinear exactly) at a sixth of the cost.
+    """
+
+    def __init__(
+        self,
+        slots: BatchSlots,
+        size: int,
+        resize: str,
+        augment: tuple[str, ...],
+        sources: dict[str, tuple[str, str]],
+    ) -> None:
+        if resize not in RESIZE_METHODS:
+            raise EmbedstoreError(f"unknown resize {resize!r}; use one of {', '.join(RESIZE_METHODS)}")
+        self.slots, self.size, self.mode, self.augment = slots, size, resize, augment
+        self.sources = sources
+        self._pixels: TilePixels | None = None
+
+    def __getitem__(self, payload: Payload) -> PixelBatch:
+        if self._pixels is None:
+            self._pixels = TilePixels(self.sources)
+        tiles = [payload.tiles[t] for t, _ in payload.rows]
+        tile_ids = [tile["tile_id"] for tile in tiles]
+        views = np.array([view for _, view in payload.rows], dtype=np.int16)
+        try:
+            images = [
+                augment_view(self._pixels.rgb(tile), tile["tile_id"], int(view), self.augment)
+                for tile, view in zip(tiles, views, strict=True)
+            ]
+        except EmbedstoreError as error:
+            return PixelBatch(tile_ids, views, payload.slot, str(error))
+        self._fill(self.slots.buffer[payload.slot], images)
+        return PixelBatch(tile_ids, views, payload.slot)
+
+    def _fill(self, target: torch.Tensor, images: list[np.ndarray]) -> None:
+        """Write images (H, W, 3) into target (B, S, S, 3), resizing each group of one shape at once."""
+        shapes: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(images):
+            shapes.setdefault(image.shape, []).append(i)
+        for shape, rows in shapes.items():
+            batch = torch.from_numpy(np.stack([images[i] for i in rows]))
+            if shape[:2] != (self.size, self.size):
+                resized = F.interpolate(
+                    batch.permute(0, 3, 1, 2),
+                    size=(self.size, self.size),
+                    mode=self.mode,
+                    antialias=True,
+                    align_corners=False,
+                )
+                batch = resized.permute(0, 2, 3, 1)
+            if len(rows) == len(images) and rows[-1] == len(rows) - 1:
+                target[: len(rows)] = batch
+            else:
+                target[torch.tensor(rows)] = batch
+
+
+def _keep(batch: PixelBatch) -> PixelBatch:
+    return batch
+
+
+def _worker_init(_: int) -> None:
+    """A decode worker feeding a GPU: one torch thread."""
+    torch.set_num_threads(1)
+
+
+def _idle_worker_init(_: int) -> None:
+    """A decode worker beside a CPU model: one thread, scheduled only when a CPU would otherwise idle.
+
+    The model's threads use every core; a worker that preempts one of them stalls the others at the next
+    barrier, so its decoding would count double. SCHED_IDLE (Linux) makes it fill gaps instead.
+    """
+    torch.set_num_threads(1)
+    try:
+        if hasattr(os, "SCHED_IDLE"):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        else:
+            os.nice(10)
+    except OSError:
+        pass
+
+
+def make_loader(
+    reader: TileReader, decoder: DecodeTiles, workers: int, prefetch: int, beside_cpu_model: bool
+) -> DataLoader:
+    """A DataLoader whose sampler yields payloads and whose workers (or, with 0, this thread) decode them."""
+    extra: dict[str, Any] = {}
+    if workers > 0:
+        method = "fork" if "fork" in torch.multiprocessing.get_all_start_methods() else "spawn"
+        init = _idle_worker_init if beside_cpu_model else _worker_init
+        extra = {"multiprocessing_context": method, "prefetch_factor": prefetch, "worker_init_fn": init}
+    return DataLoader(
+        decoder, batch_size=None, sampler=reader, num_workers=workers, collate_fn=_keep, **extra
+    )
+
+
+def start(loader: DataLoader) -> Iterator[PixelBatch]:
+    """Start the loader's workers, without Lance's at-fork warning (the workers never use Lance).
+
+    Free heap memory is trimmed first so that the forked workers share as little as possible with this
+    process copy-on-write (see embedstore.runtime).
+    """
+    if loader.num_workers > 0:
+        trim()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return iter(loader)
+
+
+def stop(iterator: Iterator[PixelBatch]) -> None:
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()

@@ -1,0 +1,140 @@
+"""What `embed` can be told, and what it reports. A leaf: importable without torch (for the CLI and plans)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..embedding_tables import STORE_DTYPES
+from ..runtime import DEVICES
+from ..validation import Flag, Function, Interval, NamesFrom, OneOf, PathValue, invalid, option, validate
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+RESIZE_METHODS = ("bicubic", "bilinear")
+AUGMENTATIONS = ("flip", "rot90", "hed-jitter", "blur")
+MAX_VIEWS = 2**15 - 1  # views are stored as int16
+
+
+@dataclass
+class EmbedProgress:
+    """Handed to `on_chunk` after each chunk is durably written."""
+
+    table: str
+    rows_written: int  # by this run so far
+    rows_total: int  # rows this run set out to write
+
+
+@dataclass
+class EmbedOptions:
+    """How to embed. `precision` / `store_dtype` None: the table's own, or fp32 / float32 for a new table."""
+
+    weights: Path | None = option(
+        None,
+        PathValue(),
+        optional=True,
+        help="Local weights file or timm model directory for the (single) backbone.",
+    )
+    batch_size: int = option(64, Interval(1, integer=True), help="Tiles per forward pass.")
+    precision: str | None = option(
+        None, OneOf(PRECISIONS), optional=True, help="Autocast precision [default: the table's, else fp32]."
+    )
+    compile: bool = option(False, Flag(), help="torch.compile the model (slow start, faster after).")
+    device: str = option("auto", OneOf(DEVICES), help="Where the model runs; auto: CUDA when present.")
+    channels_last: bool = option(True, Flag(), cli=False)
+    store_dtype: str | None = option(
+        None,
+        OneOf(tuple(STORE_DTYPES)),
+        optional=True,
+        help="Stored vector type [default: the table's, else float32].",
+    )
+    views: int = option(
+        0, Interval(0, MAX_VIEWS, integer=True), help="Augmented views per tile besides the tile."
+    )
+    augment: tuple[str, ...] = option(
+        AUGMENTATIONS, NamesFrom(AUGMENTATIONS), help="Augmentations of the views, comma-separated."
+    )
+    workers: int | None = option(
+        None,
+        Interval(0, integer=True),
+        optional=True,
+        help="Decode processes; 0 decodes between batches [default: 0 on CPUs of up to 4 cores, "
+        "1 per 8 cores above, up to 8 with a GPU].",
+    )
+    threads: int | None = option(
+        None,
+        Interval(1, integer=True),
+        optional=True,
+        help="torch threads for the forward pass [default: torch's].",
+    )
+    chunk_rows: int = option(4096, Interval(1, integer=True), cli=False)  # rows per atomic commit
+    prefetch: int = option(4, Interval(1, integer=True), cli=False)  # batches each worker decodes ahead
+    resize: str = option("bicubic", OneOf(RESIZE_METHODS), cli=False)  # antialiased, to the input size
+    reuse_memory: bool = option(True, Flag(), cli=False)  # on CPU, keep freed memory (embedstore.runtime)
+    progress: bool = option(True, Flag(), help="Show a progress bar.")
+    limit: int | None = option(
+        None, Interval(0, integer=True), optional=True, help="Embed at most this many tiles."
+    )
+    on_chunk: Callable[[EmbedProgress], None] | None = option(None, Function(), optional=True, cli=False)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def check_relations(self) -> None:
+        if self.views and not self.augment:
+            raise invalid("--augment", "", "at least one operation when --views is above 0")
+
+
+@dataclass
+class EmbedReport:
+    table: str
+    backbone: str
+    rows_written: int = 0
+    tiles_embedded: int = 0  # distinct tiles with at least one new row
+    rows_present: int = 0  # rows the table already had for current tiles
+    rows_written_elsewhere: int = 0  # rows this run computed that another process had written meanwhile
+    tiles_total: int = 0
+    views: int = 0
+    seconds: float = 0.0  # the whole call
+    pipeline_seconds: float = 0.0  # read + decode + forward + write, after the model is built
+    precision: str = "fp32"
+    store_dtype: str = "float32"
+    device: str = "cpu"
+    batch_size: int = 0
+    workers: int = 0
+    threads: int = 0
+    table_version: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def tiles_per_s(self) -> float:
+        return self.tiles_embedded / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_written / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        if self.rows_written == 0 and self.rows_written_elsewhere == 0:
+            line = f"{self.table}: up to date ({self.rows_present} rows for {self.tiles_total} tiles)"
+        else:
+            per_tile = f" x {self.views + 1} views" if self.views else ""
+            decode = f"{self.workers} decode worker(s)" if self.workers else "decoding inline"
+            line = (
+                f"{self.table}: {self.rows_written} rows written ({self.tiles_embedded} tiles{per_tile}), "
+                f"{self.rows_present} already present; {self.seconds:.1f} s, {self.tiles_per_s:.1f} tiles/s "
+                f"({self.precision}, {self.device}, batch {self.batch_size}, {decode}, "
+                f"{self.threads} torch thread(s), stored as {self.store_dtype})"
+            )
+        notes = list(self.notes)
+        if self.rows_written_elsewhere:
+            notes.append(
+                f"{self.rows_written_elsewhere} row(s) were written by another process at the same time "
+                "and kept once"
+            )
+        return "\n".join([line, *(f"note: {note}" for note in notes)])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "tiles_per_s": self.tiles_per_s, "rows_per_s": self.rows_per_s}

@@ -1,0 +1,237 @@
+"""Turning the user's paths into source jobs: slides, image folders, flat image folders, manifests, points."""
+
+from __future__ import annotations
+
+import string
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from ..errors import EmbedstoreError
+from ..schema import GROUP_KEYS
+from ..sources.slides import IMAGE_SUFFIXES, READABLE_SUFFIXES
+from ..tabular import TABLE_SUFFIXES, read_table, require_columns
+from .options import KINDS
+
+SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "test", "testing"}
+
+
+@dataclass
+class SourceJob:
+    """One file to ingest and what is known of it before opening it."""
+
+    path: Path
+    kind: str  # slide | image | points
+    label: str | None = None  # the label of a whole-image tile
+    label_origin: str | None = None
+    groups: dict[str, str | None] = field(default_factory=dict)
+    points: list[tuple[float, float, str | None]] = field(default_factory=list)  # (x, y, label) for points
+
+
+@dataclass(frozen=True)
+class TableColumns:
+    """How to read a manifest or point table."""
+
+    path_column: str = "path"
+    path_template: str | None = None
+    image_column: str = "image"
+    label_column: str | None = None
+    groups: tuple[tuple[str, str], ...] = ()  # (group key, column)
+    images_dir: Path | None = None
+    one_based: bool = False
+
+
+def discover(paths: list[Path], kind: str, dataset: str | None, columns: TableColumns) -> list[SourceJob]:
+    """Every source job for the given paths; EmbedstoreError for missing paths, empty folders, bad tables."""
+    if kind not in KINDS:
+        raise EmbedstoreError(f"unknown --kind {kind!r}; use one of {', '.join(KINDS)}")
+    if not paths:
+        raise EmbedstoreError("no PATH given; name slides, image folders or a manifest to ingest")
+    jobs: list[SourceJob] = []
+    for path in paths:
+        if not path.exists():
+            raise EmbedstoreError(f"{path}: no such file or directory; check the path")
+        path_kind = detect_kind(path, columns) if kind == "auto" else kind
+        name = dataset or (path.stem if path.is_file() else path.name)
+        if path_kind == "slide":
+            found = _slide_jobs(path)
+        elif path_kind == "imagefolder":
+            found = _imagefolder_jobs(path)
+        elif path_kind == "images":
+            found = [SourceJob(p, "image", groups={"image": p.name}) for p in _images_in(path)]
+        elif path_kind == "manifest":
+            found = _manifest_jobs(path, columns)
+        else:
+            found = _points_jobs(path, columns)
+        if not found:
+            raise EmbedstoreError(f"{path}: nothing to ingest found as {path_kind}; check the path or --kind")
+        for job in found:
+            job.groups.setdefault("dataset", name)
+        jobs.extend(found)
+    return jobs
+
+
+def detect_kind(path: Path, columns: TableColumns) -> str:
+    """Guess what a path is: a table (manifest or points), an image folder, or slides."""
+    if path.is_file():
+        if path.suffix.lower() in TABLE_SUFFIXES:
+            names = set(read_table(path).columns)
+            is_points = {columns.image_column, "x", "y"} <= names and columns.path_template is None
+            return "points" if is_points else "manifest"
+        return "slide"
+    subdirs = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    top_files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in READABLE_SUFFIXES]
+    if subdirs and not top_files and any(_images_in(d, recursive=True) for d in subdirs):
+        return "imagefolder"
+    return "slide"
+
+
+def _images_in(folder: Path, recursive: bool = False) -> list[Path]:
+    if not folder.is_dir():
+        raise EmbedstoreError(f"{folder}: not a directory; --kind images needs a folder of images")
+    pattern = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in pattern if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _slide_jobs(path: Path) -> list[SourceJob]:
+    files = (
+        [path]
+        if path.is_file()
+        else sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in READABLE_SUFFIXES)
+    )
+    return [SourceJob(p, "slide", groups={"slide": p.name}) for p in files]
+
+
+def _imagefolder_jobs(root: Path) -> list[SourceJob]:
+    """root/<class>/*.png, or root/<split>/<class>/*.png when the first level is named like splits."""
+    jobs: list[SourceJob] = []
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if subdirs and all(d.name.lower() in SPLIT_NAMES for d in subdirs):
+        splits = [(d.name, d) for d in subdirs]
+    else:
+        splits = [(None, root)]
+    for split, split_dir in splits:
+        for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for image in _images_in(class_dir, recursive=True):
+                groups = {"image": str(image.relative_to(root)), "split": split}
+                jobs.append(SourceJob(image, "image", class_dir.name, "folder", groups))
+    return jobs
+
+
+def _group_columns(frame: pl.DataFrame, columns: TableColumns) -> dict[str, str]:
+    """Group key -> column: explicit --group KEY=COLUMN, else columns named like the group keys."""
+    mapping = {key: key for key in GROUP_KEYS if key in frame.columns}
+    mapping.update(dict(columns.groups))
+    return mapping
+
+
+def _label_column(path: Path, frame: pl.DataFrame, columns: TableColumns) -> str | None:
+    if columns.label_column is not None:
+        require_columns(path, frame, [columns.label_column], "fix --label-column")
+        return columns.label_column
+    return "label" if "label" in frame.columns else None
+
+
+class _FileFinder:
+    """Resolves a manifest's paths: relative to the table, to --images-dir, or by file name under it."""
+
+    def __init__(self, table_path: Path, images_dir: Path | None) -> None:
+        self.bases = [images_dir, table_path.parent] if images_dir else [table_path.parent]
+        if images_dir is not None and not images_dir.is_dir():
+            raise EmbedstoreError(f"--images-dir {images_dir}: not a directory; check the path")
+        self.images_dir = images_dir
+        self._by_name: dict[str, list[Path]] | None = None
+
+    def find(self, value: str) -> Path | None:
+        candidate = Path(value).expanduser()
+        if candidate.is_absolute():
+            return candidate if candidate.exists() else None
+        for base in self.bases:
+            if (base / candidate).exists():
+                return base / candidate
+        if self.images_dir is None:
+            return None
+        if self._by_name is None:
+            self._by_name = defaultdict(list)
+            for file in self.images_dir.rglob("*"):
+                if file.is_file():
+                    self._by_name[file.name].append(file)
+        matches = self._by_name.get(candidate.name, [])
+        if len(matches) > 1:
+            raise EmbedstoreError(
+                f"file name {candidate.name} is ambiguous under {self.images_dir} ({len(matches)} files); "
+                "give paths relative to --images-dir instead"
+            )
+        return matches[0] if matches else None
+
+
+def _manifest_paths(path: Path, frame: pl.DataFrame, columns: TableColumns) -> list[str]:
+    if columns.path_template is None:
+        require_columns(path, frame, [columns.path_column], "name the path column with --path-column")
+        return [str(v) for v in frame.get_column(columns.path_column).to_list()]
+    fields = [f for _, f, _, _ in string.Formatter().parse(columns.path_template) if f]
+    require_columns(path, frame, fields, "fix --path-template")
+    return [columns.path_template.format(**row) for row in frame.select(fields).iter_rows(named=True)]
+
+
+def _missing_files_error(path: Path, missing: list[str]) -> EmbedstoreError:
+    shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
+    return EmbedstoreError(
+        f"{path}: {len(missing)} listed file(s) not found ({shown}); fix the paths or pass --images-dir"
+    )
+
+
+def _manifest_jobs(path: Path, columns: TableColumns) -> list[SourceJob]:
+    """One whole-image tile per row: path (or --path-template), optional label and group columns."""
+    frame = read_table(path)
+    if frame.height == 0:
+        raise EmbedstoreError(f"{path}: the manifest has no rows")
+    finder = _FileFinder(path, columns.images_dir)
+    label_column = _label_column(path, frame, columns)
+    group_columns = _group_columns(frame, columns)
+    require_columns(path, frame, list(group_columns.values()), "fix --group KEY=COLUMN")
+    jobs, missing = [], []
+    for value, row in zip(_manifest_paths(path, frame, columns), frame.iter_rows(named=True), strict=True):
+        found = finder.find(value)
+        if found is None:
+            missing.append(value)
+            continue
+        label = None if label_column is None or row[label_column] is None else str(row[label_column])
+        groups = {key: None if row[col] is None else str(row[col]) for key, col in group_columns.items()}
+        groups.setdefault("image", value)
+        jobs.append(SourceJob(found, "image", label, "manifest" if label is not None else None, groups))
+    if missing:
+        raise _missing_files_error(path, missing)
+    return jobs
+
+
+def _points_jobs(path: Path, columns: TableColumns) -> list[SourceJob]:
+    """Point annotations: rows of image, x, y (, label); one tile centred on each point."""
+    frame = read_table(path)
+    require_columns(path, frame, [columns.image_column, "x", "y"], "point tables need image, x, y columns")
+    if frame.height == 0:
+        raise EmbedstoreError(f"{path}: the point table has no rows")
+    finder = _FileFinder(path, columns.images_dir)
+    label_column = _label_column(path, frame, columns)
+    group_columns = _group_columns(frame, columns)
+    offset = 1.0 if columns.one_based else 0.0
+    by_image: dict[str, SourceJob] = {}
+    missing = []
+    for row in frame.iter_rows(named=True):
+        image = str(row[columns.image_column])
+        if image not in by_image:
+            found = finder.find(image)
+            if found is None:
+                missing.append(image)
+                by_image[image] = SourceJob(Path(image), "points")
+                continue
+            groups = {key: None if row[col] is None else str(row[col]) for key, col in group_columns.items()}
+            groups.setdefault("image", image)
+            by_image[image] = SourceJob(found, "points", label_origin="points", groups=groups)
+        label = None if label_column is None or row[label_column] is None else str(row[label_column])
+        by_image[image].points.append((float(row["x"]) - offset, float(row["y"]) - offset, label))
+    if missing:
+        raise _missing_files_error(path, missing)
+    return list(by_image.values())

@@ -1,0 +1,132 @@
+"""What `ingest` can be told, and what it reports. A leaf: importable without OpenSlide or torch."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..schema import GROUP_KEYS, PIXEL_CODECS
+from ..sources.grid import GridSettings
+from ..validation import Flag, Interval, MappingOf, Name, OneOf, PathValue, option
+
+KINDS = ("auto", "slide", "imagefolder", "images", "manifest", "points")
+LABEL_CONFLICT_POLICIES = ("first", "drop", "error")
+
+
+def _default_workers() -> int:
+    return min(8, (os.cpu_count() or 2) + 2)
+
+
+@dataclass
+class IngestOptions(GridSettings):
+    """Everything `embedstore ingest` can be told (the grid fields come from GridSettings). Defaults suit
+    20x H&E slides."""
+
+    kind: str = option(
+        "auto",
+        OneOf(KINDS),
+        help="What PATH is; auto: tables by columns, folders of class folders as imagefolder, else slides.",
+    )
+    task: str | None = option(
+        None, Name(), optional=True, help="Record labels (class folders, label column) under this task name."
+    )
+    dataset: str | None = option(
+        None, Name(), optional=True, help="Group key 'dataset' for these tiles (default: the path's name)."
+    )
+    codec: str = option(
+        "auto",
+        OneOf(PIXEL_CODECS),
+        help="Stored pixels: auto = PNG up to 128 px, JPEG above; image files are kept byte for byte; "
+        "none = references only (embedding then needs the files).",
+    )
+    jpeg_quality: int = option(90, Interval(1, 100, integer=True), help="JPEG quality of stored slide tiles.")
+    path_column: str = option("path", Name(), help="Manifest column with image paths.")
+    path_template: str | None = option(
+        None, Name(), optional=True, help="Build manifest paths from columns, e.g. '{dataset}_{uid}.png'."
+    )
+    image_column: str = option("image", Name(), help="Point-table column with images.")
+    label_column: str | None = option(
+        None, Name(), optional=True, help="Manifest/point column with labels (default: 'label' if present)."
+    )
+    groups: dict[str, str] = option(
+        constraint=MappingOf(GROUP_KEYS), default_factory=dict, cli=False
+    )  # group key -> manifest column; the CLI's --group KEY=COLUMN
+    images_dir: Path | None = option(
+        None,
+        PathValue(),
+        optional=True,
+        help="Where manifest/point images live; files are also found by name below it.",
+    )
+    one_based: bool = option(False, Flag(), help="Point coordinates start at 1 (MATLAB style).")
+    on_label_conflict: str = option(
+        "first",
+        OneOf(LABEL_CONFLICT_POLICIES),
+        help="When copies of one tile (byte-identical files, points on one spot) carry different labels: "
+        "keep the first in path order, drop the label, or stop with an error.",
+    )
+    workers: int = option(
+        constraint=Interval(1, integer=True),
+        default_factory=_default_workers,
+        help="Parallel reader threads.",
+    )
+    skip_errors: bool = option(False, Flag(), help="Record failing sources and ingest the rest.")
+    chunk_tiles: int = option(4096, Interval(1, integer=True), cli=False)  # tiles per commit
+    progress: bool = option(True, Flag(), help="Show progress bars.")
+
+
+@dataclass
+class IngestReport:
+    sources_ok: int = 0
+    sources_failed: int = 0
+    sources_unchanged: int = 0  # already complete in the store
+    tiles_added: int = 0
+    tiles_present: int = 0  # planned tiles the store already had (or another process wrote meanwhile)
+    labels_written: int = 0
+    files_recorded: int = 0  # file paths newly recorded in the files table
+    copies: int = 0  # files whose bytes another file of this run already had (one source, one tile each)
+    label_conflicts: list[dict[str, Any]] = field(default_factory=list)  # tile_id, task, claims, kept
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        lines = [
+            f"sources: {self.sources_ok} ingested, {self.sources_unchanged} already in the store, "
+            f"{self.sources_failed} failed",
+            f"tiles: {self.tiles_added} added, {self.tiles_present} already present "
+            f"({self.seconds:.1f} s, {self.tiles_added / max(self.seconds, 1e-9):.0f} tiles/s)",
+            f"labels: {self.labels_written} written",
+        ]
+        if self.copies:
+            lines.append(
+                f"copies: {self.copies} file(s) are byte-identical to another file; each set is one "
+                "source and its tiles are stored once (every path is recorded in the files table)"
+            )
+        if self.label_conflicts:
+            policy = {c["kept"] is None for c in self.label_conflicts}
+            how = "the label was dropped" if policy == {True} else "the first label (in path order) was kept"
+            lines.append(
+                f"note: {len(self.label_conflicts)} tile(s) got different labels from copies or points on "
+                f"the same spot; {how} (--on-label-conflict first|drop|error):"
+            )
+            for conflict in self.label_conflicts[:5]:
+                claims = ", ".join(f"{label!r} from {where}" for label, where in conflict["claims"])
+                lines.append(f"  tile {conflict['tile_id']}: {claims}; kept {conflict['kept']!r}")
+            if len(self.label_conflicts) > 5:
+                lines.append(f"  ... {len(self.label_conflicts) - 5} more (see --json)")
+        lines += [f"failed: {uri}: {error}" for uri, error in self.failures]
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["failures"] = [{"uri": uri, "error": error} for uri, error in self.failures]
+        out["label_conflicts"] = [
+            {**c, "claims": [{"label": label, "file": where} for label, where in c["claims"]]}
+            for c in self.label_conflicts
+        ]
+        out["tiles_per_s"] = self.tiles_added / self.seconds if self.seconds > 0 else 0.0
+        return out

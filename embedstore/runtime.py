@@ -1,0 +1,112 @@
+"""Where and how models run: the device (chosen at run time), CPU count, torch threads, and glibc's allocator.
+
+Allocator: eager CPU inference allocates and frees activation tensors of tens to hundreds of MB every
+batch. By default glibc serves each from a fresh mmap that the kernel zeroes page by page: on a 2-core
+VM that was half of the forward pass's time. Keeping freed memory for reuse removes that cost, but a
+process forked afterwards (a DataLoader worker) then shares that big heap copy-on-write, and the parent
+pays a page copy for every page it writes again; trimming just before forking avoids it. These are
+no-ops where the C library is not glibc.
+
+torch is imported inside the functions, so option classes can name DEVICES without loading it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from .errors import EmbedstoreError
+
+if TYPE_CHECKING:
+    import torch
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str) -> torch.device:
+    """auto: CUDA when this machine has it, else CPU (decided at run time)."""
+    import torch
+
+    if device not in DEVICES:
+        raise EmbedstoreError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise EmbedstoreError(
+            "--device cuda was asked for but torch sees no CUDA GPU; use --device cpu or auto"
+        )
+    return torch.device(device)
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_workers(device: torch.device) -> int:
+    """Decode worker processes: with a GPU, enough to feed it; on a CPU of up to 4 cores, none.
+
+    On a small CPU machine the model's threads already use every core and decoding costs ~1-2 % of a
+    forward pass, so decoding in the main thread between batches beats a worker that preempts the
+    model's threads (measured on 2 cores: end-to-end 0.94-0.96 of forward-only inline, 0.88-0.92 with
+    one worker; see benchmarks/embed_throughput.py). Bigger CPUs get one worker per 8 cores.
+    """
+    cpus = cpu_count()
+    if device.type == "cuda":
+        return max(1, min(8, cpus - 1))
+    return 0 if cpus <= 4 else cpus // 8
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Use `threads` intra-op threads inside the block (None: leave torch's setting alone)."""
+    import torch
+
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt, libc.malloc_trim  # noqa: B018 - glibc only
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+@functools.cache
+def reuse_freed_memory() -> bool:
+    """Keep freed memory in the heap for reuse (process-wide, idempotent); False where not glibc.
+
+    Resident memory then stays near its peak until the process ends or `trim()` is called.
+    """
+    libc = _libc()
+    if libc is None:
+        return False
+    return libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
+
+
+def trim() -> None:
+    """Hand free heap memory back to the OS (before forking workers, or after a run)."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)

@@ -1,0 +1,255 @@
+"""Declarative constraints for options, checked once at the API boundary, with one message format.
+
+Each field of an options dataclass is declared with `option(default, Constraint, help=...)`. Building the
+options runs `validate`, which checks every field and raises one line: "--flag VALUE must be ...". The
+same declarations give the CLI its options, defaults, choices and help (`cli.options.from_options`), so a
+default or a choice is written once.
+
+    @dataclass
+    class Settings:
+        batch_size: int = option(64, Interval(1, integer=True), help="Tiles per forward pass.")
+        def __post_init__(self) -> None:
+            validate(self)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from .errors import EmbedstoreError
+
+
+class Constraint:
+    """What values a field accepts; `coerce` normalises an accepted value (e.g. "a,b" -> ("a", "b"))."""
+
+    def accepts(self, value: Any) -> bool:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def invalid_example(self) -> Any:
+        """A value this constraint refuses (the options contract test feeds it to every field)."""
+        raise NotImplementedError
+
+    def coerce(self, value: Any) -> Any:
+        return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval(Constraint):
+    """A number in a range; `integer` refuses floats. Bounds are inclusive unless `open_low`/`open_high`."""
+
+    low: float | None = None
+    high: float | None = None
+    integer: bool = False
+    open_low: bool = False
+
+    def accepts(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.integer and not isinstance(value, int):
+            return False
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return False
+        return self.high is None or value <= self.high
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        if self.low is not None and self.high is not None:
+            return f"{kind} in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}]"
+        if self.low is not None:
+            return f"{kind} {'>' if self.open_low else '>='} {self.low:g}"
+        return f"{kind} <= {self.high:g}" if self.high is not None else kind
+
+    def invalid_example(self) -> Any:
+        if self.low is not None:
+            return self.low if self.open_low else self.low - 1
+        return self.high + 1 if self.high is not None else "not a number"
+
+
+@dataclasses.dataclass(frozen=True)
+class OneOf(Constraint):
+    choices: tuple[str, ...]
+
+    def accepts(self, value: Any) -> bool:
+        return value in self.choices
+
+    def describe(self) -> str:
+        return "one of " + "|".join(self.choices)
+
+    def invalid_example(self) -> Any:
+        return "no-such-choice"
+
+
+@dataclasses.dataclass(frozen=True)
+class Name(Constraint):
+    """A non-empty name (task, dataset, backbone key, column): no leading/trailing spaces, one line."""
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, str) and bool(value) and value == value.strip() and "\n" not in value
+
+    def describe(self) -> str:
+        return "a non-empty name without surrounding spaces"
+
+    def invalid_example(self) -> Any:
+        return ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag(Constraint):
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, bool)
+
+    def describe(self) -> str:
+        return "true or false"
+
+    def invalid_example(self) -> Any:
+        return "yes"
+
+
+@dataclasses.dataclass(frozen=True)
+class PathValue(Constraint):
+    """A filesystem path, given as str or Path; `existing` also requires it to exist."""
+
+    existing: bool = False
+
+    def accepts(self, value: Any) -> bool:
+        if not isinstance(value, str | os.PathLike) or not str(value):
+            return False
+        return not self.existing or os.path.exists(value)
+
+    def describe(self) -> str:
+        return "an existing path; check it" if self.existing else "a path"
+
+    def invalid_example(self) -> Any:
+        return 3
+
+    def coerce(self, value: Any) -> Any:
+        from pathlib import Path
+
+        return Path(value).expanduser() if isinstance(value, str | os.PathLike) and str(value) else value
+
+
+@dataclasses.dataclass(frozen=True)
+class Function(Constraint):
+    def accepts(self, value: Any) -> bool:
+        return callable(value)
+
+    def describe(self) -> str:
+        return "a function"
+
+    def invalid_example(self) -> Any:
+        return 3
+
+
+@dataclasses.dataclass(frozen=True)
+class NamesFrom(Constraint):
+    """Distinct names out of `choices`, as a tuple or one comma-separated string (coerced to a tuple)."""
+
+    choices: tuple[str, ...]
+
+    def coerce(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(name.strip() for name in value.split(",") if name.strip())
+        if isinstance(value, Iterable):
+            return tuple(value)
+        return value
+
+    def accepts(self, value: Any) -> bool:
+        return (
+            isinstance(value, tuple)
+            and all(name in self.choices for name in value)
+            and len(set(value)) == len(value)
+        )
+
+    def describe(self) -> str:
+        return "distinct names among " + ",".join(self.choices)
+
+    def invalid_example(self) -> Any:
+        return "no-such-name"
+
+
+@dataclasses.dataclass(frozen=True)
+class MappingOf(Constraint):
+    """A mapping whose keys are among `keys` and whose values are names."""
+
+    keys: tuple[str, ...]
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, Mapping) and all(
+            k in self.keys and Name().accepts(v) for k, v in value.items()
+        )
+
+    def describe(self) -> str:
+        return "a mapping KEY=COLUMN with KEY among " + ",".join(self.keys)
+
+    def invalid_example(self) -> Any:
+        return {"no-such-key": "column"}
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    constraint: Constraint | None = None,
+    *,
+    help: str = "",
+    optional: bool = False,
+    flag: str | None = None,
+    cli: bool = True,
+    default_factory: Callable[[], Any] | None = None,
+) -> Any:
+    """A dataclass field with its constraint and CLI help.
+
+    optional: None is accepted too; flag: the CLI spelling (default `--field-name`); cli: False keeps a
+    field out of the command line (tuning knobs, callbacks).
+    """
+    metadata = {"constraint": constraint, "help": help, "optional": optional, "flag": flag, "cli": cli}
+    if default_factory is not None:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def flag_of(field: dataclasses.Field) -> str:
+    return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+
+
+def invalid(flag: str, value: Any, must: str) -> EmbedstoreError:
+    """The one message format: `--flag VALUE must be ...`."""
+    if isinstance(value, tuple | list):
+        value = ",".join(str(v) for v in value)
+    shown = repr(value) if isinstance(value, str) else str(value)
+    return EmbedstoreError(f"{flag} {shown} must be {must}".replace("\n", " "))
+
+
+def validate(options: Any) -> None:
+    """Check (and normalise) every declared field, then the options' own `check_relations`, if any."""
+    for field in dataclasses.fields(options):
+        constraint = field.metadata.get("constraint")
+        if constraint is None:
+            continue
+        given = getattr(options, field.name)
+        if given is None and field.metadata.get("optional"):
+            continue
+        value = constraint.coerce(given)
+        if not constraint.accepts(value):
+            raise invalid(flag_of(field), given, constraint.describe())
+        setattr(options, field.name, value)
+    check_relations = getattr(options, "check_relations", None)
+    if check_relations is not None:
+        check_relations()
+
+
+def check_value(flag: str, value: Any, constraint: Constraint, optional: bool = False) -> Any:
+    """One value outside an options class (e.g. a query argument), in the same message format."""
+    if value is None and optional:
+        return value
+    coerced = constraint.coerce(value)
+    if not constraint.accepts(coerced):
+        raise invalid(flag, value, constraint.describe())
+    return coerced

@@ -1,0 +1,269 @@
+"""Embedding: incremental, resumable, provenance-checked; views; reading back. Real LanceDB and backbones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import embedstore
+from cli.main import app
+from embedstore.embed.augment import augment_view
+from embedstore.embed.local import embed
+from embedstore.embed.options import AUGMENTATIONS, EmbedOptions
+from embedstore.embedding_tables import Provenance, table_name
+from embedstore.errors import BackboneError, EmbedstoreError
+from tests.helpers import write_tiles
+
+FAST = "handcrafted.color_texture"  # no weights, builds instantly
+KEY = "resnet18.random"
+OPTS = {"progress": False, "workers": 1, "batch_size": 8}
+
+
+def _store(tmp_path: Path, n: int = 10, seed: int = 0, name: str = "store", **ingest) -> embedstore.Store:
+    store = embedstore.init(tmp_path / name)
+    folder = write_tiles(tmp_path / f"tiles_{seed}", n, seed)
+    store.ingest([folder], embedstore.IngestOptions(task="t", progress=False, **ingest))
+    return store
+
+
+def _rows(store: embedstore.Store, key: str = FAST) -> list[tuple[str, int]]:
+    table = store.read(table_name(key), columns=["tile_id", "view"])
+    return list(zip(table.column("tile_id").to_pylist(), table.column("view").to_pylist(), strict=True))
+
+
+def _vectors(store: embedstore.Store, key: str = FAST, view: int = 0) -> dict[str, np.ndarray]:
+    X, ids, _ = store.embeddings(key).views(view).to_numpy()
+    return dict(zip(ids.tolist(), X, strict=True))
+
+
+def test_incremental_embeds_only_newwrite_tiles(tmp_path):
+    store = _store(tmp_path, n=6)
+    first = store.embed(FAST, **OPTS)  # the Store entry point
+    assert first.rows_written == 6 and first.table == "emb__handcrafted_color_texture"
+    store.ingest([write_tiles(tmp_path / "more", 4, seed=1)], embedstore.IngestOptions(progress=False))
+    second = embed(store, FAST, **OPTS)
+    assert second.rows_written == 4 and second.rows_present == 6
+    rows = _rows(store)
+    assert len(rows) == len(set(rows)) == 10
+    assert {tile for tile, _ in rows} == store.tile_ids()
+    again = embed(store, FAST, **OPTS)
+    assert again.rows_written == 0 and "up to date" in again.summary()
+    assert "tiles/s" in second.summary() and second.tiles_per_s > 0
+
+
+def test_resume_after_crash_gives_every_row_once(tmp_path):
+    store = _store(tmp_path, n=12)
+
+    def crash(progress):
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C after the first chunk was written
+
+    with pytest.raises(KeyboardInterrupt):
+        embed(store, FAST, views=1, chunk_rows=4, on_chunk=crash, **{**OPTS, "batch_size": 4})
+    assert len(_rows(store)) == 4
+    report = embed(store, FAST, views=1, chunk_rows=4, **{**OPTS, "batch_size": 4})
+    assert report.rows_written == 24 - 4
+    rows = _rows(store)
+    assert len(rows) == len(set(rows)) == 24
+    assert set(rows) == {(tile, view) for tile in store.tile_ids() for view in (0, 1)}
+
+
+def test_other_weights_for_the_same_key_are_refused(tmp_path):
+    import timm
+
+    files = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        files.append(tmp_path / f"w{seed}.pth")
+        torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), files[-1])
+    store = _store(tmp_path, n=4)
+    embed(store, "resnet18.mylab", weights=files[0], **OPTS)
+    table = store.dataset("emb__resnet18_mylab")
+    version, rows = table.version, table.count_rows()
+    store.ingest([write_tiles(tmp_path / "more", 2, seed=3)], embedstore.IngestOptions(progress=False))
+    with pytest.raises(BackboneError, match="weights"):
+        embed(store, "resnet18.mylab", weights=files[1], **OPTS)
+    table = store.dataset("emb__resnet18_mylab")
+    assert (table.version, table.count_rows()) == (version, rows)
+    recorded = Provenance.from_metadata(table.schema.metadata)
+    assert recorded.backbone == "resnet18.mylab" and recorded.input_size == 224
+    assert set(recorded.versions) >= {"torch", "timm", "embedstore"}
+
+
+def test_views_are_deterministic_and_view0_is_the_plain_embedding(tmp_path):
+    plain = _store(tmp_path, n=4, name="plain")
+    embed(plain, FAST, **OPTS)
+    viewed = _store(tmp_path, n=4, name="viewed")
+    report = embed(viewed, FAST, views=2, augment="flip,rot90,hed-jitter,blur", **OPTS)
+    assert report.rows_written == 12 and report.tiles_embedded == 4
+    assert sorted(v for _, v in _rows(viewed)) == [0] * 4 + [1] * 4 + [2] * 4
+    view0, base = _vectors(viewed, view=0), _vectors(plain)
+    assert set(view0) == set(base)
+    for tile in base:
+        np.testing.assert_array_equal(view0[tile], base[tile])
+    view2 = _vectors(viewed, view=2)
+    assert any(not np.allclose(view2[t], view0[t]) for t in base)
+    viewed.delete(table_name(FAST), "view = 2")  # lose a view, as a crash would
+    assert embed(viewed, FAST, views=2, **OPTS).rows_written == 4
+    again = _vectors(viewed, view=2)
+    for tile in base:
+        np.testing.assert_allclose(again[tile], view2[tile], rtol=1e-6)
+    recorded = Provenance.from_metadata(viewed.dataset(table_name(FAST)).schema.metadata)
+    assert recorded.augment == ("flip", "rot90", "hed-jitter", "blur")
+    assert Provenance.from_metadata(plain.dataset(table_name(FAST)).schema.metadata).augment == ()
+    assert embed(plain, FAST, views=1, augment="flip,blur", **OPTS).rows_written == 4
+    assert Provenance.from_metadata(plain.dataset(table_name(FAST)).schema.metadata).augment == (
+        "flip",
+        "blur",
+    )
+    with pytest.raises(EmbedstoreError, match="--augment flip,blur"):
+        embed(plain, FAST, views=2, augment="rot90", **OPTS)
+
+
+def test_augment_view_is_seeded_per_tile_and_view():
+    rgb = np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    ops = AUGMENTATIONS
+    assert augment_view(rgb, "t", 0, ops) is rgb
+    np.testing.assert_array_equal(augment_view(rgb, "t", 1, ops), augment_view(rgb, "t", 1, ops))
+    views = [augment_view(rgb, "t", v, ops) for v in range(1, 5)]
+    assert all(v.shape == rgb.shape and v.dtype == np.uint8 for v in views)
+    assert any(not np.array_equal(views[0], v) for v in views[1:])
+    with pytest.raises(EmbedstoreError, match="--augment 'flip,sharpen' must be distinct names among"):
+        EmbedOptions(augment="flip,sharpen")
+    assert EmbedOptions(augment="flip, blur").augment == ("flip", "blur")
+
+
+def test_nan_vectors_are_refused_naming_the_tile(tmp_path):
+    import timm
+
+    torch.manual_seed(0)
+    state = timm.create_model("resnet18", pretrained=False).state_dict()
+    state["bn1.running_var"][:] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    store = _store(tmp_path, n=3)
+    with pytest.raises(EmbedstoreError, match=r"gave tile \w+ \(view 0\).*NaN"):
+        embed(store, "resnet18.broken", weights=tmp_path / "nan.pth", **OPTS)
+    assert "emb__resnet18_broken" not in store.table_names()
+
+
+def test_float16_storage(tmp_path):
+    store = _store(tmp_path, n=4)
+    embed(store, FAST, store_dtype="float16", **OPTS)
+    vector_type = store.dataset(table_name(FAST)).schema.field("vector").type
+    assert vector_type.value_type == pa.float16() and vector_type.list_size == 51
+    X, ids, labels = store.embeddings(FAST).task("t").to_numpy()
+    assert X.dtype == np.float32 and X.shape == (4, 51) and np.isfinite(X).all()
+    store.ingest([write_tiles(tmp_path / "more", 2, seed=5)], embedstore.IngestOptions(progress=False))
+    assert embed(store, FAST, **OPTS).store_dtype == "float16"  # the table's dtype is kept
+    with pytest.raises(EmbedstoreError, match="--store-dtype float16"):
+        embed(store, FAST, store_dtype="float32", limit=1, **OPTS)
+    with pytest.raises(EmbedstoreError, match="--precision fp32"):
+        embed(store, FAST, precision="bf16", **OPTS)
+
+
+def test_bf16_matches_fp32_closely(tmp_path):
+    store = _store(tmp_path, n=4)
+    embed(store, KEY, **OPTS)
+    other = embedstore.init(tmp_path / "other")
+    other.ingest([tmp_path / "tiles_0"], embedstore.IngestOptions(progress=False))
+    report = embed(other, KEY, precision="bf16", **OPTS)
+    assert report.precision == "bf16"
+    a, b = _vectors(store, KEY), _vectors(other, KEY)
+    cosine = [a[t] @ b[t] / np.linalg.norm(a[t]) / np.linalg.norm(b[t]) for t in a]
+    assert min(cosine) > 0.98
+
+
+def test_tiles_without_pixels_are_read_from_their_source(tmp_path):
+    with_pixels = _store(tmp_path, n=4, name="pixels")
+    without = _store(tmp_path, n=4, name="refs", codec="none")
+    assert without.read("tiles", columns=["pixels"]).column("pixels").null_count == 4
+    embed(with_pixels, FAST, views=1, **OPTS)
+    embed(without, FAST, views=1, workers=0, **{k: v for k, v in OPTS.items() if k != "workers"})
+    for view in (0, 1):
+        a, b = _vectors(with_pixels, view=view), _vectors(without, view=view)
+        assert set(a) == set(b)
+        for tile in a:
+            np.testing.assert_array_equal(a[tile], b[tile])
+
+
+def test_slide_tiles_without_pixels_match_stored_ones(tmp_path):
+    rgb = np.random.default_rng(4).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "slide.png")
+    options = {
+        "kind": "slide",
+        "mpp": 0.25,
+        "target_mpp": 0.5,
+        "tile_size": 16,
+        "min_tissue": 0.0,
+        "progress": False,
+    }
+    stores = []
+    for codec in ("png", "none"):
+        store = embedstore.init(tmp_path / codec)
+        store.ingest([tmp_path / "slide.png"], embedstore.IngestOptions(codec=codec, **options))
+        embed(store, FAST, **OPTS)
+        stores.append(_vectors(store))
+    assert len(stores[0]) == 12 and stores[0].keys() == stores[1].keys()
+    for tile, vector in stores[0].items():
+        np.testing.assert_array_equal(vector, stores[1][tile])
+
+
+def test_missing_source_file_is_a_clear_error(tmp_path):
+    store = _store(tmp_path, n=2, codec="none")
+    for png in (tmp_path / "tiles_0").rglob("*.png"):
+        png.unlink()
+    with pytest.raises(EmbedstoreError, match="no stored pixels"):
+        embed(store, FAST, **OPTS)
+
+
+def test_empty_store_and_bad_options(tmp_path):
+    store = embedstore.init(tmp_path / "empty")
+    with pytest.raises(EmbedstoreError, match="no tiles; run `embedstore ingest` first"):
+        embed(store, FAST, progress=False)
+    with pytest.raises(EmbedstoreError, match="--batch-size"):
+        embed(store, FAST, batch_size=0)
+    with pytest.raises(EmbedstoreError, match="--precision 'int8' must be one of fp32|bf16|fp16"):
+        EmbedOptions(precision="int8")
+    with pytest.raises(EmbedstoreError, match="--backbone '' must be a non-empty name"):
+        embed(store, "", progress=False)
+
+
+def test_cli_exit_codes_and_summary(tmp_path):
+    runner = CliRunner()
+    empty = tmp_path / "empty"
+    embedstore.init(empty)
+    result = runner.invoke(app, ["embed", str(empty), "--backbone", FAST])
+    assert result.exit_code == 2 and "run `embedstore ingest` first" in result.output
+    store = _store(tmp_path, n=3)
+    result = runner.invoke(app, ["embed", str(store.root), "--backbone", "resnet18.randon"])
+    assert result.exit_code == 2 and "resnet18.random" in result.output
+    missing = tmp_path / "nope.pth"
+    result = runner.invoke(
+        app, ["embed", str(store.root), "--backbone", "resnet18.mine", "--weights", str(missing)]
+    )
+    assert result.exit_code == 2 and result.output.strip().splitlines() == [
+        f"error: weights path '{missing}' does not exist; check the path given to --weights"
+    ]
+    result = runner.invoke(
+        app,
+        [
+            "embed",
+            str(store.root),
+            "--backbone",
+            FAST,
+            "--no-progress",
+            "--workers",
+            "1",
+            "--views",
+            "1",
+            "--augment",
+            "flip",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "emb__handcrafted_color_texture: 6 rows written (3 tiles x 2 views)" in result.output

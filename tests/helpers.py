@@ -1,0 +1,70 @@
+"""Small real data made by the tests themselves (pyramidal TIFF slides, image tiles) and shared helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+SLIDE_MPP = 0.5
+TISSUE = (214, 120, 180)  # an eosin-pink that tissue detection must find
+
+
+def synthetic_slide(height: int = 1536, width: int = 2048, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """An RGB slide: white glass with one ellipse of textured pink tissue; returns (pixels, tissue mask)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    mask = ((xx - width * 0.45) / (width * 0.3)) ** 2 + ((yy - height * 0.5) / (height * 0.3)) ** 2 <= 1.0
+    image = np.full((height, width, 3), 245, dtype=np.uint8)
+    noise = rng.integers(-25, 25, size=(height, width, 3))
+    image[mask] = np.clip(np.array(TISSUE) + noise[mask], 0, 255).astype(np.uint8)
+    return image, mask
+
+
+def write_pyramid(path: Path, image: np.ndarray, mpp: float | None = SLIDE_MPP, levels: int = 3) -> Path:
+    """A tiled, lossless (deflate) pyramidal TIFF that OpenSlide reads as generic-tiff."""
+    with tifffile.TiffWriter(path) as tif:
+        for level in range(levels):
+            pixels = image[:: 2**level, :: 2**level]
+            extra = {}
+            if mpp is not None:
+                extra = {"resolution": (1e4 / (mpp * 2**level),) * 2, "resolutionunit": "CENTIMETER"}
+            tif.write(
+                pixels,
+                tile=(256, 256),
+                photometric="rgb",
+                compression="zlib",
+                subfiletype=0 if level == 0 else 1,
+                **extra,
+            )
+    return path
+
+
+def write_image(path: Path, size: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def write_tiles(folder: Path, n: int, seed: int, side: int = 32) -> Path:
+    """n small H&E-ish PNG tiles in an ImageFolder layout (classes a / b)."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        klass = folder / ("a" if i % 2 else "b")
+        klass.mkdir(parents=True, exist_ok=True)
+        base = np.array([200, 120, 190]) if i % 2 else np.array([150, 90, 170])
+        rgb = np.clip(base + rng.normal(0, 30, (side, side, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(rgb).save(klass / f"tile_{seed}_{i}.png")
+    return folder
+
+
+def table_versions(store) -> dict[str, int]:
+    return {name: int(store.dataset(name).version) for name in store.table_names()}
+
+
+def key_counts(store, table: str, key: str) -> tuple[int, int]:
+    """(rows, distinct keys) of a table."""
+    values = store.read(table, columns=[key]).column(key).to_pylist()
+    return len(values), len(set(values))
