@@ -136,7 +136,13 @@ class _Checker:
         tiles = keys[TILES]
         orphan_tiles = tiles.filter(~pl.col("source_id").is_in(list(source_ids)))
         kept_tiles = set(tiles["tile_id"].to_list()) - set(orphan_tiles["tile_id"].to_list())
-        self._orphans(TILES, orphan_tiles, "tile_id", "tile(s) whose source is not in the sources table")
+        self._orphans(
+            TILES,
+            orphan_tiles,
+            "tile_id",
+            "tile(s) whose source is not in the sources table (an interrupted ingest leaves these: "
+            "run it again to complete their sources, or --repair to remove them)",
+        )
         self._orphans(
             FILES,
             keys[FILES].filter(~pl.col("source_id").is_in(list(source_ids))),

@@ -2,8 +2,9 @@
 
 Points (each fires with keyword arguments describing the moment):
     ingest.read_tile      before a tile's pixels are read (source=path, tile_id)
-    write.before_commit   rows are prepared, nothing of them is committed yet (table, rows)
-    write.after_commit    a commit of `rows` rows to `table` is durable (table, rows, version)
+    write.before_commit   a commit to `table` is prepared, nothing of it is durable yet (table, rows;
+                          rows=0 for creating a table or deleting)
+    write.after_commit    that commit is durable (table, rows)
 
 In-process, `inject(point, function)` runs the function at that point (raise from it to simulate a
 failure). Across processes (a CLI run under test), the environment variable

@@ -46,12 +46,14 @@ def create_table(root: Path, name: str, schema: pa.Schema) -> lance.LanceDataset
         staging.parent.mkdir(exist_ok=True)
         try:
             lance.write_dataset(schema.empty_table(), str(staging), mode="create")
+            hooks.fire("write.before_commit", table=name, rows=0)
             os.rename(staging, target)
         except OSError:
             if not target.exists():  # not the lost race of two creators: a real failure
                 raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        hooks.fire("write.after_commit", table=name, rows=0)
     return lance.dataset(str(target))
 
 

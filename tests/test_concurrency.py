@@ -1,0 +1,187 @@
+"""Writers in real, separate processes: racing, overlapping, killed with SIGKILL mid-run.
+
+Every scenario ends with exactly one row per key in every table (tile_id in tiles, (tile_id, view) in
+emb__*, (task, tile_id) in labels, source_id in sources, uri in files), no traceback, and a clean check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import embedstore
+from tests.helpers import key_counts, write_tiles
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = "handcrafted.color_texture"
+EMB = "emb__handcrafted_color_texture"
+
+
+def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.writer_process", *map(str, args)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=300)
+    return process.returncode, out, err
+
+
+def run_together(*commands: tuple[str, ...]) -> list[dict]:
+    """Start every command at once; each must succeed without a traceback. Returns their reports."""
+    processes = [start(*command) for command in commands]
+    reports = []
+    for process in processes:
+        code, out, err = finish(process)
+        assert code == 0 and "Traceback" not in err, err
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    return reports
+
+
+def assert_one_row_per_key(store: embedstore.Store) -> None:
+    for table, key in [
+        ("sources", "source_id"),
+        ("tiles", "tile_id"),
+        ("labels", "row_key"),
+        ("files", "uri"),
+    ]:
+        rows, distinct = key_counts(store, table, key)
+        assert rows == distinct, f"{table}: {rows} rows for {distinct} keys"
+    for table in store.embedding_table_names():
+        pairs = store.read(table, columns=["tile_id", "view"]).to_pylist()
+        assert len(pairs) == len({(p["tile_id"], p["view"]) for p in pairs}), table
+    report = store.check()
+    assert report.ok, report.summary()
+
+
+@pytest.fixture
+def tiles(tmp_path) -> Path:
+    return write_tiles(tmp_path / "tiles", 60, seed=0, side=24)
+
+
+@pytest.mark.parametrize("already_embedded", [0, 20])
+def test_three_embeds_of_one_key_end_with_one_row_per_tile(tmp_path, tiles, already_embedded):
+    """With the table missing (all three create it) or partly filled (all three fill the same gap)."""
+    store = embedstore.init(tmp_path / "store")
+    store.ingest([tiles], task="t", progress=False)
+    if already_embedded:
+        store.embed(FAST, limit=already_embedded, progress=False, workers=0)
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    command = ("embed", store.root, FAST, "--chunk", "16", "--barrier", f"{barrier}:3")
+    reports = run_together(command, command, command)
+    assert_one_row_per_key(store)
+    assert key_counts(store, EMB, "row_key") == (60, 60)
+    assert sum(r["rows_written"] for r in reports) == 60 - already_embedded
+    assert sum(r["rows_written_elsewhere"] for r in reports) == 2 * (60 - already_embedded)
+
+
+def test_two_ingests_of_one_folder_end_with_one_row_per_tile(tmp_path, tiles):
+    store = embedstore.init(tmp_path / "store")
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    command = ("ingest", store.root, tiles, "--task", "t", "--chunk", "7", "--barrier", f"{barrier}:2")
+    reports = run_together(command, command)
+    assert_one_row_per_key(store)
+    assert store.info()["tiles"] == 60 and store.info()["tasks"]["t"] == {"a": 30, "b": 30}
+    assert store.info()["files"] == 60 and store.info()["sources"]["ok"] == 60
+    assert sum(r["tiles_added"] for r in reports) == 60
+
+
+def test_an_ingest_and_an_embed_at_once(tmp_path, tiles):
+    store = embedstore.init(tmp_path / "store")
+    store.ingest([tiles], task="t", progress=False)
+    more = write_tiles(tmp_path / "more", 40, seed=1, side=24)
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    run_together(
+        ("ingest", store.root, more, "--task", "t", "--chunk", "5", "--barrier", f"{barrier}:2"),
+        ("embed", store.root, FAST, "--chunk", "8", "--barrier", f"{barrier}:2"),
+    )
+    assert_one_row_per_key(store)
+    assert store.info()["tiles"] == 100
+    embedded = set(store.read(EMB, columns=["tile_id"]).column("tile_id").to_pylist())
+    assert embedded <= store.tile_ids() and len(embedded) >= 60  # the tiles the embed run saw
+    store.embed(FAST, progress=False, workers=0)  # the next run picks up what was ingested meanwhile
+    assert key_counts(store, EMB, "row_key") == (100, 100)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "write.before_commit:kill:1",
+        "write.before_commit:kill:3",
+        "write.after_commit:kill:2",
+        "write.before_commit:kill:9",
+    ],
+)
+def test_ingest_killed_at_any_commit_resumes_to_the_exact_rows(tmp_path, tiles, fault):
+    store = embedstore.init(tmp_path / "store")
+    killed = start(
+        "ingest", store.root, tiles, "--task", "t", "--chunk", "10", env={"EMBEDSTORE_FAULT": fault}
+    )
+    code, _, err = finish(killed)
+    assert code == -signal.SIGKILL, err
+    assert key_counts(store, "tiles", "tile_id")[0] < 60
+    code, out, err = finish(start("ingest", store.root, tiles, "--task", "t", "--chunk", "10"))
+    assert code == 0, err
+    assert_one_row_per_key(store)
+    assert store.info()["tiles"] == 60 and store.info()["tasks"]["t"] == {"a": 30, "b": 30}
+
+
+@pytest.mark.parametrize("fault", ["write.before_commit:kill:1", "write.before_commit:kill:3"])
+def test_embed_killed_mid_run_resumes_to_the_exact_rows(tmp_path, tiles, fault):
+    """Commit 1 creates the table: a kill there leaves a half-made table in staging, which check finds."""
+    store = embedstore.init(tmp_path / "store")
+    store.ingest([tiles], progress=False)
+    code, _, err = finish(start("embed", store.root, FAST, "--chunk", "8", env={"EMBEDSTORE_FAULT": fault}))
+    assert code == -signal.SIGKILL, err
+    present = key_counts(store, EMB, "row_key")[0] if store.has_table(EMB) else 0
+    assert present < 60
+    code, out, err = finish(start("embed", store.root, FAST, "--chunk", "8"))
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["rows_written"] == 60 - present
+    if fault.endswith(":1"):
+        assert not store.check().ok and store.repair().ok  # the staging leftover
+    assert_one_row_per_key(store)
+    assert key_counts(store, EMB, "row_key") == (60, 60)
+
+
+def test_two_cli_embeds_race_without_a_traceback(tmp_path, tiles):
+    """As users hit it: the same command in two terminals, no coordination at all."""
+    store = embedstore.init(tmp_path / "store")
+    store.ingest([tiles], progress=False)
+    command = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "embed",
+        str(store.root),
+        "--backbone",
+        FAST,
+        "--no-progress",
+    ]
+    processes = [
+        subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ]
+    processes.append(
+        subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    )
+    for process in processes:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0 and "Traceback" not in err, err
+        assert "emb__handcrafted_color_texture" in out
+    assert_one_row_per_key(store)
+    assert key_counts(store, EMB, "row_key") == (60, 60)

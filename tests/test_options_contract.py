@@ -1,0 +1,81 @@
+"""Every field of every options class is validated once, with one message format, and builds the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+import pytest
+
+from cli.commands.embed import command as embed_command
+from cli.commands.ingest import command as ingest_command
+from cli.commands.preview import command as preview_command
+from embedstore.embed.options import EmbedOptions
+from embedstore.errors import EmbedstoreError
+from embedstore.ingest.options import IngestOptions
+from embedstore.sources.grid import GridSettings
+from embedstore.validation import flag_of
+
+OPTIONS_CLASSES = [GridSettings, IngestOptions, EmbedOptions]
+HAND_MADE = {"groups"}  # --group KEY=COLUMN (repeatable), parsed by the ingest command
+FIELDS = [(cls, field) for cls in OPTIONS_CLASSES for field in dataclasses.fields(cls)]
+
+
+def test_every_field_declares_a_constraint():
+    bare = [
+        f"{cls.__name__}.{field.name}" for cls, field in FIELDS if field.metadata.get("constraint") is None
+    ]
+    assert not bare
+
+
+@pytest.mark.parametrize(("cls", "field"), FIELDS, ids=[f"{c.__name__}.{f.name}" for c, f in FIELDS])
+def test_an_invalid_value_for_any_field_is_a_one_line_error_naming_the_flag(cls, field):
+    bad = field.metadata["constraint"].invalid_example()
+    with pytest.raises(EmbedstoreError) as caught:
+        cls(**{field.name: bad})
+    message = str(caught.value)
+    assert message.startswith(flag_of(field) + " ") and " must be " in message and "\n" not in message
+
+
+@pytest.mark.parametrize("name", ["task", "dataset"])
+def test_empty_and_blank_names_are_refused(name):
+    for bad in ("", "  ", " padded"):
+        with pytest.raises(EmbedstoreError, match=f"--{name} .* must be a non-empty name"):
+            IngestOptions(**{name: bad})
+
+
+def test_relations_between_fields_use_the_same_format():
+    with pytest.raises(EmbedstoreError, match=r"^--overlap 224 must be smaller than --tile-size 224$"):
+        IngestOptions(overlap=224)
+    with pytest.raises(EmbedstoreError, match="^--augment '' must be at least one operation"):
+        EmbedOptions(views=2, augment="")
+
+
+def test_valid_values_are_normalised():
+    options = EmbedOptions(augment="flip, blur", weights="~/w.pth")
+    assert options.augment == ("flip", "blur") and options.weights.name == "w.pth"
+    assert IngestOptions(images_dir="x").images_dir.name == "x"
+
+
+@pytest.mark.parametrize(
+    ("command", "cls"),
+    [(ingest_command, IngestOptions), (embed_command, EmbedOptions), (preview_command, GridSettings)],
+)
+def test_the_cli_takes_defaults_choices_and_help_from_the_options(command, cls):
+    params = {p.name: p for p in command.params if isinstance(p, click.Option)}
+    defaults = cls()
+    for field in dataclasses.fields(cls):
+        if not field.metadata.get("cli", True):
+            assert field.name not in params or field.name in HAND_MADE
+            continue
+        param = params[field.name]
+        expected = getattr(defaults, field.name)
+        if isinstance(expected, tuple):
+            expected = ",".join(expected)
+        assert param.default == expected, field.name
+        assert param.help and field.metadata["help"] in param.help or param.help.startswith("Do not"), (
+            field.name
+        )
+        constraint = field.metadata["constraint"]
+        if hasattr(constraint, "choices") and isinstance(param.type, click.Choice):
+            assert tuple(param.type.choices) == constraint.choices

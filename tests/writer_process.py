@@ -1,0 +1,70 @@
+"""A writer in a process of its own, for the concurrency and crash tests.
+
+    python -m tests.writer_process ingest STORE PATH [--task T] [--chunk N] [--barrier DIR:N]
+    python -m tests.writer_process embed STORE KEY [--chunk N] [--limit N] [--barrier DIR:N]
+
+--barrier DIR:N makes the process wait, just before its first commit, until N processes have reached
+that point, so that their commits race for real. Faults come from EMBEDSTORE_FAULT (embedstore.hooks).
+The report is printed as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+
+import embedstore
+from embedstore import hooks
+
+
+def barrier(spec: str | None):
+    """A write.before_commit hook that holds the first commit until N processes are there."""
+    if not spec:
+        return None
+    folder, _, count = spec.rpartition(":")
+    state = {"done": False}
+
+    def wait(table: str, rows: int) -> None:
+        if state["done"]:
+            return
+        state["done"] = True
+        Path(folder, str(os.getpid())).touch()
+        deadline = time.monotonic() + 120
+        while len(os.listdir(folder)) < int(count):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the other writers never arrived")
+            time.sleep(0.01)
+
+    return wait
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("verb", choices=["ingest", "embed"])
+    parser.add_argument("store")
+    parser.add_argument("what")
+    parser.add_argument("--task")
+    parser.add_argument("--chunk", type=int, default=4096)
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--barrier")
+    args = parser.parse_args()
+    store = embedstore.open(args.store)
+    wait = barrier(args.barrier)
+    hook = hooks.inject("write.before_commit", wait) if wait else contextlib.nullcontext()
+    with hook:
+        if args.verb == "ingest":
+            report = store.ingest(
+                [args.what], task=args.task, chunk_tiles=args.chunk, workers=1, progress=False
+            )
+        else:
+            options = {"chunk_rows": args.chunk, "limit": args.limit, "batch_size": 8, "workers": 0}
+            report = store.embed(args.what, progress=False, **options)
+    print(json.dumps(report.to_dict(), default=str))
+
+
+if __name__ == "__main__":
+    main()
