@@ -9,6 +9,9 @@ precision (fp32, bf16):
       (after the model is built); ratio = end-to-end / forward-only;
   bf16 vs fp32 agreement: mean cosine of each tile's two vectors, mean overlap of its 10 nearest
       neighbours (cosine) among the embedded tiles.
+  safe write path: the run's rows written again, in the run's chunk size, with plain appends and
+      through the keyed path (embedstore.writes); the difference as a share of the run's wall time
+      (target: at most 10 %; the real cost is lower still, as commits overlap the forward pass).
 Then the decode-worker / torch-thread layouts are compared on the first backbone, as ratios to its
 forward-only rate. Writes benchmarks/results/embed_throughput.json and prints a table.
 
@@ -40,6 +43,9 @@ BACKBONES = (
 )
 PRECISIONS = ("fp32", "bf16")
 TARGET = 0.9
+WRITE_OVERHEAD_TARGET = 0.10
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from write_path import replay_cost  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -101,6 +107,7 @@ def run_backbone(store, key: str, args: argparse.Namespace) -> tuple[list[dict],
     from embedstore.backbones import get_backbone
     from embedstore.embed.forward import Forward
     from embedstore.embed.local import embed
+    from embedstore.embed.options import EmbedOptions
     from embedstore.embedding_tables import table_name
 
     backbone = get_backbone(key)
@@ -141,6 +148,9 @@ def run_backbone(store, key: str, args: argparse.Namespace) -> tuple[list[dict],
                 "load_avg": os.getloadavg()[0],
             }
         )
+        writes = replay_cost(store, table_name(key), EmbedOptions().chunk_rows)
+        rows[-1]["write_path"] = writes
+        rows[-1]["write_overhead_share"] = (writes["keyed"] - writes["append"]) / report.seconds
         X, ids, _ = store.embeddings(key).to_numpy()
         vectors[precision] = X[np.argsort(ids)]
         store.drop_table(table_name(key))
@@ -243,6 +253,16 @@ def print_tables(results: dict) -> None:
             f"{row['backbone']:<30} {row['precision']:<5} {row['forward_tiles_per_s']:>9.1f} "
             f"{row['e2e_tiles_per_s']:>7.1f} {row['ratio_e2e']:>6.2f} {row['pipeline_tiles_per_s']:>10.1f} "
             f"{row['ratio_pipeline']:>6.2f} {row['setup_seconds']:>7.1f}{mark}"
+        )
+    print(
+        f"\n{'safe write path (same rows)':<30} {'prec':<5} {'rows':>6} {'append s':>9} {'keyed s':>8} share"
+    )
+    for row in results["throughput"]:
+        w = row["write_path"]
+        mark = "" if row["write_overhead_share"] <= WRITE_OVERHEAD_TARGET else "  > 10 %"
+        print(
+            f"{row['backbone']:<30} {row['precision']:<5} {w['rows']:>6} {w['append']:>9.3f} "
+            f"{w['keyed']:>8.3f} {row['write_overhead_share']:>7.2%}{mark}"
         )
     alloc = results.get("allocator")
     if alloc:

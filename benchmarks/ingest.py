@@ -1,5 +1,9 @@
 """Ingest benchmark: all of ../shared/data into a fresh store, twice, with expected counts checked.
 
+Also measured in the same run: the cost of the safe (keyed) write path against plain appends of the
+same rows (target: at most 10 % of the ingest's wall time), and the wall time of `embedstore --help`
+and `embedstore info STORE` on the benchmark store (target: at most 0.5 s each).
+
 Writes benchmarks/results/ingest.json and prints a summary. Needs ../shared/data (see its README).
 """
 
@@ -14,6 +18,9 @@ from pathlib import Path
 
 import embedstore
 from embedstore import IngestOptions
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from write_path import replay_cost, startup_seconds  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -61,6 +68,10 @@ JOBS = [
     ),
 ]
 
+WRITE_OVERHEAD_TARGET = 0.10  # keyed writes may add at most 10 % to the ingest's wall time
+STARTUP_TARGET_S = 0.5
+CHUNK = IngestOptions().chunk_tiles
+
 EXPECTED_LABELS = {
     "pcam": {"0": 3500, "1": 3500},
     "atypical": {"False": 2888, "True": 832},
@@ -106,6 +117,13 @@ def main() -> int:
         info = store.info()
         second = run(store)
         ids = store.read("tiles", columns=["tile_id"]).column("tile_id").to_pylist()
+        check = store.check()
+        writes = {name: replay_cost(store, name, CHUNK) for name in ("tiles", "labels", "files", "sources")}
+        startup = {
+            "help": startup_seconds(["--help"]),
+            "info": startup_seconds(["info", str(store.root)]),
+        }
+    extra = sum(w["keyed"] - w["append"] for w in writes.values())
     result = {
         "first_run": first,
         "second_run": second,
@@ -117,6 +135,17 @@ def main() -> int:
         "store_bytes": info["disk_bytes"],
         "labels_as_expected": {t: info["tasks"].get(t) == c for t, c in EXPECTED_LABELS.items()},
         "second_run_added": sum(r["tiles_added"] for r in second),
+        "check_ok": check.ok,
+        "write_path": {
+            "chunk_rows": CHUNK,
+            "tables": writes,
+            "append_seconds": sum(w["append"] for w in writes.values()),
+            "keyed_seconds": sum(w["keyed"] for w in writes.values()),
+            "overhead_share_of_ingest": extra / first_seconds,
+            "target": WRITE_OVERHEAD_TARGET,
+        },
+        "startup_seconds": startup,
+        "startup_target_s": STARTUP_TARGET_S,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
@@ -133,11 +162,25 @@ def main() -> int:
     )
     for task, ok in result["labels_as_expected"].items():
         print(f"labels {task}: {info['tasks'].get(task)} {'as expected' if ok else 'UNEXPECTED'}")
+    print(f"check after both runs: {'ok' if check.ok else check.summary()}")
+    print(f"\nwrite path: the same rows again, {CHUNK}-row commits, plain append vs keyed")
+    print(f"{'table':8} {'rows':>7} {'append s':>9} {'keyed s':>8}")
+    for name, w in writes.items():
+        print(f"{name:8} {w['rows']:>7} {w['append']:>9.2f} {w['keyed']:>8.2f}")
+    share = result["write_path"]["overhead_share_of_ingest"]
+    verdict = "within" if share <= WRITE_OVERHEAD_TARGET else "OVER"
+    print(
+        f"keyed writes add {extra:.2f} s = {share:.1%} of the {first_seconds:.0f} s ingest ({verdict} 10 %)"
+    )
+    for name, seconds in startup.items():
+        verdict = "within" if seconds <= STARTUP_TARGET_S else "OVER"
+        print(f"`embedstore {name}`: {seconds:.2f} s wall ({verdict} the {STARTUP_TARGET_S} s target)")
     print(f"wrote {args.out}")
     ok = (
         all(result["labels_as_expected"].values())
         and result["second_run_added"] == 0
         and len(ids) == len(set(ids))
+        and check.ok
     )
     return 0 if ok else 1
 

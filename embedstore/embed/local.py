@@ -117,20 +117,14 @@ def present_rows(catalog: Catalog, name: str) -> pl.DataFrame:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shape the vectors."""
-    import lance
-    import pyarrow as pa
-    import timm
+    """Versions of the libraries that shape the vectors (read from package metadata: importing timm
+    only for its version would cost seconds)."""
+    from importlib.metadata import version
 
     from .._version import __version__
 
-    return {
-        "embedstore": __version__,
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "pylance": lance.__version__,
-        "pyarrow": pa.__version__,
-    }
+    installed = {name: version(name) for name in ("timm", "pylance", "pyarrow")}
+    return {"embedstore": __version__, "torch": torch.__version__, **installed}
 
 
 def provenance_for(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from ..errors import EmbedstoreError, SourceError
@@ -58,7 +57,7 @@ class SourcePlan:
     fingerprint: str
     row: dict[str, Any]
     tiles: list[TilePlan]
-    files: list[Path] = field(default_factory=list)  # every file with this content (the job's first)
+    files: list[str] = field(default_factory=list)  # resolved paths of every file with this content
     _handle: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -76,7 +75,7 @@ class SourcePlan:
 
     def absorb(self, copy: SourcePlan) -> None:
         """Fold in the plan of a byte-identical file: its path, its labels as claims, its other tiles."""
-        self.files.append(copy.job.path)
+        self.files.append(copy.row["uri"])
         mine = {tile.tile_id: tile for tile in self.tiles}
         for tile in copy.tiles:
             if tile.tile_id in mine:
@@ -105,7 +104,7 @@ def plan_source(job: SourceJob, grid: GridSettings) -> SourcePlan:
         plan = _plan_image_tile(job, fingerprint, grid)
     else:
         plan = _plan_points(job, fingerprint, grid)
-    plan.files = [job.path]
+    plan.files = [plan.row["uri"]]
     return plan
 
 

@@ -162,8 +162,7 @@ class IngestWriter:
     def _add_files(self, plan: SourcePlan) -> int:
         """Record each of the plan's files (the copies too); returns how many are new or moved."""
         new = 0
-        for path in plan.files:
-            uri = str(path.resolve())
+        for uri in plan.files:
             before = self._committed.files.get(uri) or self.files_before.get(uri)
             if (before is None or before["source_id"] != plan.source_id) and uri not in self._files:
                 self._files[uri] = {"uri": uri, "source_id": plan.source_id, "ingested_at": datetime.now(UTC)}
