@@ -55,9 +55,9 @@ def command_prefix() -> list[str]:
     return [script] if script else [sys.executable, "-m", "cli.main"]
 
 
-def startup_seconds(args: list[str], runs: int = 5) -> float:
-    """Median wall time of one command, after a warm-up run (files in the page cache, as usual)."""
-    command = [*command_prefix(), *args]
+def startup_seconds(args: list[str], runs: int = 5, command: list[str] | None = None) -> float:
+    """Median wall time of `embedstore ARGS` (or of `command`), after a warm-up run."""
+    command = command or [*command_prefix(), *args]
     subprocess.run(command, check=True, capture_output=True)
     times = []
     for _ in range(runs):

