@@ -28,14 +28,16 @@ class EmbeddingWriter:
         self.catalog, self.name, self.provenance, self.views = catalog, name, provenance, views
         self.schema = embedding_schema(provenance)
         self.dim = provenance.dim
+        self._table_checked = False
 
     def write(self, tile_ids: Sequence[str], views: np.ndarray, vectors: np.ndarray) -> int:
         """Commit the rows whose (tile, view) the table lacks; returns how many this call inserted."""
-        if not self.catalog.has_table(self.name):
-            created = self.catalog.create_table(self.name, self.schema)
+        if not self._table_checked:  # made by this run, or by another process since this run began
+            table = self.catalog.create_table(self.name, self.schema)
             check_compatible(
-                recorded_provenance(created.schema, self.name), self.provenance, self.name, self.views
+                recorded_provenance(table.schema, self.name), self.provenance, self.name, self.views
             )
+            self._table_checked = True
         ids = pa.array(list(tile_ids), pa.string())
         view_array = pa.array(np.asarray(views, dtype=np.int16), pa.int16())
         flat = np.ascontiguousarray(vectors).reshape(-1)

@@ -267,3 +267,22 @@ def test_cli_exit_codes_and_summary(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "emb__handcrafted_color_texture: 6 rows written (3 tiles x 2 views)" in result.output
+
+
+def test_a_table_made_meanwhile_by_another_run_must_match_this_runs_provenance(tmp_path):
+    """Run A decided to create the table; run B created it first with bf16: A's first write refuses."""
+    from embedstore.embed.writer import EmbeddingWriter
+
+    store = _store(tmp_path, n=2)
+    base = dict(backbone="x.y", weights_sha256="0" * 64, dim=3, input_size=8, mean=(0.5,) * 3, std=(0.5,) * 3)
+    run_a = EmbeddingWriter(
+        store, "emb__x_y", Provenance(**base, resize="bicubic", precision="fp32", store_dtype="float32")
+    )
+    run_b = EmbeddingWriter(
+        store, "emb__x_y", Provenance(**base, resize="bicubic", precision="bf16", store_dtype="float32")
+    )
+    vectors = np.ones((2, 3), np.float32)
+    assert run_b.write(["t1", "t2"], np.zeros(2, np.int16), vectors) == 2
+    with pytest.raises(EmbedstoreError, match="embedded in bf16; pass --precision bf16"):
+        run_a.write(["t1", "t3"], np.zeros(2, np.int16), vectors)
+    assert store.dataset("emb__x_y").count_rows() == 2
