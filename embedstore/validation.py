@@ -245,6 +245,17 @@ def validate(options: Any) -> None:
         check_relations()
 
 
+def options_from(options_class: type, options: Any | None, overrides: dict[str, Any]) -> Any:
+    """The options a verb runs with: `options` (checked again, in case it was changed after it was
+    built) with `overrides` applied, or `options_class(**overrides)`."""
+    if options is None:
+        return options_class(**overrides)
+    if overrides:
+        return dataclasses.replace(options, **overrides)
+    validate(options)
+    return options
+
+
 def check_value(flag: str, value: Any, constraint: Constraint, optional: bool = False) -> Any:
     """One value outside an options class (e.g. a query argument), in the same message format."""
     if value is None and optional:

@@ -79,3 +79,15 @@ def test_the_cli_takes_defaults_choices_and_help_from_the_options(command, cls):
         constraint = field.metadata["constraint"]
         if hasattr(constraint, "choices") and isinstance(param.type, click.Choice):
             assert tuple(param.type.choices) == constraint.choices
+
+
+def test_verbs_check_options_changed_after_they_were_built_and_apply_overrides(tmp_path):
+    import embedstore
+
+    store = embedstore.init(tmp_path / "s")
+    options = IngestOptions(progress=False)
+    options.tile_size = 2  # changed after validation: the verb checks again
+    with pytest.raises(EmbedstoreError, match="--tile-size 2 must be an integer >= 8"):
+        store.ingest([tmp_path], options)
+    with pytest.raises(EmbedstoreError, match="--task '' must be a non-empty name"):
+        store.ingest([tmp_path], IngestOptions(progress=False), task="")

@@ -27,7 +27,7 @@ from ..embedding_tables import Provenance, check_compatible, recorded_provenance
 from ..errors import BackboneError, EmbedstoreError
 from ..runtime import default_workers, resolve_device, reuse_freed_memory, torch_threads
 from ..schema import SOURCES, TILES
-from ..validation import Name, check_value
+from ..validation import Name, check_value, options_from
 from . import input as embed_input
 from .forward import Forward
 from .options import EmbedOptions, EmbedReport
@@ -42,7 +42,7 @@ def embed(
 ) -> EmbedReport:
     """Embed every tile (and `views` augmented copies) not yet in `emb__<key>`; see EmbedOptions."""
     check_value("--backbone", backbone_key, Name())
-    options = options or EmbedOptions(**kwargs)
+    options = options_from(EmbedOptions, options, kwargs)
     started = time.perf_counter()
     tiles_ds = catalog.dataset(TILES)  # pinned: tiles added meanwhile wait for the next run
     if tiles_ds.count_rows() == 0:

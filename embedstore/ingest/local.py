@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ..catalog import Catalog
 from ..errors import SourceError
+from ..validation import options_from
 from .discover import SourceJob, TableColumns, discover
 from .options import IngestOptions, IngestReport
 from .planning import SourcePlan, TilePlan, merge_copies, plan_source, resolve_label_conflicts
@@ -28,7 +29,7 @@ def ingest(
     catalog: Catalog, paths: list[Path], options: IngestOptions | None = None, **kwargs: Any
 ) -> IngestReport:
     """Ingest `paths` into the store; see the module docstring for the guarantees."""
-    options = options or IngestOptions(**kwargs)
+    options = options_from(IngestOptions, options, kwargs)
     started = time.perf_counter()
     report = IngestReport()
     jobs = discover(paths, options.kind, options.dataset, _columns(options))
