@@ -181,8 +181,11 @@ class Catalog:
         """Name a version of a table (default: the newest) so compaction keeps it; returns the version."""
         return _versions.tag(self.dataset(name), name, tag, version)
 
-    def compact(self, older_than: timedelta = timedelta(days=7)) -> dict[str, dict[str, int]]:
-        """Compact every table's fragments and remove untagged versions older than `older_than`."""
+    def compact(self, older_than: timedelta | str = timedelta(days=7)) -> dict[str, dict[str, int]]:
+        """Compact every table's fragments and remove untagged versions older than `older_than`
+        (a timedelta, or a duration like "7d", "12h", "0s")."""
+        if isinstance(older_than, str):
+            older_than = _versions.parse_duration(older_than)
         return {name: _versions.compact(self.dataset(name), older_than) for name in self.table_names()}
 
 

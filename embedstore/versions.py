@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -65,6 +66,15 @@ def tag(dataset: lance.LanceDataset, name: str, tag_name: str, version: int | No
     else:
         dataset.tags.create(tag_name, number)
     return number
+
+
+def parse_duration(text: str) -> timedelta:
+    """'7d', '12h', '30m', '0s' or a combination like '1d12h'."""
+    parts = re.fullmatch(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text.strip())
+    if not text.strip() or parts is None:
+        raise EmbedstoreError(f"--older-than {text!r} is not a duration; use e.g. 7d, 12h, 30m or 0s")
+    amounts = dict(zip(("weeks", "days", "hours", "minutes", "seconds"), parts.groups(), strict=True))
+    return timedelta(**{unit: int(value) for unit, value in amounts.items() if value})
 
 
 def compact(dataset: lance.LanceDataset, older_than: timedelta) -> dict[str, int]:

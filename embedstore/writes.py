@@ -119,8 +119,10 @@ def _retrying(commit):
     for attempt in range(OUTER_RETRIES):
         try:
             return commit()
-        except OSError as error:
-            if "conflict" not in str(error).lower() or attempt == OUTER_RETRIES - 1:
+        except (OSError, RuntimeError, ValueError) as error:
+            text = str(error).lower()
+            contended = "conflict" in text or "too many concurrent writers" in text
+            if not contended or attempt == OUTER_RETRIES - 1:
                 raise
             time.sleep(random.uniform(0.05, 0.2) * 2**attempt)
     raise AssertionError("unreachable")

@@ -185,3 +185,24 @@ def test_two_cli_embeds_race_without_a_traceback(tmp_path, tiles):
         assert "emb__handcrafted_color_texture" in out
     assert_one_row_per_key(store)
     assert key_counts(store, EMB, "row_key") == (60, 60)
+
+
+def test_two_cli_ingests_into_a_store_that_does_not_exist_yet(tmp_path, tiles):
+    """Both create the store (one wins the rename, the other opens it) and both ingest."""
+    store = tmp_path / "new-store"
+    command = [sys.executable, "-m", "cli.main", "ingest", str(store), str(tiles), "--task", "t", "--json"]
+    processes = [
+        subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ]
+    processes.append(
+        subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    )
+    added = 0
+    for process in processes:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0 and "Traceback" not in err, err
+        added += json.loads(out)["tiles_added"]
+    opened = embedstore.open(store)
+    assert_one_row_per_key(opened)
+    assert added == 60 and opened.info()["tiles"] == 60
+    assert not [p for p in tmp_path.iterdir() if ".creating-" in p.name]

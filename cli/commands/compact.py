@@ -1,22 +1,9 @@
 """`embedstore compact STORE`: merge fragments and drop old, untagged versions."""
 
-import re
-from datetime import timedelta
-
 import click
 
-from embedstore.errors import EmbedstoreError
-
-from ..options import open_existing, store_argument
-
-
-def parse_duration(text: str) -> timedelta:
-    """'7d', '12h', '30m', '0s' or a combination like '1d12h'."""
-    parts = re.fullmatch(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text.strip())
-    if not text.strip() or parts is None:
-        raise EmbedstoreError(f"--older-than {text!r} is not a duration; use e.g. 7d, 12h, 30m or 0s")
-    amounts = dict(zip(("weeks", "days", "hours", "minutes", "seconds"), parts.groups(), strict=True))
-    return timedelta(**{unit: int(value) for unit, value in amounts.items() if value})
+from ..options import json_option, open_existing, store_argument
+from ..output import emit_json
 
 
 @click.command("compact")
@@ -27,9 +14,13 @@ def parse_duration(text: str) -> timedelta:
     show_default=True,
     help="Remove untagged versions older than this (e.g. 7d, 12h, 0s). Tagged versions are kept.",
 )
-def command(store: str, older_than: str) -> None:
+@json_option
+def command(store: str, older_than: str, as_json: bool) -> None:
     """Compact STORE's tables and remove old versions (tagged versions are never removed)."""
-    report = open_existing(store).compact(parse_duration(older_than))
+    report = open_existing(store).compact(older_than)
+    if as_json:
+        emit_json(report)
+        return
     for name, stats in report.items():
         click.echo(
             f"{name}: {stats['versions_before']} -> {stats['versions_after']} version(s), "

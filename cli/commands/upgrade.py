@@ -2,14 +2,20 @@
 
 import click
 
-from ..options import store_argument
+from ..options import json_option, store_argument
+from ..output import emit_json
 
 
 @click.command("upgrade")
 @store_argument
-def command(store: str) -> None:
+@json_option
+def command(store: str, as_json: bool) -> None:
     """Upgrade STORE in place (one new version per table; old versions stay readable)."""
     from embedstore.upgrade import upgrade
 
-    for line in upgrade(store):
+    done = upgrade(store)
+    if as_json:
+        emit_json({"done": done})
+        return
+    for line in done:
         click.echo(line)
