@@ -42,6 +42,28 @@ BACKBONES = (
     "vit_small_patch16_224.random",
 )
 PRECISIONS = ("fp32", "bf16")
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX-512 BF16 or AMX); without it torch emulates bf16
+    at a small fraction of fp32's speed, and measuring it says nothing about the pipeline."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 TARGET = 0.9
 WRITE_OVERHEAD_TARGET = 0.10
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -57,6 +79,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--layout-tiles", type=int, default=640, help="tiles per worker/thread layout run")
     parser.add_argument("--no-layouts", action="store_true", help="skip the worker/thread layout comparison")
     parser.add_argument("--compile", action="store_true", help="torch.compile the models (slow to start)")
+    parser.add_argument(
+        "--precisions",
+        default="auto",
+        help="comma-separated fp32,bf16; auto: both where the CPU has native bf16 (or a GPU), else fp32",
+    )
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args()
@@ -115,7 +142,7 @@ def run_backbone(store, key: str, args: argparse.Namespace) -> tuple[list[dict],
     pixels = sample_pixels(store, backbone.spec.input_size, args.batch_size)
     model = backbone.build()
     rows, vectors = [], {}
-    for precision in PRECISIONS:
+    for precision in args.precisions:
         forward = Forward(model, torch.device("cpu"), precision, True, args.compile, args.batch_size)
         before = forward_rate(forward, pixels, args.forward_tiles)
         report = embed(
@@ -159,6 +186,8 @@ def run_backbone(store, key: str, args: argparse.Namespace) -> tuple[list[dict],
             f"(pipeline {pipeline:.1f}/s), ratio {rows[-1]['ratio_e2e']:.2f}",
             flush=True,
         )
+    if set(vectors) != {"fp32", "bf16"}:
+        return rows, None
     return rows, {"backbone": key, **agreement(vectors["fp32"], vectors["bf16"])}
 
 
@@ -176,7 +205,7 @@ def run_layouts(store, key: str, args: argparse.Namespace) -> list[dict]:
     cpus = cpu_count()
     layouts = [(cpus, 0), (cpus, 1), (max(1, cpus - 1), 1), (cpus, 2)]
     rows = []
-    for precision in PRECISIONS:
+    for precision in args.precisions:
         forward = Forward(model, torch.device("cpu"), precision, True, False, args.batch_size)
         for threads, workers in layouts:
             with torch_threads(cpus):
@@ -228,7 +257,7 @@ def malloc_effect(store, key: str, args: argparse.Namespace) -> dict:
     for label in ("default", "reuse"):
         if label == "reuse":
             out["reuse_applied"] = reuse_freed_memory()
-        for precision in PRECISIONS:
+        for precision in args.precisions:
             forward = Forward(model, torch.device("cpu"), precision, True, False, args.batch_size)
             out[f"{label}_{precision}"] = forward_rate(forward, pixels, args.forward_tiles // 2)
     print(f"  allocator: {out}", flush=True)
@@ -266,12 +295,10 @@ def print_tables(results: dict) -> None:
         )
     alloc = results.get("allocator")
     if alloc:
-        print(
-            f"\nforward-only {alloc['backbone']}, glibc default vs freed memory reused: fp32 "
-            f"{alloc['default_fp32']:.1f} -> {alloc['reuse_fp32']:.1f}/s, "
-            f"bf16 {alloc['default_bf16']:.1f} -> "
-            f"{alloc['reuse_bf16']:.1f}/s"
+        pairs = ", ".join(
+            f"{p} {alloc[f'default_{p}']:.1f} -> {alloc[f'reuse_{p}']:.1f}/s" for p in results["precisions"]
         )
+        print(f"\nforward-only {alloc['backbone']}, glibc default vs freed memory reused: {pairs}")
     print(f"\n{'bf16 vs fp32':<30} {'mean cos':>9} {'min cos':>8} {'top-10 overlap':>15}")
     for row in results["agreement"]:
         print(
@@ -305,6 +332,12 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
+    if args.precisions == "auto":
+        args.precisions = list(PRECISIONS) if native_bf16() or torch.cuda.is_available() else ["fp32"]
+        if "bf16" not in args.precisions:
+            print(f"note: {cpu_model()} has no native bf16 (AVX-512 BF16 / AMX): measuring fp32 only")
+    else:
+        args.precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     sys.path.insert(0, str(ROOT))
     import embedstore
     from embedstore.runtime import cpu_count
@@ -316,7 +349,10 @@ def main() -> int:
         "compile": args.compile,
         "batch_size": args.batch_size,
         "target_ratio": TARGET,
+        "precisions": args.precisions,
         "machine": {
+            "cpu": cpu_model(),
+            "native_bf16": native_bf16(),
             "cpus": cpu_count(),
             "platform": platform.platform(),
             "torch": torch.__version__,
@@ -337,7 +373,8 @@ def main() -> int:
         for key in keys:
             rows, agree = run_backbone(store, key, args)
             results["throughput"] += rows
-            results["agreement"].append(agree)
+            if agree is not None:
+                results["agreement"].append(agree)
         if not args.no_layouts and keys:
             results["layouts"] = run_layouts(store, keys[0], args)
     results["seconds"] = time.perf_counter() - started
