@@ -299,7 +299,8 @@ def print_tables(results: dict) -> None:
             f"{p} {alloc[f'default_{p}']:.1f} -> {alloc[f'reuse_{p}']:.1f}/s" for p in results["precisions"]
         )
         print(f"\nforward-only {alloc['backbone']}, glibc default vs freed memory reused: {pairs}")
-    print(f"\n{'bf16 vs fp32':<30} {'mean cos':>9} {'min cos':>8} {'top-10 overlap':>15}")
+    if results["agreement"]:
+        print(f"\n{'bf16 vs fp32':<30} {'mean cos':>9} {'min cos':>8} {'top-10 overlap':>15}")
     for row in results["agreement"]:
         print(
             f"{row['backbone']:<30} {row['mean_cosine']:>9.5f} {row['min_cosine']:>8.5f} "

@@ -58,6 +58,7 @@ class SourcePlan:
     row: dict[str, Any]
     tiles: list[TilePlan]
     files: list[str] = field(default_factory=list)  # resolved paths of every file with this content
+    splits: set[str | None] = field(default_factory=set)  # the `split` group key of each copy
     _handle: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -76,6 +77,7 @@ class SourcePlan:
     def absorb(self, copy: SourcePlan) -> None:
         """Fold in the plan of a byte-identical file: its path, its labels as claims, its other tiles."""
         self.files.append(copy.row["uri"])
+        self.splits.add(copy.job.groups.get("split"))
         mine = {tile.tile_id: tile for tile in self.tiles}
         for tile in copy.tiles:
             if tile.tile_id in mine:
@@ -105,6 +107,7 @@ def plan_source(job: SourceJob, grid: GridSettings) -> SourcePlan:
     else:
         plan = _plan_points(job, fingerprint, grid)
     plan.files = [plan.row["uri"]]
+    plan.splits = {job.groups.get("split")}
     return plan
 
 

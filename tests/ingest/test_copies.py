@@ -117,3 +117,19 @@ def test_cli_reports_copies_and_conflicts_as_json(tmp_path, folder):
     )
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
     assert "conflicting labels" in result.output and not (tmp_path / "s2").exists()
+
+
+def test_copies_across_splits_are_noted(store, tmp_path):
+    root = tmp_path / "ds"
+    for split in ("train", "valid"):
+        (root / split / "a").mkdir(parents=True)
+    write_image(root / "train" / "a" / "x.png", 16, seed=5)
+    write_image(root / "valid" / "a" / "y.png", 16, seed=6)
+    shutil.copy(root / "train" / "a" / "x.png", root / "valid" / "a" / "x_again.png")
+    report = store.ingest([root], task="t", progress=False)
+    assert report.tiles_added == 2 and report.copies == 1
+    assert any(
+        "1 image(s) have byte-identical copies in different splits (train, valid)" in n for n in report.notes
+    )
+    splits = sorted(t["split"] for t in store.read("tiles").to_pylist())
+    assert splits == ["train", "valid"]
