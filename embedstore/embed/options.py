@@ -92,7 +92,7 @@ class EmbedReport:
     table: str
     backbone: str
     rows_written: int = 0
-    tiles_embedded: int = 0  # distinct tiles with at least one new row
+    tiles_embedded: int = 0  # distinct tiles this run computed (and wrote, unless another run had)
     rows_present: int = 0  # rows the table already had for current tiles
     rows_written_elsewhere: int = 0  # rows this run computed that another process had written meanwhile
     tiles_total: int = 0
@@ -121,6 +121,7 @@ class EmbedReport:
             line = f"{self.table}: up to date ({self.rows_present} rows for {self.tiles_total} tiles)"
         else:
             per_tile = f" x {self.views + 1} views" if self.views else ""
+            per_tile += " computed" if self.rows_written_elsewhere else ""
             decode = f"{self.workers} decode worker(s)" if self.workers else "decoding inline"
             line = (
                 f"{self.table}: {self.rows_written} rows written ({self.tiles_embedded} tiles{per_tile}), "
