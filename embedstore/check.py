@@ -152,7 +152,9 @@ class _Checker:
         for name in [LABELS, *self.catalog.embedding_table_names()]:
             frame = keys[name].filter(~pl.col("tile_id").is_in(list(kept_tiles)))
             what = "label(s)" if name == LABELS else "embedding row(s)"
-            self._orphans(name, frame, "tile_id", f"{what} of tiles that are not in the tiles table")
+            self._orphans(
+                name, frame, "tile_id", f"{what} of tiles that are not in the store (or have no source)"
+            )
         for name in self.catalog.embedding_table_names():
             self._provenance(name)
         self._incomplete_sources(sources, tiles)
