@@ -19,7 +19,7 @@ import polars as pl
 import pyarrow as pa
 
 from .catalog import Catalog
-from .embedding_tables import recorded_provenance, table_name
+from .embedding_tables import dtype_name, recorded_provenance, table_name
 from .errors import EmbedstoreError
 from .schema import (
     CORE_SCHEMAS,
@@ -241,9 +241,7 @@ class _Checker:
             vector = schema.field("vector").type
             if vector.list_size != provenance.dim:
                 problems.append(f"vectors have {vector.list_size} dims, the provenance says {provenance.dim}")
-            dtype = {"float": "float32", "halffloat": "float16"}.get(
-                str(vector.value_type), str(vector.value_type)
-            )
+            dtype = dtype_name(vector.value_type)
             if dtype != provenance.store_dtype:
                 problems.append(f"vectors are {dtype}, the provenance says {provenance.store_dtype}")
             if table_name(provenance.backbone) != name:

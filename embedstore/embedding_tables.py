@@ -17,6 +17,13 @@ FLAT_KEYS = ("backbone", "weights_sha256", "dim", "precision", "store_dtype")  #
 STORE_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
 
 
+def dtype_name(value_type: pa.DataType) -> str:
+    """numpy's name for an Arrow float type: float32, float16, float64."""
+    return {"float": "float32", "halffloat": "float16", "double": "float64"}.get(
+        str(value_type), str(value_type)
+    )
+
+
 def table_name(key: str) -> str:
     """`emb__<key>` with every character outside [A-Za-z0-9_] replaced by `_`."""
     return EMBEDDING_PREFIX + re.sub(r"[^A-Za-z0-9_]", "_", key)

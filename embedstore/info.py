@@ -8,9 +8,8 @@ from typing import Any
 import pyarrow as pa
 
 from .catalog import Catalog
+from .embedding_tables import dtype_name
 from .schema import FILES, LABELS, SOURCES, TILES
-
-_DTYPE_NAMES = {"float": "float32", "halffloat": "float16", "double": "float64"}
 
 
 def store_info(catalog: Catalog) -> dict[str, Any]:
@@ -56,7 +55,7 @@ def _table_summary(catalog: Catalog, name: str) -> dict[str, Any]:
     vector = dataset.schema.field("vector") if "vector" in dataset.schema.names else None
     if vector is not None and pa.types.is_fixed_size_list(vector.type):
         summary["dim"] = vector.type.list_size
-        summary["dtype"] = _DTYPE_NAMES.get(str(vector.type.value_type), str(vector.type.value_type))
+        summary["dtype"] = dtype_name(vector.type.value_type)
     return summary
 
 

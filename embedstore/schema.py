@@ -38,14 +38,14 @@ def declared_key(schema: pa.Schema) -> str | None:
     return None
 
 
+# `row_key` joins the two parts of a key: "<tile_id>:<task>" for labels, "<tile_id>:<view>" for
+# embeddings. Tile ids are hex, so the first separator splits a row_key unambiguously.
+ROW_KEY_SEPARATOR = ":"
+
+
 def label_key(task: str, tile_id: str) -> str:
-    """`row_key` of a label: tile ids are hex, so the first ':' separates them from the task."""
-    return f"{tile_id}:{task}"
-
-
-def embedding_key(tile_id: str, view: int) -> str:
-    """`row_key` of an embedding row (tile, view)."""
-    return f"{tile_id}:{int(view)}"
+    """`row_key` of the label of a tile for a task."""
+    return f"{tile_id}{ROW_KEY_SEPARATOR}{task}"
 
 
 SOURCES_SCHEMA = pa.schema(

@@ -25,6 +25,7 @@ from .schema import (
     LABELS,
     MARKER_FILE,
     ROW_KEY,
+    ROW_KEY_SEPARATOR,
     SOURCES,
     STORE_FORMAT_VERSION,
     TILES,
@@ -71,7 +72,7 @@ def upgrade(path: str | Path) -> list[str]:
 
 
 def _add_row_key(table: Path, parts: tuple[str, str]) -> str:
-    """Rewrite a table as one new version with `row_key` = "<part0>:<part1>" as its declared key."""
+    """Rewrite a table as one new version with `row_key` = part0 + ":" + part1 as its declared key."""
     dataset = lance.dataset(str(table))
     name = table.name[: -len(".lance")]
     if ROW_KEY in dataset.schema.names:
@@ -81,7 +82,7 @@ def _add_row_key(table: Path, parts: tuple[str, str]) -> str:
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in dataset.to_batches():
             first, second = (pc.cast(batch.column(p), pa.string()) for p in parts)
-            key = pc.binary_join_element_wise(first, second, ":")
+            key = pc.binary_join_element_wise(first, second, ROW_KEY_SEPARATOR)
             yield pa.RecordBatch.from_arrays([key, *batch.columns], schema=schema)
 
     reader = pa.RecordBatchReader.from_batches(schema, batches())

@@ -17,24 +17,26 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .errors import EmbedstoreError
 
 
-class Constraint:
+class Constraint(ABC):
     """What values a field accepts; `coerce` normalises an accepted value (e.g. "a,b" -> ("a", "b"))."""
 
-    def accepts(self, value: Any) -> bool:
-        raise NotImplementedError
+    @abstractmethod
+    def accepts(self, value: Any) -> bool: ...
 
+    @abstractmethod
     def describe(self) -> str:
-        raise NotImplementedError
+        """The end of "--flag VALUE must be ...", e.g. "an integer >= 1"."""
 
+    @abstractmethod
     def invalid_example(self) -> Any:
         """A value this constraint refuses (the options contract test feeds it to every field)."""
-        raise NotImplementedError
 
     def coerce(self, value: Any) -> Any:
         return value

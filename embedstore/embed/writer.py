@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from ..catalog import Catalog
 from ..embedding_tables import Provenance, check_compatible, embedding_schema, recorded_provenance
+from ..schema import ROW_KEY_SEPARATOR
 from .options import EmbedProgress
 
 
@@ -43,7 +44,7 @@ class EmbeddingWriter:
         flat = np.ascontiguousarray(vectors).reshape(-1)
         rows = pa.table(
             [
-                pc.binary_join_element_wise(ids, pc.cast(view_array, pa.string()), ":"),
+                pc.binary_join_element_wise(ids, pc.cast(view_array, pa.string()), ROW_KEY_SEPARATOR),
                 ids,
                 view_array,
                 pa.FixedSizeListArray.from_arrays(pa.array(flat), self.dim),
