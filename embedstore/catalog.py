@@ -14,7 +14,7 @@ import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import lance
 import pyarrow as pa
@@ -34,7 +34,7 @@ class Catalog:
     # -- creating and opening -------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, path: str | Path, exist_ok: bool = False):
+    def create(cls, path: str | Path, exist_ok: bool = False) -> Self:
         """Create a new store at `path` (a new or empty directory); with exist_ok, open an existing one.
 
         The store is built beside `path` and renamed into place, so two processes creating it at once
@@ -74,7 +74,7 @@ class Catalog:
         return cls.open(root)
 
     @classmethod
-    def open(cls, path: str | Path):
+    def open(cls, path: str | Path) -> Self:
         """Open an existing store; NotAStoreError when `path` holds none."""
         root = Path(path).expanduser().resolve()
         marker = read_marker(root, path)

@@ -20,7 +20,14 @@ from ..errors import SourceError
 from ..validation import options_from
 from .discover import SourceJob, TableColumns, discover
 from .options import IngestOptions, IngestReport
-from .planning import SourcePlan, TilePlan, merge_copies, plan_source, resolve_label_conflicts
+from .planning import (
+    SourcePlan,
+    TilePlan,
+    copies_across_splits,
+    merge_copies,
+    plan_source,
+    resolve_label_conflicts,
+)
 from .reading import PixelSettings, read_tile
 from .writer import IngestWriter
 
@@ -35,13 +42,7 @@ def ingest(
     jobs = discover(paths, options.kind, options.dataset, _columns(options))
     plans, failures = _plan_all(jobs, options)
     plans, report.copies = merge_copies(plans)
-    leaking = [plan for plan in plans if len(plan.splits) > 1]
-    if leaking:
-        report.notes.append(
-            f"{len(leaking)} image(s) have byte-identical copies in different splits "
-            f"({', '.join(sorted(str(s) for s in set().union(*(p.splits for p in leaking))))}); each tile "
-            "keeps its first file's split, and the other split holds no copy of it"
-        )
+    report.notes += copies_across_splits(plans)
     if options.task is None:
         if any(tile.label is not None for plan in plans for tile in plan.tiles):
             report.notes.append("labels were found but not recorded: pass --task NAME to record them")

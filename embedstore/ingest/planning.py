@@ -127,6 +127,18 @@ def merge_copies(plans: list[SourcePlan]) -> tuple[list[SourcePlan], int]:
     return list(first.values()), copies
 
 
+def copies_across_splits(plans: list[SourcePlan]) -> list[str]:
+    """A note when byte-identical copies sit in different splits (the tile keeps the first's split)."""
+    leaking = [plan for plan in plans if len(plan.splits) > 1]
+    if not leaking:
+        return []
+    splits = ", ".join(sorted({str(split) for plan in leaking for split in plan.splits}))
+    return [
+        f"{len(leaking)} image(s) have byte-identical copies in different splits ({splits}); each tile "
+        "keeps its first file's split, and the other split holds no copy of it"
+    ]
+
+
 def resolve_label_conflicts(plans: list[SourcePlan], policy: str, task: str) -> list[dict[str, Any]]:
     """Settle tiles whose copies disagree on the label: first (keep the first claim), drop, or error."""
     conflicts = []
