@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from .embed import EmbedOptions, EmbedReport
     from .embeddings import EmbeddingQuery
     from .ingest import IngestOptions, IngestReport
+    from .search import IndexManifest, IndexOptions, SearchOptions, SearchResult, Searcher
+    from .search.configs import IndexConfig
 
 
 class Store(Catalog):
@@ -47,6 +49,66 @@ class Store(Catalog):
         from .embeddings import EmbeddingQuery
 
         return EmbeddingQuery.of(self, backbone)
+
+    def index(
+        self,
+        backbone: str,
+        options: IndexOptions | None = None,
+        config: IndexConfig | None = None,
+        say: Any = None,
+        **kwargs: Any,
+    ) -> IndexManifest:
+        """Build (or rebuild) a similarity index over `backbone`'s vectors; options: `IndexOptions`
+        (kind, metric, center, backend, name), `config`: one of `embedstore.search.configs`."""
+        from .search.indexes import build_index
+        from .search.options import IndexOptions
+        from .validation import options_from
+
+        manifest = build_index(self, backbone, options_from(IndexOptions, options, kwargs), config, say)
+        self._searchers().clear()
+        return manifest
+
+    def indexes(self, backbone: str | None = None) -> list[IndexManifest]:
+        """The manifests of the store's indexes (of one backbone, or all)."""
+        from .embeddings import EmbeddingQuery
+        from .search.indexes import list_indexes
+
+        return list_indexes(self, EmbeddingQuery.of(self, backbone).table if backbone else None)
+
+    def searcher(self, backbone: str, index: str | None = None, update: bool = True) -> Searcher:
+        """A loaded index with the tiles' metadata, kept for later searches of this Store object."""
+        from .search.searcher import Searcher
+
+        cache = self._searchers()
+        key = (backbone, index, update)
+        if key not in cache:
+            cache[key] = Searcher(self, backbone, index, update)
+        return cache[key]
+
+    def search(
+        self,
+        backbone: str,
+        tiles: list[str] | tuple[str, ...] = (),
+        images: list[str | Path] | tuple[str | Path, ...] = (),
+        vectors: Any = None,
+        negatives: list[str] | tuple[str, ...] = (),
+        options: SearchOptions | None = None,
+        **kwargs: Any,
+    ) -> SearchResult:
+        """Tiles most like the positives (tile ids, image files, vectors), best first; see `SearchOptions`
+        (k, fusion, negative_weight, exclude_query_slides, exclude_task, where, index, update).
+        Builds an `auto` index on first use when the backbone has none."""
+        from .search.options import SearchOptions
+        from .validation import options_from
+
+        options = options_from(SearchOptions, options, kwargs)
+        searcher = self.searcher(backbone, options.index, options.update)
+        return searcher.search(tiles, images, vectors, negatives, options)
+
+    def _searchers(self) -> dict[tuple, Searcher]:
+        if not hasattr(self, "_searcher_cache"):
+            self._searcher_cache: dict[tuple, Searcher] = {}
+        return self._searcher_cache
 
     def info(self) -> dict[str, Any]:
         """A summary: sources (ok / failed), files, tiles, tasks with label counts, tables, disk size."""

@@ -68,3 +68,61 @@ def key_counts(store, table: str, key: str) -> tuple[int, int]:
     """(rows, distinct keys) of a table."""
     values = store.read(table, columns=[key]).column(key).to_pylist()
     return len(values), len(set(values))
+
+
+def clustered_vectors(
+    n: int, dim: int = 32, clusters: int = 20, seed: int = 0, spread: float = 0.3
+) -> np.ndarray:
+    """float32 (n, dim): points around `clusters` random centres, on top of a shared offset (like real
+    embeddings, which share a large common component)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    labels = rng.integers(0, clusters, n)
+    return (3.0 + centres[labels] + spread * rng.normal(size=(n, dim))).astype(np.float32)
+
+
+def vector_store(path: Path, vectors: np.ndarray, slides: int = 4, key: str = "synthetic.vectors"):
+    """A store whose tiles (metadata only, no pixels) carry the given vectors in `emb__<key>`.
+
+    Tile i is `t{i:06d}` on slide `slide{i % slides}` (source `src{i % slides}`), dataset `even`/`odd`.
+    Search tests use it to control the vectors exactly; real embedding is tested in tests/embed.
+    """
+    import pyarrow as pa
+
+    import embedstore
+    from embedstore.embed.writer import EmbeddingWriter
+    from embedstore.embedding_tables import Provenance, table_name
+    from embedstore.schema import TILES, TILES_SCHEMA
+
+    store = embedstore.init(path)
+    n = len(vectors)
+    rows = [
+        {
+            "tile_id": f"t{i:06d}",
+            "source_id": f"src{i % slides}",
+            "x": 32 * (i // slides),
+            "y": 0,
+            "level": 0,
+            "size0": 32,
+            "width": 32,
+            "height": 32,
+            "slide": f"slide{i % slides}",
+            "dataset": "even" if i % 2 == 0 else "odd",
+        }
+        for i in range(n)
+    ]
+    store.insert_missing(TILES, pa.Table.from_pylist(rows, schema=TILES_SCHEMA))
+    provenance = Provenance(
+        backbone=key,
+        weights_sha256="0" * 64,
+        dim=vectors.shape[1],
+        input_size=32,
+        mean=(0.0,) * 3,
+        std=(1.0,) * 3,
+        resize="bicubic",
+        precision="fp32",
+        store_dtype="float32",
+    )
+    writer = EmbeddingWriter(store, table_name(key), provenance)
+    writer.write([r["tile_id"] for r in rows], np.zeros(n, np.int16), vectors)
+    return store

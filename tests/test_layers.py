@@ -40,6 +40,9 @@ LAYERS = {
     "embedstore.embeddings": 3,
     "embedstore.ingest": 3,
     "embedstore.embed": 3,
+    # L4 tasks over stored embeddings
+    "embedstore.search": 4,
+    "embedstore.samples": 0,
     # L5 the façade
     "embedstore.store": 5,
     "embedstore.demo": 5,

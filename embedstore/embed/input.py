@@ -180,29 +180,30 @@ class DecodeTiles(Dataset):
             ]
         except EmbedstoreError as error:
             return PixelBatch(tile_ids, views, payload.slot, str(error))
-        self._fill(self.slots.buffer[payload.slot], images)
+        fill_batch(self.slots.buffer[payload.slot], images, self.size, self.mode)
         return PixelBatch(tile_ids, views, payload.slot)
 
-    def _fill(self, target: torch.Tensor, images: list[np.ndarray]) -> None:
-        """Write images (H, W, 3) into target (B, S, S, 3), resizing each group of one shape at once."""
-        shapes: dict[tuple[int, ...], list[int]] = {}
-        for i, image in enumerate(images):
-            shapes.setdefault(image.shape, []).append(i)
-        for shape, rows in shapes.items():
-            batch = torch.from_numpy(np.stack([images[i] for i in rows]))
-            if shape[:2] != (self.size, self.size):
-                resized = F.interpolate(
-                    batch.permute(0, 3, 1, 2),
-                    size=(self.size, self.size),
-                    mode=self.mode,
-                    antialias=True,
-                    align_corners=False,
-                )
-                batch = resized.permute(0, 2, 3, 1)
-            if len(rows) == len(images) and rows[-1] == len(rows) - 1:
-                target[: len(rows)] = batch
-            else:
-                target[torch.tensor(rows)] = batch
+
+def fill_batch(target: torch.Tensor, images: list[np.ndarray], size: int, mode: str) -> None:
+    """Write images (H, W, 3) into target (B, S, S, 3), resizing each group of one shape at once."""
+    shapes: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        shapes.setdefault(image.shape, []).append(i)
+    for shape, rows in shapes.items():
+        batch = torch.from_numpy(np.stack([images[i] for i in rows]))
+        if shape[:2] != (size, size):
+            resized = F.interpolate(
+                batch.permute(0, 3, 1, 2),
+                size=(size, size),
+                mode=mode,
+                antialias=True,
+                align_corners=False,
+            )
+            batch = resized.permute(0, 2, 3, 1)
+        if len(rows) == len(images) and rows[-1] == len(rows) - 1:
+            target[: len(rows)] = batch
+        else:
+            target[torch.tensor(rows)] = batch
 
 
 def _keep(batch: PixelBatch) -> PixelBatch:

@@ -1,0 +1,166 @@
+"""FAISS indexes: build one kind from its config, search, add, read vectors back, save and load.
+
+On a machine where the installed faiss has GPU support and a GPU is present (`pip install
+embedstore[gpu]`), flat and IVF indexes are searched on the GPU; the index saved is always the CPU one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from ..errors import EmbedstoreError
+from .configs import FlatConfig, HnswConfig, IndexConfig, IvfConfig, IvfPqConfig
+
+MAX_REFINE = 128  # candidates re-ranked exactly: k x this at most
+MAX_EF_SEARCH = 4096
+TRAIN_POINTS_PER_LIST = 64  # k-means sample: FAISS wants >= 39 points per list, more gains little
+
+
+def faiss_version() -> str:
+    return str(faiss.__version__)
+
+
+def gpu_available() -> bool:
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+class FaissIndex:
+    """One FAISS index over prepared vectors; positions are row numbers in the order vectors were added."""
+
+    backend = "faiss"
+
+    def __init__(self, index: faiss.Index, config: IndexConfig, device: str = "auto") -> None:
+        self.index, self.config = index, config
+        if isinstance(config, IvfConfig):
+            faiss.extract_index_ivf(index).make_direct_map()  # lets `vectors` read rows back
+        self.on_gpu = device != "cpu" and gpu_available() and isinstance(config, FlatConfig | IvfConfig)
+        if device == "cuda" and not gpu_available():
+            raise EmbedstoreError(
+                "--device cuda: this faiss has no GPU support or no GPU is visible; "
+                "install embedstore[gpu] (faiss-gpu-cu12) or use --device cpu"
+            )
+        self._searcher = self._gpu_copy() if self.on_gpu else index
+        self.apply(config)
+
+    # -- building -------------------------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, config: IndexConfig, vectors: np.ndarray, metric: str, device: str = "auto") -> FaissIndex:
+        dim = vectors.shape[1]
+        faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+        index = _empty(config, dim, faiss_metric)
+        if not index.is_trained:
+            index.train(_training_sample(vectors, config))
+        index.add(vectors)
+        return cls(index, config, device)
+
+    @classmethod
+    def load(cls, path: Path, config: IndexConfig, device: str = "auto") -> FaissIndex:
+        return cls(faiss.read_index(str(path)), config, device)
+
+    def save(self, path: Path) -> None:
+        faiss.write_index(self.index, str(path))
+
+    # -- using ----------------------------------------------------------------------------------------
+
+    @property
+    def rows(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        """(q, k) positions of the nearest vectors, best first; -1 pads when fewer exist."""
+        _, positions = self._searcher.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return positions
+
+    def vectors(self, positions: np.ndarray) -> np.ndarray:
+        """Stored vectors at `positions`; exact for every kind (IVF-PQ keeps them to refine)."""
+        return self.index.reconstruct_batch(np.asarray(positions, dtype=np.int64))
+
+    def add(self, vectors: np.ndarray) -> None:
+        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        if self.on_gpu:
+            self._searcher = self._gpu_copy()
+            self.apply(self.config)
+
+    # -- search breadth (what tuning turns) -----------------------------------------------------------
+
+    def widen(self) -> bool:
+        """Search more broadly (slower, higher recall); False when there is nothing left to widen."""
+        knobs = _knobs(self.config)
+        growable = [
+            (value / start, name, ceiling) for name, value, start, ceiling in knobs if value < ceiling
+        ]
+        if not growable:
+            return False
+        _, name, ceiling = min(growable)  # the knob doubled least so far
+        self.apply(dataclasses.replace(self.config, **{name: min(2 * getattr(self.config, name), ceiling)}))
+        return True
+
+    def apply(self, config: IndexConfig) -> None:
+        """Set the search-time settings of `config` (nprobe, ef_search, refine_factor) on the index."""
+        self.config = config
+        if isinstance(config, IvfConfig | IvfPqConfig):
+            faiss.extract_index_ivf(self.index).nprobe = config.nprobe
+            if self._searcher is not self.index:
+                self._searcher.nprobe = config.nprobe
+        if isinstance(config, IvfPqConfig):
+            self.index.k_factor = float(config.refine_factor)
+        if isinstance(config, HnswConfig):
+            self.index.hnsw.efSearch = config.ef_search
+
+    def _gpu_copy(self) -> faiss.Index:
+        resources = faiss.StandardGpuResources()
+        return faiss.index_cpu_to_gpu(resources, 0, self.index)
+
+
+def _knobs(config: IndexConfig) -> list[tuple[str, int, int, int]]:
+    """(field, value, its default, ceiling) of each search-time setting tuning may raise."""
+    defaults = type(config)()
+    if isinstance(config, IvfConfig):
+        return [("nprobe", config.nprobe, defaults.nprobe, config.nlist or 1)]
+    if isinstance(config, IvfPqConfig):
+        return [
+            ("nprobe", config.nprobe, defaults.nprobe, config.nlist or 1),
+            ("refine_factor", config.refine_factor, defaults.refine_factor, MAX_REFINE),
+        ]
+    if isinstance(config, HnswConfig):
+        return [("ef_search", config.ef_search, defaults.ef_search, MAX_EF_SEARCH)]
+    return []
+
+
+def _empty(config: IndexConfig, dim: int, metric: int) -> faiss.Index:
+    if isinstance(config, FlatConfig):
+        return faiss.IndexFlatIP(dim) if metric == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(dim)
+    if isinstance(config, HnswConfig):
+        index = faiss.IndexHNSWFlat(dim, config.m, metric)
+        index.hnsw.efConstruction = config.ef_construction
+        return index
+    quantizer = faiss.IndexFlatIP(dim) if metric == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(dim)
+    if isinstance(config, IvfConfig):
+        index = faiss.IndexIVFFlat(quantizer, dim, config.nlist, metric)
+        index.own_fields = True
+        quantizer.this.disown()
+        return index
+    if isinstance(config, IvfPqConfig):
+        base = faiss.IndexIVFPQ(quantizer, dim, config.nlist, config.m, config.nbits, metric)
+        base.own_fields = True
+        quantizer.this.disown()
+        refined = faiss.IndexRefineFlat(base)
+        refined.own_fields = True
+        base.this.disown()
+        refined.k_factor = float(config.refine_factor)
+        return refined
+    raise EmbedstoreError(f"faiss cannot build a {type(config).__name__}; use --backend lancedb for it")
+
+
+def _training_sample(vectors: np.ndarray, config: IndexConfig) -> np.ndarray:
+    nlist = getattr(config, "nlist", None) or 1
+    wanted = max(nlist * TRAIN_POINTS_PER_LIST, 2 ** getattr(config, "nbits", 8) * 40)
+    if len(vectors) <= wanted:
+        return vectors
+    rows = np.sort(np.random.default_rng(0).choice(len(vectors), wanted, replace=False))
+    return vectors[rows]

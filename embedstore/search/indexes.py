@@ -1,0 +1,303 @@
+"""Indexes inside the store, bound to the version of the embedding table they were built from.
+
+    <store>/indexes/<table>/<name>/manifest.json    what, from which table version, how, recall
+                                   index-<token>.faiss | vectors-<token>.lance, ids-<token>.arrow
+
+Opening an index compares it with its table: rows embedded since are added (where `update`), a table that
+lost rows or changed weights is refused with the command that rebuilds the index. A stale index is never
+used silently.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version as package_version
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.feather as feather
+
+from .._version import __version__
+from ..catalog import Catalog
+from ..embedding_tables import recorded_provenance
+from ..embeddings import EmbeddingQuery
+from ..errors import EmbedstoreError
+from .configs import FlatConfig, IndexConfig, LanceConfig, config_for, config_from_dict, config_to_dict
+from .faiss_index import FaissIndex, faiss_version
+from .lance_index import LanceIndex
+from .manifest import MANIFEST, IndexManifest
+from .options import IndexOptions
+from .space import VectorSpace
+from .tuning import tune
+
+INDEX_DIR = "indexes"
+Say = Callable[[str], None]
+
+
+class StaleIndexError(EmbedstoreError):
+    """An index no longer matches its table and cannot be brought up to date in place."""
+
+
+@dataclass
+class LoadedIndex:
+    """An index ready to search: its manifest, backend, vector space and the tile id of each position."""
+
+    manifest: IndexManifest
+    backend: FaissIndex | LanceIndex
+    space: VectorSpace
+    tile_ids: np.ndarray  # (rows,) str, position -> tile id
+    directory: Path
+
+
+def index_root(catalog: Catalog, table: str) -> Path:
+    return catalog.root / INDEX_DIR / table
+
+
+def list_indexes(catalog: Catalog, table: str | None = None) -> list[IndexManifest]:
+    """Manifests of the store's indexes (of one embedding table, or all)."""
+    root = catalog.root / INDEX_DIR
+    pattern = f"{table}/*/{MANIFEST}" if table else f"*/*/{MANIFEST}"
+    return [IndexManifest.load(path.parent) for path in sorted(root.glob(pattern))]
+
+
+def build_index(
+    catalog: Catalog,
+    backbone: str,
+    options: IndexOptions | None = None,
+    config: IndexConfig | None = None,
+    say: Say | None = None,
+) -> IndexManifest:
+    """Build (or rebuild) an index over the view-0 vectors of `backbone`'s table at its newest version."""
+    options = options or IndexOptions()
+    say = say or (lambda _: None)
+    query = EmbeddingQuery.of(catalog, backbone).columns()
+    dataset = catalog.dataset(query.table)
+    table_version = int(dataset.version)
+    provenance = recorded_provenance(dataset.schema, query.table)
+    say(f"reading the vectors of {query.table} (version {table_version})")
+    raw, tile_ids, _ = query.at(table_version).to_numpy()
+    if len(raw) == 0:
+        raise EmbedstoreError(
+            f"{query.table} holds no vectors of tiles in the store; run `embedstore embed {catalog.root} "
+            f"--backbone {provenance.backbone}` first"
+        )
+    config = _resolved_config(options, config, len(raw), raw.shape[1])
+    name = options.index_name(config.kind if options.kind != "auto" else None)
+    space = VectorSpace.fit(options.metric, options.center, raw)
+    vectors = space.prepare(raw)
+    del raw
+    directory = index_root(catalog, query.table) / name
+    token = _token(table_version)
+    directory.mkdir(parents=True, exist_ok=True)
+    say(f"building a {options.backend} {config.kind} index over {len(vectors)} vectors")
+    started = time.perf_counter()
+    if isinstance(config, LanceConfig):
+        backend: FaissIndex | LanceIndex = LanceIndex.build(
+            config, vectors, options.metric, directory / f"vectors-{token}.lance"
+        )
+    else:
+        backend = FaissIndex.build(config, vectors, options.metric, options.device)
+    recall, queries = None, 0
+    if not isinstance(config, FlatConfig):
+        say(f"tuning the search breadth to recall@10 >= {config.target_recall}")
+        recall, queries = tune(backend, vectors, options.metric, config.target_recall)
+    seconds = time.perf_counter() - started
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    manifest = IndexManifest(
+        name=name,
+        backend=options.backend,
+        kind=config.kind,
+        metric=options.metric,
+        center=space.mean is not None,
+        config=config_to_dict(backend.config),
+        table=query.table,
+        table_version=table_version,
+        built_from_version=table_version,
+        backbone=provenance.backbone,
+        weights_sha256=provenance.weights_sha256,
+        dim=int(vectors.shape[1]),
+        rows=len(vectors),
+        build_seconds=round(seconds, 3),
+        recall_at_10=None if recall is None else round(recall, 4),
+        recall_queries=queries,
+        files={},
+        mean=None if space.mean is None else [float(v) for v in space.mean],
+        created=now,
+        updated=now,
+        versions={
+            "embedstore": __version__,
+            "faiss": faiss_version(),
+            "pylance": package_version("pylance"),
+        },
+    )
+    _save(directory, manifest, backend, np.asarray(tile_ids).astype(str), token)
+    return manifest
+
+
+def open_index(
+    catalog: Catalog,
+    backbone: str,
+    name: str | None = None,
+    update: bool = True,
+    device: str = "auto",
+    say: Say | None = None,
+) -> LoadedIndex | None:
+    """The index `name` of `backbone`'s table (None: the only one, or `auto`), brought up to date with the
+    table; None when the table has no index yet."""
+    table = EmbeddingQuery.of(catalog, backbone).table
+    directory = _find(catalog, table, name)
+    if directory is None:
+        return None
+    loaded = _load(directory, device)
+    refresh(catalog, loaded, update, say)
+    return loaded
+
+
+def refresh(catalog: Catalog, loaded: LoadedIndex, update: bool = True, say: Say | None = None) -> int:
+    """Compare the index with its table now; add new rows (with `update`), or refuse. Returns rows added."""
+    manifest = loaded.manifest
+    dataset = catalog.dataset(manifest.table)
+    current = int(dataset.version)
+    if current == manifest.table_version:
+        return 0
+    provenance = recorded_provenance(dataset.schema, manifest.table)
+    rebuild = f"`embedstore index {catalog.root} --backbone {manifest.backbone} --name {manifest.name}`"
+    if provenance.weights_sha256 != manifest.weights_sha256:
+        raise StaleIndexError(
+            f"index {manifest.name!r} was built from other weights than {manifest.table} now holds; "
+            f"rebuild it with {rebuild}"
+        )
+    present = dataset.to_table(columns=["tile_id"], filter="view = 0").column("tile_id")
+    indexed = pa.array(loaded.tile_ids)
+    lost = int(pc.sum(pc.invert(pc.is_in(indexed, value_set=present))).as_py() or 0)
+    if lost:
+        raise StaleIndexError(
+            f"index {manifest.name!r} was built from version {manifest.table_version} of {manifest.table}; "
+            f"{lost} of its rows are gone at version {current}; rebuild it with {rebuild}"
+        )
+    new_ids = present.filter(pc.invert(pc.is_in(present, value_set=indexed)))
+    if len(new_ids) and not update:
+        raise StaleIndexError(
+            f"index {manifest.name!r} matches version {manifest.table_version} of {manifest.table}, which "
+            f"has {len(new_ids)} new rows at version {current}; search with updates, or rebuild: {rebuild}"
+        )
+    added = _add_rows(catalog, loaded, current, new_ids, say) if len(new_ids) else 0
+    manifest.table_version = current
+    manifest.updated = datetime.now(UTC).isoformat(timespec="seconds")
+    token = _token(current)
+    _save(loaded.directory, manifest, loaded.backend, loaded.tile_ids, token)
+    return added
+
+
+def _add_rows(catalog: Catalog, loaded: LoadedIndex, version: int, new_ids: pa.Array, say: Say | None) -> int:
+    """Read the new rows' vectors (streamed, tiles in the store only) and add them to the index."""
+    wanted = new_ids.cast(pa.string())
+    query = EmbeddingQuery(catalog, loaded.manifest.table).columns().at(version)
+    vectors, ids = [], []
+    for batch in query.to_batches():
+        keep = pc.is_in(batch.column("tile_id"), value_set=wanted)
+        batch = batch.filter(keep)
+        if batch.num_rows:
+            flat = batch.column("vector").values.to_numpy(zero_copy_only=False)
+            vectors.append(flat.reshape(batch.num_rows, -1).astype(np.float32, copy=False))
+            ids.append(batch.column("tile_id").to_numpy(zero_copy_only=False).astype(str))
+    if not vectors:
+        return 0
+    raw = np.concatenate(vectors)
+    if say:
+        say(
+            f"adding {len(raw)} rows embedded since version {loaded.manifest.table_version} to index "
+            f"{loaded.manifest.name!r}"
+        )
+    loaded.backend.add(loaded.space.prepare(raw))
+    loaded.tile_ids = np.concatenate([loaded.tile_ids, np.concatenate(ids)])
+    loaded.manifest.rows = len(loaded.tile_ids)
+    loaded.manifest.rows_added += len(raw)
+    return len(raw)
+
+
+def _resolved_config(options: IndexOptions, config: IndexConfig | None, rows: int, dim: int) -> IndexConfig:
+    chosen = config or config_for(options.kind, options.backend, rows)
+    if isinstance(chosen, LanceConfig) != (options.backend == "lancedb"):
+        raise EmbedstoreError(
+            f"config {type(chosen).__name__} does not fit --backend {options.backend}; "
+            "LanceConfig goes with lancedb, the others with faiss"
+        )
+    return chosen.resolved(rows, dim)
+
+
+def _find(catalog: Catalog, table: str, name: str | None) -> Path | None:
+    root = index_root(catalog, table)
+    names = sorted(p.parent.name for p in root.glob(f"*/{MANIFEST}"))
+    if name is not None:
+        if name not in names:
+            raise EmbedstoreError(
+                f"no index {name!r} for {table}; indexes: {', '.join(names) or 'none'} "
+                f"(build one with `embedstore index {catalog.root} --backbone ... --name {name}`)"
+            )
+        return root / name
+    if not names:
+        return None
+    if len(names) == 1 or "auto" in names:
+        return root / (names[0] if len(names) == 1 else "auto")
+    raise EmbedstoreError(f"{table} has several indexes ({', '.join(names)}); choose one with --index NAME")
+
+
+def _load(directory: Path, device: str) -> LoadedIndex:
+    manifest = IndexManifest.load(directory)
+    config = config_from_dict(manifest.config)
+    try:
+        if isinstance(config, LanceConfig):
+            backend: FaissIndex | LanceIndex = LanceIndex.load(
+                directory / manifest.files["vectors"], config, manifest.metric, manifest.lance_version
+            )
+        else:
+            backend = FaissIndex.load(directory / manifest.files["index"], config, device)
+        ids = feather.read_table(directory / manifest.files["ids"]).column("tile_id")
+    except (OSError, KeyError, RuntimeError, ValueError) as error:
+        raise EmbedstoreError(
+            f"index {manifest.name!r} at {directory} cannot be read ({str(error).splitlines()[0]}); "
+            f"rebuild it with `embedstore index <store> --backbone {manifest.backbone} "
+            f"--name {manifest.name}`"
+        ) from None
+    space = VectorSpace(manifest.metric, manifest.mean_vector())
+    return LoadedIndex(manifest, backend, space, ids.to_numpy(zero_copy_only=False).astype(str), directory)
+
+
+def _save(
+    directory: Path, manifest: IndexManifest, backend: FaissIndex | LanceIndex, ids: np.ndarray, token: str
+) -> None:
+    """Write the index files under new names, then the manifest (atomically), then drop old files."""
+    files = {"ids": f"ids-{token}.arrow"}
+    feather.write_feather(pa.table({"tile_id": pa.array(ids, pa.string())}), directory / files["ids"])
+    if isinstance(backend, LanceIndex):
+        files["vectors"] = Path(backend.dataset.uri).name
+        manifest.lance_version = backend.version
+    else:
+        files["index"] = f"index-{token}.faiss"
+        backend.save(directory / files["index"])
+    manifest.files = files
+    manifest.config = config_to_dict(backend.config)
+    manifest.save(directory)
+    _remove_unreferenced(directory, set(files.values()))
+
+
+def _remove_unreferenced(directory: Path, keep: set[str]) -> None:
+    for path in directory.iterdir():
+        if path.name in keep or path.name == MANIFEST or path.name.startswith(".manifest-"):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _token(table_version: int) -> str:
+    return f"v{table_version}-{uuid.uuid4().hex[:8]}"

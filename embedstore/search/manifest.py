@@ -1,0 +1,88 @@
+"""An index's manifest: what it was built from (table, version, rows), how, and how well it recalls.
+
+Saved as `manifest.json` beside the index files and replaced atomically, so a reader sees either the old
+index or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import EmbedstoreError
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class IndexManifest:
+    """Everything needed to load an index and to tell whether it still matches its table."""
+
+    name: str
+    backend: str  # faiss | lancedb
+    kind: str  # flat | ivf | hnsw | ivfpq | lancedb
+    metric: str
+    center: bool
+    config: dict[str, Any]
+    table: str
+    table_version: int  # the version the index matches (built from, or updated to)
+    built_from_version: int
+    backbone: str
+    weights_sha256: str
+    dim: int
+    rows: int
+    build_seconds: float
+    recall_at_10: float | None  # measured on a sample of the table's own vectors; None: exact search
+    recall_queries: int
+    files: dict[str, str]  # role -> file name in the index directory
+    mean: list[float] | None = None  # the centring vector (cosine with centring)
+    rows_added: int = 0  # rows added by updates since the build
+    lance_version: int | None = None  # version of the Lance copy of the vectors (lancedb backend)
+    created: str = ""
+    updated: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def exact(self) -> bool:
+        return self.kind == "flat"
+
+    def mean_vector(self) -> np.ndarray | None:
+        return None if self.mean is None else np.asarray(self.mean, dtype=np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def summary(self) -> str:
+        recall = "exact" if self.recall_at_10 is None else f"recall@10 {self.recall_at_10:.3f}"
+        centred = ", centred" if self.center and self.metric == "cosine" else ""
+        return (
+            f"index {self.name!r}: {self.backend} {self.kind} ({self.metric}{centred}) over {self.rows} "
+            f"vectors of {self.table} v{self.table_version}, {recall}, built in {self.build_seconds:.1f} s"
+        )
+
+    def save(self, directory: Path) -> None:
+        """Write manifest.json atomically (temp file + rename)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=directory, prefix=".manifest-", suffix=".json")
+        with os.fdopen(handle, "w") as out:
+            json.dump(self.to_dict(), out, indent=1)
+        os.replace(temp, directory / MANIFEST)
+
+    @classmethod
+    def load(cls, directory: Path) -> IndexManifest:
+        path = directory / MANIFEST
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise EmbedstoreError(
+                f"index at {directory} has no readable manifest ({error}); rebuild it"
+            ) from None
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in known})

@@ -1,0 +1,72 @@
+"""What `index` and `search` can be told. A leaf: importable without FAISS (for the CLI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..validation import Flag, Interval, Name, OneOf, option, validate
+from .configs import BACKENDS, KINDS, METRICS
+
+FUSIONS = ("mean", "rrf")
+
+
+@dataclass
+class IndexOptions:
+    """How to build an index. The kind's own settings: pass `config=` (see `embedstore.search.configs`)."""
+
+    kind: str = option("auto", OneOf(KINDS), help="Index kind; auto: exact below 100k vectors, else ivfpq.")
+    metric: str = option("cosine", OneOf(METRICS), help="Similarity.")
+    center: bool = option(
+        True,
+        Flag(),
+        help="Centre vectors on the table's mean before cosine (better on histology; see README).",
+    )
+    backend: str = option("faiss", OneOf(BACKENDS), help="faiss, or LanceDB's own vector index.")
+    name: str | None = option(
+        None, Name(), optional=True, help="Index name [default: the kind, plus -lancedb / -l2]."
+    )
+    device: str = option("auto", OneOf(("auto", "cpu", "cuda")), help="auto: FAISS on GPU when present.")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def index_name(self, kind: str | None = None) -> str:
+        """The name given, or one made of the kind (`kind` overrides the option), backend and metric."""
+        if self.name:
+            return self.name
+        kind = kind or self.kind
+        suffix = ("-lancedb" if self.backend == "lancedb" and kind != "lancedb" else "") + (
+            "-l2" if self.metric == "l2" else ""
+        )
+        return f"{kind}{suffix}" if (kind, suffix) != ("auto", "") else "auto"
+
+
+@dataclass
+class SearchOptions:
+    """How to search: how many hits, how to fuse several positives, what to exclude."""
+
+    k: int = option(50, Interval(1, integer=True), help="Hits to return.")
+    fusion: str = option(
+        "mean",
+        OneOf(FUSIONS),
+        help="Several positives: mean (one query, their mean) or rrf (reciprocal-rank fusion).",
+    )
+    negative_weight: float = option(
+        1.0, Interval(0.0), help="How hard negatives push candidates away (score - w * similarity to one)."
+    )
+    exclude_query_slides: bool = option(False, Flag(), help="Leave out tiles of the query tiles' slides.")
+    exclude_task: str | None = option(
+        None, Name(), optional=True, help="Leave out tiles already labelled for this task."
+    )
+    where: str | None = option(
+        None, Name(), optional=True, help="SQL over tile columns, e.g. \"dataset = 'cohort2'\"."
+    )
+    index: str | None = option(
+        None, Name(), optional=True, help="Index name [default: the only one, or auto]."
+    )
+    update: bool = option(
+        True, Flag(), help="Add rows embedded since the index was built (otherwise refuse a stale index)."
+    )
+
+    def __post_init__(self) -> None:
+        validate(self)

@@ -1,0 +1,358 @@
+"""Similarity search over one backbone's index: queries, fusion, negatives, filters, hits with metadata.
+
+    searcher = Searcher(store, "tf_efficientnet_lite0.in1k")
+    result = searcher.search(tiles=["a1b2..."], negatives=["c3d4..."], options=SearchOptions(k=100))
+    result.hits            # polars: rank, tile_id, score, source_id, slide, x, y, ...
+
+A searcher loads its index and the tiles' metadata once, then answers each query in milliseconds. Before
+each search it checks the table's version (a cheap call): rows embedded meanwhile are added to the index
+(or, without `update`, the search is refused), so results never come from a stale index.
+
+Scores: every candidate the index proposes is re-scored exactly (cosine, or -squared L2, in the index's
+space). Several positives are fused by `mean` (one query: their normalised mean) or `rrf` (each
+positive ranks the candidates; score = sum of 1 / (60 + rank)). Negatives subtract `negative_weight` x
+the candidate's similarity to its nearest negative before ranking.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..catalog import Catalog
+from ..embeddings import METADATA_COLUMNS
+from ..errors import EmbedstoreError
+from ..schema import LABELS, TILES, task_predicate
+from ..validation import options_from
+from .indexes import IndexOptions, Say, build_index, open_index, refresh
+from .manifest import IndexManifest
+from .options import SearchOptions
+
+RRF_K = 60  # the usual reciprocal-rank-fusion constant
+POOL_FACTOR = 4  # candidates asked of the index per hit wanted, before filters and negatives
+MIN_POOL = 64
+EXACT_AFTER = 16_384  # when filters leave too few candidates in a pool this large, scan the allowed rows
+SCAN_CHUNK = 65_536
+
+
+@dataclass
+class SearchResult:
+    """The hits (best first) and what produced them."""
+
+    hits: pl.DataFrame
+    index: IndexManifest
+    query_tile_ids: list[str] = field(default_factory=list)
+    negative_tile_ids: list[str] = field(default_factory=list)
+    query_images: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """The hits as plain dicts (tile_id, score, rank and the tile metadata), for JSON."""
+        return self.hits.to_dicts()
+
+    def export_labels(self, path: str | Path, label: str = "candidate") -> Path:
+        """A CSV that `embedstore labels import` reads: tile_id, label (plus score and rank)."""
+        path = Path(path)
+        frame = self.hits.select("tile_id", pl.lit(label).alias("label"), "score", "rank")
+        frame.write_csv(path)
+        return path
+
+    def write_html(self, path: str | Path, catalog: Catalog, task: str = "review") -> Path:
+        """The review page: queries, then candidates to mark positive / negative / unsure."""
+        from .review import write_review_page
+
+        return write_review_page(
+            catalog,
+            self.hits,
+            Path(path),
+            query_tile_ids=self.query_tile_ids,
+            query_images=self.query_images,
+            task=task,
+            title=f"embedstore review: {self.index.backbone}",
+        )
+
+
+class Searcher:
+    """An index and the tiles' metadata, loaded once; `search` answers queries against them."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        backbone: str,
+        index: str | None = None,
+        update: bool = True,
+        device: str = "auto",
+        say: Say | None = None,
+    ) -> None:
+        self.catalog, self.update, self.say = catalog, update, say
+        self.notes: list[str] = []
+        loaded = open_index(catalog, backbone, index, update, device, say)
+        if loaded is None:
+            manifest = build_index(catalog, backbone, IndexOptions(device=device), say=say)
+            self.notes.append(f"no index yet: built {manifest.summary()}")
+            loaded = open_index(catalog, backbone, manifest.name, update, device, say)
+        assert loaded is not None
+        self.loaded = loaded
+        self._table = catalog.dataset(loaded.manifest.table)
+        self._tiles = catalog.dataset(TILES)
+        self._masks: dict[tuple, np.ndarray] = {}
+        self._load_metadata()
+
+    @property
+    def manifest(self) -> IndexManifest:
+        return self.loaded.manifest
+
+    # -- keeping up with the store --------------------------------------------------------------------
+
+    def _check_fresh(self) -> None:
+        """Bring the index up to date when the table changed; reload metadata when the tiles changed."""
+        table_version = self._table.latest_version
+        tiles_version = self._tiles.latest_version
+        if table_version != self.manifest.table_version:
+            added = refresh(self.catalog, self.loaded, self.update, self.say)
+            if added:
+                self.notes.append(f"added {added} rows embedded since the index was built")
+            self._table = self.catalog.dataset(self.manifest.table)
+            self._load_metadata()
+        elif tiles_version != self._tiles_version:
+            self._load_metadata()
+
+    def _load_metadata(self) -> None:
+        """Tile metadata (no pixels) aligned to index positions; positions whose tile left the store are
+        never returned."""
+        self._tiles = self.catalog.dataset(TILES)
+        self._tiles_version = self._tiles.latest_version
+        tiles = self._tiles.to_table(columns=["tile_id", *METADATA_COLUMNS])
+        ids = self.loaded.tile_ids
+        self._position = _IdLookup(ids)
+        rows, found = _IdLookup(tiles.column("tile_id").to_numpy(zero_copy_only=False).astype(str)).find(ids)
+        self._metadata = tiles.combine_chunks()
+        self._meta_row = rows
+        self._valid = found
+        group = pc.coalesce(tiles.column("slide"), tiles.column("source_id"))  # a slide, else its source
+        group = group.to_numpy(zero_copy_only=False).astype(str)
+        _, codes = np.unique(group, return_inverse=True)
+        self._slide = np.where(found, codes[rows] if len(codes) else 0, -1)
+        self._masks.clear()
+
+    # -- searching ------------------------------------------------------------------------------------
+
+    def search(
+        self,
+        tiles: Sequence[str] = (),
+        images: Sequence[str | Path] = (),
+        vectors: np.ndarray | None = None,
+        negatives: Sequence[str] = (),
+        options: SearchOptions | None = None,
+        **kwargs: Any,
+    ) -> SearchResult:
+        """Hits for the positives given as tile ids, image files and/or raw vectors (see SearchOptions)."""
+        options = options_from(SearchOptions, options, kwargs)
+        started = time.perf_counter()
+        notes, self.notes = self.notes, []
+        self._check_fresh()
+        notes += self.notes
+        self.notes = []
+        space = self.loaded.space
+        tiles, negatives = list(dict.fromkeys(tiles)), list(dict.fromkeys(negatives))
+        query_positions = self._positions(tiles, "--tile")
+        negative_positions = self._positions(negatives, "--negative")
+        parts = [self.loaded.backend.vectors(query_positions)] if len(query_positions) else []
+        query_images: list[tuple[str, np.ndarray]] = []
+        if images:
+            from ..embed.images import embed_image_files
+
+            raw, decoded = embed_image_files(self.catalog, self.manifest.table, [Path(p) for p in images])
+            parts.append(space.prepare(raw))
+            query_images = [(Path(p).name, rgb) for p, rgb in zip(images, decoded, strict=True)]
+        if vectors is not None:
+            parts.append(space.prepare(self._checked_vectors(vectors)))
+        if not parts:
+            raise EmbedstoreError(
+                "nothing to search with: give --tile ID, --image FILE or --vectors FILE.npy"
+            )
+        positives = np.concatenate(parts)
+        negative_vectors = (
+            self.loaded.backend.vectors(negative_positions) if len(negative_positions) else None
+        )
+        allowed = self._allowed(options, query_positions, negative_positions)
+        total = int(allowed.sum())
+        if total == 0:
+            raise EmbedstoreError("the filters leave no tile to search; loosen --where / --exclude-* options")
+        if options.k > total:
+            notes.append(f"only {total} tiles pass the filters; returning {total} of the {options.k} asked")
+        k = min(options.k, total)
+        probes = positives if options.fusion == "rrf" and len(positives) > 1 else space.combine(positives)
+        candidates = self._candidates(probes, allowed, k, total)
+        scores = self._scores(candidates, positives, negative_vectors, options)
+        order = np.lexsort((candidates, -scores))[:k]
+        hits = self._frame(candidates[order], scores[order])
+        return SearchResult(
+            hits,
+            self.manifest,
+            query_tile_ids=tiles,
+            negative_tile_ids=negatives,
+            query_images=query_images,
+            notes=notes,
+            seconds=time.perf_counter() - started,
+        )
+
+    def _positions(self, tile_ids: list[str], flag: str) -> np.ndarray:
+        positions, found = self._position.find(np.asarray(tile_ids, dtype=str))
+        if found.all():
+            return positions
+        missing = [t for t, ok in zip(tile_ids, found, strict=True) if not ok]
+        known = self.catalog.tile_ids()
+        unknown = [t for t in missing if t not in known]
+        if unknown:
+            raise EmbedstoreError(f"{flag} {unknown[0]!r}: no such tile in {self.catalog.root}")
+        raise EmbedstoreError(
+            f"{flag} {missing[0]!r} has no vector in {self.manifest.table}; run `embedstore embed "
+            f"{self.catalog.root} --backbone {self.manifest.backbone}` first"
+        )
+
+    def _checked_vectors(self, vectors: np.ndarray) -> np.ndarray:
+        array = np.asarray(vectors, dtype=np.float32)
+        if array.ndim == 1:
+            array = array[None, :]
+        if array.ndim != 2 or array.shape[1] != self.manifest.dim or len(array) == 0:
+            raise EmbedstoreError(
+                f"--vectors has shape {tuple(np.shape(vectors))}; {self.manifest.table} holds "
+                f"{self.manifest.dim}-d vectors: give (n, {self.manifest.dim}) float values"
+            )
+        if not np.isfinite(array).all():
+            raise EmbedstoreError("--vectors holds NaN or infinite values")
+        return array
+
+    def _allowed(self, options: SearchOptions, queries: np.ndarray, negatives: np.ndarray) -> np.ndarray:
+        allowed = self._valid.copy()
+        if options.where:
+            allowed &= self._where_mask(options.where)
+        if options.exclude_task:
+            allowed &= ~self._labelled_mask(options.exclude_task)
+        if options.exclude_query_slides and len(queries):
+            allowed &= ~np.isin(self._slide, self._slide[queries])
+        allowed[queries] = False
+        allowed[negatives] = False
+        return allowed
+
+    def _where_mask(self, predicate: str) -> np.ndarray:
+        key = ("where", predicate, self._tiles_version)
+        if key not in self._masks:
+            try:
+                ids = self._tiles.to_table(columns=["tile_id"], filter=predicate).column("tile_id")
+            except (ValueError, OSError) as error:
+                first = str(error).splitlines()[0]
+                raise EmbedstoreError(
+                    f"--where {predicate!r}: {first}; use SQL over the tile columns"
+                ) from None
+            self._masks[key] = self._mask_of(ids)
+        return self._masks[key]
+
+    def _labelled_mask(self, task: str) -> np.ndarray:
+        labels = self.catalog.dataset(LABELS)
+        key = ("task", task, labels.version)
+        if key not in self._masks:
+            ids = labels.to_table(columns=["tile_id"], filter=task_predicate(task)).column("tile_id")
+            self._masks[key] = self._mask_of(ids)
+        return self._masks[key]
+
+    def _mask_of(self, tile_ids: pa.ChunkedArray) -> np.ndarray:
+        mask = np.zeros(len(self.loaded.tile_ids), dtype=bool)
+        positions, found = self._position.find(tile_ids.to_numpy(zero_copy_only=False).astype(str))
+        mask[positions[found]] = True
+        return mask
+
+    def _candidates(self, probes: np.ndarray, allowed: np.ndarray, k: int, total: int) -> np.ndarray:
+        """Positions the index proposes that pass the filters: at least k of them, or every allowed one."""
+        rows = len(allowed)
+        pool = max(POOL_FACTOR * k, MIN_POOL)
+        while True:
+            found = self.loaded.backend.search(probes, min(pool, rows))
+            found = np.unique(found[found >= 0])
+            found = found[allowed[found]]
+            if len(found) >= k or pool >= rows:
+                return found
+            if pool >= EXACT_AFTER or total <= pool:
+                return np.flatnonzero(allowed)  # filters leave few rows: re-score them all
+            pool *= 4
+
+    def _scores(
+        self,
+        candidates: np.ndarray,
+        positives: np.ndarray,
+        negatives: np.ndarray | None,
+        options: SearchOptions,
+    ) -> np.ndarray:
+        """Exact scores of the candidates (in chunks, so a filter-driven scan stays small in memory)."""
+        if options.fusion == "rrf" and len(positives) > 1:
+            return self._rrf(candidates, positives, negatives, options)
+        space = self.loaded.space
+        query = space.combine(positives)
+        out = np.empty(len(candidates), dtype=np.float32)
+        for start in range(0, len(candidates), SCAN_CHUNK):
+            vectors = self.loaded.backend.vectors(candidates[start : start + SCAN_CHUNK])
+            out[start : start + len(vectors)] = space.similarity(query, vectors)[0] - self._penalty(
+                negatives, vectors, options
+            )
+        return out
+
+    def _penalty(self, negatives: np.ndarray | None, vectors: np.ndarray, options: SearchOptions) -> Any:
+        """negative_weight x each vector's similarity to its nearest negative (0 without negatives)."""
+        if negatives is None or options.negative_weight == 0:
+            return 0.0
+        return options.negative_weight * self.loaded.space.similarity(negatives, vectors).max(axis=0)
+
+    def _rrf(
+        self,
+        candidates: np.ndarray,
+        positives: np.ndarray,
+        negatives: np.ndarray | None,
+        options: SearchOptions,
+    ) -> np.ndarray:
+        """Sum over positives of 1 / (RRF_K + the candidate's rank by that positive)."""
+        space = self.loaded.space
+        vectors = self.loaded.backend.vectors(candidates)
+        similarity = space.similarity(positives, vectors) - self._penalty(negatives, vectors, options)
+        ranks = np.empty_like(similarity, dtype=np.int64)
+        order = np.argsort(-similarity, axis=1, kind="stable")
+        np.put_along_axis(
+            ranks, order, np.arange(1, len(candidates) + 1)[None, :].repeat(len(positives), 0), 1
+        )
+        return (1.0 / (RRF_K + ranks)).sum(axis=0).astype(np.float32)
+
+    def _frame(self, positions: np.ndarray, scores: np.ndarray) -> pl.DataFrame:
+        rows = self._metadata.take(pa.array(self._meta_row[positions]))
+        frame = pl.from_arrow(rows)
+        assert isinstance(frame, pl.DataFrame)
+        return frame.select(
+            pl.Series("rank", np.arange(1, len(positions) + 1, dtype=np.int64)),
+            "tile_id",
+            pl.Series("score", scores.astype(np.float64)),
+            *[c for c in METADATA_COLUMNS],
+        )
+
+
+class _IdLookup:
+    """Positions of string ids in a fixed array, by binary search (vectorised)."""
+
+    def __init__(self, ids: np.ndarray) -> None:
+        keys = np.asarray(ids).astype("S")
+        self.order = np.argsort(keys, kind="stable")
+        self.sorted = keys[self.order]
+
+    def find(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keys = np.asarray(ids).astype("S")
+        if len(self.sorted) == 0 or len(keys) == 0:
+            return np.zeros(len(keys), np.int64), np.zeros(len(keys), bool)
+        at = np.searchsorted(self.sorted, keys).clip(max=len(self.sorted) - 1)
+        return self.order[at], self.sorted[at] == keys
