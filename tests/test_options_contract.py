@@ -8,15 +8,18 @@ import click
 import pytest
 
 from cli.commands.embed import command as embed_command
+from cli.commands.index import command as index_command
 from cli.commands.ingest import command as ingest_command
 from cli.commands.preview import command as preview_command
+from cli.commands.search import command as search_command
 from embedstore.embed.options import EmbedOptions
 from embedstore.errors import EmbedstoreError
 from embedstore.ingest.options import IngestOptions
+from embedstore.search.options import IndexOptions, SearchOptions
 from embedstore.sources.grid import GridSettings
 from embedstore.validation import flag_of
 
-OPTIONS_CLASSES = [GridSettings, IngestOptions, EmbedOptions]
+OPTIONS_CLASSES = [GridSettings, IngestOptions, EmbedOptions, IndexOptions, SearchOptions]
 HAND_MADE = {"groups"}  # --group KEY=COLUMN (repeatable), parsed by the ingest command
 FIELDS = [(cls, field) for cls in OPTIONS_CLASSES for field in dataclasses.fields(cls)]
 
@@ -59,7 +62,13 @@ def test_valid_values_are_normalised():
 
 @pytest.mark.parametrize(
     ("command", "cls"),
-    [(ingest_command, IngestOptions), (embed_command, EmbedOptions), (preview_command, GridSettings)],
+    [
+        (ingest_command, IngestOptions),
+        (embed_command, EmbedOptions),
+        (preview_command, GridSettings),
+        (index_command, IndexOptions),
+        (search_command, SearchOptions),
+    ],
 )
 def test_the_cli_takes_defaults_choices_and_help_from_the_options(command, cls):
     params = {p.name: p for p in command.params if isinstance(p, click.Option)}

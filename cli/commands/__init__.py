@@ -16,4 +16,6 @@ SUMMARIES = {
     "upgrade": "Upgrade a store written by an older embedstore.",
     "backbones": "List the backbones embedstore can embed with.",
     "embed": "Embed the tiles not embedded yet, per backbone.",
+    "index": "Build a similarity index over a backbone's vectors (FAISS or LanceDB).",
+    "search": "Find tiles like a few positives; export candidates or a review page.",
 }

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from ..errors import EmbedstoreError
 
 EXACT_BELOW = 100_000  # `auto` builds an exact index below this many vectors
+MIN_CLUSTERED_ROWS = 1_000  # IVF kinds below this: too few vectors to train cells on
 KINDS = ("auto", "flat", "ivf", "hnsw", "ivfpq")
 LANCE_KINDS = ("auto", "ivfpq", "hnsw")  # LanceDB's own indexes: IVF_PQ and IVF_HNSW_SQ
 METRICS = ("cosine", "l2")
@@ -153,6 +154,11 @@ def default_nlist(rows: int) -> int:
 
 def check_trainable(kind: str, rows: int, nlist: int) -> None:
     """Refuse a clustering that the table is too small for, naming the way out."""
+    if rows < MIN_CLUSTERED_ROWS:
+        raise EmbedstoreError(
+            f"--kind {kind} clusters the vectors and needs at least {MIN_CLUSTERED_ROWS}, the table has "
+            f"{rows}; use --kind flat (exact search is fast below {EXACT_BELOW} vectors)"
+        )
     if rows < nlist:
         raise EmbedstoreError(
             f"--kind {kind} with {nlist} lists needs at least {nlist} vectors, the table has {rows}; "

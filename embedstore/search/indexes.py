@@ -142,22 +142,13 @@ def build_index(
 
 
 def open_index(
-    catalog: Catalog,
-    backbone: str,
-    name: str | None = None,
-    update: bool = True,
-    device: str = "auto",
-    say: Say | None = None,
+    catalog: Catalog, backbone: str, name: str | None = None, device: str = "auto"
 ) -> LoadedIndex | None:
-    """The index `name` of `backbone`'s table (None: the only one, or `auto`), brought up to date with the
-    table; None when the table has no index yet."""
+    """The index `name` of `backbone`'s table (None: the only one, or `auto`), as saved; None when the
+    table has none. Call `refresh` before searching it."""
     table = EmbeddingQuery.of(catalog, backbone).table
     directory = _find(catalog, table, name)
-    if directory is None:
-        return None
-    loaded = _load(directory, device)
-    refresh(catalog, loaded, update, say)
-    return loaded
+    return None if directory is None else _load(directory, device)
 
 
 def refresh(catalog: Catalog, loaded: LoadedIndex, update: bool = True, say: Say | None = None) -> int:

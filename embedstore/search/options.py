@@ -45,7 +45,7 @@ class IndexOptions:
 class SearchOptions:
     """How to search: how many hits, how to fuse several positives, what to exclude."""
 
-    k: int = option(50, Interval(1, integer=True), help="Hits to return.")
+    k: int = option(50, Interval(1, integer=True), flag="-k", help="Hits to return.")
     fusion: str = option(
         "mean",
         OneOf(FUSIONS),

@@ -95,16 +95,18 @@ class Searcher:
     ) -> None:
         self.catalog, self.update, self.say = catalog, update, say
         self.notes: list[str] = []
-        loaded = open_index(catalog, backbone, index, update, device, say)
+        loaded = open_index(catalog, backbone, index, device)
         if loaded is None:
             manifest = build_index(catalog, backbone, IndexOptions(device=device), say=say)
             self.notes.append(f"no index yet: built {manifest.summary()}")
-            loaded = open_index(catalog, backbone, manifest.name, update, device, say)
+            loaded = open_index(catalog, backbone, manifest.name, device)
         assert loaded is not None
         self.loaded = loaded
         self._table = catalog.dataset(loaded.manifest.table)
         self._tiles = catalog.dataset(TILES)
         self._masks: dict[tuple, np.ndarray] = {}
+        if self._table.latest_version != loaded.manifest.table_version:
+            self._bring_up_to_date()
         self._load_metadata()
 
     @property
@@ -118,13 +120,16 @@ class Searcher:
         table_version = self._table.latest_version
         tiles_version = self._tiles.latest_version
         if table_version != self.manifest.table_version:
-            added = refresh(self.catalog, self.loaded, self.update, self.say)
-            if added:
-                self.notes.append(f"added {added} rows embedded since the index was built")
-            self._table = self.catalog.dataset(self.manifest.table)
+            self._bring_up_to_date()
             self._load_metadata()
         elif tiles_version != self._tiles_version:
             self._load_metadata()
+
+    def _bring_up_to_date(self) -> None:
+        added = refresh(self.catalog, self.loaded, self.update, self.say)
+        if added:
+            self.notes.append(f"added {added} rows embedded since the index was built")
+        self._table = self.catalog.dataset(self.manifest.table)
 
     def _load_metadata(self) -> None:
         """Tile metadata (no pixels) aligned to index positions; positions whose tile left the store are
@@ -184,6 +189,12 @@ class Searcher:
         negative_vectors = (
             self.loaded.backend.vectors(negative_positions) if len(negative_positions) else None
         )
+        rows = len(self.loaded.tile_ids)
+        if options.k > rows:
+            raise EmbedstoreError(
+                f"-k {options.k} is more than the {rows} vectors in {self.manifest.table}; "
+                f"use -k {rows} or less"
+            )
         allowed = self._allowed(options, query_positions, negative_positions)
         total = int(allowed.sum())
         if total == 0:

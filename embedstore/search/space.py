@@ -48,8 +48,7 @@ class VectorSpace:
 
     def combine(self, queries: np.ndarray) -> np.ndarray:
         """One query from several prepared ones: their mean (back on the unit sphere for cosine)."""
-        return (
-            self.prepare(queries.mean(axis=0, keepdims=True))
-            if self.metric == "cosine"
-            else queries.mean(axis=0, keepdims=True)
-        )
+        mean = queries.mean(axis=0, keepdims=True, dtype=np.float64).astype(np.float32)
+        if self.metric == "cosine":
+            mean /= max(float(np.linalg.norm(mean)), 1e-12)
+        return mean

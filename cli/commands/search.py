@@ -1,0 +1,103 @@
+"""`embedstore search STORE --backbone KEY --tile ID ...`: tiles most like a few positives."""
+
+from pathlib import Path
+
+import click
+
+from embedstore.errors import EmbedstoreError
+from embedstore.search.options import SearchOptions
+
+from ..options import from_options, json_option, open_existing, store_argument
+from ..output import emit_json
+
+SHOWN_COLUMNS = ["rank", "score", "tile_id", "slide", "source_id", "x", "y", "dataset"]
+
+
+@click.command("search")
+@store_argument
+@click.option("--backbone", required=True, metavar="KEY", help="Backbone whose vectors to search.")
+@click.option("--tile", "tiles", multiple=True, metavar="ID", help="A positive tile id (repeatable).")
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A positive image file, embedded like the table's tiles (repeatable).",
+)
+@click.option(
+    "--vectors",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Positive vectors: a .npy of shape (n, dim) or (dim,).",
+)
+@click.option("--negative", "negatives", multiple=True, metavar="ID", help="A negative tile id (repeatable).")
+@from_options(SearchOptions)
+@json_option
+@click.option(
+    "--export", type=click.Path(dir_okay=False, path_type=Path), help="Write the hits as a labels CSV."
+)
+@click.option("--export-label", default="candidate", show_default=True, help="The label --export writes.")
+@click.option("--html", type=click.Path(dir_okay=False, path_type=Path), help="Write a review page.")
+@click.option(
+    "--review-task", default="review", show_default=True, help="Task name the review page's CSV is for."
+)
+def command(
+    store: str,
+    backbone: str,
+    tiles: tuple[str, ...],
+    images: tuple[Path, ...],
+    vectors: Path | None,
+    negatives: tuple[str, ...],
+    as_json: bool,
+    export: Path | None,
+    export_label: str,
+    html: Path | None,
+    review_task: str,
+    **options,
+) -> None:
+    """Find the tiles of STORE most like the positives (--tile, --image, --vectors), best first.
+
+    Several positives are fused (--fusion); --negative tiles push their neighbours down. The first search
+    of a backbone without an index builds one (see `embedstore index`).
+    """
+    search_options = SearchOptions(**options)
+    opened = open_existing(store)
+    say = None if as_json else (lambda line: click.echo(line, err=True))
+    searcher = opened.searcher(backbone, search_options.index, search_options.update)
+    searcher.say = say
+    raw = _load_vectors(vectors) if vectors is not None else None
+    result = searcher.search(list(tiles), list(images), raw, list(negatives), search_options)
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    if export is not None:
+        result.export_labels(export, export_label)
+    if html is not None:
+        result.write_html(html, opened, review_task)
+    if as_json:
+        emit_json(result.to_records())
+        return
+    shown = [c for c in SHOWN_COLUMNS if c in result.hits.columns]
+    frame = result.hits.select(shown)
+    for row in frame.iter_rows(named=True):
+        click.echo("  ".join(_cell(row[c], c) for c in shown))
+    click.echo(f"{result.hits.height} hit(s) from {result.index.summary()}", err=True)
+    if export is not None:
+        click.echo(f"wrote {export}: `embedstore labels import {store} --task TASK {export}`", err=True)
+    if html is not None:
+        click.echo(f"wrote review page {html}", err=True)
+
+
+def _load_vectors(path: Path):
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise EmbedstoreError(f"--vectors {path}: not a readable .npy file ({error})") from None
+
+
+def _cell(value, column: str) -> str:
+    if value is None:
+        return "-"
+    if column == "score":
+        return f"{value:.4f}"
+    return str(value)
