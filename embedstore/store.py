@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from .embed import EmbedOptions, EmbedReport
     from .embeddings import EmbeddingQuery
     from .ingest import IngestOptions, IngestReport
-    from .search import IndexManifest, IndexOptions, SearchOptions, SearchResult, Searcher
+    from .search import IndexManifest, IndexOptions, Searcher, SearchOptions, SearchResult
     from .search.configs import IndexConfig
 
 

@@ -81,14 +81,15 @@ def build_index(
     dataset = catalog.dataset(query.table)
     table_version = int(dataset.version)
     provenance = recorded_provenance(dataset.schema, query.table)
-    say(f"reading the vectors of {query.table} (version {table_version})")
-    raw, tile_ids, _ = query.at(table_version).to_numpy()
-    if len(raw) == 0:
+    rows = query.at(table_version).count()
+    if rows == 0:
         raise EmbedstoreError(
             f"{query.table} holds no vectors of tiles in the store; run `embedstore embed {catalog.root} "
             f"--backbone {provenance.backbone}` first"
         )
-    config = _resolved_config(options, config, len(raw), raw.shape[1])
+    config = _resolved_config(options, config, rows, provenance.dim)  # refuse before reading vectors
+    say(f"reading the vectors of {query.table} (version {table_version})")
+    raw, tile_ids, _ = query.at(table_version).to_numpy()
     name = options.index_name(config.kind if options.kind != "auto" else None)
     space = VectorSpace.fit(options.metric, options.center, raw)
     vectors = space.prepare(raw)
