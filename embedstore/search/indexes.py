@@ -10,10 +10,12 @@ used silently.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
@@ -38,6 +40,8 @@ from .space import VectorSpace
 from .tuning import tune
 
 INDEX_DIR = "indexes"
+LOCK = ".lock"  # held while one process writes an index (readers never wait)
+BUILDING = ".building-"  # a Lance copy being built, renamed once saved
 Say = Callable[[str], None]
 
 
@@ -54,6 +58,7 @@ class LoadedIndex:
     space: VectorSpace
     tile_ids: np.ndarray  # (rows,) str, position -> tile id
     directory: Path
+    device: str = "auto"
 
 
 def index_root(catalog: Catalog, table: str) -> Path:
@@ -101,7 +106,7 @@ def build_index(
     started = time.perf_counter()
     if isinstance(config, LanceConfig):
         backend: FaissIndex | LanceIndex = LanceIndex.build(
-            config, vectors, options.metric, directory / f"vectors-{token}.lance"
+            config, vectors, options.metric, directory / f"{BUILDING}{token}.lance"
         )
     else:
         backend = FaissIndex.build(config, vectors, options.metric, options.device)
@@ -138,7 +143,8 @@ def build_index(
             "pylance": package_version("pylance"),
         },
     )
-    _save(directory, manifest, backend, np.asarray(tile_ids).astype(str), token)
+    with _exclusive(directory):
+        _save(directory, manifest, backend, np.asarray(tile_ids).astype(str), token)
     return manifest
 
 
@@ -180,12 +186,33 @@ def refresh(catalog: Catalog, loaded: LoadedIndex, update: bool = True, say: Say
             f"index {manifest.name!r} matches version {manifest.table_version} of {manifest.table}, which "
             f"has {len(new_ids)} new rows at version {current}; search with updates, or rebuild: {rebuild}"
         )
-    added = _add_rows(catalog, loaded, current, new_ids, say) if len(new_ids) else 0
-    manifest.table_version = current
-    manifest.updated = datetime.now(UTC).isoformat(timespec="seconds")
-    token = _token(current)
-    _save(loaded.directory, manifest, loaded.backend, loaded.tile_ids, token)
+    with _exclusive(loaded.directory):
+        saved = IndexManifest.load(loaded.directory)
+        if (saved.created, saved.updated) != (manifest.created, manifest.updated):
+            changed = True  # another process rebuilt or updated it meanwhile: start from its version
+        else:
+            changed = False
+            added = _add_rows(catalog, loaded, current, new_ids, say) if len(new_ids) else 0
+            manifest.table_version = current
+            manifest.updated = datetime.now(UTC).isoformat(timespec="seconds")
+            _save(loaded.directory, manifest, loaded.backend, loaded.tile_ids, _token(current))
+    if changed:
+        before = len(loaded.tile_ids)
+        vars(loaded).update(vars(_load(loaded.directory, loaded.device)))
+        return max(0, len(loaded.tile_ids) - before) + refresh(catalog, loaded, update, say)
     return added
+
+
+@contextlib.contextmanager
+def _exclusive(directory: Path) -> Iterator[None]:
+    """One process at a time saves or updates an index: an advisory lock on its `.lock` file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _add_rows(catalog: Catalog, loaded: LoadedIndex, version: int, new_ids: pa.Array, say: Say | None) -> int:
@@ -242,7 +269,8 @@ def _find(catalog: Catalog, table: str, name: str | None) -> Path | None:
     raise EmbedstoreError(f"{table} has several indexes ({', '.join(names)}); choose one with --index NAME")
 
 
-def _load(directory: Path, device: str) -> LoadedIndex:
+def _load(directory: Path, device: str, attempts: int = 2) -> LoadedIndex:
+    """Read the manifest and the files it names (again, once, if another process replaced them meanwhile)."""
     manifest = IndexManifest.load(directory)
     config = config_from_dict(manifest.config)
     try:
@@ -254,13 +282,16 @@ def _load(directory: Path, device: str) -> LoadedIndex:
             backend = FaissIndex.load(directory / manifest.files["index"], config, device)
         ids = feather.read_table(directory / manifest.files["ids"]).column("tile_id")
     except (OSError, KeyError, RuntimeError, ValueError) as error:
+        if attempts > 1:
+            return _load(directory, device, attempts - 1)
         raise EmbedstoreError(
             f"index {manifest.name!r} at {directory} cannot be read ({str(error).splitlines()[0]}); "
             f"rebuild it with `embedstore index <store> --backbone {manifest.backbone} "
             f"--name {manifest.name}`"
         ) from None
     space = VectorSpace(manifest.metric, manifest.mean_vector())
-    return LoadedIndex(manifest, backend, space, ids.to_numpy(zero_copy_only=False).astype(str), directory)
+    tile_ids = ids.to_numpy(zero_copy_only=False).astype(str)
+    return LoadedIndex(manifest, backend, space, tile_ids, directory, device)
 
 
 def _save(
@@ -270,6 +301,9 @@ def _save(
     files = {"ids": f"ids-{token}.arrow"}
     feather.write_feather(pa.table({"tile_id": pa.array(ids, pa.string())}), directory / files["ids"])
     if isinstance(backend, LanceIndex):
+        built = Path(backend.dataset.uri)
+        if built.name.startswith(BUILDING):
+            backend.move_to(directory / f"vectors-{token}.lance")
         files["vectors"] = Path(backend.dataset.uri).name
         manifest.lance_version = backend.version
     else:
@@ -283,7 +317,11 @@ def _save(
 
 def _remove_unreferenced(directory: Path, keep: set[str]) -> None:
     for path in directory.iterdir():
-        if path.name in keep or path.name == MANIFEST or path.name.startswith(".manifest-"):
+        if (
+            path.name in keep
+            or path.name in (MANIFEST, LOCK)
+            or path.name.startswith((".manifest-", BUILDING))
+        ):
             continue
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

@@ -69,7 +69,15 @@ class LanceIndex:
         column = table.column("vector").combine_chunks()
         return column.values.to_numpy().reshape(len(table), -1).astype(np.float32, copy=False)
 
+    def move_to(self, path: Path) -> None:
+        """Rename the dataset's directory (a finished build takes its final name)."""
+        Path(self.dataset.uri).rename(path)
+        self.dataset = lance.dataset(str(path), version=self.version)
+
     def add(self, vectors: np.ndarray) -> None:
+        """Append rows after this index's own version (undoing any append a crashed update left)."""
+        if self.dataset.latest_version != self.version:
+            self.dataset.restore()
         lance.write_dataset(_rows(vectors, self.rows), self.dataset.uri, mode="append")
         dataset = lance.dataset(self.dataset.uri)
         dataset.optimize.optimize_indices()
