@@ -16,6 +16,7 @@ the candidate's similarity to its nearest negative before ranking.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,9 +46,9 @@ SCAN_CHUNK = 65_536
 
 @dataclass
 class SearchResult:
-    """The hits (best first) and what produced them."""
+    """The hits (best first) and what produced them. `hits` is a polars frame, `table` the same as Arrow."""
 
-    hits: pl.DataFrame
+    table: pa.Table
     index: IndexManifest
     query_tile_ids: list[str] = field(default_factory=list)
     negative_tile_ids: list[str] = field(default_factory=list)
@@ -55,9 +56,16 @@ class SearchResult:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
+    @functools.cached_property
+    def hits(self) -> pl.DataFrame:
+        """rank, tile_id, score and the tile metadata (converted from `table` on first use)."""
+        frame = pl.from_arrow(self.table)
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
     def to_records(self) -> list[dict[str, Any]]:
         """The hits as plain dicts (tile_id, score, rank and the tile metadata), for JSON."""
-        return self.hits.to_dicts()
+        return self.table.to_pylist()
 
     def export_labels(self, path: str | Path, label: str = "candidate") -> Path:
         """A CSV that `embedstore labels import` reads: tile_id, label (plus score and rank)."""
@@ -341,16 +349,11 @@ class Searcher:
         )
         return (1.0 / (RRF_K + ranks)).sum(axis=0).astype(np.float32)
 
-    def _frame(self, positions: np.ndarray, scores: np.ndarray) -> pl.DataFrame:
-        rows = self._metadata.take(pa.array(self._meta_row[positions]))
-        frame = pl.from_arrow(rows)
-        assert isinstance(frame, pl.DataFrame)
-        return frame.select(
-            pl.Series("rank", np.arange(1, len(positions) + 1, dtype=np.int64)),
-            "tile_id",
-            pl.Series("score", scores.astype(np.float64)),
-            *[c for c in METADATA_COLUMNS],
-        )
+    def _frame(self, positions: np.ndarray, scores: np.ndarray) -> pa.Table:
+        """rank, tile_id, score and the tile metadata of the hits."""
+        rows = self._metadata.take(pa.array(self._meta_row[positions])).combine_chunks()
+        rows = rows.add_column(1, "score", pa.array(scores.astype(np.float64)))
+        return rows.add_column(0, "rank", pa.array(np.arange(1, len(positions) + 1, dtype=np.int64)))
 
 
 class _IdLookup:
