@@ -17,9 +17,9 @@ import numpy as np
 from ..errors import EmbedstoreError
 from .configs import FlatConfig, HnswConfig, IndexConfig, IvfConfig, IvfPqConfig
 
-# Fewer queries than this run on one OpenMP thread: for one query, starting and syncing threads costs
-# more than it saves (measured: exact 100k x 384 search 12 ms on 1 thread, 45 ms on 2, on a busy 2-core
-# machine; the 1-thread figure is at the memory-bandwidth bound). Batches use every thread.
+# Fewer queries than this run on one OpenMP thread in the approximate kinds: for one query, starting and
+# syncing threads costs more than the little work it splits. An exact scan is memory-bandwidth-bound and
+# keeps every thread (on one core it reached 1.67x the bound at 1M x 384; benchmarks/search.py).
 PARALLEL_FROM = 8
 MAX_REFINE = 128  # candidates re-ranked exactly: k x this at most
 MAX_EF_SEARCH = 4096
@@ -94,7 +94,8 @@ class FaissIndex:
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
         """(q, k) positions of the nearest vectors, best first; -1 pads when fewer exist."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        with _threads(1 if len(queries) < PARALLEL_FROM and not self.on_gpu else None):
+        few = len(queries) < PARALLEL_FROM and not self.on_gpu and not isinstance(self.config, FlatConfig)
+        with _threads(1 if few else None):  # an exact scan is bandwidth-bound: it keeps every thread
             _, positions = self._searcher.search(queries, k)
         return positions
 

@@ -155,6 +155,8 @@ class Searcher:
         group = group.to_numpy(zero_copy_only=False).astype(str)
         _, codes = np.unique(group, return_inverse=True)
         self._slide = np.where(found, codes[rows] if len(codes) else 0, -1)
+        self._slide_order = np.argsort(self._slide, kind="stable")  # positions grouped by slide
+        self._slide_sorted = self._slide[self._slide_order]
         self._masks.clear()
 
     # -- searching ------------------------------------------------------------------------------------
@@ -253,16 +255,26 @@ class Searcher:
         return array
 
     def _allowed(self, options: SearchOptions, queries: np.ndarray, negatives: np.ndarray) -> np.ndarray:
-        allowed = self._valid.copy()
-        if options.where:
-            allowed &= self._where_mask(options.where)
-        if options.exclude_task:
-            allowed &= ~self._labelled_mask(options.exclude_task)
+        """Positions a hit may take: in the store, passing the filters, neither a query nor a negative."""
+        key = ("base", options.where, options.exclude_task, self._labels_version(options.exclude_task))
+        if key not in self._masks:  # the per-query part below touches only the queries' own slides
+            base = self._valid.copy()
+            if options.where:
+                base &= self._where_mask(options.where)
+            if options.exclude_task:
+                base &= ~self._labelled_mask(options.exclude_task)
+            self._masks[key] = base
+        allowed = self._masks[key].copy()
         if options.exclude_query_slides and len(queries):
-            allowed &= ~np.isin(self._slide, self._slide[queries])
+            for code in np.unique(self._slide[queries]):
+                start, end = np.searchsorted(self._slide_sorted, [code, code + 1])
+                allowed[self._slide_order[start:end]] = False
         allowed[queries] = False
         allowed[negatives] = False
         return allowed
+
+    def _labels_version(self, task: str | None) -> int | None:
+        return None if task is None else int(self.catalog.dataset(LABELS).version)
 
     def _where_mask(self, predicate: str) -> np.ndarray:
         key = ("where", predicate, self._tiles_version)
