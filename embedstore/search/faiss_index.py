@@ -18,8 +18,10 @@ from ..errors import EmbedstoreError
 from .configs import FlatConfig, HnswConfig, IndexConfig, IvfConfig, IvfPqConfig
 
 # Fewer queries than this run on one OpenMP thread in the approximate kinds: for one query, starting and
-# syncing threads costs more than the little work it splits. An exact scan is memory-bandwidth-bound and
-# keeps every thread (on one core it reached 1.67x the bound at 1M x 384; benchmarks/search.py).
+# syncing threads costs more than the little work it splits. An exact scan of so few queries is a BLAS
+# matrix-vector product instead: memory-bandwidth-bound and threaded over rows, where FAISS's own flat scan
+# splits work by query and so runs one query on one core (1.67x the bandwidth bound at 1M x 384 on this
+# 2-core machine; benchmarks/search.py).
 PARALLEL_FROM = 8
 MAX_REFINE = 128  # candidates re-ranked exactly: k x this at most
 MAX_EF_SEARCH = 4096
@@ -64,6 +66,7 @@ class FaissIndex:
                 "install embedstore[gpu] (faiss-gpu-cu12) or use --device cpu"
             )
         self._searcher = self._gpu_copy() if self.on_gpu else index
+        self._squared_norms: np.ndarray | None = None  # flat l2 scans through BLAS, computed once
         self.apply(config)
 
     # -- building -------------------------------------------------------------------------------------
@@ -94,9 +97,31 @@ class FaissIndex:
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
         """(q, k) positions of the nearest vectors, best first; -1 pads when fewer exist."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        few = len(queries) < PARALLEL_FROM and not self.on_gpu and not isinstance(self.config, FlatConfig)
-        with _threads(1 if few else None):  # an exact scan is bandwidth-bound: it keeps every thread
+        few = len(queries) < PARALLEL_FROM and not self.on_gpu
+        if few and isinstance(self.config, FlatConfig):
+            return self._blas_scan(queries, k)
+        with _threads(1 if few else None):
             _, positions = self._searcher.search(queries, k)
+        return positions
+
+    def _blas_scan(self, queries: np.ndarray, k: int) -> np.ndarray:
+        """Exact top-k of a few queries as one BLAS product over the flat index's own memory (no copy)."""
+        rows, dim = self.rows, self.index.d
+        stored = faiss.rev_swig_ptr(self.index.get_xb(), rows * dim).reshape(rows, dim)
+        cost = -(stored @ queries.T).T  # (q, rows): lower is nearer
+        if self.index.metric_type == faiss.METRIC_L2:
+            if self._squared_norms is None or len(self._squared_norms) != rows:
+                self._squared_norms = np.einsum("ij,ij->i", stored, stored)
+            cost = self._squared_norms + 2 * cost  # |x - q|^2 less |q|^2, which does not change the order
+        found = min(k, rows)
+        top = (
+            np.argpartition(cost, found - 1, axis=1)[:, :found]
+            if found < rows
+            else np.tile(np.arange(rows), (len(queries), 1))
+        )
+        order = np.argsort(np.take_along_axis(cost, top, axis=1), axis=1, kind="stable")
+        positions = np.full((len(queries), k), -1, dtype=np.int64)
+        positions[:, :found] = np.take_along_axis(top, order, axis=1)
         return positions
 
     def vectors(self, positions: np.ndarray) -> np.ndarray:

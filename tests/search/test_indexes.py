@@ -158,3 +158,21 @@ def test_an_index_of_another_backbone_or_name_is_refused(store, vectors):
     other = vector_store(store.root.parent / "other", vectors[:50], key="other.vectors")
     with pytest.raises(EmbedstoreError, match="no index 'mine' for emb__other_vectors"):
         other.search("other.vectors", tiles=["t000001"], k=3, index="mine")
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_few_query_flat_scans_through_blas_match_faiss_exactly(metric):
+    from embedstore.search.configs import FlatConfig
+    from embedstore.search.faiss_index import PARALLEL_FROM, FaissIndex
+
+    rng = np.random.default_rng(3)
+    stored = rng.standard_normal((2000, 24)).astype(np.float32)
+    index = FaissIndex.build(FlatConfig(), stored, metric, device="cpu")
+    index.add(stored[:7] + 0.5)  # rows added later are scanned too
+    for count in (1, PARALLEL_FROM - 1):
+        queries = rng.standard_normal((count, 24)).astype(np.float32)
+        _, expected = index.index.search(queries, 10)
+        assert np.array_equal(index.search(queries, 10), expected)
+    padded = index.search(stored[:1], index.rows + 3)
+    assert sorted(padded[0, : index.rows]) == list(range(index.rows))
+    assert list(padded[0, index.rows :]) == [-1, -1, -1]
