@@ -25,8 +25,18 @@ def dtype_name(value_type: pa.DataType) -> str:
 
 
 def table_name(key: str) -> str:
-    """`emb__<key>` with every character outside [A-Za-z0-9_] replaced by `_`."""
-    return EMBEDDING_PREFIX + re.sub(r"[^A-Za-z0-9_]", "_", key)
+    """`emb__<key>` with every character outside [A-Za-z0-9_] replaced by `_`; a layer key is spelt
+    canonically first (`x@stage6+stage4` and `x@stage4+6` name one table)."""
+    return EMBEDDING_PREFIX + re.sub(r"[^A-Za-z0-9_]", "_", _canonical_layers(key))
+
+
+def _canonical_layers(key: str) -> str:
+    base, at, layer = key.partition("@")
+    numbers = re.fullmatch(r"stage(\d+)((?:\+(?:stage)?\d+)*)", layer) if at else None
+    if numbers is None:
+        return key
+    stages = sorted({int(n) for n in re.findall(r"\d+", layer)})
+    return f"{base}@stage" + "+".join(map(str, stages))
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,7 @@ class Provenance:
     augment_version: int = 1
     weights_source: str = ""
     mpp: float | None = None
+    layer: str = ""  # "" = the backbone's final features, else its pooled inner stages, e.g. "stage4+5+6"
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
 
@@ -108,6 +119,11 @@ def check_compatible(recorded: Provenance, wanted: Provenance, name: str, views:
             f"table {name!r} holds vectors from weights sha256 {recorded.weights_sha256[:12]}…, "
             f"but {key!r} now has weights {wanted.weights_sha256[:12]}…; "
             f"use a new key (e.g. '{key}-v2') for other weights"
+        )
+    if recorded.layer != wanted.layer:
+        raise BackboneError(
+            f"table {name!r} holds features of layer {recorded.layer or 'final'!r}, "
+            f"but {key!r} gives layer {wanted.layer or 'final'!r}; use another key"
         )
     if recorded.dim != wanted.dim:
         raise BackboneError(f"table {name!r} holds {recorded.dim}-d vectors but {key!r} gives {wanted.dim}-d")

@@ -7,6 +7,8 @@
 
 Weights are never downloaded: they come from installed packages, local files or directories, or the local
 Hugging Face cache. Plugins register more backbones through the "embedstore.backbones" entry point group.
+`KEY@stage5` / `KEY@stage4+5+6` name inner stages of a timm backbone (each pooled, then concatenated);
+`backbone_layers(KEY)` lists them with their widths.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from embedstore.backbones.base import Backbone, FactoryBackbone, PixelInput
 from embedstore.backbones.describe import describe_backbones, format_backbones
 from embedstore.backbones.registry import (
     ENTRY_POINT_GROUP,
+    backbone_layers,
     get_backbone,
     list_backbones,
     load_entry_points,
@@ -32,6 +35,7 @@ __all__ = [
     "BackboneSpec",
     "FactoryBackbone",
     "PixelInput",
+    "backbone_layers",
     "describe_backbones",
     "format_backbones",
     "get_backbone",

@@ -175,8 +175,9 @@ def get_backbone(key: str, weights: str | os.PathLike[str] | None = None) -> Bac
     """The backbone for `key`; with `weights` (a local file or timm-format directory), its architecture
     with those weights.
 
-    Besides registered keys: `hf-hub:org/name` (local Hugging Face cache only), `<timm arch>.random`, and
-    timm `arch.tag` keys whose weights sit in the local Hugging Face cache. Nothing is ever downloaded.
+    Besides registered keys: `hf-hub:org/name` (local Hugging Face cache only), `<timm arch>.random`,
+    timm `arch.tag` keys whose weights sit in the local Hugging Face cache, and layer keys `KEY@stageN`
+    or `KEY@stageN+M+...` (inner stages of KEY's timm network, pooled). Nothing is ever downloaded.
     """
     from embedstore.backbones import timm_backbones
 
@@ -186,6 +187,11 @@ def get_backbone(key: str, weights: str | os.PathLike[str] | None = None) -> Bac
     _ensure_all()
     with _lock:
         registered = _registry.get(key)
+    if registered is None and "@" in key:
+        from embedstore.backbones.layers import LayerBackbone, parse_layer_key
+
+        base, stages = parse_layer_key(key)
+        return LayerBackbone(get_backbone(base, weights), stages)
     if weights is not None:
         if registered is not None and not _is_timm(registered.spec.architecture):
             raise BackboneError(f"backbone {key!r} takes no weights file; drop --weights")
@@ -201,6 +207,14 @@ def get_backbone(key: str, weights: str | os.PathLike[str] | None = None) -> Bac
     if found is not None:
         return found
     raise BackboneError(_unknown_message(key, architecture))
+
+
+def backbone_layers(key: str) -> list[tuple[str, int]]:
+    """(name, pooled width) of each stage of `key`'s timm architecture, usable as `key@name`."""
+    from embedstore.backbones.layers import available_layers, parse_layer_key
+
+    base = parse_layer_key(key)[0] if isinstance(key, str) and "@" in key else key
+    return available_layers(get_backbone(base))
 
 
 def _is_timm(architecture: str) -> bool:

@@ -145,6 +145,7 @@ def provenance_for(
         augment=tuple(augment),
         weights_source=spec.weights_source,
         mpp=spec.mpp,
+        layer=getattr(backbone, "layer", ""),
         versions=library_versions(),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
