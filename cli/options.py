@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from embedstore.validation import Flag, Interval, NamesFrom, OneOf, PathValue, flag_of
+from embedstore.validation import Flag, Integers, Interval, NamesFrom, OneOf, PathValue, flag_of
 
 if TYPE_CHECKING:
     from embedstore import Store
@@ -68,8 +68,8 @@ def _click_option(field: dataclasses.Field) -> Callable[[Callable], Callable]:
         kind = click.Choice(constraint.choices)
     elif isinstance(constraint, PathValue):
         kind = click.Path(path_type=Path)
-    elif isinstance(constraint, NamesFrom):
-        default = ",".join(default)
+    elif isinstance(constraint, NamesFrom | Integers):
+        default = ",".join(str(v) for v in default) if default else default
     show = default is not None and default != ""
     return click.option(flag, field.name, type=kind, default=default, show_default=show, help=help_text)
 

@@ -20,6 +20,7 @@ from .errors import BackboneError, EmbedstoreError, NotAStoreError, SourceError
 if TYPE_CHECKING:
     from .embed.options import EmbedOptions, EmbedReport
     from .ingest.options import IngestOptions, IngestReport
+    from .probe.options import ProbeOptions
     from .store import Store, init, open
     from .upgrade import upgrade
 
@@ -32,6 +33,7 @@ _LAZY = {
     "IngestReport": ".ingest.options",
     "EmbedOptions": ".embed.options",
     "EmbedReport": ".embed.options",
+    "ProbeOptions": ".probe.options",
 }
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "IngestReport",
     "EmbedOptions",
     "EmbedReport",
+    "ProbeOptions",
     "EmbedstoreError",
     "NotAStoreError",
     "SourceError",

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .embed import EmbedOptions, EmbedReport
     from .embeddings import EmbeddingQuery
     from .ingest import IngestOptions, IngestReport
+    from .probe import ProbeOptions, ProbeReport
     from .search import IndexManifest, IndexOptions, Searcher, SearchOptions, SearchResult
     from .search.configs import IndexConfig
 
@@ -104,6 +105,25 @@ class Store(Catalog):
         options = options_from(SearchOptions, options, kwargs)
         searcher = self.searcher(backbone, options.index, options.update)
         return searcher.search(tiles, images, vectors, negatives, options)
+
+    def probe(
+        self,
+        task: str | None = None,
+        backbones: str | list[str] = "all",
+        options: ProbeOptions | None = None,
+        progress: bool = False,
+        say: Any = None,
+        **kwargs: Any,
+    ) -> ProbeReport:
+        """Rank backbones on a labelled task with kNN, prototype and linear probes over the same
+        group-aware folds, plus label-free indicators (alone when `task` is None); see `ProbeOptions`
+        (group_by, folds, seeds, probes, knn_k, rank_k, metric, shots, shot_draws, inner_folds, alpha)."""
+        from .probe.options import ProbeOptions
+        from .probe.run import run_probe
+        from .validation import options_from
+
+        options = options_from(ProbeOptions, options, kwargs)
+        return run_probe(self, task, backbones, options, progress=progress, say=say)
 
     def _searchers(self) -> dict[tuple, Searcher]:
         if not hasattr(self, "_searcher_cache"):

@@ -179,6 +179,37 @@ class NamesFrom(Constraint):
 
 
 @dataclasses.dataclass(frozen=True)
+class Integers(Constraint):
+    """Distinct integers >= `low`, as a tuple or one comma-separated string (coerced to a sorted tuple)."""
+
+    low: int = 1
+
+    def coerce(self, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = [part.strip() for part in value.split(",") if part.strip()]
+            if not all(part.lstrip("-").isdigit() for part in parts):
+                return value
+            value = [int(part) for part in parts]
+        if isinstance(value, Iterable) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return tuple(sorted(value))
+        return value
+
+    def accepts(self, value: Any) -> bool:
+        return (
+            isinstance(value, tuple)
+            and bool(value)
+            and all(v >= self.low for v in value)
+            and len(set(value)) == len(value)
+        )
+
+    def describe(self) -> str:
+        return f"distinct integers >= {self.low}, comma-separated"
+
+    def invalid_example(self) -> Any:
+        return "one,two"
+
+
+@dataclasses.dataclass(frozen=True)
 class MappingOf(Constraint):
     """A mapping whose keys are among `keys` and whose values are names."""
 

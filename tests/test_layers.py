@@ -42,6 +42,7 @@ LAYERS = {
     "embedstore.embed": 3,
     # L4 tasks over stored embeddings
     "embedstore.search": 4,
+    "embedstore.probe": 4,
     "embedstore.samples": 0,
     # L5 the façade
     "embedstore.store": 5,

@@ -18,4 +18,5 @@ SUMMARIES = {
     "embed": "Embed the tiles not embedded yet, per backbone.",
     "index": "Build a similarity index over a backbone's vectors (FAISS or LanceDB).",
     "search": "Find tiles like a few positives; export candidates or a review page.",
+    "probe": "Rank backbones on a labelled proxy task (kNN, prototype, linear probes).",
 }

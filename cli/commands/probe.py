@@ -1,0 +1,62 @@
+"""`embedstore probe STORE --task TASK --backbones KEYS|all`: rank backbones on a labelled proxy task."""
+
+from pathlib import Path
+
+import click
+
+from embedstore.probe.options import ProbeOptions
+
+from ..options import from_options, open_existing, store_argument
+
+FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+@click.command("probe")
+@store_argument
+@click.option(
+    "--task", metavar="TASK", help="Labelled task to probe on; without it, label-free indicators only."
+)
+@click.option(
+    "--backbones",
+    default="all",
+    show_default=True,
+    metavar="KEYS|all",
+    help="Backbone keys, comma-separated.",
+)
+@from_options(ProbeOptions, exclude=("shots",))
+@click.option(
+    "--shots",
+    default=",".join(str(s) for s in ProbeOptions().shots or ()),
+    show_default=True,
+    help="Few-shot curve: labelled tiles per class, comma-separated; 'none' to skip it.",
+)
+@click.option("--json", "json_file", type=FILE, help="Write the whole report (every split) as JSON.")
+@click.option("--csv", "csv_file", type=FILE, help="Write the summary with ranks as CSV.")
+@click.option("--plot", "plot_file", type=FILE, help="Write a PNG: scores with intervals, few-shot curves.")
+@click.option("--no-progress", "progress", flag_value=False, default=True, help="Do not show a progress bar.")
+def command(
+    store: str,
+    task: str | None,
+    backbones: str,
+    shots: str,
+    json_file: Path | None,
+    csv_file: Path | None,
+    plot_file: Path | None,
+    progress: bool,
+    **options,
+) -> None:
+    """Rank STORE's backbones on --task with kNN, prototype and linear probes over the same group-aware
+    folds (no group in both train and test), with 95 % intervals, a paired test between backbones and a
+    few-shot curve; also label-free indicators (RankMe, view consistency, same-slide neighbours).
+    """
+    probe_options = ProbeOptions(**options, shots=None if shots.strip().lower() == "none" else shots)
+    opened = open_existing(store)
+    report = opened.probe(task, backbones, probe_options, progress=progress)
+    click.echo(report.format())
+    for path, write in ((json_file, report.write_json), (csv_file, report.write_csv)):
+        if path is not None:
+            click.echo(f"wrote {write(path)}", err=True)
+    if plot_file is not None:
+        if report.task is None:
+            raise click.UsageError("--plot needs --task (the indicators alone are a table)")
+        click.echo(f"wrote {report.plot(plot_file)}", err=True)

@@ -1,0 +1,231 @@
+"""ProbeReport: per-split scores, their summary, the ranking with its paired tests, the few-shot curve
+and the label-free indicators; as polars frames, a terminal table, JSON, CSV and a PNG."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from .metrics import corrected_interval, paired_p_value
+from .options import ProbeOptions
+
+RANKED = ("knn", "prototype", "linear")
+
+
+@dataclass
+class ProbeReport:
+    """What `probe` found. Frames:
+
+    - scores: backbone, seed, fold, probe (knn@k, prototype, linear), metric, value: one row per split;
+    - summary: backbone, probe, metric, mean, ci_low, ci_high (95 %, corrected for overlapping folds);
+    - ranking: probe (knn at rank_k, prototype, linear), rank, backbone, mean, ci_low, ci_high,
+      p_vs_best (paired corrected t-test over the shared splits), tied_with_best (p >= alpha);
+    - few_shot: backbone, probe, shots, mean, ci_low, ci_high (seed 0's folds x draws).
+    """
+
+    task: str | None
+    backbones: list[str]
+    options: ProbeOptions
+    seconds: float
+    indicators: dict[str, dict[str, Any]]
+    classes: list[str] = field(default_factory=list)
+    group_by: str | None = None
+    tiles: int = 0
+    groups: int = 0
+    notes: list[str] = field(default_factory=list)
+    scores: pl.DataFrame = field(default_factory=pl.DataFrame)
+    summary: pl.DataFrame = field(default_factory=pl.DataFrame)
+    ranking: pl.DataFrame = field(default_factory=pl.DataFrame)
+    few_shot: pl.DataFrame = field(default_factory=pl.DataFrame)
+
+    # -- building -------------------------------------------------------------------------------------
+
+    @classmethod
+    def indicators_only(
+        cls, keys: list[str], indicators: dict[str, dict], options: ProbeOptions, seconds: float
+    ) -> ProbeReport:
+        return cls(None, keys, options, seconds, indicators)
+
+    @classmethod
+    def build(
+        cls,
+        tiles: Any,
+        keys: list[str],
+        rows: list[dict],
+        shot_rows: list[dict],
+        indicators: dict[str, dict],
+        options: ProbeOptions,
+        folds: list[Any],
+        seconds: float,
+    ) -> ProbeReport:
+        test_fraction = float(np.mean([len(s.test) / len(s.train) for s in folds]))
+        classes = {f"f1:{i}": f"f1:{name}" for i, name in enumerate(tiles.classes)}
+        scores = pl.DataFrame(rows).with_columns(pl.col("metric").replace(classes))
+        report = cls(
+            tiles.task,
+            keys,
+            options,
+            seconds,
+            indicators,
+            classes=list(tiles.classes),
+            group_by=tiles.group_by,
+            tiles=len(tiles.tile_ids),
+            groups=len(set(tiles.groups.tolist())),
+            notes=list(tiles.notes),
+            scores=scores,
+        )
+        report.summary = _summary(scores, test_fraction)
+        report.ranking = _ranking(scores, keys, options, test_fraction)
+        report.few_shot = _few_shot(shot_rows, test_fraction)
+        return report
+
+    # -- reading --------------------------------------------------------------------------------------
+
+    def best(self, probe: str = "linear") -> str:
+        """The top-ranked backbone of `probe`."""
+        top = self.ranking.filter((pl.col("probe") == probe) & (pl.col("rank") == 1))
+        return str(top["backbone"][0])
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "task": self.task,
+            "backbones": self.backbones,
+            "classes": self.classes,
+            "group_by": self.group_by,
+            "tiles": self.tiles,
+            "groups": self.groups,
+            "options": {k: v for k, v in vars(self.options).items()},
+            "seconds": round(self.seconds, 2),
+            "notes": self.notes,
+            "indicators": self.indicators,
+        }
+        for name in ("ranking", "summary", "few_shot", "scores"):
+            frame = getattr(self, name)
+            out[name] = frame.to_dicts() if frame.height else []
+        return _finite(out)
+
+    def write_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+
+    def write_csv(self, path: str | Path) -> Path:
+        """The summary (every backbone, probe and metric, with intervals), with the ranks beside the
+        ranked rows (the ranking metric; kNN at rank_k)."""
+        path = Path(path)
+        knn = f"knn@{self.options.rank_k}"
+        ranks = self.ranking.select(
+            pl.when(pl.col("probe") == "knn").then(pl.lit(knn)).otherwise(pl.col("probe")).alias("probe"),
+            "backbone",
+            pl.lit(self.options.metric).alias("metric"),
+            "rank",
+            "p_vs_best",
+            "tied_with_best",
+        )
+        self.summary.join(ranks, on=["probe", "backbone", "metric"], how="left").write_csv(path)
+        return path
+
+    def plot(self, path: str | Path) -> Path:
+        from .plot import draw_report
+
+        return draw_report(self, Path(path))
+
+    def format(self) -> str:
+        from .tables import format_report
+
+        return format_report(self)
+
+
+def _summary(scores: pl.DataFrame, test_fraction: float) -> pl.DataFrame:
+    rows = []
+    for (backbone, probe, metric), group in scores.group_by(
+        ["backbone", "probe", "metric"], maintain_order=True
+    ):
+        values = group["value"].drop_nans().to_numpy()
+        if len(values) == 0:
+            continue
+        interval = corrected_interval(values, test_fraction)
+        rows.append(
+            {
+                "backbone": backbone,
+                "probe": probe,
+                "metric": metric,
+                "mean": interval.mean,
+                "ci_low": interval.low,
+                "ci_high": interval.high,
+                "splits": len(values),
+            }
+        )
+    return pl.DataFrame(rows)
+
+
+def _ranking(
+    scores: pl.DataFrame, keys: list[str], options: ProbeOptions, test_fraction: float
+) -> pl.DataFrame:
+    rows = []
+    for probe in [p for p in RANKED if p in options.probes]:
+        stored = f"knn@{options.rank_k}" if probe == "knn" else probe
+        chosen = scores.filter((pl.col("probe") == stored) & (pl.col("metric") == options.metric))
+        per_key = {
+            key: chosen.filter(pl.col("backbone") == key).sort(["seed", "fold"])["value"].to_numpy()
+            for key in keys
+        }
+        means = {key: float(np.nanmean(v)) for key, v in per_key.items()}
+        order = sorted(keys, key=lambda k: -means[k])
+        best = per_key[order[0]]
+        for rank, key in enumerate(order, start=1):
+            interval = corrected_interval(per_key[key], test_fraction)
+            p = 1.0 if key == order[0] else paired_p_value(best, per_key[key], test_fraction)
+            rows.append(
+                {
+                    "probe": probe,
+                    "rank": rank,
+                    "backbone": key,
+                    "mean": interval.mean,
+                    "ci_low": interval.low,
+                    "ci_high": interval.high,
+                    "p_vs_best": p,
+                    "tied_with_best": bool(p >= options.alpha),
+                }
+            )
+    return pl.DataFrame(rows)
+
+
+def _few_shot(rows: list[dict], test_fraction: float) -> pl.DataFrame:
+    if not rows:
+        return pl.DataFrame()
+    out = []
+    frame = pl.DataFrame(rows)
+    for (backbone, probe, shots), group in frame.group_by(
+        ["backbone", "probe", "shots"], maintain_order=True
+    ):
+        interval = corrected_interval(group["value"].drop_nans().to_numpy(), test_fraction)
+        out.append(
+            {
+                "backbone": backbone,
+                "probe": probe,
+                "shots": shots,
+                "mean": interval.mean,
+                "ci_low": interval.low,
+                "ci_high": interval.high,
+                "runs": group.height,
+            }
+        )
+    return pl.DataFrame(out).sort(["probe", "backbone", "shots"])
+
+
+def _finite(value: Any) -> Any:
+    """JSON-safe: NaN and infinities become None, tuples lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,147 @@
+"""`probe`: every backbone through the same folds with kNN, prototype and linear probes, then the report."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..catalog import Catalog
+from ..embeddings import EmbeddingQuery
+from . import classifiers, splits
+from .data import TaskTiles, aligned_vectors, resolve_backbones, task_tiles
+from .indicators import backbone_indicators
+from .metrics import split_scores
+from .options import ProbeOptions
+from .report import ProbeReport
+
+Say = Callable[[str], None]
+
+
+def run_probe(
+    catalog: Catalog,
+    task: str | None,
+    backbones: str | list[str],
+    options: ProbeOptions,
+    progress: bool = False,
+    say: Say | None = None,
+) -> ProbeReport:
+    """Probe `backbones` on `task` (None: label-free indicators only)."""
+    started = time.perf_counter()
+    keys = resolve_backbones(catalog, backbones)
+    indicators = {key: backbone_indicators(EmbeddingQuery.of(catalog, key)).to_dict() for key in keys}
+    if task is None:
+        return ProbeReport.indicators_only(keys, indicators, options, time.perf_counter() - started)
+    tiles = task_tiles(catalog, task, keys, options.group_by)
+    for note in tiles.notes:
+        (say or (lambda _: None))(note)
+    splits.check_task(tiles.codes, tiles.groups, options.folds, task, tiles.group_by)
+    folds = [
+        split
+        for seed in range(options.seeds)
+        for split in splits.group_folds(tiles.codes, tiles.groups, options.folds, seed)
+    ]
+    rows: list[dict] = []
+    shot_rows: list[dict] = []
+    bar = tqdm(total=len(keys) * len(folds), desc="probe", unit="fold", disable=not progress, leave=False)
+    for key in keys:
+        x = aligned_vectors(catalog, key, tiles)
+        chosen_cs = []
+        for split in folds:
+            found = probe_split(x, tiles, split, options)
+            chosen_cs.append(found.pop("_c", None))
+            rows += [{"backbone": key, "seed": split.seed, "fold": split.fold, **r} for r in found["rows"]]
+            bar.update()
+        if options.shots:
+            shot_rows += few_shot_curve(key, x, tiles, folds, options, _typical_c(chosen_cs))
+    bar.close()
+    return ProbeReport.build(
+        tiles, keys, rows, shot_rows, indicators, options, folds, time.perf_counter() - started
+    )
+
+
+def probe_split(x: np.ndarray, tiles: TaskTiles, split: splits.Split, options: ProbeOptions) -> dict:
+    """Scores of every probe on one split: {"rows": [{probe, metric, value}], "_c": the linear C}."""
+    classes = len(tiles.classes)
+    y = tiles.codes
+    train, test = x[split.train], x[split.test]
+    found: list[tuple[str, np.ndarray]] = []
+    chosen_c = None
+    if "knn" in options.probes:
+        for k, probabilities in classifiers.knn_probabilities(
+            train, y[split.train], test, options.knn_k, classes
+        ).items():
+            found.append((f"knn@{k}", probabilities))
+    if "prototype" in options.probes:
+        found.append(("prototype", classifiers.prototype_probabilities(train, y[split.train], test, classes)))
+    if "linear" in options.probes:
+        inner = splits.inner_folds(
+            y[split.train], tiles.groups[split.train], options.inner_folds, 1000 * split.seed + split.fold
+        )
+        fit = classifiers.linear_probabilities(train, y[split.train], test, classes, inner)
+        found.append(("linear", fit.probabilities))
+        chosen_c = fit.c
+    rows = [
+        {"probe": probe, "metric": metric, "value": value}
+        for probe, probabilities in found
+        for metric, value in split_scores(y[split.test], probabilities, classes).items()
+    ]
+    return {"rows": rows, "_c": chosen_c}
+
+
+def few_shot_curve(
+    key: str,
+    x: np.ndarray,
+    tiles: TaskTiles,
+    folds: list[splits.Split],
+    options: ProbeOptions,
+    linear_c: float | None,
+) -> list[dict]:
+    """The probes trained on `shots` tiles per class (seed 0's folds, `shot_draws` draws each); kNN uses
+    k = min(rank_k, shots) and the linear probe the C most often chosen with all labels."""
+    classes = len(tiles.classes)
+    y = tiles.codes
+    rows = []
+    for split in [s for s in folds if s.seed == 0]:
+        largest = int(np.bincount(y[split.train]).max())
+        for shots in [s for s in options.shots or () if s < largest]:
+            for draw in range(options.shot_draws):
+                rng = np.random.default_rng([split.fold, shots, draw])
+                chosen = splits.few_shot(y, split.train, shots, rng)
+                train, train_y, test = x[chosen], y[chosen], x[split.test]
+                found = []
+                if "knn" in options.probes:
+                    k = min(options.rank_k, shots)
+                    found.append(
+                        ("knn", classifiers.knn_probabilities(train, train_y, test, [k], classes)[k])
+                    )
+                if "prototype" in options.probes:
+                    found.append(
+                        ("prototype", classifiers.prototype_probabilities(train, train_y, test, classes))
+                    )
+                if "linear" in options.probes and linear_c is not None:
+                    fit = classifiers.linear_probabilities(train, train_y, test, classes, [], cs=[linear_c])
+                    found.append(("linear", fit.probabilities))
+                for probe, probabilities in found:
+                    value = split_scores(y[split.test], probabilities, classes)[options.metric]
+                    rows.append(
+                        {
+                            "backbone": key,
+                            "probe": probe,
+                            "shots": shots,
+                            "fold": split.fold,
+                            "draw": draw,
+                            "value": value,
+                        }
+                    )
+    return rows
+
+
+def _typical_c(chosen: list[float | None]) -> float | None:
+    values = [c for c in chosen if c is not None]
+    if not values:
+        return None
+    options, counts = np.unique(values, return_counts=True)
+    return float(options[counts.argmax()])

@@ -1,0 +1,82 @@
+"""The probe report as terminal text: the ranking per probe, the few-shot curve, the indicators."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def format_report(report: Any) -> str:
+    lines: list[str] = []
+    if report.task is not None:
+        options = report.options
+        lines.append(
+            f"task {report.task}: {report.tiles} tiles in {report.groups} {report.group_by} groups, classes "
+            f"{', '.join(report.classes)}; {options.folds} folds x {options.seeds} seeds; {options.metric}, "
+            f"mean [95 % CI]"
+        )
+        for probe in report.ranking["probe"].unique(maintain_order=True).to_list():
+            shown = f"knn (k={options.rank_k})" if probe == "knn" else probe
+            lines.append(f"\n{shown}")
+            rows = report.ranking.filter(report.ranking["probe"] == probe).to_dicts()
+            width = max(len(r["backbone"]) for r in rows)
+            for row in rows:
+                same = "best" if row["rank"] == 1 else "~ best" if row["tied_with_best"] else ""
+                lines.append(
+                    f"  {row['rank']:>2}  {row['backbone']:<{width}}  {row['mean']:.3f} "
+                    f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]  p={row['p_vs_best']:.3f}  {same}".rstrip()
+                )
+        lines.append(
+            f"\n~ best: not distinguishable from the best (paired corrected t-test, p >= {options.alpha:g})"
+        )
+        if report.few_shot.height:
+            lines.append(_few_shot(report))
+    lines.append(_indicators(report.indicators))
+    lines += [f"note: {note}" for note in report.notes]
+    lines.append(f"({report.seconds:.1f} s)")
+    return "\n".join(lines)
+
+
+def _few_shot(report: Any) -> str:
+    frame = report.few_shot
+    shots = sorted(frame["shots"].unique().to_list())
+    out = [f"\nfew-shot ({report.options.metric}, mean over folds x draws), by labelled tiles per class"]
+    width = min(40, max(len(k) for k in report.backbones))
+    header = "    " + " " * width + "".join(f"{s:>8}" for s in shots) + "     all"
+    for probe in frame["probe"].unique(maintain_order=True).to_list():
+        out.append(f"  {probe}")
+        out.append(header)
+        full = report.ranking.filter(report.ranking["probe"] == probe)
+        for key in report.backbones:
+            rows = {
+                r["shots"]: r["mean"]
+                for r in frame.filter((frame["probe"] == probe) & (frame["backbone"] == key)).to_dicts()
+            }
+            everything = full.filter(full["backbone"] == key)["mean"]
+            cells = "".join(f"{rows[s]:>8.3f}" if s in rows else f"{'':>8}" for s in shots)
+            tail = f"{everything[0]:>8.3f}" if len(everything) else ""
+            out.append(f"    {key[:width]:<{width}}{cells}{tail}")
+    return "\n".join(out)
+
+
+def _indicators(indicators: dict[str, dict]) -> str:
+    out = ["\nlabel-free indicators (no labels used)"]
+    out.append(
+        f"  {'backbone':<40} {'dim':>5} {'RankMe':>7} {'same-slide nbrs':>16} {'chance':>7} {'views':>7}"
+    )
+    warnings = []
+    for key, found in indicators.items():
+        slides = found.get("slide_clustering") or {}
+        views = found.get("view_consistency") or {}
+        same = f"{slides['same_slide']:.3f}" if slides else "-"
+        chance = f"{slides['chance']:.3f}" if slides else "-"
+        view = f"{views['same_tile']:.3f}" if views else "-"
+        out.append(
+            f"  {key[:40]:<40} {found['dim']:>5} {found['rankme']:>7.1f} {same:>16} {chance:>7} {view:>7}"
+        )
+        if slides and slides.get("warning"):
+            warnings.append(f"  warning: {key}: {slides['warning']}")
+    out.append(
+        "  RankMe: effective rank of the embeddings; same-slide nbrs: share of the 10 nearest tiles from the "
+        "same slide (chance: from slide sizes); views: nearest vector is a view of the same tile"
+    )
+    return "\n".join(out + warnings)
