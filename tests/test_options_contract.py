@@ -11,15 +11,17 @@ from cli.commands.embed import command as embed_command
 from cli.commands.index import command as index_command
 from cli.commands.ingest import command as ingest_command
 from cli.commands.preview import command as preview_command
+from cli.commands.probe import command as probe_command
 from cli.commands.search import command as search_command
 from embedstore.embed.options import EmbedOptions
 from embedstore.errors import EmbedstoreError
 from embedstore.ingest.options import IngestOptions
+from embedstore.probe.options import ProbeOptions
 from embedstore.search.options import IndexOptions, SearchOptions
 from embedstore.sources.grid import GridSettings
 from embedstore.validation import flag_of
 
-OPTIONS_CLASSES = [GridSettings, IngestOptions, EmbedOptions, IndexOptions, SearchOptions]
+OPTIONS_CLASSES = [GridSettings, IngestOptions, EmbedOptions, IndexOptions, SearchOptions, ProbeOptions]
 HAND_MADE = {"groups"}  # --group KEY=COLUMN (repeatable), parsed by the ingest command
 FIELDS = [(cls, field) for cls in OPTIONS_CLASSES for field in dataclasses.fields(cls)]
 
@@ -68,6 +70,7 @@ def test_valid_values_are_normalised():
         (preview_command, GridSettings),
         (index_command, IndexOptions),
         (search_command, SearchOptions),
+        (probe_command, ProbeOptions),
     ],
 )
 def test_the_cli_takes_defaults_choices_and_help_from_the_options(command, cls):
@@ -80,7 +83,7 @@ def test_the_cli_takes_defaults_choices_and_help_from_the_options(command, cls):
         param = params[field.name]
         expected = getattr(defaults, field.name)
         if isinstance(expected, tuple):
-            expected = ",".join(expected)
+            expected = ",".join(str(v) for v in expected)
         assert param.default == expected, field.name
         assert param.help and field.metadata["help"] in param.help or param.help.startswith("Do not"), (
             field.name

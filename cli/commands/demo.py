@@ -22,7 +22,7 @@ from ..output import emit_json
 def command(store_path: str, no_download: bool, no_progress: bool, as_json: bool) -> None:
     """Create a store; ingest and embed real tissue that installs with embedstore (an H&E slide, an IHC
     image, 400 labelled PCam tiles); index it, search the PCam tiles from 5 tumour tiles, write a review
-    page and print how many candidates are tumour."""
+    page and print how many candidates are tumour; rank three backbones on the PCam labels with `probe`."""
     from embedstore.demo import run_demo
     from embedstore.info import format_info
 
@@ -32,7 +32,21 @@ def command(store_path: str, no_download: bool, no_progress: bool, as_json: bool
         embedded = result.embed_report.to_dict() if result.embed_report else None
         ingested = {name: report.to_dict() for name, report in result.reports}
         search = result.search.to_dict() if result.search else None
-        emit_json({"ingest": ingested, "embed": embedded, "search": search, "info": result.store.info()})
+        probe = None
+        if result.probe is not None:
+            found = result.probe.to_dict()
+            probe = {
+                k: found[k] for k in ("task", "backbones", "ranking", "few_shot", "indicators", "seconds")
+            }
+        emit_json(
+            {
+                "ingest": ingested,
+                "embed": embedded,
+                "search": search,
+                "probe": probe,
+                "info": result.store.info(),
+            }
+        )
         return
     for name, report in result.reports:
         click.echo(f"\n{name}\n{report.summary()}")
@@ -40,5 +54,7 @@ def command(store_path: str, no_download: bool, no_progress: bool, as_json: bool
         click.echo(f"\n{result.embed_report.summary()}")
     if result.search is not None:
         click.echo(f"\n{result.search.summary()}")
+    if result.probe is not None:
+        click.echo(f"\n{result.probe.format()}\nplot: {result.probe_plot}")
     click.echo("\n" + format_info(result.store.info()))
     click.echo(f"\nnext: embedstore info {result.store.root}")

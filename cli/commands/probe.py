@@ -1,5 +1,6 @@
 """`embedstore probe STORE --task TASK --backbones KEYS|all`: rank backbones on a labelled proxy task."""
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -28,7 +29,7 @@ FILE = click.Path(dir_okay=False, path_type=Path)
     "--shots",
     default=",".join(str(s) for s in ProbeOptions().shots or ()),
     show_default=True,
-    help="Few-shot curve: labelled tiles per class, comma-separated; 'none' to skip it.",
+    help=next(f for f in dataclasses.fields(ProbeOptions) if f.name == "shots").metadata["help"],
 )
 @click.option("--json", "json_file", type=FILE, help="Write the whole report (every split) as JSON.")
 @click.option("--csv", "csv_file", type=FILE, help="Write the summary with ranks as CSV.")

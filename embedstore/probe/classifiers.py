@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 
 from ..search.space import VectorSpace
 from ..search.tuning import exact_neighbours
@@ -184,7 +185,7 @@ class _Problem:
         """(problems, n, classes) probabilities."""
         logits = self._logits(x, params.astype(np.float32))
         if self.outputs == 1:
-            positive = 1 / (1 + np.exp(-logits[..., 0]))
+            positive = expit(logits[..., 0])
             return np.stack([1 - positive, positive], axis=-1)
         return _softmax_last(logits)
 
@@ -199,7 +200,7 @@ class _Problem:
         if self.outputs == 1:
             z = logits[..., 0]
             loss = np.logaddexp(0, z) - self.targets[:, 0] * z
-            return loss, (1 / (1 + np.exp(-z)) - self.targets[:, 0])[..., None]
+            return loss, (expit(z) - self.targets[:, 0])[..., None]
         probabilities = _softmax_last(logits)
         picked = (logits * self.targets[None]).sum(axis=2)
         shifted = logits.max(axis=2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..validation import Integers, Interval, Name, NamesFrom, OneOf, invalid, option, validate
+from ..validation import Flag, Integers, Interval, Name, NamesFrom, OneOf, invalid, option, validate
 
 PROBES = ("knn", "prototype", "linear")
 METRICS = ("balanced_accuracy", "macro_f1", "auroc")
@@ -33,12 +33,13 @@ class ProbeOptions:
         SHOTS,
         Integers(1),
         optional=True,
-        help="Few-shot curve: labelled tiles per class (all tiles are always included); none to skip.",
+        help="Few-shot curve: labelled tiles per class, comma-separated; none to skip it.",
     )
     shot_draws: int = option(3, Interval(1, integer=True), help="Random draws per fold at each shot count.")
     inner_folds: int = option(
         3, Interval(2, integer=True), help="Inner folds choosing the linear probe's L2 strength."
     )
+    indicators: bool = option(True, Flag(), help="Report the label-free indicators too.")
     alpha: float = option(
         0.05, Interval(0.0, 1.0, open_low=True), help="Level of the paired test that separates backbones."
     )

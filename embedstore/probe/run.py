@@ -31,13 +31,17 @@ def run_probe(
     """Probe `backbones` on `task` (None: label-free indicators only)."""
     started = time.perf_counter()
     keys = resolve_backbones(catalog, backbones)
-    indicators = {key: backbone_indicators(EmbeddingQuery.of(catalog, key)).to_dict() for key in keys}
     if task is None:
+        indicators = {key: backbone_indicators(_query(catalog, key, None)).to_dict() for key in keys}
         return ProbeReport.indicators_only(keys, indicators, options, time.perf_counter() - started)
     tiles = task_tiles(catalog, task, keys, options.group_by)
     for note in tiles.notes:
         (say or (lambda _: None))(note)
-    splits.check_task(tiles.codes, tiles.groups, options.folds, task, tiles.group_by)
+    names = np.asarray(tiles.classes, dtype=object)[tiles.codes]  # messages name classes, not codes
+    splits.check_task(names, tiles.groups, options.folds, task, tiles.group_by)
+    indicators = {}
+    if options.indicators:  # over the task's tiles
+        indicators = {key: backbone_indicators(_query(catalog, key, task)).to_dict() for key in keys}
     folds = [
         split
         for seed in range(options.seeds)
@@ -137,6 +141,11 @@ def few_shot_curve(
                         }
                     )
     return rows
+
+
+def _query(catalog: Catalog, key: str, task: str | None) -> EmbeddingQuery:
+    query = EmbeddingQuery.of(catalog, key)
+    return query.task(task) if task is not None else query
 
 
 def _typical_c(chosen: list[float | None]) -> float | None:

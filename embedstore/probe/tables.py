@@ -30,7 +30,8 @@ def format_report(report: Any) -> str:
         )
         if report.few_shot.height:
             lines.append(_few_shot(report))
-    lines.append(_indicators(report.indicators))
+    if report.indicators:
+        lines.append(_indicators(report.indicators))
     lines += [f"note: {note}" for note in report.notes]
     lines.append(f"({report.seconds:.1f} s)")
     return "\n".join(lines)

@@ -1,0 +1,237 @@
+"""`probe` speed: 5 backbones x 10k tiles, 5 folds, kNN + prototype + linear from stored embeddings, next
+to the scikit-learn pipeline a user would write on the same folds, in the same run.
+
+    python benchmarks/probe_speed.py [--tiles 10000] [--folds 5] [--out benchmarks/results/probe_speed.json]
+
+The store holds five "backbones" with the widths of real ones (1280, 1280, 1280, 680, 512): 4 nucleus-like
+classes (one scarce, 9 %) spread over 80 image groups, each backbone separating the classes to a different
+degree, with per-group offsets (a batch effect) so that group-aware folds matter. Both sides get the same
+folds (embedstore's StratifiedGroupKFold splits) and, for the linear probe, the same inner folds and C grid.
+
+scikit-learn pipeline, per backbone and fold: `KNeighborsClassifier(n_neighbors=k, metric="cosine")` fitted
+and asked for probabilities once per k (1, 5, 10, 20, 50), and `make_pipeline(StandardScaler(),
+LogisticRegressionCV(Cs=<embedstore's grid>, cv=<the same inner folds>, scoring="neg_log_loss",
+class_weight="balanced", max_iter=1000))`. It gets the vectors already in memory (its reading time is not
+counted); embedstore's time includes reading them from the store. No prototype probe on that side.
+
+Targets (issue #9): embedstore <= 30 s on 2 cores, >= 3x faster than the scikit-learn pipeline, with the
+same metrics within 0.005 (mean over folds of balanced accuracy, macro-F1 and AUROC, per backbone and
+probe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import embedstore  # noqa: E402
+from embedstore.probe import classifiers, splits  # noqa: E402
+from embedstore.probe.metrics import split_scores  # noqa: E402
+from tests.helpers import vector_store  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+WIDTHS = (
+    ("sim.lite0", 1280, 0.9),
+    ("sim.lite1", 1280, 0.7),
+    ("sim.lite2", 1280, 1.1),
+    ("sim.stage4+5+6", 680, 0.8),
+    ("sim.resnet18", 512, 0.3),
+)
+CLASS_SHARES = (0.40, 0.30, 0.21, 0.09)
+IMAGES = 80
+TASK = "nuclei"
+KS = (1, 5, 10, 20, 50)
+TARGET_SECONDS, TARGET_SPEEDUP, TARGET_AGREEMENT = 30.0, 3.0, 0.005
+
+
+def build_store(path: Path, tiles: int, seed: int = 0) -> embedstore.Store:
+    """Five backbones' tables over the same tiles, and the task's labels (image groups via `slide`)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(len(CLASS_SHARES), tiles, p=CLASS_SHARES)
+    shutil.rmtree(path, ignore_errors=True)
+    key, dim, signal = WIDTHS[0]
+    store = vector_store(path, _vectors(rng, labels, dim, signal), slides=IMAGES, key=key)
+    from embedstore.embed.writer import EmbeddingWriter
+    from embedstore.embedding_tables import Provenance, table_name
+
+    ids = [f"t{i:06d}" for i in range(tiles)]
+    for key, dim, signal in WIDTHS[1:]:
+        provenance = Provenance(
+            backbone=key,
+            weights_sha256="0" * 64,
+            dim=dim,
+            input_size=32,
+            mean=(0.0,) * 3,
+            std=(1.0,) * 3,
+            resize="bicubic",
+            precision="fp32",
+            store_dtype="float32",
+        )
+        writer = EmbeddingWriter(store, table_name(key), provenance)
+        writer.write(ids, np.zeros(tiles, np.int16), _vectors(rng, labels, dim, signal))
+    csv = path / "labels.csv"
+    csv.write_text("tile_id,label\n" + "".join(f"{t},c{y}\n" for t, y in zip(ids, labels, strict=True)))
+    store.import_labels(TASK, csv)
+    return store
+
+
+def _vectors(rng: np.random.Generator, labels: np.ndarray, dim: int, signal: float) -> np.ndarray:
+    classes = len(CLASS_SHARES)
+    centres = rng.standard_normal((classes, dim)) * signal / np.sqrt(dim) * 6
+    groups = np.arange(len(labels)) % IMAGES  # vector_store puts tile i on slide i % slides
+    offsets = rng.standard_normal((IMAGES, dim)) * 0.3
+    common = rng.standard_normal(dim) * 2  # the shared "tissue" component of real embeddings
+    x = common + centres[labels] + offsets[groups] + rng.standard_normal((len(labels), dim))
+    return np.maximum(x, 0).astype(np.float32)  # post-ReLU pooled features are non-negative
+
+
+def sklearn_pipeline(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: list) -> tuple[dict, float]:
+    """Per probe (knn@k, linear): metric -> per-fold values; and the seconds it took."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    classes = int(y.max()) + 1
+    found: dict[str, dict[str, list[float]]] = {}
+    started = time.perf_counter()
+    for split in folds:
+        train, test = split.train, split.test
+        for k in KS:
+            model = KNeighborsClassifier(n_neighbors=k, metric="cosine").fit(x[train], y[train])
+            _add(found, f"knn@{k}", split_scores(y[test], model.predict_proba(x[test]), classes))
+        inner = splits.inner_folds(y[train], groups[train], 3, 1000 * split.seed + split.fold)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = make_pipeline(
+                StandardScaler(),
+                LogisticRegressionCV(
+                    Cs=list(classifiers.C_GRID),
+                    cv=inner,
+                    scoring="neg_log_loss",
+                    class_weight="balanced",
+                    max_iter=1000,
+                ),
+            ).fit(x[train], y[train])
+        _add(found, "linear", split_scores(y[test], model.predict_proba(x[test]), classes))
+    return found, time.perf_counter() - started
+
+
+def _add(found: dict, probe: str, scores: dict[str, float]) -> None:
+    for metric in ("balanced_accuracy", "macro_f1", "auroc"):
+        found.setdefault(probe, {}).setdefault(metric, []).append(scores[metric])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiles", type=int, default=10_000)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--store", type=Path, default=RESULTS / "probe-speed-store")
+    parser.add_argument("--out", type=Path, default=RESULTS / "probe_speed.json")
+    args = parser.parse_args()
+    print(f"building a store of {args.tiles} tiles x {len(WIDTHS)} backbones at {args.store}")
+    store = build_store(args.store, args.tiles)
+    keys = [k for k, _, _ in WIDTHS]
+
+    started = time.perf_counter()
+    report = store.probe(TASK, keys, folds=args.folds, seeds=1, shots=None, indicators=False)
+    ours_seconds = time.perf_counter() - started
+    print(f"embedstore probe: {ours_seconds:.1f} s")
+
+    tiles = None
+    theirs_seconds = 0.0
+    agreement = []
+    per_backbone = {}
+    for key in keys:
+        x, ids, labels = store.embeddings(key).task(TASK).to_numpy()
+        order = np.argsort(ids.astype(str))
+        x, labels = x[order], labels[order]
+        if tiles is None:
+            from embedstore.probe.data import task_tiles
+
+            tiles = task_tiles(store, TASK, keys, None)
+            folds = splits.group_folds(tiles.codes, tiles.groups, args.folds, 0)
+        found, seconds = sklearn_pipeline(x, tiles.codes, tiles.groups, folds)
+        theirs_seconds += seconds
+        print(f"scikit-learn pipeline, {key}: {seconds:.1f} s")
+        ours = report.summary.filter(report.summary["backbone"] == key)
+        rows = []
+        for probe, metrics in found.items():
+            for metric, values in metrics.items():
+                mine = ours.filter((ours["probe"] == probe) & (ours["metric"] == metric))["mean"][0]
+                rows.append(
+                    {
+                        "probe": probe,
+                        "metric": metric,
+                        "embedstore": mine,
+                        "sklearn": float(np.mean(values)),
+                        "difference": abs(mine - float(np.mean(values))),
+                    }
+                )
+        agreement += rows
+        per_backbone[key] = {"sklearn_seconds": round(seconds, 2), "agreement": rows}
+
+    worst = max(agreement, key=lambda r: r["difference"])
+    speedup = theirs_seconds / ours_seconds
+    targets = [
+        {
+            "target": f"embedstore probe <= {TARGET_SECONDS:g} s on this machine",
+            "value": round(ours_seconds, 1),
+            "pass": ours_seconds <= TARGET_SECONDS,
+        },
+        {
+            "target": f">= {TARGET_SPEEDUP:g}x faster than the scikit-learn pipeline",
+            "value": round(speedup, 2),
+            "pass": speedup >= TARGET_SPEEDUP,
+        },
+        {
+            "target": f"same metrics within {TARGET_AGREEMENT}",
+            "value": round(worst["difference"], 5),
+            "pass": worst["difference"] <= TARGET_AGREEMENT,
+            "detail": f"largest: {worst['probe']} {worst['metric']}",
+        },
+    ]
+    result = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "load_average": os.getloadavg(),
+        },
+        "tiles": args.tiles,
+        "folds": args.folds,
+        "backbones": {k: d for k, d, _ in WIDTHS},
+        "embedstore_seconds": round(ours_seconds, 2),
+        "sklearn_seconds": round(theirs_seconds, 2),
+        "speedup": round(speedup, 2),
+        "targets": targets,
+        "per_backbone": per_backbone,
+        "linear_c": None,
+        "notes": [
+            "embedstore's time includes reading the vectors from the store; the scikit-learn side starts "
+            "from arrays in memory and has no prototype probe",
+            "both sides use the same outer folds, the same inner folds and C grid for the linear probe",
+        ],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"\n{'target':<55} {'value':>9}  pass")
+    for target in targets:
+        print(f"{target['target']:<55} {target['value']:>9}  {target['pass']}")
+    print(f"embedstore {ours_seconds:.1f} s vs scikit-learn {theirs_seconds:.1f} s; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
