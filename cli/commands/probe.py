@@ -50,6 +50,8 @@ def command(
     folds (no group in both train and test), with 95 % intervals, a paired test between backbones and a
     few-shot curve; also label-free indicators (RankMe, view consistency, same-slide neighbours).
     """
+    if plot_file is not None and task is None:
+        raise click.UsageError("--plot needs --task (the indicators alone are a table)")
     probe_options = ProbeOptions(**options, shots=None if shots.strip().lower() == "none" else shots)
     opened = open_existing(store)
     report = opened.probe(task, backbones, probe_options, progress=progress)
@@ -58,6 +60,4 @@ def command(
         if path is not None:
             click.echo(f"wrote {write(path)}", err=True)
     if plot_file is not None:
-        if report.task is None:
-            raise click.UsageError("--plot needs --task (the indicators alone are a table)")
         click.echo(f"wrote {report.plot(plot_file)}", err=True)

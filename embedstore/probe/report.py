@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from .metrics import corrected_interval, paired_p_value
+from .metrics import Interval, corrected_interval, paired_p_value
 from .options import ProbeOptions
 
 RANKED = ("knn", "prototype", "linear")
@@ -150,7 +150,7 @@ def _summary(scores: pl.DataFrame, test_fraction: float) -> pl.DataFrame:
         values = group["value"].drop_nans().to_numpy()
         if len(values) == 0:
             continue
-        interval = corrected_interval(values, test_fraction)
+        interval = _bounded(values, test_fraction)
         rows.append(
             {
                 "backbone": backbone,
@@ -180,7 +180,7 @@ def _ranking(
         order = sorted(keys, key=lambda k: -means[k])
         best = per_key[order[0]]
         for rank, key in enumerate(order, start=1):
-            interval = corrected_interval(per_key[key], test_fraction)
+            interval = _bounded(per_key[key], test_fraction)
             p = 1.0 if key == order[0] else paired_p_value(best, per_key[key], test_fraction)
             rows.append(
                 {
@@ -205,7 +205,7 @@ def _few_shot(rows: list[dict], test_fraction: float) -> pl.DataFrame:
     for (backbone, probe, shots), group in frame.group_by(
         ["backbone", "probe", "shots"], maintain_order=True
     ):
-        interval = corrected_interval(group["value"].drop_nans().to_numpy(), test_fraction)
+        interval = _bounded(group["value"].drop_nans().to_numpy(), test_fraction)
         out.append(
             {
                 "backbone": backbone,
@@ -218,6 +218,14 @@ def _few_shot(rows: list[dict], test_fraction: float) -> pl.DataFrame:
             }
         )
     return pl.DataFrame(out).sort(["probe", "backbone", "shots"])
+
+
+def _bounded(values: np.ndarray, test_fraction: float) -> Interval:
+    """The corrected interval, clipped to [0, 1] where every metric here lies."""
+    found = corrected_interval(values, test_fraction)
+    return Interval(
+        found.mean, float(np.clip(found.low, 0, 1)), float(np.clip(found.high, 0, 1))
+    )  # NaN stays
 
 
 def _finite(value: Any) -> Any:
