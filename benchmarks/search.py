@@ -500,7 +500,7 @@ def measure_index(
         say(f"  {name}: reusing the index built before")
         manifest = existing[name]
         rss = PeakRss()
-        rss.growth, rss.method = None, "not measured (index reused)"
+        rss.growth, rss.method = 0, "not measured (index reused)"
     else:
         say(f"  {name}: building ({backend_name} {kwargs['kind']})")
         with PeakRss() as rss:
