@@ -39,7 +39,6 @@ sys.path.insert(0, str(ROOT))
 import embedstore  # noqa: E402
 from embedstore.probe import classifiers, splits  # noqa: E402
 from embedstore.probe.metrics import split_scores  # noqa: E402
-from tests.helpers import vector_store  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 WIDTHS = (
@@ -57,17 +56,35 @@ TARGET_SECONDS, TARGET_SPEEDUP, TARGET_AGREEMENT = 30.0, 3.0, 0.005
 
 
 def build_store(path: Path, tiles: int, seed: int = 0) -> embedstore.Store:
-    """Five backbones' tables over the same tiles, and the task's labels (image groups via `slide`)."""
+    """Five backbones' tables over the same tiles (tile i on image group i % IMAGES, its `slide`), and
+    the task's labels."""
+    import pyarrow as pa
+
+    from embedstore.embed.writer import EmbeddingWriter
+    from embedstore.embedding_tables import Provenance, table_name
+    from embedstore.schema import TILES, TILES_SCHEMA
+
     rng = np.random.default_rng(seed)
     labels = rng.choice(len(CLASS_SHARES), tiles, p=CLASS_SHARES)
     shutil.rmtree(path, ignore_errors=True)
-    key, dim, signal = WIDTHS[0]
-    store = vector_store(path, _vectors(rng, labels, dim, signal), slides=IMAGES, key=key)
-    from embedstore.embed.writer import EmbeddingWriter
-    from embedstore.embedding_tables import Provenance, table_name
-
+    store = embedstore.init(path)
     ids = [f"t{i:06d}" for i in range(tiles)]
-    for key, dim, signal in WIDTHS[1:]:
+    rows = [
+        {
+            "tile_id": t,
+            "source_id": f"img{i % IMAGES}",
+            "x": 0,
+            "y": 0,
+            "level": 0,
+            "size0": 64,
+            "width": 64,
+            "height": 64,
+            "slide": f"img{i % IMAGES}",
+        }
+        for i, t in enumerate(ids)
+    ]
+    store.insert_missing(TILES, pa.Table.from_pylist(rows, schema=TILES_SCHEMA))
+    for key, dim, signal in WIDTHS:
         provenance = Provenance(
             backbone=key,
             weights_sha256="0" * 64,
@@ -90,7 +107,7 @@ def build_store(path: Path, tiles: int, seed: int = 0) -> embedstore.Store:
 def _vectors(rng: np.random.Generator, labels: np.ndarray, dim: int, signal: float) -> np.ndarray:
     classes = len(CLASS_SHARES)
     centres = rng.standard_normal((classes, dim)) * signal / np.sqrt(dim) * 6
-    groups = np.arange(len(labels)) % IMAGES  # vector_store puts tile i on slide i % slides
+    groups = np.arange(len(labels)) % IMAGES  # tile i is on image group i % IMAGES
     offsets = rng.standard_normal((IMAGES, dim)) * 0.3
     common = rng.standard_normal(dim) * 2  # the shared "tissue" component of real embeddings
     x = common + centres[labels] + offsets[groups] + rng.standard_normal((len(labels), dim))

@@ -27,7 +27,7 @@ from ..search.tuning import exact_neighbours
 PROTOTYPE_TEMPERATURE = 0.1  # softmax over cosines in [-1, 1]; only AUROC sees it (rank within a class)
 C_GRID = tuple(float(c) for c in np.logspace(-4, 4, 10))  # scikit-learn's LogisticRegressionCV default
 PATH_PATIENCE = 2  # stop the C path after this many steps without a better validation loss
-MAX_ITER = 300
+MAX_ITER = 1000  # as the scikit-learn pipeline it is compared with; weak regularisation needs many
 PARALLEL_WORK = 2_000_000  # multiply-adds per product from which the objective's BLAS uses every thread
 TOLERANCE = 1e-4  # on the largest gradient entry of the (sample-weight-normalised) objective, as sklearn
 
