@@ -81,6 +81,28 @@ def clustered_vectors(
     return (3.0 + centres[labels] + spread * rng.normal(size=(n, dim))).astype(np.float32)
 
 
+def add_vectors(store, key: str, vectors: np.ndarray) -> None:
+    """`vectors` (view 0) as backbone `key`'s embeddings of tiles t000000, t000001, ... (a stand-in
+    provenance: the vectors are given, not computed)."""
+    from embedstore.embed.writer import EmbeddingWriter
+    from embedstore.embedding_tables import Provenance, table_name
+
+    provenance = Provenance(
+        backbone=key,
+        weights_sha256="0" * 64,
+        dim=vectors.shape[1],
+        input_size=32,
+        mean=(0.0,) * 3,
+        std=(1.0,) * 3,
+        resize="bicubic",
+        precision="fp32",
+        store_dtype="float32",
+    )
+    tile_ids = [f"t{i:06d}" for i in range(len(vectors))]
+    writer = EmbeddingWriter(store, table_name(key), provenance)
+    writer.write(tile_ids, np.zeros(len(tile_ids), np.int16), np.asarray(vectors, dtype=np.float32))
+
+
 def vector_store(path: Path, vectors: np.ndarray, slides: int = 4, key: str = "synthetic.vectors"):
     """A store whose tiles (metadata only, no pixels) carry the given vectors in `emb__<key>`.
 
@@ -90,8 +112,6 @@ def vector_store(path: Path, vectors: np.ndarray, slides: int = 4, key: str = "s
     import pyarrow as pa
 
     import embedstore
-    from embedstore.embed.writer import EmbeddingWriter
-    from embedstore.embedding_tables import Provenance, table_name
     from embedstore.schema import TILES, TILES_SCHEMA
 
     store = embedstore.init(path)
@@ -112,17 +132,5 @@ def vector_store(path: Path, vectors: np.ndarray, slides: int = 4, key: str = "s
         for i in range(n)
     ]
     store.insert_missing(TILES, pa.Table.from_pylist(rows, schema=TILES_SCHEMA))
-    provenance = Provenance(
-        backbone=key,
-        weights_sha256="0" * 64,
-        dim=vectors.shape[1],
-        input_size=32,
-        mean=(0.0,) * 3,
-        std=(1.0,) * 3,
-        resize="bicubic",
-        precision="fp32",
-        store_dtype="float32",
-    )
-    writer = EmbeddingWriter(store, table_name(key), provenance)
-    writer.write([r["tile_id"] for r in rows], np.zeros(n, np.int16), vectors)
+    add_vectors(store, key, vectors)
     return store

@@ -23,14 +23,12 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 import embedstore
-from embedstore.embed.writer import EmbeddingWriter
-from embedstore.embedding_tables import Provenance, table_name
 from embedstore.errors import EmbedstoreError
 from embedstore.probe import classifiers, splits
 from embedstore.probe.data import task_tiles
 from embedstore.probe.metrics import corrected_interval, paired_p_value, split_scores
 from embedstore.schema import TILES, TILES_SCHEMA
-from tests.helpers import vector_store
+from tests.helpers import add_vectors, vector_store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PROBES = ("knn", "prototype", "linear")
@@ -40,24 +38,6 @@ RANKED_FOLDS = 4  # with 3 splits (2 degrees of freedom) the paired test gives p
 
 
 # -- stores ------------------------------------------------------------------------------------------
-
-
-def add_backbone(store, key: str, vectors: np.ndarray) -> None:
-    """`vectors` (view 0) as backbone `key`'s embeddings of tiles t000000, t000001, ..."""
-    tile_ids = [f"t{i:06d}" for i in range(len(vectors))]
-    provenance = Provenance(
-        backbone=key,
-        weights_sha256="0" * 64,
-        dim=vectors.shape[1],
-        input_size=32,
-        mean=(0.0,) * 3,
-        std=(1.0,) * 3,
-        resize="bicubic",
-        precision="fp32",
-        store_dtype="float32",
-    )
-    writer = EmbeddingWriter(store, table_name(key), provenance)
-    writer.write(tile_ids, np.zeros(len(tile_ids), np.int16), vectors.astype(np.float32))
 
 
 def add_task(store, task: str, labels: dict[str, str]) -> None:
@@ -87,8 +67,8 @@ def toy_store(path: Path) -> Toy:
     good = (TOY_SEPARATION * centres[codes] + rng.normal(size=(TOY_TILES, TOY_DIM)) + 1.0).astype(np.float32)
     noise = (rng.normal(size=(TOY_TILES, TOY_DIM)) + 1.0).astype(np.float32)
     store = vector_store(path, good, slides=TOY_SLIDES, key="good.v")
-    add_backbone(store, "noise.v", noise)
-    add_backbone(store, "copy.v", good)
+    add_vectors(store, "noise.v", noise)
+    add_vectors(store, "copy.v", good)
     ids = [f"t{i:06d}" for i in range(TOY_TILES)]
     labels = np.array([f"c{c}" for c in codes])
     add_task(store, "toy", dict(zip(ids, labels, strict=True)))
@@ -173,7 +153,7 @@ def group_store(path: Path):
         for i, r in enumerate(rows)
     ]
     store.insert_missing(TILES, pa.Table.from_pylist(tiles, schema=TILES_SCHEMA))
-    add_backbone(store, "patient.v", np.array(vectors))
+    add_vectors(store, "patient.v", np.array(vectors))
     ids = [t["tile_id"] for t in tiles]
     for task, end in (("by_patient", "A"), ("no_patient", "B"), ("images", "C"), ("loose", "D")):
         add_task(store, task, dict(zip(ids[: parts[end]], labels[: parts[end]], strict=True)))
