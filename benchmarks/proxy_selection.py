@@ -683,6 +683,21 @@ def build_report(result: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
+def work_seconds(result: dict[str, Any], variants: list[str]) -> dict[str, float | None]:
+    """Wall time of the work of each phase for these variants, summed over runs (a re-run that finds the
+    work done adds nothing): prepare and report as last measured, embed and downstream summed over
+    variants, proxy as `ProbeReport.seconds`."""
+    last = result.get("last_run_seconds", {})
+    emb, down = result.get("embedding", {}), result.get("downstream", {})
+    return {
+        "prepare": last.get("prepare"),
+        "embed": round(sum(emb[k].get("seconds", 0.0) for k in variants if k in emb), 1),
+        "downstream": round(sum(sum(down[k]["seconds"].values()) for k in variants if k in down), 1),
+        "proxy": round(result["proxy"]["seconds"], 1) if "seconds" in result.get("proxy", {}) else None,
+        "report": last.get("report"),
+    }
+
+
 def fmt_ci(r: dict[str, Any] | None) -> str:
     if not r:
         return "-"
@@ -754,7 +769,7 @@ def print_summary(result: dict[str, Any]) -> None:
         print("\nproxy: not run (probe API not available yet); correlations need it")
     times = result.get("phase_seconds", {})
     print("\n== wall time (s) ==")
-    print("  ".join(f"{k} {v:.0f}" for k, v in times.items()))
+    print("  ".join(f"{k} {v:.0f}" for k, v in times.items() if v is not None))
     if emb:
         print(
             "embedding per variant: "
@@ -942,7 +957,7 @@ def main() -> int:
             "against its best over all probed variants",
         },
     )
-    result.setdefault("phase_seconds", {})
+    result.setdefault("last_run_seconds", {})
 
     def save() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -953,7 +968,7 @@ def main() -> int:
         started = time.perf_counter()
         say(f"prepare: sampling {sample_settings(args)} from {args.data} into {store_path}")
         result["prepare"] = prepare(args, store_path)
-        result["phase_seconds"]["prepare"] = round(time.perf_counter() - started, 1)
+        result["last_run_seconds"]["prepare"] = round(time.perf_counter() - started, 1)
         save()
     store = embedstore.open(store_path)
     usable, skipped = usable_variants(variants)
@@ -966,13 +981,13 @@ def main() -> int:
         wait_for_search(args, result)
         started = time.perf_counter()
         embed_variants(store, variants, result, save)
-        result["phase_seconds"]["embed"] = round(time.perf_counter() - started, 1)
+        result["last_run_seconds"]["embed"] = round(time.perf_counter() - started, 1)
         save()
     if "downstream" in phases:
         wait_for_search(args, result)
         started = time.perf_counter()
         run_downstream(store, variants, args, result, save)
-        result["phase_seconds"]["downstream"] = round(time.perf_counter() - started, 1)
+        result["last_run_seconds"]["downstream"] = round(time.perf_counter() - started, 1)
         save()
     if "proxy" in phases:
         wait_for_search(args, result)
@@ -980,7 +995,7 @@ def main() -> int:
         proxy = proxy_ranking(store, variants, args)
         if proxy is not None:
             result["proxy"] = proxy
-            result["phase_seconds"]["proxy"] = round(time.perf_counter() - started, 1)
+            result["last_run_seconds"]["proxy"] = round(time.perf_counter() - started, 1)
         save()
     if "report" in phases:
         started = time.perf_counter()
@@ -990,7 +1005,8 @@ def main() -> int:
         }
         result["report"] = view["report"] = build_report(view)
         plot(view, png)
-        result["phase_seconds"]["report"] = round(time.perf_counter() - started, 1)
+        result["last_run_seconds"]["report"] = round(time.perf_counter() - started, 1)
+        result["phase_seconds"] = view["phase_seconds"] = work_seconds(result, variants)
         save()
         print_summary(view)
         print(f"\nwrote {out} and {png}")
