@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -55,8 +56,8 @@ def run_probe(
         chosen_cs = []
         for split in folds:
             found = probe_split(x, tiles, split, options)
-            chosen_cs.append(found.pop("_c", None))
-            rows += [{"backbone": key, "seed": split.seed, "fold": split.fold, **r} for r in found["rows"]]
+            chosen_cs.append(found.linear_c)
+            rows += [{"backbone": key, "seed": split.seed, "fold": split.fold, **r} for r in found.rows]
             bar.update()
         if options.shots:
             shot_rows += few_shot_curve(key, x, tiles, folds, options, _typical_c(chosen_cs))
@@ -66,8 +67,16 @@ def run_probe(
     )
 
 
-def probe_split(x: np.ndarray, tiles: TaskTiles, split: splits.Split, options: ProbeOptions) -> dict:
-    """Scores of every probe on one split: {"rows": [{probe, metric, value}], "_c": the linear C}."""
+@dataclass
+class SplitScores:
+    """Every probe's metrics on one split ({probe, metric, value} rows) and the C the linear probe chose."""
+
+    rows: list[dict]
+    linear_c: float | None
+
+
+def probe_split(x: np.ndarray, tiles: TaskTiles, split: splits.Split, options: ProbeOptions) -> SplitScores:
+    """Scores of every probe on one split."""
     classes = len(tiles.classes)
     y = tiles.codes
     train, test = x[split.train], x[split.test]
@@ -92,7 +101,7 @@ def probe_split(x: np.ndarray, tiles: TaskTiles, split: splits.Split, options: P
         for probe, probabilities in found
         for metric, value in split_scores(y[split.test], probabilities, classes).items()
     ]
-    return {"rows": rows, "_c": chosen_c}
+    return SplitScores(rows, chosen_c)
 
 
 def few_shot_curve(
