@@ -77,17 +77,14 @@ def linear_probabilities(
     improved for PATH_PATIENCE steps (it is unimodal in C in practice, and the weak-regularisation end is
     the slow one). With `cs` of one value, no inner folds are run.
     """
-    mean = train.mean(axis=0, dtype=np.float64)
-    scale = train.std(axis=0, dtype=np.float64)
-    scale[scale == 0] = 1.0
-    x = ((train - mean) / scale).astype(np.float32)
+    x, mean, scale = _standardised(train)
     weights = _balanced_weights(train_y, classes)
     problem = _Problem(x, train_y, 1 if classes == 2 else classes)
     chosen, start = float(cs[0]), None
     if len(cs) > 1:
         chosen, start = _choose_c(problem, weights, inner, cs)
     params = problem.fit(weights[None, :], chosen, start)
-    x_test = ((test - mean) / scale).astype(np.float32)
+    x_test = (np.asarray(test, dtype=np.float32) - mean) / scale
     return LinearFit(problem.probabilities(x_test, params)[0], chosen)
 
 
@@ -226,6 +223,18 @@ def _blas_threads(count: int | None) -> Iterator[None]:
     controller, configured = _blas_controller()
     with controller.limit(limits=count or configured, user_api="blas"):
         yield
+
+
+def _standardised(train: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(standardised float32 copy, mean, scale): statistics accumulated in float64, the arrays kept in
+    float32 (a float64 copy of the training matrix cost a quarter of the probe's time)."""
+    x = np.asarray(train, dtype=np.float32)
+    mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+    x = x - mean
+    scale = np.sqrt(np.einsum("ij,ij->j", x, x, dtype=np.float64) / len(x)).astype(np.float32)
+    scale[scale == 0] = 1.0
+    x /= scale
+    return x, mean, scale
 
 
 def _balanced_weights(y: np.ndarray, classes: int) -> np.ndarray:
