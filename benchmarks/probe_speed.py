@@ -85,17 +85,7 @@ def build_store(path: Path, tiles: int, seed: int = 0) -> embedstore.Store:
     ]
     store.insert_missing(TILES, pa.Table.from_pylist(rows, schema=TILES_SCHEMA))
     for key, dim, signal in WIDTHS:
-        provenance = Provenance(
-            backbone=key,
-            weights_sha256="0" * 64,
-            dim=dim,
-            input_size=32,
-            mean=(0.0,) * 3,
-            std=(1.0,) * 3,
-            resize="bicubic",
-            precision="fp32",
-            store_dtype="float32",
-        )
+        provenance = Provenance.given(key, dim)
         writer = EmbeddingWriter(store, table_name(key), provenance)
         writer.write(ids, np.zeros(tiles, np.int16), _vectors(rng, labels, dim, signal))
     csv = path / "labels.csv"

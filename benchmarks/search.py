@@ -244,17 +244,7 @@ def write_store(
         shutil.rmtree(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     store = embedstore.init(path)
-    provenance = Provenance(
-        backbone=key,
-        weights_sha256="0" * 64,
-        dim=dim,
-        input_size=224,
-        mean=(0.0,) * 3,
-        std=(1.0,) * 3,
-        resize="bicubic",
-        precision="fp32",
-        store_dtype="float32",
-    )
+    provenance = Provenance.given(key, dim)
     writer = EmbeddingWriter(store, table_name(key), provenance)
     per_slide = max(1, math.ceil(rows / SLIDES))
     start = 0

@@ -60,6 +60,22 @@ class Provenance:
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
 
+    @classmethod
+    def given(cls, key: str, dim: int) -> Provenance:
+        """The provenance of vectors handed in rather than computed here (benchmarks, tests): no
+        weights, no preprocessing."""
+        return cls(
+            backbone=key,
+            weights_sha256="0" * 64,
+            dim=dim,
+            input_size=32,
+            mean=(0.0,) * 3,
+            std=(1.0,) * 3,
+            resize="bicubic",
+            precision="fp32",
+            store_dtype="float32",
+        )
+
     def preprocessing(self) -> dict[str, Any]:
         """The part that decides which pixels the network sees."""
         return {

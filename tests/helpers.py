@@ -87,17 +87,7 @@ def add_vectors(store, key: str, vectors: np.ndarray) -> None:
     from embedstore.embed.writer import EmbeddingWriter
     from embedstore.embedding_tables import Provenance, table_name
 
-    provenance = Provenance(
-        backbone=key,
-        weights_sha256="0" * 64,
-        dim=vectors.shape[1],
-        input_size=32,
-        mean=(0.0,) * 3,
-        std=(1.0,) * 3,
-        resize="bicubic",
-        precision="fp32",
-        store_dtype="float32",
-    )
+    provenance = Provenance.given(key, vectors.shape[1])
     tile_ids = [f"t{i:06d}" for i in range(len(vectors))]
     writer = EmbeddingWriter(store, table_name(key), provenance)
     writer.write(tile_ids, np.zeros(len(tile_ids), np.int16), np.asarray(vectors, dtype=np.float32))

