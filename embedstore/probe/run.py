@@ -55,7 +55,7 @@ def run_probe(
         x = aligned_vectors(catalog, key, tiles)
         chosen_cs = []
         for split in folds:
-            found = probe_split(x, tiles, split, options)
+            found = probe_split(x, tiles, split, options, chosen_cs[-1] if chosen_cs else None)
             chosen_cs.append(found.linear_c)
             rows += [{"backbone": key, "seed": split.seed, "fold": split.fold, **r} for r in found.rows]
             bar.update()
@@ -75,8 +75,15 @@ class SplitScores:
     linear_c: float | None
 
 
-def probe_split(x: np.ndarray, tiles: TaskTiles, split: splits.Split, options: ProbeOptions) -> SplitScores:
-    """Scores of every probe on one split."""
+def probe_split(
+    x: np.ndarray,
+    tiles: TaskTiles,
+    split: splits.Split,
+    options: ProbeOptions,
+    previous_c: float | None = None,
+) -> SplitScores:
+    """Scores of every probe on one split; the linear probe's search for C starts at `previous_c`, the C
+    an earlier split of the same backbone chose (see `classifiers.linear_probabilities`)."""
     classes = len(tiles.classes)
     y = tiles.codes
     train, test = x[split.train], x[split.test]
@@ -93,7 +100,9 @@ def probe_split(x: np.ndarray, tiles: TaskTiles, split: splits.Split, options: P
         inner = splits.inner_folds(
             y[split.train], tiles.groups[split.train], options.inner_folds, 1000 * split.seed + split.fold
         )
-        fit = classifiers.linear_probabilities(train, y[split.train], test, classes, inner)
+        fit = classifiers.linear_probabilities(
+            train, y[split.train], test, classes, inner, first_c=previous_c
+        )
         found.append(("linear", fit.probabilities))
         chosen_c = fit.c
     rows = [
