@@ -1,5 +1,75 @@
-"""Classification heads trained on stored embeddings (feature-space augmentation, Arrow batch training).
+"""Classification heads trained on stored embeddings: small, cheap, tuned hard, strong on scarce classes.
 
-Heads arrive with a later issue; this package is reserved so that `heads` depends on `embedstore`,
-never the other way round.
+    import embedstore, heads
+    store = embedstore.open("mystore")
+    result = heads.train(store, "tf_efficientnet_lite0.in1k", "tumour", head="mlp",
+                         augment="noise:0.1,mixup:0.4,smote:5", name="tumour-mlp")
+    heads.predict(store, "tumour-mlp")                       # table pred__tumour-mlp, incremental
+    heads.heatmap(store, "tumour-mlp", "slide-1", "slide-1.png")
+    best = heads.tune(store, "tf_efficientnet_lite0.in1k", "tumour", 20, name="tumour-tuned")
+
+`LinearHead` and `MLPHead` are scikit-learn estimators on arrays too. Training streams Arrow batches from
+the store (never the whole table). heads uses embedstore's API; embedstore never imports heads. The
+names below load on first use, so that `import heads` stays light (no torch until it is needed).
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import HeadsError
+
+if TYPE_CHECKING:
+    from .augment import AugmentationPipeline, parse_augmentations
+    from .card import HeadCard, list_heads, load_head, read_card
+    from .estimators import LinearHead, MLPHead
+    from .predict import export_top, predict
+    from .spatial import export_geojson, heatmap
+    from .train import TrainResult, train
+    from .tune import TuneResult, tune
+
+_LAZY = {
+    "AugmentationPipeline": ".augment",
+    "parse_augmentations": ".augment",
+    "HeadCard": ".card",
+    "list_heads": ".card",
+    "load_head": ".card",
+    "read_card": ".card",
+    "LinearHead": ".estimators",
+    "MLPHead": ".estimators",
+    "export_top": ".predict",
+    "predict": ".predict",
+    "export_geojson": ".spatial",
+    "heatmap": ".spatial",
+    "TrainResult": ".train",
+    "train": ".train",
+    "TuneResult": ".tune",
+    "tune": ".tune",
+}
+
+__all__ = [
+    "HeadsError",
+    "AugmentationPipeline",
+    "parse_augmentations",
+    "HeadCard",
+    "list_heads",
+    "load_head",
+    "read_card",
+    "LinearHead",
+    "MLPHead",
+    "export_top",
+    "predict",
+    "export_geojson",
+    "heatmap",
+    "TrainResult",
+    "train",
+    "TuneResult",
+    "tune",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'heads' has no attribute {name!r}")

@@ -1,0 +1,312 @@
+"""Feature-space augmentations of embedding batches, parsed from a spec string.
+
+    pipeline = parse_augmentations("noise:0.1,mixup:0.4,smote:5,views").fit(x, y_codes, classes)
+    x_aug, y_aug = pipeline(x, y_onehot, generator)
+
+Steps run in spec order on a batch of vectors `x` (b, d) and soft labels `y` (b, C), and return a batch
+of the same width whose label rows still sum to 1 (SMOTE appends rows, the others keep the count).
+Every random draw comes from the `torch.Generator` handed in (on the batch's device), so a seeded
+generator gives the same batches every run.
+
+- `noise:S`      x + S * std * N(0, 1), std per dimension from the training vectors.
+- `dropout:P`    zero each feature with probability P, scale kept ones by 1 / (1 - P) (inverted).
+- `mixup:A[:within|across]`  per sample lambda ~ Beta(A, A); x and y mixed with the same lambda;
+                 `across` (default) partners any sample of the batch, `within` one of the same class.
+- `smote:K`      per sample of a minority class (training count below the largest class's) with a hard
+                 label: one extra sample x + u * (nbr - x), u ~ U(0, 1), nbr one of the K nearest (L2)
+                 training vectors of its class other than x itself; label = the class. Put it before
+                 mixup in the spec: rows mixed across classes are no longer any class's.
+- `views`        marker only (`uses_views`): the data layer samples one stored view per tile per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .errors import HeadsError
+
+VALID = "noise:SCALE, dropout:P, mixup:ALPHA[:within|across], smote:K, views"
+RANGES = "SCALE > 0, 0 < P < 1, ALPHA > 0, K an integer >= 1"
+SMOTE_BANK_LIMIT = 50_000  # training vectors kept per minority class (a deterministic sample above it)
+SMOTE_DISTANCE_ROWS = 4096  # batch rows per distance block: bounds the (rows, bank) matrix
+
+
+def _fail(problem: str) -> HeadsError:
+    return HeadsError(f"{problem}; valid: {VALID} ({RANGES})")
+
+
+def _number(item: str, name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise _fail(f"augmentation '{item}': {name} must be a number, got '{text}'") from None
+    if not math.isfinite(value):
+        raise _fail(f"augmentation '{item}': {name} must be finite, got '{text}'")
+    return value
+
+
+def _canonical(value: float) -> str:
+    return repr(float(value))
+
+
+class Step:
+    """One augmentation: `fit` on training vectors, then `__call__` on batches."""
+
+    name = ""
+
+    @property
+    def spec(self) -> str:
+        return self.name
+
+    def fit(self, x: np.ndarray, y: np.ndarray, counts: np.ndarray) -> None:
+        """Statistics from training vectors `x` (n, d), codes `y` (n,), training counts per class."""
+
+    def __call__(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return x, y
+
+
+@dataclass
+class Noise(Step):
+    scale: float
+    name = "noise"
+    std: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def spec(self) -> str:
+        return f"noise:{_canonical(self.scale)}"
+
+    def fit(self, x: np.ndarray, y: np.ndarray, counts: np.ndarray) -> None:
+        self.std = torch.from_numpy(np.asarray(x, dtype=np.float64).std(axis=0).astype(np.float32))
+
+    def __call__(self, x, y, generator):
+        if self.std is None:
+            raise HeadsError("augmentation 'noise' has no training std: call AugmentationPipeline.fit first")
+        if self.std.device != x.device:
+            self.std = self.std.to(x.device)  # moved once: training stays on one device
+        std = self.std
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return x + noise * (self.scale * std), y
+
+
+@dataclass
+class Dropout(Step):
+    p: float
+    name = "dropout"
+
+    @property
+    def spec(self) -> str:
+        return f"dropout:{_canonical(self.p)}"
+
+    def __call__(self, x, y, generator):
+        keep = torch.rand(x.shape, generator=generator, device=x.device) >= self.p
+        return x * keep.to(x.dtype) / (1.0 - self.p), y
+
+
+@dataclass
+class Mixup(Step):
+    alpha: float
+    within: bool = False
+    name = "mixup"
+
+    @property
+    def spec(self) -> str:
+        return f"mixup:{_canonical(self.alpha)}:{'within' if self.within else 'across'}"
+
+    def partners(self, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Row index of each sample's partner: a random permutation, within a class for `within`."""
+        n = len(y)
+        if not self.within:
+            return torch.randperm(n, generator=generator, device=y.device)
+        label = y.argmax(dim=1).to(torch.float64)
+        # Rows sorted by class, randomly ordered within it, twice: same positions hold the same class.
+        first = torch.argsort(
+            label + torch.rand(n, generator=generator, device=y.device, dtype=torch.float64)
+        )
+        second = torch.argsort(
+            label + torch.rand(n, generator=generator, device=y.device, dtype=torch.float64)
+        )
+        partner = torch.empty_like(first)
+        partner[first] = second
+        return partner
+
+    def __call__(self, x, y, generator):
+        if len(x) < 2:
+            return x, y
+        partner = self.partners(y, generator)
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=x.device).item())
+        lam = np.random.default_rng(seed).beta(self.alpha, self.alpha, size=len(x)).astype(np.float32)
+        lam = torch.from_numpy(lam).to(x.device)[:, None]
+        return lam * x + (1 - lam) * x[partner], lam * y + (1 - lam) * y[partner]
+
+
+@dataclass
+class Smote(Step):
+    k: int
+    name = "smote"
+    banks: dict[int, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
+    minority: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def spec(self) -> str:
+        return f"smote:{self.k}"
+
+    def fit(self, x: np.ndarray, y: np.ndarray, counts: np.ndarray) -> None:
+        counts = np.asarray(counts)
+        self.minority = torch.from_numpy((counts > 0) & (counts < counts.max()))
+        self.banks = {}
+        for c in np.flatnonzero(self.minority.numpy()):
+            rows = np.flatnonzero(y == c)
+            if len(rows) > SMOTE_BANK_LIMIT:
+                rows = np.sort(np.random.default_rng(0).choice(rows, SMOTE_BANK_LIMIT, replace=False))
+            if len(rows):
+                self.banks[int(c)] = torch.from_numpy(np.ascontiguousarray(x[rows], dtype=np.float32))
+
+    def __call__(self, x, y, generator):
+        if self.minority is None:
+            raise HeadsError("augmentation 'smote' has no training bank: call AugmentationPipeline.fit first")
+        top, label = y.max(dim=1)
+        hard = top >= 1 - 1e-6
+        new_x, new_y = [x], [y]
+        for c, bank in self.banks.items():
+            rows = torch.nonzero(hard & (label == c)).flatten()
+            if len(rows) == 0:
+                continue
+            if bank.device != x.device:
+                bank = self.banks[c] = bank.to(x.device)  # moved once: training stays on one device
+            synthetic = self._synthesise(x[rows], bank, generator)
+            if len(synthetic):
+                new_x.append(synthetic)
+                target = torch.zeros(len(synthetic), y.shape[1], dtype=y.dtype, device=y.device)
+                target[:, c] = 1
+                new_y.append(target)
+        if len(new_x) == 1:
+            return x, y
+        return torch.cat(new_x), torch.cat(new_y)
+
+    def _synthesise(self, x: torch.Tensor, bank: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One point on the segment from each row of `x` to one of its K nearest bank vectors (not itself);
+        rows with no other bank vector give none."""
+        depth = min(self.k + 1, len(bank))
+        nearest = torch.cat(
+            [
+                torch.cdist(x[i : i + SMOTE_DISTANCE_ROWS], bank).topk(depth, dim=1, largest=False).indices
+                for i in range(0, len(x), SMOTE_DISTANCE_ROWS)
+            ]
+        )  # (m, depth)
+        candidates = bank[nearest]  # (m, depth, d)
+        other = (candidates != x[:, None, :]).any(dim=2)  # the sample itself (or an exact copy) excluded
+        kept = other & (torch.cumsum(other.to(torch.int64), dim=1) <= self.k)
+        available = kept.sum(dim=1)
+        usable = available > 0
+        pick = (torch.rand(len(x), generator=generator, device=x.device) * available).floor().to(torch.int64)
+        # The pick-th kept candidate of each row: where the running count of kept ones reaches pick + 1.
+        slot = (kept & (torch.cumsum(kept.to(torch.int64), dim=1) == (pick + 1)[:, None])).to(torch.int64)
+        neighbour = candidates[torch.arange(len(x), device=x.device), slot.argmax(dim=1)]
+        u = torch.rand(len(x), 1, generator=generator, device=x.device, dtype=x.dtype)
+        return (x + u * (neighbour - x))[usable]
+
+
+@dataclass
+class Views(Step):
+    name = "views"
+
+
+def _parse_step(item: str) -> Step:
+    name, *params = [part.strip() for part in item.split(":")]
+    forms = {"noise": 1, "dropout": 1, "mixup": 2, "smote": 1, "views": 0}
+    if name not in forms:
+        raise _fail(f"unknown augmentation '{name}'")
+    required = 0 if name == "views" else 1
+    if not required <= len(params) <= forms[name]:
+        form = next(f for f in VALID.split(", ") if f.split(":")[0] == name)
+        raise _fail(f"augmentation '{item}' takes the form {form}")
+    if name == "views":
+        return Views()
+    if name == "noise":
+        scale = _number(item, "SCALE", params[0])
+        if scale <= 0:
+            raise _fail(f"augmentation '{item}': SCALE must be > 0")
+        return Noise(scale)
+    if name == "dropout":
+        p = _number(item, "P", params[0])
+        if not 0 < p < 1:
+            raise _fail(f"augmentation '{item}': P must be in (0, 1)")
+        return Dropout(p)
+    if name == "mixup":
+        alpha = _number(item, "ALPHA", params[0])
+        if alpha <= 0:
+            raise _fail(f"augmentation '{item}': ALPHA must be > 0")
+        mode = params[1] if len(params) > 1 else "across"
+        if mode not in ("within", "across"):
+            raise _fail(f"augmentation '{item}': mode must be within or across, got '{mode}'")
+        return Mixup(alpha, within=mode == "within")
+    k = _number(item, "K", params[0])
+    if k < 1 or k != int(k):
+        raise _fail(f"augmentation '{item}': K must be an integer >= 1")
+    return Smote(int(k))
+
+
+class AugmentationPipeline:
+    """Parsed augmentation steps in spec order; `fit` on training vectors, then call on batches."""
+
+    def __init__(self, steps: list[Step]) -> None:
+        self.steps = list(steps)
+        self.uses_views = any(isinstance(s, Views) for s in self.steps)
+        self.spec = ",".join(s.spec for s in self.steps)
+
+    def __repr__(self) -> str:
+        return f"AugmentationPipeline({self.spec!r})"
+
+    @property
+    def needs_fit(self) -> bool:
+        """Whether a step needs training statistics (noise: std; smote: banks)."""
+        return any(isinstance(s, Noise | Smote) for s in self.steps)
+
+    def fit(
+        self, x: np.ndarray, y: np.ndarray, classes: int, class_counts: np.ndarray | None = None
+    ) -> AugmentationPipeline:
+        """Statistics from training vectors `x` (n, d) with codes `y` (n,) in 0..classes-1: per-dim std
+        (noise) and minority-class banks (smote). Streaming callers pass a bounded sample, and then the
+        full training counts per class as `class_counts` (which classes are minority); by default the
+        counts of `y`."""
+        x = np.asarray(x, dtype=np.float32)
+        y = np.asarray(y, dtype=np.int64)
+        if x.ndim != 2 or len(x) != len(y):
+            raise HeadsError(f"augmentation fit needs x (n, d) and y (n,), got {x.shape} and {y.shape}")
+        counts = np.bincount(y, minlength=classes) if class_counts is None else np.asarray(class_counts)
+        if len(counts) != classes:
+            raise HeadsError(f"class_counts has {len(counts)} entries for {classes} classes")
+        for step in self.steps:
+            step.fit(x, y, counts)
+        return self
+
+    def __call__(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augmented (b', d) vectors and (b', C) soft labels; `generator` on x's device."""
+        for step in self.steps:
+            x, y = step(x, y, generator)
+        return x, y
+
+
+def parse_augmentations(spec: str) -> AugmentationPipeline:
+    """Steps from "name[:param[:param]],..." ("" = none); HeadsError naming valid names on a bad one."""
+    if spec is None:
+        spec = ""
+    if not isinstance(spec, str):
+        raise _fail(f"augmentation spec must be a string, got {type(spec).__name__}")
+    steps: list[Step] = []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        step = _parse_step(item)
+        if any(s.name == step.name for s in steps):
+            raise _fail(f"augmentation '{step.name}' given twice in '{spec}'")
+        steps.append(step)
+    return AugmentationPipeline(steps)
