@@ -23,6 +23,7 @@ from .embedding_tables import dtype_name, recorded_provenance, table_name
 from .errors import EmbedstoreError
 from .schema import (
     CORE_SCHEMAS,
+    EMBEDDING_PREFIX,
     FILES,
     LABELS,
     SOURCES,
@@ -34,6 +35,7 @@ from .schema import (
 from .writes import STAGING_DIR
 
 EXAMPLES = 3
+PREDICTIONS_PREFIX = "pred__"  # tables written by heads.predict: tile_id (key), score, probabilities, label
 
 
 @dataclass
@@ -149,9 +151,11 @@ class _Checker:
             "uri",
             "file(s) recorded for a source that is not in the sources table",
         )
-        for name in [LABELS, *self.catalog.embedding_table_names()]:
+        predictions = [name for name in names if name.startswith(PREDICTIONS_PREFIX)]
+        for name in [LABELS, *self.catalog.embedding_table_names(), *predictions]:
             frame = keys[name].filter(~pl.col("tile_id").is_in(list(kept_tiles)))
-            what = "label(s)" if name == LABELS else "embedding row(s)"
+            what = "prediction(s)" if name in predictions else "embedding row(s)"
+            what = "label(s)" if name == LABELS else what
             self._orphans(
                 name, frame, "tile_id", f"{what} of tiles that are not in the store (or have no source)"
             )
@@ -185,12 +189,14 @@ class _Checker:
         """The table's key and reference columns with row ids; records duplicate keys and undeclared keys."""
         dataset = self.catalog.dataset(name)
         key = key_column(name)
+        if name not in CORE_SCHEMAS and not name.startswith(EMBEDDING_PREFIX):
+            key = declared_key(dataset.schema) or key  # e.g. a head's pred__<name>, keyed by tile_id
         columns = {
             SOURCES: ["source_id", "status", "uri", "error", "n_tiles"],
             TILES: ["tile_id", "source_id"],
         }
         columns[FILES] = ["uri", "source_id"]
-        wanted = columns.get(name, [key, "tile_id"])
+        wanted = columns.get(name, [key, "tile_id"] if "tile_id" in dataset.schema.names else [key])
         frame = pl.from_arrow(dataset.to_table(columns=list(dict.fromkeys([key, *wanted])), with_row_id=True))
         self.report.rows[name] = frame.height
         if declared_key(dataset.schema) != key:

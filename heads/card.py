@@ -1,0 +1,246 @@
+"""A trained head on disk: its card (what it was trained on, how, how well) and its weights.
+
+    <store>/heads/<name>/card.json     HeadCard as JSON
+                         head.pt       torch.save(estimator.to_state())
+
+A head is saved in a temporary directory beside its final place and renamed into it, so a reader sees
+the old head or the new one, never a mix. Loading checks the head against the store: a head runs only
+on the backbone it was trained on, and only while that table holds vectors of the same weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from embedstore.catalog import Catalog
+from embedstore.embedding_tables import recorded_provenance, table_name
+from embedstore.validation import Name
+
+from .errors import HeadsError
+
+HEADS_DIR = "heads"
+CARD = "card.json"
+WEIGHTS = "head.pt"
+LOCK = ".lock"
+HEAD_KINDS = ("linear", "mlp")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+TRAIN_COMMAND = "embedstore train-head {root} --backbone {backbone} --task {task} --name {name} --overwrite"
+
+
+@dataclass
+class HeadCard:
+    """What a head is: trained on which table version, task and classes, how, and its validation scores."""
+
+    name: str
+    kind: str  # linear | mlp
+    backbone: str
+    weights_sha256: str  # of the backbone's table when the head was trained
+    table: str  # emb__<backbone>
+    table_version: int
+    task: str
+    classes: list[str]  # class names; probabilities come in this order
+    positive_class: str | None  # binary: classes[1]; else None
+    threshold: float  # binary: p(positive) >= threshold -> positive
+    params: dict[str, Any]  # the estimator's get_params()
+    augment: str  # canonical augmentation spec
+    validation: dict[str, float]  # metrics on the validation tiles, at the best epoch
+    group_by: str
+    tiles_train: int
+    tiles_validation: int
+    created: str  # ISO time, microseconds: tells one training of a name from the next
+    versions: dict[str, str] = field(default_factory=dict)  # embedstore, torch, scikit-learn
+    dim: int = 0  # vector width the head takes
+    epochs: int = 0  # epochs run (early stopping may end before params["epochs"])
+    best_epoch: int = 0  # whose weights were kept
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> HeadCard:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in known})
+
+    def summary(self) -> str:
+        scores = ", ".join(
+            f"{k} {v:.3f}"
+            for k, v in self.validation.items()
+            if k in ("auroc", "balanced_accuracy", "macro_f1") and v == v
+        )
+        threshold = f", threshold {self.threshold:.3f}" if self.positive_class is not None else ""
+        return (
+            f"head {self.name!r}: {self.kind} on {self.backbone} for task {self.task!r} "
+            f"({len(self.classes)} classes: {', '.join(self.classes)}), {self.tiles_train} training / "
+            f"{self.tiles_validation} validation tiles by {self.group_by}; validation {scores}{threshold}"
+        )
+
+
+def open_store(store: Catalog | str | Path) -> Catalog:
+    """A store given as a Store / Catalog, or as its path."""
+    if isinstance(store, Catalog):
+        return store
+    import embedstore
+
+    return embedstore.open(store)
+
+
+def head_class(kind: str):
+    """The estimator class of a head kind; HeadsError naming the kinds for another."""
+    from .estimators import LinearHead, MLPHead
+
+    classes = {"linear": LinearHead, "mlp": MLPHead}
+    if kind not in classes:
+        raise HeadsError(f"--head {kind!r} is not a head kind; use one of {', '.join(HEAD_KINDS)}")
+    return classes[kind]
+
+
+def check_name(name: str) -> str:
+    """A head name: letters, digits, '.', '_', '-' (it names a directory and the `pred__<name>` table)."""
+    if not Name().accepts(name) or not _NAME.fullmatch(name):
+        raise HeadsError(
+            f"--name {name!r} must be letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def heads_root(store: Catalog) -> Path:
+    return store.root / HEADS_DIR
+
+
+def head_dir(store: Catalog, name: str) -> Path:
+    return heads_root(store) / check_name(name)
+
+
+def head_exists(store: Catalog, name: str) -> bool:
+    return (head_dir(store, name) / CARD).is_file()
+
+
+def refuse_existing(store: Catalog, name: str) -> None:
+    """HeadsError when a head `name` exists (asking for overwrite)."""
+    if head_exists(store, name):
+        raise HeadsError(
+            f"head {name!r} exists in {store.root}; pass --overwrite (overwrite=True) to replace it, "
+            "or choose another --name"
+        )
+
+
+def save_head(store: Catalog, card: HeadCard, estimator, overwrite: bool = False) -> Path:
+    """Write card.json and head.pt under <store>/heads/<name>/ atomically; returns that directory."""
+    import torch
+
+    target = head_dir(store, card.name)
+    root = target.parent
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f".{card.name}.saving-{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
+    try:
+        torch.save(estimator.to_state(), staging / WEIGHTS)
+        (staging / CARD).write_text(json.dumps(card.to_dict(), indent=1) + "\n")
+        with _exclusive(root):
+            if target.exists():
+                if not overwrite:
+                    refuse_existing(store, card.name)
+                    shutil.rmtree(target)  # a directory without a card: an interrupted save
+                else:
+                    old = root / f".{card.name}.old-{uuid.uuid4().hex[:12]}"
+                    os.rename(target, old)
+                    os.rename(staging, target)
+                    shutil.rmtree(old, ignore_errors=True)
+                    return target
+            os.rename(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def read_card(store: Catalog, name: str) -> HeadCard:
+    """The card of head `name`; HeadsError naming the heads there are when it is unknown."""
+    path = head_dir(store, name) / CARD
+    if not path.is_file():
+        names = (
+            ", ".join(card.name for card in list_heads(store))
+            or "none (train one with `embedstore train-head`)"
+        )
+        raise HeadsError(f"no head {name!r} in {store.root}; heads: {names}")
+    try:
+        return HeadCard.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError) as error:
+        raise HeadsError(f"{path} is damaged ({error}); train the head again with --overwrite") from None
+
+
+def load_head(store: Catalog, name: str, backbone: str | None = None):
+    """(card, estimator) of head `name`, checked against the store.
+
+    Refused (HeadsError): an unknown name; `backbone` other than the head's; the backbone's table gone,
+    or holding vectors of other weights than the head was trained on.
+    """
+    card = read_card(store, name)
+    if backbone is not None and table_name(backbone) != table_name(card.backbone):
+        raise HeadsError(
+            f"head {name!r} was trained on backbone {card.backbone!r}, not {backbone!r}; its scores mean "
+            f"nothing on other vectors: use --backbone {card.backbone}, or train a head on {backbone}"
+        )
+    check_table(store, card)
+    import torch
+
+    path = head_dir(store, name) / WEIGHTS
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise HeadsError(f"{path} cannot be read ({first}); train the head again with --overwrite") from None
+    return card, head_class(card.kind).from_state(state)
+
+
+def check_table(store: Catalog, card: HeadCard) -> None:
+    """The head's backbone table must exist and hold vectors of the weights the head was trained on."""
+    retrain = TRAIN_COMMAND.format(root=store.root, backbone=card.backbone, task=card.task, name=card.name)
+    if not store.has_table(card.table):
+        raise HeadsError(
+            f"head {card.name!r} needs the embeddings of {card.backbone!r}, which {store.root} lacks; "
+            f"run `embedstore embed {store.root} --backbone {card.backbone}`"
+        )
+    provenance = recorded_provenance(store.dataset(card.table).schema, card.table)
+    if provenance.weights_sha256 != card.weights_sha256:
+        raise HeadsError(
+            f"head {card.name!r} was trained on vectors of weights sha256 {card.weights_sha256[:12]}…, "
+            f"but {card.table} now holds weights {provenance.weights_sha256[:12]}…; retrain it: `{retrain}`"
+        )
+    if card.dim and provenance.dim != card.dim:
+        raise HeadsError(
+            f"head {card.name!r} takes {card.dim}-d vectors, {card.table} holds {provenance.dim}-d; "
+            f"retrain it: `{retrain}`"
+        )
+
+
+def list_heads(store: Catalog) -> list[HeadCard]:
+    """Cards of the store's heads, by name (damaged ones left out)."""
+    cards = []
+    for path in sorted(heads_root(store).glob(f"*/{CARD}")):
+        if path.parent.name.startswith("."):
+            continue
+        with contextlib.suppress(json.JSONDecodeError, TypeError, OSError):
+            cards.append(HeadCard.from_dict(json.loads(path.read_text())))
+    return cards
+
+
+@contextlib.contextmanager
+def _exclusive(root: Path) -> Iterator[None]:
+    """One process at a time swaps a head into place (an advisory lock on heads/.lock)."""
+    with open(root / LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

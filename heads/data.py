@@ -1,0 +1,440 @@
+"""Training data for heads from the store: a group-aware split of a task's tiles, and batches streamed
+from the backbone's table (never the whole table in memory).
+
+    split = split_tiles(store, "tumour", backbone="uni", validation=0.2, seed=0)
+    stream = BatchStream(store.embeddings("uni").columns(), split.train_codes(), batch_size=256)
+    for x, y, tile_ids in stream.epoch(0):       # float32 (b, d), int64 (b,), list of b tile ids
+        ...
+
+Only the labels, the tile ids and the group column are read whole (they are small); vectors come in
+Arrow batches through `EmbeddingQuery.to_batches`, the rows of the wanted tiles are kept and shuffled
+within a bounded buffer. With stored views, each tile gives one of its views per epoch, chosen by a hash
+of (tile, epoch, seed), so every view is drawn across epochs and a run is reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from embedstore.catalog import Catalog
+from embedstore.embedding_tables import table_name
+from embedstore.embeddings import EmbeddingQuery
+from embedstore.errors import EmbedstoreError
+from embedstore.probe import group_folds, task_tiles
+from embedstore.validation import Interval, check_value
+
+from .errors import HeadsError
+
+SHUFFLE_BUFFER = 16_384  # rows held to shuffle training batches
+READ_BATCH = 8_192  # rows per Arrow batch read from the table
+SAMPLE_ROWS = 50_000  # rows read to fit augmentation statistics
+
+
+# -- the split ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TileSplit:
+    """A task's labelled tiles split into train and validation, no group on both sides."""
+
+    task: str
+    classes: list[str]  # class names; a tile's code is its class's position
+    codes: dict[str, int]  # tile id -> class code, every tile of the split
+    train_ids: frozenset[str]
+    validation_ids: frozenset[str]
+    group_by: str  # patient | slide | image | ... | tile
+    notes: list[str] = field(default_factory=list)
+
+    def train_codes(self) -> dict[str, int]:
+        return {t: self.codes[t] for t in self.train_ids}
+
+    def validation_codes(self) -> dict[str, int]:
+        return {t: self.codes[t] for t in self.validation_ids}
+
+    def class_counts(self, ids: frozenset[str] | None = None) -> dict[str, int]:
+        """Tiles per class name among `ids` (default: the training tiles), from the labels alone."""
+        counts = np.bincount(
+            [self.codes[t] for t in (self.train_ids if ids is None else ids)], minlength=len(self.classes)
+        )
+        return {name: int(n) for name, n in zip(self.classes, counts, strict=True)}
+
+
+def split_tiles(
+    store: Catalog,
+    task: str,
+    backbone: str | None = None,
+    group_by: str | None = None,
+    validation: float = 0.2,
+    seed: int = 0,
+) -> TileSplit:
+    """Split the task's labelled tiles (those `backbone` embedded, when given) into train and validation.
+
+    Group-aware and stratified: scikit-learn's StratifiedGroupKFold with round(1 / validation) folds over
+    the group column (patient > slide > image > tile, the probe's rule, unless `group_by`), one fold held
+    out, the first whose both sides hold every class. HeadsError for an unknown task, one class, or groups
+    too few to give both sides every class.
+    """
+    checked("--validation", validation, Interval(0, 0.5, open_low=True))
+    checked("--seed", seed, Interval(0, integer=True))
+    keys = []
+    if backbone is not None:
+        require_embeddings(store, backbone)
+        keys = [backbone]
+    try:
+        tiles = task_tiles(store, task, keys, group_by)
+    except HeadsError:
+        raise
+    except EmbedstoreError as error:  # unknown task, no embeddings of its tiles, bad --group-by
+        raise HeadsError(str(error)) from None
+    classes = np.unique(tiles.codes)
+    if len(classes) < 2:
+        only = tiles.classes[0] if tiles.classes else "none"
+        raise HeadsError(
+            f"task {task!r} has one class ({only}); a head needs at least two: import labels of another class"
+        )
+    groups = tiles.groups
+    spread = {tiles.classes[c]: len(np.unique(groups[tiles.codes == c])) for c in classes}
+    thin = [f"{name} ({n})" for name, n in spread.items() if n < 2]
+    if thin:
+        raise HeadsError(
+            f"task {task!r}: class {', '.join(thin)} lies in one {tiles.group_by} group, so it cannot be "
+            f"both trained on and validated; label tiles of other {tiles.group_by}s, or use --group-by tile"
+        )
+    n_groups = len(np.unique(groups))
+    folds = min(max(2, round(1 / validation)), n_groups)
+    notes = list(tiles.notes)
+    chosen = None
+    for split in group_folds(tiles.codes, groups, folds, seed):
+        if (
+            len(np.unique(tiles.codes[split.test]))
+            == len(classes)
+            == len(np.unique(tiles.codes[split.train]))
+        ):
+            chosen = split
+            break
+    if chosen is None:
+        raise HeadsError(
+            f"task {task!r}: no split of its {n_groups} {tiles.group_by} groups puts every class on both the "
+            f"training and the validation side; label tiles of more {tiles.group_by}s, or use --group-by tile"
+        )
+    if folds != max(2, round(1 / validation)):
+        notes.append(
+            f"{n_groups} {tiles.group_by} groups: validating on one of {folds} folds "
+            f"(about {1 / folds:.0%} of the tiles) instead of {validation:.0%}"
+        )
+    ids = tiles.tile_ids.astype(str)
+    return TileSplit(
+        task=task,
+        classes=list(tiles.classes),
+        codes={t: int(c) for t, c in zip(ids, tiles.codes, strict=True)},
+        train_ids=frozenset(ids[chosen.train].tolist()),
+        validation_ids=frozenset(ids[chosen.test].tolist()),
+        group_by=tiles.group_by,
+        notes=notes,
+    )
+
+
+def require_embeddings(store: Catalog, backbone: str) -> str:
+    """The backbone's table name; HeadsError naming the `embed` command when it has none."""
+    name = table_name(backbone)
+    if not store.has_table(name):
+        raise HeadsError(
+            f"no embeddings for {backbone!r} in {store.root}; run `embedstore embed {store.root} "
+            f"--backbone {backbone}` first"
+        )
+    return name
+
+
+def checked(flag: str, value, constraint):
+    """embedstore's `check_value`, raising HeadsError (same one-line message)."""
+    try:
+        return check_value(flag, value, constraint)
+    except EmbedstoreError as error:
+        raise HeadsError(str(error)) from None
+
+
+# -- looking tile ids up ----------------------------------------------------------------------------------
+
+
+class TileLookup:
+    """Positions of tile ids in a fixed set, by binary search over sorted bytes (built once, then
+    O(batch log n) per Arrow batch; a hash set of Python strings would cost a Python call per row)."""
+
+    def __init__(self, ids) -> None:
+        """ids: an Arrow string array, or any iterable of str (a dict gives its keys)."""
+        if not isinstance(ids, pa.Array | pa.ChunkedArray):
+            ids = pa.array(list(ids), pa.string())
+        self.sorted = np.sort(_as_bytes(ids)) if len(ids) else np.empty(0, "S1")
+
+    def __len__(self) -> int:
+        return len(self.sorted)
+
+    def lookup(self, ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+        """(position of each id in the sorted set, whether it is in the set)."""
+        keys = _as_bytes(ids)
+        if len(self.sorted) == 0:
+            return np.zeros(len(keys), np.int64), np.zeros(len(keys), bool)
+        at = np.searchsorted(self.sorted, keys).clip(max=len(self.sorted) - 1)
+        return at, self.sorted[at] == keys
+
+
+def _as_bytes(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """UTF-8 bytes of each id as a numpy bytes array (sortable, searchable)."""
+    return ids.cast(pa.binary()).to_numpy(zero_copy_only=False).astype("S")
+
+
+# -- streaming batches ------------------------------------------------------------------------------------
+
+
+@dataclass
+class StreamCounters:
+    """What a stream read and held: for tests and the memory benchmark."""
+
+    arrow_batches: int = 0  # RecordBatches read from the table
+    rows_read: int = 0  # rows in them
+    rows_kept: int = 0  # rows of wanted tiles (one view per tile)
+    peak_rows: int = 0  # most rows held in the shuffle buffer at once
+    batches: int = 0  # batches yielded
+
+
+class BatchStream:
+    """Batches (x float32, y int64 codes, tile ids) of the tiles in `codes`, streamed from `query`.
+
+    query: the backbone's EmbeddingQuery (its `where`/`columns` apply; its views are set here).
+    codes: tile id -> class code of the wanted tiles.
+    views: draw one stored view per tile and epoch (else view 0 only).
+    shuffle: shuffle within a buffer of `shuffle_buffer` rows (validation and prediction read in order).
+    Each call of `epoch(e)` reads the table once; `counters` accumulate over calls.
+    """
+
+    def __init__(
+        self,
+        query: EmbeddingQuery,
+        codes: Mapping[str, int],
+        batch_size: int = 256,
+        *,
+        shuffle: bool = True,
+        shuffle_buffer: int = SHUFFLE_BUFFER,
+        views: bool = False,
+        seed: int = 0,
+        read_batch: int = READ_BATCH,
+    ) -> None:
+        checked("--batch-size", batch_size, Interval(1, integer=True))
+        checked("shuffle_buffer", shuffle_buffer, Interval(1, integer=True))
+        self.query = query.all_views() if views else query.views(0)
+        self.batch_size, self.shuffle, self.shuffle_buffer = batch_size, shuffle, shuffle_buffer
+        self.views, self.seed, self.read_batch = views, seed, read_batch
+        self.index = TileLookup(codes)
+        self.codes = np.array([codes[t.decode()] for t in self.index.sorted], dtype=np.int64)
+        self.dim = query.catalog.dataset(query.table).schema.field("vector").type.list_size
+        self.counters = StreamCounters()
+        self._view_table: _ViewTable | None = None
+
+    def __len__(self) -> int:
+        """Tiles (rows per epoch)."""
+        return len(self.index)
+
+    def epoch(self, epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
+        """One pass over the table: every wanted tile once (one of its views, with `views`)."""
+        rows = self._rows(epoch)
+        if not self.shuffle:
+            yield from self._in_order(rows)
+            return
+        yield from self._shuffled(rows, np.random.default_rng([self.seed, epoch]))
+
+    # -- reading ------------------------------------------------------------------------------------------
+
+    def _rows(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(x, positions in the lookup) of the wanted rows of each Arrow batch, one view per tile."""
+        chooser = self._views().chooser(epoch, self.seed) if self.views else None
+        for batch in self.query.to_batches(self.read_batch):
+            self.counters.arrow_batches += 1
+            self.counters.rows_read += batch.num_rows
+            at, found = self.index.lookup(batch.column("tile_id"))
+            if chooser is not None:
+                found &= chooser(at, batch.column("view").to_numpy().astype(np.int64))
+            if not found.any():
+                continue
+            keep = np.flatnonzero(found)
+            flat = batch.column("vector").values.to_numpy(zero_copy_only=False).reshape(-1, self.dim)
+            self.counters.rows_kept += len(keep)
+            yield flat[keep].astype(np.float32, copy=False), at[keep]
+
+    def _views(self) -> _ViewTable:
+        if self._view_table is None:
+            self._view_table = _ViewTable.read(self.query, self.index)
+        return self._view_table
+
+    # -- batching -----------------------------------------------------------------------------------------
+
+    def _emit(self, x: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        self.counters.batches += 1
+        ids = [t.decode() for t in self.index.sorted[positions].tolist()]
+        return np.ascontiguousarray(x, dtype=np.float32), self.codes[positions], ids
+
+    def _in_order(self, rows) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
+        for x, positions in rows:
+            self.counters.peak_rows = max(self.counters.peak_rows, len(x))
+            for start in range(0, len(x), self.batch_size):
+                end = start + self.batch_size
+                yield self._emit(x[start:end], positions[start:end])
+
+    def _shuffled(self, rows, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
+        """A shuffle buffer: rows go in by Arrow batch; while it holds `shuffle_buffer` rows or more, a
+        batch of random rows comes out and the newest rows take their places. It holds at most
+        shuffle_buffer - 1 + one Arrow batch of rows."""
+        capacity = self.shuffle_buffer + self.read_batch
+        bx = np.empty((capacity, self.dim), np.float32)
+        bpos = np.empty(capacity, np.int64)
+        n, b = 0, self.batch_size
+        for x, positions in rows:
+            k = len(x)
+            if n + k > capacity:  # an Arrow batch larger than asked for: grow once
+                capacity = n + k
+                bx, bpos = _grown(bx, capacity), _grown(bpos, capacity)
+            bx[n : n + k], bpos[n : n + k] = x, positions
+            n += k
+            self.counters.peak_rows = max(self.counters.peak_rows, n)
+            while n >= max(self.shuffle_buffer, b):
+                chosen = rng.choice(n, b, replace=False)
+                yield self._emit(bx[chosen], bpos[chosen])
+                _fill_holes(chosen, n, bx, bpos)
+                n -= b
+        if n == 0:
+            return
+        order = rng.permutation(n)
+        for chunk in np.array_split(order, -(-n // b)):  # the rest in near-equal batches, none tiny
+            yield self._emit(bx[chunk], bpos[chunk])
+
+
+def _fill_holes(chosen: np.ndarray, n: int, *arrays: np.ndarray) -> None:
+    """Move the rows among the last len(chosen) that were not chosen into the chosen places below."""
+    end = n - len(chosen)
+    holes = chosen[chosen < end]
+    tail = np.setdiff1d(np.arange(end, n), chosen, assume_unique=True)
+    for array in arrays:
+        array[holes] = array[tail]
+
+
+def _grown(array: np.ndarray, size: int) -> np.ndarray:
+    grown = np.empty((size, *array.shape[1:]), array.dtype)
+    grown[: len(array)] = array
+    return grown
+
+
+class _ViewTable:
+    """The stored views of each wanted tile (read once from the tile_id and view columns, no vectors)."""
+
+    def __init__(self, starts: np.ndarray, counts: np.ndarray, views: np.ndarray, hashes: np.ndarray) -> None:
+        self.starts, self.counts, self.views, self.hashes = starts, counts, views, hashes
+
+    @classmethod
+    def read(cls, query: EmbeddingQuery, index: TileLookup) -> _ViewTable:
+        dataset = query.catalog.dataset(query.table, query.version)
+        positions, views = [], []
+        for batch in dataset.to_batches(columns=["tile_id", "view"], batch_size=8 * READ_BATCH):
+            at, found = index.lookup(batch.column("tile_id"))
+            positions.append(at[found])
+            views.append(batch.column("view").to_numpy()[found].astype(np.int64))
+        position = np.concatenate(positions) if positions else np.empty(0, np.int64)
+        view = np.concatenate(views) if views else np.empty(0, np.int64)
+        order = np.lexsort((view, position))
+        counts = np.bincount(position, minlength=len(index))
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        return cls(starts, counts, view[order], _tile_hashes(index.sorted))
+
+    def chooser(self, epoch: int, seed: int):
+        """f(positions, views) -> whether each row is its tile's view for this epoch and seed."""
+        salt = _splitmix(_splitmix(np.uint64(seed)) ^ np.uint64(epoch))
+        pick = (_splitmix(self.hashes ^ salt) % np.maximum(self.counts, 1).astype(np.uint64)).astype(np.int64)
+        chosen = np.full(len(self.counts), -1, np.int64)
+        stored = self.counts > 0
+        chosen[stored] = self.views[self.starts[stored] + pick[stored]]
+
+        def keep(positions: np.ndarray, views: np.ndarray) -> np.ndarray:
+            return chosen[positions] == views
+
+        return keep
+
+
+def _tile_hashes(keys: np.ndarray) -> np.ndarray:
+    """A 64-bit FNV-1a hash of each tile id (vectorised over the bytes; stable across runs and versions)."""
+    width = keys.dtype.itemsize
+    raw = np.frombuffer(keys.tobytes(), np.uint8).reshape(len(keys), width) if len(keys) else np.empty((0, 0))
+    h = np.full(len(keys), 0xCBF29CE484222325, np.uint64)
+    with np.errstate(over="ignore"):
+        for column in range(width):
+            byte = raw[:, column].astype(np.uint64)
+            live = byte != 0  # bytes strings are zero-padded to the width
+            h = np.where(live, (h ^ byte) * np.uint64(0x100000001B3), h)
+    return h
+
+
+def _splitmix(value) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        z = np.asarray(value, np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+# -- a bounded sample for augmentation statistics -----------------------------------------------------------
+
+
+def augmentation_sample(
+    query: EmbeddingQuery, codes: Mapping[str, int], classes: int, limit: int = SAMPLE_ROWS, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y codes): at most `limit` training rows (view 0), drawn uniformly within each class; the
+    budget goes to the smallest classes first, so minority classes come whole whenever they fit (what
+    SMOTE needs) and the largest class gets the rest. One pass over the table; holds at most twice the
+    sample plus one Arrow batch."""
+    counts = np.bincount(np.fromiter(codes.values(), np.int64, len(codes)), minlength=classes)
+    quota = _quotas(counts, limit)
+    rng = np.random.default_rng([seed, 7])
+    held: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(classes)]  # (keys, x) per class
+    sizes = np.zeros(classes, np.int64)
+    stream = BatchStream(query, codes, shuffle=False, batch_size=READ_BATCH)
+    for x, positions in stream._rows(0):
+        y = stream.codes[positions]
+        keys = rng.random(len(x))
+        for c in np.unique(y):
+            mine = y == c
+            held[c].append((keys[mine], x[mine]))
+            sizes[c] += int(mine.sum())
+            if sizes[c] > 2 * quota[c]:
+                held[c] = [_smallest(held[c], quota[c])]
+                sizes[c] = len(held[c][0][0])
+    xs, ys = [], []
+    for c in range(classes):
+        if held[c]:
+            _, x = _smallest(held[c], quota[c])
+            xs.append(x)
+            ys.append(np.full(len(x), c, np.int64))
+    dim = stream.dim
+    return (np.concatenate(xs) if xs else np.empty((0, dim), np.float32)), (
+        np.concatenate(ys) if ys else np.empty(0, np.int64)
+    )
+
+
+def _quotas(counts: np.ndarray, limit: int) -> np.ndarray:
+    quota = np.zeros(len(counts), np.int64)
+    left = limit
+    order = np.argsort(counts, kind="stable")
+    for i, c in enumerate(order):
+        share = left // (len(order) - i)
+        quota[c] = min(int(counts[c]), share)
+        left -= quota[c]
+    return quota
+
+
+def _smallest(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    keys = np.concatenate([p[0] for p in parts])
+    x = np.concatenate([p[1] for p in parts])
+    if len(keys) > k:
+        keep = np.argpartition(keys, k)[:k] if k > 0 else np.empty(0, np.int64)
+        keys, x = keys[keep], x[keep]
+    return keys, x

@@ -1,0 +1,244 @@
+"""A head's predictions for every tile its backbone embedded, kept in the table `pred__<name>`.
+
+    report = predict(store, "tumour-uni-linear")     # predicts tiles not predicted yet
+    export_top(store, "tumour-uni-linear", "top.csv", n=100)
+
+The table: tile_id (the key), score (float32: p(positive) for a binary head, else the probability of the
+predicted class), probabilities (float32 per class, in the card's order) and label (the predicted class,
+with the head's threshold). Predicting is incremental: a run streams the backbone's vectors (view 0),
+skips tiles already in the table and inserts the rest by key, so a second run writes nothing, tiles
+embedded later are predicted by the next run, and two runs at once write each tile once. A table written
+by an earlier training of the same name (retrained with --overwrite) is rebuilt.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from tqdm.auto import tqdm
+
+from embedstore.catalog import Catalog
+from embedstore.embeddings import EmbeddingQuery
+from embedstore.schema import SOURCES, TILES, key_field
+from embedstore.validation import Interval
+
+from .card import HeadCard, _exclusive, heads_root, load_head, open_store, read_card
+from .data import READ_BATCH, TileLookup, checked
+from .errors import HeadsError
+
+PREDICTIONS_PREFIX = "pred__"
+COMMIT_ROWS = 65_536  # rows per insert (one table version each)
+HEAD_KEY = b"heads.head"
+CREATED_KEY = b"heads.created"  # the card's `created`: which training of the head wrote the rows
+CLASSES_KEY = b"heads.classes"
+EXPORT_COLUMNS = ("source", "source_id", "slide", "x", "y", "size0", "level", "patient", "image", "dataset")
+
+
+@dataclass
+class PredictReport:
+    head: str
+    table: str
+    new_rows: int  # inserted by this run
+    total_rows: int  # in the table after it
+    rebuilt: bool = False  # the table held an earlier training's predictions and was replaced
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        rebuilt = " (rebuilt: the head was retrained)" if self.rebuilt else ""
+        return (
+            f"head {self.head!r}: {self.new_rows} new prediction(s), {self.total_rows} in {self.table}"
+            f"{rebuilt} ({self.seconds:.1f} s)"
+        )
+
+
+def predictions_table(name: str) -> str:
+    return f"{PREDICTIONS_PREFIX}{name}"
+
+
+def predictions_schema(card: HeadCard) -> pa.Schema:
+    """tile_id (key), score, probabilities (one per class), label; the metadata names the training."""
+    metadata = {
+        HEAD_KEY: card.name.encode(),
+        CREATED_KEY: card.created.encode(),
+        CLASSES_KEY: json.dumps(card.classes).encode(),
+    }
+    return pa.schema(
+        [
+            key_field("tile_id"),
+            pa.field("score", pa.float32()),
+            pa.field("probabilities", pa.list_(pa.float32(), len(card.classes))),
+            pa.field("label", pa.string()),
+        ],
+        metadata=metadata,
+    )
+
+
+def predict(
+    store: Catalog | str | Path,
+    name: str,
+    batch_size: int = READ_BATCH,
+    progress: bool = False,
+    backbone: str | None = None,
+) -> PredictReport:
+    """Predict every tile of the head's backbone table not yet in `pred__<name>`; see the module doc.
+
+    backbone: when given, must be the head's (else HeadsError); batch_size: rows per Arrow batch read.
+    """
+    checked("--batch-size", batch_size, Interval(1, integer=True))
+    store = open_store(store)
+    started = time.perf_counter()
+    card, estimator = load_head(store, name, backbone)
+    table = predictions_table(card.name)
+    rebuilt = _prepare_table(store, card, table)
+    done = TileLookup(store.read(table, columns=["tile_id"]).column("tile_id"))
+    query = EmbeddingQuery.of(store, card.backbone).columns()
+    total = query.count() if progress else None
+    bar = tqdm(total=total, desc=f"predict {card.name}", unit="tile", disable=not progress, leave=False)
+    schema = store.dataset(table).schema
+    pending: list[pa.Table] = []
+    held = new_rows = 0
+    try:
+        for batch in query.to_batches(batch_size):
+            bar.update(batch.num_rows)
+            _, found = done.lookup(batch.column("tile_id"))
+            if found.all():
+                continue
+            batch = batch.filter(pa.array(~found))
+            flat = batch.column("vector").values.to_numpy(zero_copy_only=False)
+            x = np.array(flat.reshape(batch.num_rows, -1), dtype=np.float32)  # writable, for torch
+            pending.append(_rows(card, estimator.predict_proba(x), batch.column("tile_id"), schema))
+            held += batch.num_rows
+            if held >= COMMIT_ROWS:
+                new_rows += store.insert_missing(table, pa.concat_tables(pending))
+                pending, held = [], 0
+        if pending:
+            new_rows += store.insert_missing(table, pa.concat_tables(pending))
+    finally:
+        bar.close()
+    return PredictReport(
+        card.name, table, new_rows, store.count(table), rebuilt, round(time.perf_counter() - started, 3)
+    )
+
+
+def _prepare_table(store: Catalog, card: HeadCard, table: str) -> bool:
+    """Create the predictions table, or replace one written by another training; True when replaced."""
+    if store.has_table(table) and _written_by(store, table) == card.created:
+        return False
+    with _exclusive(heads_root(store)):  # one process replaces it; the others then find it current
+        if not store.has_table(table):
+            store.create_table(table, predictions_schema(card))
+            return False
+        if _written_by(store, table) == card.created:
+            return False
+        store.drop_table(table)
+        store.create_table(table, predictions_schema(card))
+        return True
+
+
+def _written_by(store: Catalog, table: str) -> str | None:
+    metadata = store.dataset(table).schema.metadata or {}
+    created = metadata.get(CREATED_KEY)
+    return None if created is None else created.decode()
+
+
+def _rows(card: HeadCard, probabilities: np.ndarray, tile_ids: pa.Array, schema: pa.Schema) -> pa.Table:
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    classes = np.asarray(card.classes, dtype=object)
+    if card.positive_class is not None:
+        score = probabilities[:, 1]
+        labels = classes[(score >= card.threshold).astype(np.int64)]
+    else:
+        predicted = probabilities.argmax(axis=1)
+        score = probabilities[np.arange(len(predicted)), predicted]
+        labels = classes[predicted]
+    width = probabilities.shape[1]
+    return pa.table(
+        [
+            tile_ids.cast(pa.string()),
+            pa.array(score, pa.float32()),
+            pa.FixedSizeListArray.from_arrays(pa.array(probabilities.reshape(-1), pa.float32()), width),
+            pa.array(labels.tolist(), pa.string()),
+        ],
+        schema=schema,
+    )
+
+
+# -- exporting the top tiles ------------------------------------------------------------------------------
+
+
+def export_top(
+    store: Catalog | str | Path,
+    name: str,
+    path: str | Path,
+    n: int = 100,
+    class_name: str | None = None,
+) -> Path:
+    """Write a CSV of the `n` tiles with the highest score (or p(`class_name`)), best first: rank,
+    tile_id, label, score, p(<class>) per class and the tile's source, position and group columns."""
+    checked("-n", n, Interval(1, integer=True))
+    store = open_store(store)
+    card = read_card(store, name)
+    table = predictions_table(card.name)
+    predict_command = f"`embedstore predict {store.root} --head {card.name}`"
+    if not store.has_table(table):
+        raise HeadsError(f"head {card.name!r} has no predictions yet; run {predict_command} first")
+    if _written_by(store, table) != card.created:
+        raise HeadsError(
+            f"{table} holds predictions of an earlier training of head {card.name!r}; run {predict_command}"
+        )
+    if class_name is not None and class_name not in card.classes:
+        raise HeadsError(
+            f"head {card.name!r} has no class {class_name!r}; its classes: {', '.join(card.classes)}"
+        )
+    predictions = store.read(table)
+    probabilities = _matrix(predictions.column("probabilities"), len(card.classes))
+    if class_name is None:
+        scores = predictions.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
+    else:
+        scores = probabilities[:, card.classes.index(class_name)].astype(np.float64)
+    ids = predictions.column("tile_id").to_numpy(zero_copy_only=False).astype(str)
+    order = np.lexsort((ids, -scores))[:n]  # highest first, ties by tile id
+    chosen = predictions.take(pa.array(order))
+    tiles = store.read(TILES, columns=["tile_id", *[c for c in EXPORT_COLUMNS if c != "source"]])
+    at = pc.index_in(chosen.column("tile_id"), value_set=tiles.column("tile_id").combine_chunks())
+    sources = store.read(SOURCES, columns=["source_id", "uri"]).to_pydict()
+    uri = dict(zip(sources["source_id"], sources["uri"], strict=True))
+    metadata = tiles.take(at.fill_null(0)).to_pydict() if len(tiles) else {}
+    present = at.is_valid().to_pylist()
+    out = Path(path).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = ["rank", "tile_id", "label", "score", *[f"p({c})" for c in card.classes], *EXPORT_COLUMNS]
+    labels = chosen.column("label").to_pylist()
+    with out.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for rank, row in enumerate(order.tolist()):
+            meta = {
+                c: (metadata[c][rank] if present[rank] else None) for c in EXPORT_COLUMNS if c != "source"
+            }
+            meta["source"] = uri.get(meta["source_id"]) if meta["source_id"] is not None else None
+            writer.writerow(
+                [
+                    rank + 1,
+                    ids[row],
+                    labels[rank],
+                    f"{scores[row]:.6g}",
+                    *[f"{p:.6g}" for p in probabilities[row]],
+                    *["" if meta[c] is None else meta[c] for c in EXPORT_COLUMNS],
+                ]
+            )
+    return out
+
+
+def _matrix(column: pa.ChunkedArray, width: int) -> np.ndarray:
+    if column.num_chunks == 0 or len(column) == 0:
+        return np.empty((0, width), np.float32)
+    values = pc.list_flatten(column.combine_chunks()) if column.num_chunks else column
+    return values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, width)

@@ -1,0 +1,304 @@
+"""Training a head on a task from the store: split, stream, stop early, tune the threshold, save.
+
+    result = train(store, "uni", "tumour", head="mlp", augment="noise:0.1,views", epochs=30)
+    result.card.summary(); result.validation["auroc"]; result.threshold
+
+The task's labelled tiles are split by group (no patient / slide on both sides); the training tiles'
+vectors stream from the backbone's table (pinned at its version when training starts) in shuffled
+batches, one estimator step per batch (`heads.estimators` streaming hooks); after each epoch the
+validation tiles are streamed and scored (`embedstore.probe.metrics.split_scores`), and training stops
+after `patience` epochs without improvement, keeping the best epoch's weights. A binary head's threshold
+is then tuned on the validation tiles for the positive class's F1. The head is saved with its card under
+`<store>/heads/<name>/`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from embedstore._version import __version__
+from embedstore.catalog import Catalog
+from embedstore.embedding_tables import recorded_provenance
+from embedstore.embeddings import EmbeddingQuery
+from embedstore.validation import Name
+
+from .augment import parse_augmentations
+from .card import HeadCard, check_name, head_class, open_store, refuse_existing, save_head
+from .data import (
+    READ_BATCH,
+    SAMPLE_ROWS,
+    SHUFFLE_BUFFER,
+    BatchStream,
+    StreamCounters,
+    TileSplit,
+    augmentation_sample,
+    checked,
+    require_embeddings,
+    split_tiles,
+)
+from .errors import HeadsError
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class TrainResult:
+    """A trained (and saved) head: the estimator with the best epoch's weights, its card, per-epoch
+    history, validation scores at the best epoch, and the threshold (0.5 for multi-class heads)."""
+
+    estimator: Any
+    card: HeadCard
+    history: list[dict[str, float]]
+    validation: dict[str, float]
+    threshold: float
+    path: Path
+    split: TileSplit
+    counters: StreamCounters  # what the training stream read and held
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return self.card.summary()
+
+
+def default_name(task: str, backbone: str, head: str) -> str:
+    """`<task>-<backbone>-<kind>` with characters a head name refuses replaced by '_'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{task}-{backbone}-{head}").lstrip("._-") or "head"
+
+
+def train(
+    store: Catalog | str | Path,
+    backbone: str,
+    task: str,
+    *,
+    name: str | None = None,
+    head: str = "linear",
+    augment: str = "",
+    group_by: str | None = None,
+    validation: float = 0.2,
+    seed: int = 0,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    split: TileSplit | None = None,
+    shuffle_buffer: int = SHUFFLE_BUFFER,
+    say: Say | None = None,
+    **head_params: Any,
+) -> TrainResult:
+    """Train a `head` ("linear" | "mlp") on `task` over `backbone`'s vectors and save it as `name`
+    (default `<task>-<backbone>-<head>`); see the module doc.
+
+    epochs, batch_size and `head_params` (lr, weight_decay, class_weight, loss, focal_gamma, patience,
+    early_stopping, device; hidden, dropout, norm for mlp) go to the estimator, whose defaults apply
+    when they are not given. `split`: a TileSplit to reuse (tuning), else one is made from group_by,
+    validation and seed. HeadsError (one line) for an unknown task or head kind, one class, a backbone
+    without embeddings, a name that exists without `overwrite`, or a bad parameter.
+    """
+    say = say or (lambda _: None)
+    store = open_store(store)
+    checked("--backbone", backbone, Name())
+    checked("--task", task, Name())
+    cls = head_class(head)
+    name = check_name(name if name is not None else default_name(task, backbone, head))
+    if not overwrite:
+        refuse_existing(store, name)
+    table = require_embeddings(store, backbone)
+    estimator = _estimator(cls, head, augment, seed, epochs, batch_size, head_params)
+    pipeline = parse_augmentations(augment)
+    dataset = store.dataset(table)
+    table_version = int(dataset.version)
+    provenance = recorded_provenance(dataset.schema, table)
+    query = EmbeddingQuery.of(store, backbone).at(table_version).columns()
+    if split is None:
+        split = split_tiles(store, task, backbone, group_by, validation, seed)
+    elif split.task != task:
+        raise HeadsError(f"the split given is of task {split.task!r}, not {task!r}")
+    notes = list(split.notes)
+    views = pipeline.uses_views and _has_views(store, table, table_version)
+    if pipeline.uses_views and not views:
+        notes.append(
+            f"augment 'views': {table} holds no stored views, so every epoch reads view 0; embed views "
+            f"with `embedstore embed {store.root} --backbone {backbone} --views N`"
+        )
+    for note in notes:
+        say(note)
+    started = time.perf_counter()
+    classes = split.classes
+    train_codes, validation_codes = split.train_codes(), split.validation_codes()
+    say(f"reading a sample of up to {SAMPLE_ROWS} training vectors (input scaling, augmentation statistics)")
+    sample = augmentation_sample(query, train_codes, len(classes), seed=seed)
+    estimator.begin(classes, provenance.dim, split.class_counts(), augmentation_sample=sample)
+    del sample
+    stream = BatchStream(
+        query,
+        train_codes,
+        estimator.batch_size,
+        shuffle_buffer=shuffle_buffer,
+        views=views,
+        seed=seed,
+    )
+    checking = BatchStream(query, validation_codes, READ_BATCH, shuffle=False)
+    history, best = _epochs(estimator, stream, checking, classes, name, progress)
+    estimator.load_state_dict(best.state)
+    threshold = 0.5
+    scores = _named(best.scores, classes)
+    if len(classes) == 2:
+        from .estimators import f1_at
+
+        threshold = float(estimator.tune_threshold(best.probabilities, best.codes))
+        positive = best.codes == 1
+        scores["f1_at_threshold"] = f1_at(best.probabilities[:, 1], positive, threshold)
+        scores["f1_at_0.5"] = f1_at(best.probabilities[:, 1], positive, 0.5)
+    estimator.history_ = history
+    estimator.validation_ = {"epoch": best.epoch, "metric": estimator.early_stopping, **scores}
+    estimator.best_epoch_ = best.epoch
+    estimator.n_iter_ = len(history)
+    card = HeadCard(
+        name=name,
+        kind=head,
+        backbone=provenance.backbone,
+        weights_sha256=provenance.weights_sha256,
+        table=table,
+        table_version=table_version,
+        task=task,
+        classes=list(classes),
+        positive_class=classes[1] if len(classes) == 2 else None,
+        threshold=threshold,
+        params=_plain(estimator.get_params(deep=False)),
+        augment=pipeline.spec,
+        validation=scores,
+        group_by=split.group_by,
+        tiles_train=len(split.train_ids),
+        tiles_validation=len(split.validation_ids),
+        created=datetime.now(UTC).isoformat(timespec="microseconds"),
+        versions=_versions(),
+        dim=provenance.dim,
+        epochs=len(history),
+        best_epoch=best.epoch,
+        notes=notes,
+    )
+    path = save_head(store, card, estimator, overwrite=overwrite)
+    say(f"{card.summary()} ({time.perf_counter() - started:.1f} s); saved in {path}")
+    return TrainResult(estimator, card, history, scores, threshold, path, split, stream.counters, notes)
+
+
+@dataclass
+class _Best:
+    epoch: int
+    scores: dict[str, float]
+    state: dict
+    probabilities: np.ndarray  # validation, in `codes` order
+    codes: np.ndarray
+
+
+def _epochs(estimator, stream: BatchStream, checking: BatchStream, classes, name: str, progress: bool):
+    """Train epoch by epoch, score the validation tiles after each; (history, best epoch)."""
+    from .estimators import EarlyStopping
+
+    stopper = EarlyStopping(estimator.early_stopping, estimator.patience)
+    history: list[dict[str, float]] = []
+    best: _Best | None = None
+    bar = tqdm(
+        total=estimator.epochs * len(stream),
+        desc=f"train {name}",
+        unit="tile",
+        disable=not progress,
+        leave=False,
+    )
+    try:
+        for epoch in range(1, estimator.epochs + 1):
+            started = time.perf_counter()
+            total, rows = 0.0, 0
+            for x, y, _ in stream.epoch(epoch):
+                loss = estimator.step(x, y)
+                if loss == loss:  # NaN: a skipped step
+                    total, rows = total + loss * len(x), rows + len(x)
+                bar.update(len(x))
+            probabilities, codes = _validation_probabilities(estimator, checking)
+            scores = estimator.validation_scores(probabilities, codes)
+            record = {"epoch": epoch, "train_loss": total / rows if rows else float("nan")}
+            record.update({f"validation_{k}": v for k, v in _named(scores, classes).items()})
+            record["seconds"] = round(time.perf_counter() - started, 3)
+            history.append(record)
+            stop = stopper.update(epoch, scores, estimator)
+            if stopper.best_epoch == epoch:
+                best = _Best(epoch, scores, stopper.best_state, probabilities, codes)
+            shown = {"epoch": epoch, "train_loss": f"{record['train_loss']:.4f}"}
+            bar.set_postfix({**shown, f"val_{stopper.metric}": f"{scores[stopper.metric]:.4f}"})
+            if stop:
+                bar.total = bar.n
+                break
+    finally:
+        bar.close()
+    assert best is not None
+    return history, best
+
+
+def _validation_probabilities(estimator, checking: BatchStream) -> tuple[np.ndarray, np.ndarray]:
+    probabilities, codes = [], []
+    for x, y, _ in checking.epoch(0):
+        probabilities.append(estimator.predict_proba(x))
+        codes.append(y)
+    if not probabilities:
+        raise HeadsError(
+            "none of the validation tiles has a vector in the backbone's table; run `embedstore embed` again"
+        )
+    return np.concatenate(probabilities), np.concatenate(codes)
+
+
+def _estimator(cls, head: str, augment: str, seed: int, epochs, batch_size, params: dict[str, Any]):
+    given = {"augment": augment, "seed": seed, **params}
+    if epochs is not None:
+        given["epochs"] = epochs
+    if batch_size is not None:
+        given["batch_size"] = batch_size
+    valid = sorted(cls().get_params(deep=False))
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise HeadsError(
+            f"{head} head has no parameter {', '.join(unknown)}; its parameters: {', '.join(valid)}"
+        )
+    estimator = cls(**given)
+    estimator.check_params()  # fail before reading any vector (begin checks them again)
+    return estimator
+
+
+def _has_views(store: Catalog, table: str, version: int) -> bool:
+    dataset = store.dataset(table, version)
+    return dataset.count_rows(filter="view > 0") > 0
+
+
+def _named(scores: dict[str, float], classes: list[str]) -> dict[str, float]:
+    """`f1:<code>` keys as `f1:<class name>`."""
+    out = {}
+    for key, value in scores.items():
+        if key.startswith("f1:") and key[3:].isdigit() and int(key[3:]) < len(classes):
+            key = f"f1:{classes[int(key[3:])]}"
+        out[key] = float(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _versions() -> dict[str, str]:
+    import sklearn
+    import torch
+
+    return {"embedstore": __version__, "torch": torch.__version__, "scikit-learn": sklearn.__version__}

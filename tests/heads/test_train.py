@@ -1,0 +1,300 @@
+"""Training heads from a real store: the group-aware split, streamed batches (bounded buffer, views of the
+same tile), the augmentation sample, training to near-perfect validation on a separable task, and the
+one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from embedstore.embed.writer import EmbeddingWriter
+from embedstore.embedding_tables import Provenance, table_name
+from embedstore.schema import TILES, TILES_SCHEMA
+from heads.data import BatchStream, augmentation_sample, split_tiles
+from heads.errors import HeadsError
+from heads.train import train
+from tests.helpers import add_vectors, vector_store
+
+KEY = "synthetic.v"
+TILES_N, DIM, SLIDES = 400, 16, 20
+FAST = {"epochs": 8, "batch_size": 32, "lr": 1e-2}  # a few hundred small steps: seconds on one thread
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny batches run fastest on one thread (and do not fight other processes for the cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def add_task(store, task: str, labels: dict[str, str]) -> None:
+    path = Path(store.root).parent / f"{task}.csv"
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["tile_id", "label"])
+        writer.writerows(labels.items())
+    store.import_labels(task, path)
+
+
+def separable(n: int, dim: int = DIM, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors, codes): two well separated classes, mixed over every slide."""
+    rng = np.random.default_rng(seed)
+    codes = rng.permutation(np.arange(n) % 2)
+    centres = rng.normal(size=(2, dim)) * 2.0
+    return (centres[codes] + rng.normal(size=(n, dim)) + 3.0).astype(np.float32), codes
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """400 tiles on 20 slides; task tumour (binary, separable), tasks one (one class) and clumped (class
+    b on a single slide)."""
+    vectors, codes = separable(TILES_N)
+    store = vector_store(tmp_path_factory.mktemp("train") / "store", vectors, slides=SLIDES, key=KEY)
+    ids = [f"t{i:06d}" for i in range(TILES_N)]
+    add_task(store, "tumour", {t: "tumour" if c else "normal" for t, c in zip(ids, codes, strict=True)})
+    add_task(store, "one", {t: "x" for t in ids[:40]})
+    add_task(store, "clumped", {t: "b" if i % SLIDES == 0 else "a" for i, t in enumerate(ids[:100])})
+    return store, vectors, codes
+
+
+@pytest.fixture(scope="module")
+def trained(toy):
+    store, _, _ = toy
+    return train(store, KEY, "tumour", name="tumour-linear", **FAST)
+
+
+def slide_of(tile_id: str) -> str:
+    return f"slide{int(tile_id[1:]) % SLIDES}"
+
+
+# -- the split ------------------------------------------------------------------------------------------
+
+
+def test_split_keeps_every_slide_on_one_side_and_every_class_on_both(toy):
+    store, _, codes = toy
+    split = split_tiles(store, "tumour", KEY, validation=0.2, seed=0)
+    assert split.group_by == "slide"
+    assert not {slide_of(t) for t in split.train_ids} & {slide_of(t) for t in split.validation_ids}
+    assert split.train_ids | split.validation_ids == {f"t{i:06d}" for i in range(TILES_N)}
+    assert 0.1 <= len(split.validation_ids) / TILES_N <= 0.3
+    assert split.classes == ["normal", "tumour"]
+    for ids in (split.train_ids, split.validation_ids):
+        assert set(split.class_counts(ids).values()) != {0} and min(split.class_counts(ids).values()) > 0
+    assert sum(split.class_counts().values()) == len(split.train_ids)
+    assert all(split.codes[f"t{i:06d}"] == c for i, c in enumerate(codes))
+    assert split_tiles(store, "tumour", KEY, seed=0) == split
+    assert split_tiles(store, "tumour", KEY, seed=1).validation_ids != split.validation_ids
+
+
+def test_split_by_tile_when_asked(toy):
+    split = split_tiles(toy[0], "tumour", KEY, group_by="tile", validation=0.25, seed=0)
+    assert split.group_by == "tile" and abs(len(split.validation_ids) - TILES_N / 4) <= 2
+
+
+# -- streaming --------------------------------------------------------------------------------------------
+
+
+def test_stream_reads_arrow_batches_and_holds_at_most_buffer_plus_one_batch(tmp_path):
+    """3000 rows through a 500-row buffer in 256-row Arrow batches: every wanted tile once per epoch,
+    shuffled, reproducible, never more than buffer + one Arrow batch held."""
+    n, read, buffer = 3000, 256, 500
+    vectors = np.arange(n, dtype=np.float32)[:, None].repeat(4, axis=1)  # row i holds i
+    store = vector_store(tmp_path / "store", vectors, slides=4, key=KEY)
+    wanted = {f"t{i:06d}": i % 3 for i in range(0, n, 2)}  # every other tile
+    stream = BatchStream(
+        store.embeddings(KEY).columns(), wanted, 64, shuffle_buffer=buffer, seed=3, read_batch=read
+    )
+    seen = []
+    for x, y, ids in stream.epoch(0):
+        assert x.dtype == np.float32 and x.shape[1] == 4 and len(x) <= 64
+        assert [f"t{int(v):06d}" for v in x[:, 0]] == ids  # each row's vector is its tile's
+        assert y.tolist() == [wanted[t] for t in ids]
+        seen += ids
+    counters = stream.counters
+    assert sorted(seen) == sorted(wanted)
+    assert counters.arrow_batches >= math.ceil(n / read) and counters.rows_read == n
+    assert buffer <= counters.peak_rows <= buffer + read
+    positions = [int(t[1:]) for t in seen]
+    assert positions != sorted(positions)  # shuffled across the buffer ...
+    assert abs(np.corrcoef(np.arange(len(positions)), positions)[0, 1]) < 0.9  # ... not only within it
+    again = BatchStream(
+        store.embeddings(KEY).columns(), wanted, 64, shuffle_buffer=buffer, seed=3, read_batch=read
+    )
+    assert [t for _, _, ids in again.epoch(0) for t in ids] == seen
+    assert [t for _, _, ids in again.epoch(1) for t in ids] != seen
+
+
+def test_validation_stream_reads_in_order_without_a_buffer(tmp_path):
+    vectors = np.arange(1000, dtype=np.float32)[:, None].repeat(2, axis=1)
+    store = vector_store(tmp_path / "store", vectors, slides=2, key=KEY)
+    wanted = {f"t{i:06d}": 0 for i in range(0, 1000, 3)}
+    stream = BatchStream(store.embeddings(KEY).columns(), wanted, 100, shuffle=False, read_batch=128)
+    ids = [t for _, _, batch in stream.epoch(0) for t in batch]
+    assert sorted(ids) == sorted(wanted) and stream.counters.peak_rows <= 128
+
+
+def views_store(path: Path, tiles: int = 60):
+    """Tile i has 1 + i % 4 views; the vector of (tile i, view v) is [i, v, noise...]."""
+    rng = np.random.default_rng(0)
+    store = vector_store(path, np.zeros((tiles, 4), np.float32), slides=3, key="base.v")
+    provenance = Provenance.given(KEY, 4)
+    writer = EmbeddingWriter(store, table_name(KEY), provenance, views=3)
+    ids, views, vectors = [], [], []
+    for i in range(tiles):
+        for v in range(1 + i % 4):
+            ids.append(f"t{i:06d}")
+            views.append(v)
+            vectors.append([i, v, *rng.normal(size=2)])
+    order = rng.permutation(len(ids))  # views of a tile spread over the table
+    writer.write([ids[k] for k in order], np.array(views)[order], np.array(vectors, np.float32)[order])
+    return store
+
+
+def test_views_one_per_tile_and_epoch_from_that_tile_only(tmp_path):
+    tiles = 60
+    store = views_store(tmp_path / "store", tiles)
+    wanted = {f"t{i:06d}": i % 2 for i in range(tiles)}
+
+    def draws(seed: int, epoch: int) -> dict[str, int]:
+        stream = BatchStream(store.embeddings(KEY), wanted, 16, views=True, seed=seed, read_batch=32)
+        chosen = {}
+        for x, _, ids in stream.epoch(epoch):
+            for row, tile in zip(x, ids, strict=True):
+                assert f"t{int(row[0]):06d}" == tile  # the view is of this very tile
+                assert 0 <= row[1] < 1 + int(tile[1:]) % 4  # and one it has
+                assert tile not in chosen  # one view per tile per epoch
+                chosen[tile] = int(row[1])
+        assert set(chosen) == set(wanted)
+        return chosen
+
+    epochs = [draws(0, e) for e in range(12)]
+    assert draws(0, 5) == epochs[5]  # deterministic in (seed, epoch)
+    assert draws(1, 5) != epochs[5]
+    per_tile = defaultdict(set)
+    for chosen in epochs:
+        for tile, view in chosen.items():
+            per_tile[tile].add(view)
+    assert all(per_tile[f"t{i:06d}"] == {0} for i in range(0, tiles, 4))  # one view: always it
+    three_or_more = [per_tile[f"t{i:06d}"] for i in range(tiles) if i % 4 == 3]
+    assert np.mean([len(v) for v in three_or_more]) >= 3  # 4 views over 12 epochs: most are drawn
+    assert Counter(v for chosen in epochs for v in chosen.values())[3] > 0
+
+
+def test_train_with_views_augmentation_reads_stored_views(tmp_path):
+    store = views_store(tmp_path / "store", 60)
+    add_task(store, "odd", {f"t{i:06d}": "odd" if i % 2 else "even" for i in range(60)})
+    result = train(store, KEY, "odd", augment="views", epochs=2, batch_size=16, group_by="tile")
+    assert result.card.augment == "views" and result.counters.rows_kept == 2 * len(result.split.train_ids)
+    assert result.counters.rows_read > 2 * 60  # every view was read, one kept per tile
+
+
+def test_augmentation_sample_is_bounded_and_keeps_the_minority_whole(toy):
+    store, vectors, _ = toy
+    codes = {f"t{i:06d}": int(i < 30) for i in range(TILES_N)}  # class 1: 30 tiles
+    x, y = augmentation_sample(store.embeddings(KEY).columns(), codes, 2, limit=100, seed=0)
+    assert len(x) == 100 and (y == 1).sum() == 30 and (y == 0).sum() == 70
+    rows = {tuple(v) for v in vectors.tolist()}
+    assert all(tuple(v) in rows for v in x.tolist())
+    assert set(map(tuple, x[y == 1].tolist())) == set(map(tuple, vectors[:30].tolist()))
+
+
+# -- training ---------------------------------------------------------------------------------------------
+
+
+def test_separable_task_reaches_near_perfect_validation(trained):
+    result = trained
+    assert result.validation["balanced_accuracy"] >= 0.97 and result.validation["auroc"] >= 0.99
+    assert result.card.positive_class == "tumour" and result.card.classes == ["normal", "tumour"]
+    assert 0 < result.threshold < 1 and result.card.threshold == result.threshold
+    assert result.estimator.threshold_ == result.threshold
+    assert result.validation["f1_at_threshold"] >= result.validation["f1_at_0.5"]
+    assert 1 <= len(result.history) <= FAST["epochs"] and result.card.epochs == len(result.history)
+    assert {"epoch", "train_loss", "validation_auroc", "validation_f1:tumour"} <= set(result.history[0])
+    assert result.card.tiles_train + result.card.tiles_validation == TILES_N
+    assert result.card.tiles_validation == len(result.split.validation_ids)
+    assert result.card.group_by == "slide" and result.card.weights_sha256 == "0" * 64
+    assert (result.path / "card.json").is_file() and (result.path / "head.pt").is_file()
+    epochs = len(result.history)  # the training tiles streamed once per epoch, in one Arrow batch each
+    assert result.counters.rows_kept == epochs * len(result.split.train_ids)
+    assert result.counters.arrow_batches == epochs
+
+
+def test_early_stopping_keeps_the_best_epoch(toy):
+    store, _, _ = toy
+    result = train(
+        store,
+        KEY,
+        "tumour",
+        name="early",
+        epochs=30,
+        patience=2,
+        early_stopping="loss",
+        lr=0.05,
+        batch_size=32,
+    )
+    losses = [r["validation_loss"] for r in result.history]
+    assert result.card.best_epoch == 1 + int(np.argmin(losses))
+    assert len(result.history) <= 30 and result.validation["loss"] == pytest.approx(min(losses))
+
+
+def test_mlp_head_trains(toy):
+    result = train(toy[0], KEY, "tumour", head="mlp", name="mlp", hidden=(8,), **FAST)
+    assert result.card.kind == "mlp" and result.validation["balanced_accuracy"] >= 0.95
+
+
+# -- errors -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("task", "options", "parts"),
+    [
+        ("nope", {}, ["unknown task 'nope'", "tumour"]),
+        ("one", {}, ["one class", "another class"]),
+        ("clumped", {}, ["one slide group", "--group-by tile"]),
+        ("tumour", {"head": "forest"}, ["'forest'", "linear, mlp"]),
+        ("tumour", {"depth": 3}, ["no parameter depth", "lr"]),
+        ("tumour", {"lr": -1}, ["lr must be", "> 0"]),
+        ("tumour", {"augment": "blur:3"}, ["unknown augmentation 'blur'", "noise"]),
+        ("tumour", {"validation": 0.9}, ["--validation 0.9", "(0, 0.5]"]),
+        ("tumour", {"name": "a/b"}, ["--name 'a/b'", "letters"]),
+    ],
+)
+def test_bad_input_is_a_one_line_heads_error(toy, task, options, parts):
+    with pytest.raises(HeadsError) as error:
+        train(toy[0], KEY, task, **options)
+    message = str(error.value)
+    assert "\n" not in message and all(p in message for p in parts), message
+
+
+def test_backbone_without_embeddings_names_the_embed_command(toy):
+    with pytest.raises(HeadsError, match=r"embedstore embed .* --backbone missing\.v"):
+        train(toy[0], "missing.v", "tumour")
+
+
+def test_existing_name_needs_overwrite(toy, trained):
+    store, _, _ = toy
+    with pytest.raises(HeadsError, match="--overwrite"):
+        train(store, KEY, "tumour", name="tumour-linear", epochs=1)
+
+
+def test_labels_of_tiles_the_backbone_lacks(tmp_path):
+    vectors, codes = separable(40)
+    store = vector_store(tmp_path / "store", vectors, slides=4, key=KEY)
+    extra = [
+        {"tile_id": f"u{i}", "source_id": "src0", "x": i, "y": 1, "level": 0, "slide": "s"} for i in range(4)
+    ]
+    store.insert_missing(TILES, pa.Table.from_pylist(extra, schema=TILES_SCHEMA))
+    add_vectors(store, "other.v", np.zeros((1, 4), np.float32))  # embeds t000000 only
+    add_task(store, "late", {f"u{i}": "ab"[i % 2] for i in range(4)})
+    with pytest.raises(HeadsError, match=r"no embeddings of task 'late'.*embedstore embed"):
+        train(store, "other.v", "late")
