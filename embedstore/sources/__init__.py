@@ -3,3 +3,24 @@ tile grids, cutting regions, tile codecs, stain vectors, and a stored tile's pix
 
 Nothing here knows about the store's tables; ingest and embed both build on these modules.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .slides import open_slide, thumbnail_rgb
+    from .tissue import tissue_mask
+
+# the public pieces heads draws with; loaded on first use (OpenSlide is not imported by `import sources`)
+_LAZY = {"open_slide": ".slides", "thumbnail_rgb": ".slides", "tissue_mask": ".tissue"}
+
+__all__ = ["open_slide", "thumbnail_rgb", "tissue_mask"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'embedstore.sources' has no attribute {name!r}")
