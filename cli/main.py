@@ -25,7 +25,7 @@ class EmbedstoreGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in SUMMARIES:
             return None
-        return importlib.import_module(f"cli.commands.{name}").command
+        return importlib.import_module(f"cli.commands.{name.replace('-', '_')}").command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):

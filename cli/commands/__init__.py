@@ -1,5 +1,6 @@
 """One module per command, each exposing `command` (a click.Command), loaded only when it is run.
 
+A command's module is its name with '-' as '_' (`train-head` lives in train_head.py).
 SUMMARIES is the command list `embedstore --help` shows, in order, without importing any command.
 """
 
@@ -19,4 +20,7 @@ SUMMARIES = {
     "index": "Build a similarity index over a backbone's vectors (FAISS or LanceDB).",
     "search": "Find tiles like a few positives; export candidates or a review page.",
     "probe": "Rank backbones on a labelled proxy task (kNN, prototype, linear probes).",
+    "train-head": "Train a small classifier on a task from stored vectors (with augmentation, tuning).",
+    "predict": "Score every tile with a trained head, into a predictions table.",
+    "heatmap": "Draw a head's scores over a slide; export them as GeoJSON for QuPath.",
 }

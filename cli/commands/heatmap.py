@@ -1,0 +1,33 @@
+"""`embedstore heatmap STORE --head NAME --slide ID --out FILE.png`: a head's scores over the slide."""
+
+from pathlib import Path
+
+import click
+
+from ..options import open_existing, store_argument
+
+FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+@click.command("heatmap")
+@store_argument
+@click.option("--head", "name", required=True, metavar="NAME", help="A head whose predictions exist.")
+@click.option("--slide", required=True, metavar="ID", help="The slide: its source id, file name or stem.")
+@click.option("--out", type=FILE, default="heatmap.png", show_default=True, help="PNG to write.")
+@click.option("--class", "class_name", metavar="CLASS", help="Class whose probability to draw.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Overlay opacity.")
+@click.option(
+    "--export-geojson", type=FILE, help="Also write the tiles with their scores as GeoJSON for QuPath."
+)
+def command(
+    store: str, name: str, slide: str, out: Path, class_name: str | None, alpha: float, export_geojson
+) -> None:
+    """Draw head NAME's scores over the slide's thumbnail (colour bar, legend and tissue outline inside
+    the image, which keeps the thumbnail's size). --export-geojson writes each tile as a QuPath detection
+    with its scores as measurements (level-0 pixel coordinates; File > Import objects in QuPath)."""
+    import heads
+
+    opened = open_existing(store)
+    click.echo(f"wrote {heads.heatmap(opened, name, slide, out, class_name=class_name, alpha=alpha)}")
+    if export_geojson is not None:
+        click.echo(f"wrote {heads.export_geojson(opened, name, slide, export_geojson)}")
