@@ -24,10 +24,10 @@ if TYPE_CHECKING:
     from .augment import AugmentationPipeline, parse_augmentations
     from .card import HeadCard, list_heads, load_head, read_card
     from .estimators import LinearHead, MLPHead
-    from .predict import export_top, predict
+    from .prediction import export_top, predict
     from .spatial import export_geojson, heatmap
-    from .train import TrainResult, train
-    from .tune import TuneResult, tune
+    from .training import TrainResult, train
+    from .tuning import TuneResult, tune
 
 _LAZY = {
     "AugmentationPipeline": ".augment",
@@ -38,14 +38,14 @@ _LAZY = {
     "read_card": ".card",
     "LinearHead": ".estimators",
     "MLPHead": ".estimators",
-    "export_top": ".predict",
-    "predict": ".predict",
+    "export_top": ".prediction",
+    "predict": ".prediction",
     "export_geojson": ".spatial",
     "heatmap": ".spatial",
-    "TrainResult": ".train",
-    "train": ".train",
-    "TuneResult": ".tune",
-    "tune": ".tune",
+    "TrainResult": ".training",
+    "train": ".training",
+    "TuneResult": ".tuning",
+    "tune": ".tuning",
 }
 
 __all__ = [

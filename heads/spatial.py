@@ -38,7 +38,7 @@ from embedstore.sources import open_slide, thumbnail_rgb, tissue_mask
 
 from .card import HeadCard, check_name, head_exists, open_store, read_card
 from .errors import HeadsError
-from .predict import CLASSES_KEY, CREATED_KEY, predictions_table
+from .prediction import CLASSES_KEY, CREATED_KEY, predictions_table
 
 CMAP = "inferno"  # perceptually uniform, readable in greyscale and by colour-blind readers
 OUTLINE = (0, 200, 255)  # tissue outline: a cyan absent from the colour map

@@ -22,12 +22,15 @@ from ..output import emit_json
 def command(store_path: str, no_download: bool, no_progress: bool, as_json: bool) -> None:
     """Create a store; ingest and embed real tissue that installs with embedstore (an H&E slide, an IHC
     image, 400 labelled PCam tiles); index it, search the PCam tiles from 5 tumour tiles, write a review
-    page and print how many candidates are tumour; rank three backbones on the PCam labels with `probe`."""
+    page and print how many candidates are tumour; rank three backbones on the PCam labels with `probe`;
+    train a head on those labels, predict every tile and draw its scores over the slide (heatmap PNG)."""
     from embedstore.demo import run_demo
     from embedstore.info import format_info
+    from heads.demo import demo_head
 
     say = (lambda _: None) if as_json else click.echo
     result = run_demo(store_path, progress=not no_progress, download=not no_download, say=say)
+    head = demo_head(result.store, progress=not no_progress, say=say)
     if as_json:
         embedded = result.embed_report.to_dict() if result.embed_report else None
         ingested = {name: report.to_dict() for name, report in result.reports}
@@ -44,6 +47,7 @@ def command(store_path: str, no_download: bool, no_progress: bool, as_json: bool
                 "embed": embedded,
                 "search": search,
                 "probe": probe,
+                "head": head.to_dict(),
                 "info": result.store.info(),
             }
         )
@@ -56,5 +60,6 @@ def command(store_path: str, no_download: bool, no_progress: bool, as_json: bool
         click.echo(f"\n{result.search.summary()}")
     if result.probe is not None:
         click.echo(f"\n{result.probe.format()}\nplot: {result.probe_plot}")
+    click.echo(f"\n{head.summary()}")
     click.echo("\n" + format_info(result.store.info()))
     click.echo(f"\nnext: embedstore info {result.store.root}")

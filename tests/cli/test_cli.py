@@ -7,6 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
+import embedstore
 from cli.main import app
 
 
@@ -110,4 +111,12 @@ def test_demo_without_network_uses_the_bundled_ihc_image(tmp_path, monkeypatch):
     result = run("demo", "--store", tmp_path / "demo", "--no-download")
     assert result.exit_code == 0, result.output
     assert "using the IHC image only" in result.output and "tiles   " in result.output
-    assert json.loads(run("info", tmp_path / "demo", "--json").output)["tiles"] > 0
+    info = json.loads(run("info", tmp_path / "demo", "--json").output)
+    assert info["tiles"] > 0
+    # the head part: trained on the PCam labels, every tile predicted, scores drawn over the IHC image
+    assert "head 'pcam-tumour': mlp" in result.output
+    predictions = embedstore.open(tmp_path / "demo").read("pred__pcam-tumour")
+    assert predictions.num_rows == info["tiles"]
+    heatmap = tmp_path / "demo" / "heatmap-skimage_ihc.png"
+    assert heatmap.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "demo" / "heatmap-skimage_ihc.geojson").exists()

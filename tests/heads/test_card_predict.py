@@ -18,8 +18,8 @@ from embedstore.embedding_tables import Provenance, table_name
 from embedstore.schema import TILES, TILES_SCHEMA
 from heads.card import list_heads, load_head, read_card
 from heads.errors import HeadsError
-from heads.predict import export_top, predict, predictions_table
-from heads.train import train
+from heads.prediction import export_top, predict, predictions_table
+from heads.training import train
 from tests.heads.test_train import DIM, KEY, SLIDES, add_task, separable
 from tests.helpers import add_vectors, vector_store
 

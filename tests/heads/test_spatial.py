@@ -19,7 +19,7 @@ from embedstore.sources.slides import open_slide, thumbnail_rgb
 from embedstore.sources.tissue import tissue_mask
 from heads.card import CARD, HeadCard, head_dir
 from heads.errors import HeadsError
-from heads.predict import predictions_schema
+from heads.prediction import predictions_schema
 from heads.spatial import CMAP, export_geojson, heatmap, slide_predictions
 from tests.helpers import synthetic_slide, write_pyramid
 

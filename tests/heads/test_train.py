@@ -18,7 +18,7 @@ from embedstore.embedding_tables import Provenance, table_name
 from embedstore.schema import TILES, TILES_SCHEMA
 from heads.data import BatchStream, augmentation_sample, split_tiles
 from heads.errors import HeadsError
-from heads.train import train
+from heads.training import train
 from tests.helpers import add_vectors, vector_store
 
 KEY = "synthetic.v"
@@ -298,3 +298,13 @@ def test_labels_of_tiles_the_backbone_lacks(tmp_path):
     add_task(store, "late", {f"u{i}": "ab"[i % 2] for i in range(4)})
     with pytest.raises(HeadsError, match=r"no embeddings of task 'late'.*embedstore embed"):
         train(store, "other.v", "late")
+
+
+def test_package_functions_stay_callable_once_their_modules_are_imported():
+    import heads
+    import heads.prediction
+    import heads.training
+    import heads.tuning
+
+    assert heads.train is heads.training.train and heads.predict is heads.prediction.predict
+    assert heads.tune is heads.tuning.tune and callable(heads.heatmap)
