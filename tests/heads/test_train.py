@@ -206,6 +206,20 @@ def test_augmentation_sample_is_bounded_and_keeps_the_minority_whole(toy):
     rows = {tuple(v) for v in vectors.tolist()}
     assert all(tuple(v) in rows for v in x.tolist())
     assert set(map(tuple, x[y == 1].tolist())) == set(map(tuple, vectors[:30].tolist()))
+    assert set(map(tuple, x[y == 0].tolist())) <= set(map(tuple, vectors[30:].tolist()))
+
+
+def test_the_sample_reservoir_keeps_the_rows_with_the_smallest_keys_across_chunks():
+    from heads.data import _reservoir_add
+
+    rng = np.random.default_rng(0)
+    all_keys, all_x = rng.random(1000), rng.normal(size=(1000, 3)).astype(np.float32)
+    keys, slots = np.full(50, np.inf), np.empty((50, 3), np.float32)
+    for start in range(0, 1000, 64):  # chunks like Arrow batches, each evicting some kept rows
+        _reservoir_add(keys, slots, all_keys[start : start + 64], all_x[start : start + 64])
+    smallest = np.argsort(all_keys)[:50]
+    assert sorted(keys) == sorted(all_keys[smallest])
+    assert {tuple(v) for v in slots.tolist()} == {tuple(v) for v in all_x[smallest].tolist()}
 
 
 # -- training ---------------------------------------------------------------------------------------------
