@@ -10,7 +10,7 @@ from ..catalog import Catalog
 from ..embedding_tables import Provenance, table_name
 from ..embeddings import EmbeddingQuery
 from ..errors import EmbedstoreError
-from ..schema import EMBEDDING_PREFIX, LABELS, TILES
+from ..schema import EMBEDDING_PREFIX, LABELS, TILES, task_predicate
 
 DEFAULT_GROUP_KEYS = ("patient", "slide", "image")  # the coarsest one set for every tile wins
 
@@ -56,14 +56,10 @@ def resolve_backbones(catalog: Catalog, backbones: str | list[str] | tuple[str, 
 
 def task_tiles(catalog: Catalog, task: str, keys: list[str], group_by: str | None) -> TaskTiles:
     """The task's labelled tiles embedded by every backbone in `keys`, with their group column."""
-    labels = catalog.read(LABELS, columns=["task", "tile_id", "label"]).to_pydict()
-    found = {
-        t: lab
-        for k, t, lab in zip(labels["task"], labels["tile_id"], labels["label"], strict=True)
-        if k == task and lab is not None
-    }
-    if not found:
-        tasks = sorted({k for k in labels["task"] if k})
+    labels = catalog.read(LABELS, columns=["tile_id", "label"], filter=task_predicate(task)).to_pydict()
+    found = {t: lab for t, lab in zip(labels["tile_id"], labels["label"], strict=True) if lab is not None}
+    if not found:  # only the task column of other tasks' labels is read, and only to name them
+        tasks = sorted({k for k in catalog.read(LABELS, columns=["task"]).column("task").to_pylist() if k})
         raise EmbedstoreError(
             f"unknown task {task!r}; tasks in this store: {', '.join(tasks) or 'none (import labels first)'}"
         )
