@@ -30,7 +30,7 @@ from embedstore.validation import Interval, check_value
 from .errors import HeadsError
 
 SHUFFLE_BUFFER = 16_384  # rows held to shuffle training batches
-READ_BATCH = 8_192  # rows per Arrow batch read from the table
+READ_BATCH = 2_048  # rows per Arrow batch read from the table (the scanner reads ahead several)
 SAMPLE_ROWS = 20_000  # rows read to fit input scaling and augmentation statistics (80 MB at 1280-d)
 
 
