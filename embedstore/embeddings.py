@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from .catalog import Catalog
 from .embedding_tables import table_name
 from .errors import EmbedstoreError
+from .ids import id_bytes
 from .schema import EMBEDDING_PREFIX, LABELS, TILES, TILES_SCHEMA, task_predicate
 from .validation import Interval, Name, check_value
 
@@ -184,21 +185,17 @@ class _IdIndex:
     """
 
     def __init__(self, ids: pa.ChunkedArray | pa.Array) -> None:
-        keys = _as_bytes(ids)
+        keys = id_bytes(ids)  # from the Arrow buffers, no Python object per id
         self.order = np.argsort(keys, kind="stable")
         self.sorted = keys[self.order]
 
     def lookup(self, ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         """(row of each id, whether it was found)."""
-        keys = _as_bytes(ids)
+        keys = id_bytes(ids)
         if len(self.sorted) == 0:
             return np.zeros(len(keys), np.int64), np.zeros(len(keys), bool)
         at = np.searchsorted(self.sorted, keys).clip(max=len(self.sorted) - 1)
         return self.order[at], self.sorted[at] == keys
-
-
-def _as_bytes(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    return ids.cast(pa.binary()).to_numpy(zero_copy_only=False).astype("S")
 
 
 def _joined(

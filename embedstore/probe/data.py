@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..catalog import Catalog
 from ..embedding_tables import Provenance, table_name
 from ..embeddings import EmbeddingQuery
 from ..errors import EmbedstoreError
+from ..ids import encoded_ids, id_bytes, id_strings
 from ..schema import EMBEDDING_PREFIX, LABELS, TILES, task_predicate
 
 DEFAULT_GROUP_KEYS = ("patient", "slide", "image")  # the coarsest one set for every tile wins
@@ -17,15 +20,23 @@ DEFAULT_GROUP_KEYS = ("patient", "slide", "image")  # the coarsest one set for e
 
 @dataclass
 class TaskTiles:
-    """The labelled tiles every chosen backbone has, sorted by tile id, with codes and groups."""
+    """The labelled tiles every chosen backbone has, sorted by tile id, with codes and groups.
+
+    Per-tile fields are numpy arrays (no Python object per tile): `keys` holds the tile ids as UTF-8
+    bytes ("S", sorted and unique, searchable with np.searchsorted); `tile_ids` gives them as str."""
 
     task: str
-    tile_ids: np.ndarray
-    codes: np.ndarray  # 0..C-1
+    keys: np.ndarray  # tile ids as UTF-8 bytes ("S"), sorted, unique
+    codes: np.ndarray  # int64, 0..C-1
     classes: list[str]
-    groups: np.ndarray
+    groups: np.ndarray  # str ("U"), each tile's group
     group_by: str
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def tile_ids(self) -> np.ndarray:
+        """The tile ids as a numpy str array ("U"), sorted."""
+        return id_strings(self.keys)
 
 
 def resolve_backbones(catalog: Catalog, backbones: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -56,47 +67,85 @@ def resolve_backbones(catalog: Catalog, backbones: str | list[str] | tuple[str, 
 
 def task_tiles(catalog: Catalog, task: str, keys: list[str], group_by: str | None) -> TaskTiles:
     """The task's labelled tiles embedded by every backbone in `keys`, with their group column."""
-    labels = catalog.read(LABELS, columns=["tile_id", "label"], filter=task_predicate(task)).to_pydict()
-    found = {t: lab for t, lab in zip(labels["tile_id"], labels["label"], strict=True) if lab is not None}
-    if not found:  # only the task column of other tasks' labels is read, and only to name them
+    labels = catalog.read(LABELS, columns=["tile_id", "label"], filter=task_predicate(task))
+    labels = labels.filter(pc.is_valid(labels.column("label")))
+    if labels.num_rows == 0:  # only the task column of other tasks' labels is read, and only to name them
         tasks = sorted({k for k in catalog.read(LABELS, columns=["task"]).column("task").to_pylist() if k})
         raise EmbedstoreError(
             f"unknown task {task!r}; tasks in this store: {', '.join(tasks) or 'none (import labels first)'}"
         )
+    ids, label_index, label_names = _labels_by_tile(labels)
+    del labels
     notes = []
-    ids = set(found)
+    have = np.ones(len(ids), bool)
     for key in keys:
-        embedded = _embedded_ids(catalog, key)
-        have = ids & embedded
-        if not have:
+        embedded = have & _embedded(catalog, key, ids)
+        count, total = int(embedded.sum()), int(have.sum())
+        if not count:
             raise EmbedstoreError(
                 f"{key!r} has no embeddings of task {task!r}'s tiles; run `embedstore embed {catalog.root} "
                 f"--backbone {key}`"
             )
-        if len(have) < len(ids):
+        if count < total:
             notes.append(
-                f"{key} lacks {len(ids) - len(have)} of the task's {len(ids)} tiles (run `embedstore embed` "
+                f"{key} lacks {total - count} of the task's {total} tiles (run `embedstore embed` "
                 "again); every backbone is probed on the tiles all of them have"
             )
-        ids = have
-    tile_ids = np.array(sorted(ids), dtype=object)
-    names = [found[t] for t in tile_ids]
-    classes = sorted(set(names))
-    code = {name: i for i, name in enumerate(classes)}
-    groups, column = _groups(catalog, tile_ids, group_by)
+        have = embedded
+    if not have.all():
+        ids, label_index = ids[have], label_index[have]
+    present = np.unique(label_index)
+    classes = sorted(label_names[i] for i in present.tolist())
+    code = np.full(len(label_names), -1, np.int64)
+    code[present] = [classes.index(label_names[i]) for i in present.tolist()]
+    groups, column = _groups(catalog, ids, group_by)
     if column == "tile":
         notes.append("no group column is set for every tile: each tile is its own group")
-    return TaskTiles(task, tile_ids, np.array([code[n] for n in names]), classes, groups, column, notes)
+    return TaskTiles(task, ids, code[label_index], classes, groups, column, notes)
 
 
 def aligned_vectors(catalog: Catalog, key: str, tiles: TaskTiles) -> np.ndarray:
     """The backbone's vectors (view 0) in the order of `tiles.tile_ids`."""
     x, ids, _ = EmbeddingQuery.of(catalog, key).task(tiles.task).columns().to_numpy()
-    position = {t: i for i, t in enumerate(ids.tolist())}
-    return np.ascontiguousarray(x[[position[t] for t in tiles.tile_ids]], dtype=np.float32)
+    rows, found = _last_positions(encoded_ids(ids), tiles.keys)
+    if not found.all():
+        raise KeyError(id_strings(tiles.keys[~found][:1])[0])
+    return np.ascontiguousarray(x[rows], dtype=np.float32)
 
 
-def _groups(catalog: Catalog, tile_ids: np.ndarray, group_by: str | None) -> tuple[np.ndarray, str]:
+def _labels_by_tile(labels: pa.Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(tile ids as sorted unique bytes, each one's label as a position in the names, the label names):
+    a tile labelled twice keeps its last label."""
+    column = labels.column("label")
+    names = pc.unique(column)
+    index = pc.index_in(column, value_set=names).to_numpy().astype(np.int64)
+    raw = id_bytes(labels.column("tile_id"))
+    order = np.argsort(raw, kind="stable")
+    raw, index = raw[order], index[order]
+    last = np.ones(len(raw), bool)
+    last[:-1] = raw[1:] != raw[:-1]
+    return raw[last], index[last], names.to_pylist()
+
+
+def _last_positions(keys: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position in `keys` of each of `wanted`, the last one where an id repeats; whether it is there)."""
+    if len(keys) == 0:
+        return np.zeros(len(wanted), np.int64), np.zeros(len(wanted), bool)
+    order = np.argsort(keys, kind="stable")
+    at = np.searchsorted(keys[order], wanted, side="right") - 1
+    found = at >= 0
+    at = at.clip(min=0)
+    found &= keys[order[at]] == wanted
+    return order[at], found
+
+
+def _member(keys: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position in the sorted `ids` of each of `keys`, whether it is one of them)."""
+    at = np.searchsorted(ids, keys).clip(max=len(ids) - 1)
+    return at, ids[at] == keys
+
+
+def _groups(catalog: Catalog, ids: np.ndarray, group_by: str | None) -> tuple[np.ndarray, str]:
     from ..schema import GROUP_KEYS
 
     if group_by is not None and group_by not in (*GROUP_KEYS, "source_id", "tile"):
@@ -105,29 +154,41 @@ def _groups(catalog: Catalog, tile_ids: np.ndarray, group_by: str | None) -> tup
             f"use one of {', '.join((*GROUP_KEYS, 'source_id', 'tile'))}"
         )
     if group_by == "tile":
-        return tile_ids.astype(str), "tile"
-    columns = ["tile_id", "source_id", *GROUP_KEYS]
-    table = catalog.read(TILES, columns=columns).to_pydict()
-    wanted = set(tile_ids.tolist())
-    rows = {t: i for i, t in enumerate(table["tile_id"]) if t in wanted}
-    order = [rows[t] for t in tile_ids]
+        return id_strings(ids), "tile"
     candidates = [group_by] if group_by else list(DEFAULT_GROUP_KEYS)
+    table = catalog.read(TILES, columns=["tile_id", *candidates])
+    at, found = _member(id_bytes(table.column("tile_id")), ids)
+    rows = np.full(len(ids), -1, np.int64)  # the tiles table's row of each tile (-1: none)
+    rows[at[found]] = np.flatnonzero(found)
+    unknown = rows < 0
+    taken = pa.array(rows.clip(min=0))
     for column in candidates:
-        values = [table[column][i] for i in order]
-        if all(v is not None for v in values):
-            return np.array(values, dtype=object).astype(str), column
+        values = table.column(column).take(taken)
+        missing = pc.is_null(values).to_numpy(zero_copy_only=False) | unknown
+        if not missing.any():
+            return _as_str(values), column
         if group_by:
-            missing = sum(v is None for v in values)
             raise EmbedstoreError(
-                f"--group-by {group_by}: {missing} of the task's tiles have no {group_by}; "
+                f"--group-by {group_by}: {int(missing.sum())} of the task's tiles have no {group_by}; "
                 "choose another column (e.g. source_id)"
             )
-    return tile_ids.astype(str), "tile"
+    return id_strings(ids), "tile"
 
 
-def _embedded_ids(catalog: Catalog, key: str) -> set[str]:
+def _as_str(values: pa.ChunkedArray) -> np.ndarray:
+    """A column's values as a numpy str array ("U"): one Python object per distinct value, not per row."""
+    distinct = pc.unique(values)
+    index = pc.index_in(values, value_set=distinct).to_numpy()
+    return np.array(distinct.to_pylist(), dtype=object).astype(str)[index]
+
+
+def _embedded(catalog: Catalog, key: str, ids: np.ndarray) -> np.ndarray:
+    """Whether the backbone embedded (view 0) each of the sorted `ids`."""
     dataset = catalog.dataset(table_name(key))
-    return set(dataset.to_table(columns=["tile_id"], filter="view = 0").column("tile_id").to_pylist())
+    embedded = np.unique(id_bytes(dataset.to_table(columns=["tile_id"], filter="view = 0").column("tile_id")))
+    if len(embedded) == 0:
+        return np.zeros(len(ids), bool)
+    return _member(ids, embedded)[1]
 
 
 def _key_of(catalog: Catalog, name: str) -> str:

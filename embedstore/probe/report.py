@@ -75,8 +75,8 @@ class ProbeReport:
             indicators,
             classes=list(tiles.classes),
             group_by=tiles.group_by,
-            tiles=len(tiles.tile_ids),
-            groups=len(set(tiles.groups.tolist())),
+            tiles=len(tiles.keys),
+            groups=len(np.unique(tiles.groups)),
             notes=list(tiles.notes),
             scores=scores,
         )

@@ -24,6 +24,7 @@ from threadpoolctl import threadpool_limits
 
 import embedstore
 from embedstore.errors import EmbedstoreError
+from embedstore.ids import encoded_ids, id_bytes, id_strings
 from embedstore.probe import classifiers, splits
 from embedstore.probe.data import task_tiles
 from embedstore.probe.metrics import corrected_interval, paired_p_value, split_scores
@@ -112,6 +113,31 @@ def toy_folds(toy: Toy, folds: int = 3):
     rows = np.array([int(t[1:]) for t in tiles.tile_ids])
     assert (np.array(tiles.classes)[tiles.codes] == toy.labels[rows]).all()
     return tiles, rows, splits.group_folds(tiles.codes, tiles.groups, folds, 0)
+
+
+def test_task_tiles_are_numpy_arrays_sorted_by_tile_id(toy):
+    tiles = task_tiles(toy.store, "toy", ["good.v"], None)
+    ids = sorted(f"t{i:06d}" for i in range(TOY_TILES))
+    assert tiles.keys.dtype.kind == "S" and tiles.keys.tolist() == [t.encode() for t in ids]
+    assert tiles.tile_ids.dtype.kind == "U" and tiles.tile_ids.tolist() == ids
+    assert tiles.codes.dtype == np.int64 and tiles.groups.dtype.kind == "U" and len(tiles.groups) == len(ids)
+
+
+@pytest.mark.parametrize("kind", [pa.string(), pa.large_string()])
+def test_id_bytes_copies_arrow_ids_without_python_objects_and_round_trips(kind):
+    ids = ["t1", "", "é日本", "t10", "abc", "t2"]
+    array = pa.array(ids, kind)
+    for arrow, expected in [
+        (array, ids),
+        (array.slice(2, 3), ids[2:5]),
+        (pa.chunked_array([array.slice(0, 2), array.slice(2)]), ids),
+        (pa.array(["ab", "cd", "ef"], kind), ["ab", "cd", "ef"]),  # equal widths
+        (pa.array([], kind), []),
+    ]:
+        keys = id_bytes(arrow)
+        assert keys.dtype.kind == "S" and keys.tolist() == [t.encode() for t in expected]
+        assert id_strings(keys).tolist() == expected and encoded_ids(expected).tolist() == keys.tolist()
+    assert [k.decode() for k in np.sort(id_bytes(array)).tolist()] == sorted(ids)  # UTF-8 sorts as str
 
 
 # Patients -> slides -> tiles, then tiles lacking patient, slide or image, to check the group column.
