@@ -6,7 +6,9 @@ from the backbone's table (never the whole table in memory).
     for x, y, tile_ids in stream.epoch(0):       # float32 (b, d), int64 (b,), list of b tile ids
         ...
 
-Only the labels, the tile ids and the group column are read whole (they are small); vectors come in
+Only the labels, the tile ids and the group column are read whole (they are small, and held as numpy
+arrays: `TileIds`, a set of ids as one sorted bytes array, and `TileCodes`, ids with their class codes,
+never a Python object per tile); vectors come in
 Arrow batches through `EmbeddingQuery.to_batches`, the rows of the wanted tiles are kept and shuffled
 within a bounded buffer. With stored views, each tile gives one of its views per epoch, chosen by a hash
 of (tile, epoch, seed), so every view is drawn across epochs and a run is reproducible.
@@ -14,7 +16,7 @@ of (tile, epoch, seed), so every view is drawn across epochs and a run is reprod
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +26,7 @@ from embedstore.catalog import Catalog
 from embedstore.embedding_tables import table_name
 from embedstore.embeddings import EmbeddingQuery
 from embedstore.errors import EmbedstoreError
+from embedstore.ids import id_bytes
 from embedstore.probe import group_folds, task_tiles
 from embedstore.validation import Interval, check_value
 
@@ -39,27 +42,29 @@ SAMPLE_ROWS = 20_000  # rows read to fit input scaling and augmentation statisti
 
 @dataclass(frozen=True)
 class TileSplit:
-    """A task's labelled tiles split into train and validation, no group on both sides."""
+    """A task's labelled tiles split into train and validation, no group on both sides.
+
+    Held as arrays: `codes` maps every tile id of the split to its class code (a Mapping over two numpy
+    arrays), `train_ids` and `validation_ids` are sets of tile ids (one sorted bytes array each)."""
 
     task: str
     classes: list[str]  # class names; a tile's code is its class's position
-    codes: dict[str, int]  # tile id -> class code, every tile of the split
-    train_ids: frozenset[str]
-    validation_ids: frozenset[str]
+    codes: TileCodes  # tile id -> class code, every tile of the split
+    train_ids: TileIds
+    validation_ids: TileIds
     group_by: str  # patient | slide | image | ... | tile
     notes: list[str] = field(default_factory=list)
 
-    def train_codes(self) -> dict[str, int]:
-        return {t: self.codes[t] for t in self.train_ids}
+    def train_codes(self) -> TileCodes:
+        return self.codes.subset(self.train_ids)
 
-    def validation_codes(self) -> dict[str, int]:
-        return {t: self.codes[t] for t in self.validation_ids}
+    def validation_codes(self) -> TileCodes:
+        return self.codes.subset(self.validation_ids)
 
-    def class_counts(self, ids: frozenset[str] | None = None) -> dict[str, int]:
+    def class_counts(self, ids: Iterable[str] | None = None) -> dict[str, int]:
         """Tiles per class name among `ids` (default: the training tiles), from the labels alone."""
-        counts = np.bincount(
-            [self.codes[t] for t in (self.train_ids if ids is None else ids)], minlength=len(self.classes)
-        )
+        chosen = self.train_ids if ids is None else ids if isinstance(ids, TileIds) else TileIds(ids)
+        counts = np.bincount(self.codes.subset(chosen).codes, minlength=len(self.classes))
         return {name: int(n) for name, n in zip(self.classes, counts, strict=True)}
 
 
@@ -126,13 +131,13 @@ def split_tiles(
             f"{n_groups} {tiles.group_by} groups: validating on one of {folds} folds "
             f"(about {1 / folds:.0%} of the tiles) instead of {validation:.0%}"
         )
-    ids = tiles.tile_ids.astype(str)
+    keys = tiles.keys  # sorted and unique, so are its subsets at sorted positions
     return TileSplit(
         task=task,
         classes=list(tiles.classes),
-        codes={t: int(c) for t, c in zip(ids, tiles.codes, strict=True)},
-        train_ids=frozenset(ids[chosen.train].tolist()),
-        validation_ids=frozenset(ids[chosen.test].tolist()),
+        codes=TileCodes(TileIds.from_sorted(keys), tiles.codes.astype(np.int64, copy=False)),
+        train_ids=TileIds.from_sorted(keys[chosen.train]),
+        validation_ids=TileIds.from_sorted(keys[chosen.test]),
         group_by=tiles.group_by,
         notes=notes,
     )
@@ -157,34 +162,131 @@ def checked(flag: str, value, constraint):
         raise HeadsError(str(error)) from None
 
 
-# -- looking tile ids up ----------------------------------------------------------------------------------
+# -- tile ids as arrays -----------------------------------------------------------------------------------
 
 
-class TileLookup:
-    """Positions of tile ids in a fixed set, by binary search over sorted bytes (built once, then
-    O(batch log n) per Arrow batch; a hash set of Python strings would cost a Python call per row)."""
+class TileIds(Set):
+    """A set of tile ids held as one sorted numpy bytes array (UTF-8, "S"): no Python object per id, and
+    looked up by binary search, O(batch log n) per Arrow batch (a hash set of Python strings would cost a
+    Python call per row). Iterating gives str; `|`, `&`, `-` give frozensets."""
 
-    def __init__(self, ids) -> None:
-        """ids: an Arrow string array, or any iterable of str (a dict gives its keys)."""
-        if not isinstance(ids, pa.Array | pa.ChunkedArray):
-            ids = pa.array(list(ids), pa.string())
-        self.sorted = np.sort(_as_bytes(ids)) if len(ids) else np.empty(0, "S1")
+    __slots__ = ("sorted",)
+
+    def __init__(self, ids: Iterable[str] | pa.Array | pa.ChunkedArray | np.ndarray = ()) -> None:
+        """ids: an Arrow string array, a numpy bytes array, or any iterable of str (a dict gives its keys)."""
+        if isinstance(ids, TileIds):
+            self.sorted = ids.sorted
+            return
+        if isinstance(ids, np.ndarray) and ids.dtype.kind == "S":
+            keys = ids
+        else:
+            if not isinstance(ids, pa.Array | pa.ChunkedArray):
+                ids = pa.array(list(ids), pa.string())
+            keys = id_bytes(ids)
+        self.sorted = np.unique(keys) if len(keys) else np.empty(0, "S1")
+
+    @classmethod
+    def from_sorted(cls, keys: np.ndarray) -> TileIds:
+        """Ids already sorted and unique as a numpy bytes array (kept, not copied)."""
+        made = cls.__new__(cls)
+        made.sorted = keys
+        return made
+
+    @classmethod
+    def _from_iterable(cls, iterable):
+        return frozenset(iterable)
 
     def __len__(self) -> int:
         return len(self.sorted)
 
-    def lookup(self, ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-        """(position of each id in the sorted set, whether it is in the set)."""
-        keys = _as_bytes(ids)
+    def __iter__(self) -> Iterator[str]:
+        for key in self.sorted.tolist():
+            yield key.decode()
+
+    def __contains__(self, tile_id: object) -> bool:
+        if not isinstance(tile_id, str) or len(self.sorted) == 0:
+            return False
+        return bool(self.lookup(np.array([tile_id.encode()]))[1][0])
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, TileIds):
+            return len(self) == len(other) and bool((self.sorted == other.sorted).all())
+        return Set.__eq__(self, other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"TileIds({len(self)} tiles)"
+
+    def lookup(self, ids: pa.Array | pa.ChunkedArray | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(position of each id in the sorted set, whether it is in the set); ids: Arrow or numpy bytes."""
+        keys = ids if isinstance(ids, np.ndarray) else id_bytes(ids)
         if len(self.sorted) == 0:
             return np.zeros(len(keys), np.int64), np.zeros(len(keys), bool)
         at = np.searchsorted(self.sorted, keys).clip(max=len(self.sorted) - 1)
         return at, self.sorted[at] == keys
 
 
-def _as_bytes(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """UTF-8 bytes of each id as a numpy bytes array (sortable, searchable)."""
-    return ids.cast(pa.binary()).to_numpy(zero_copy_only=False).astype("S")
+TileLookup = TileIds  # its former name: positions of tile ids in a fixed set
+
+
+class TileCodes(Mapping):
+    """Tile id -> class code, held as arrays: `ids` (a TileIds) and `codes` (int64, one per id in the
+    order of `ids.sorted`). A Mapping[str, int], so a dict of codes can stand wherever one is taken."""
+
+    __slots__ = ("ids", "codes")
+
+    def __init__(self, ids: TileIds, codes: np.ndarray) -> None:
+        if len(ids) != len(codes):
+            raise ValueError(f"{len(ids)} tile ids and {len(codes)} codes differ")
+        self.ids, self.codes = ids, np.asarray(codes, dtype=np.int64)
+
+    @classmethod
+    def of(cls, codes: Mapping[str, int]) -> TileCodes:
+        """`codes` as TileCodes (itself when it is one already)."""
+        if isinstance(codes, TileCodes):
+            return codes
+        keys = id_bytes(pa.array(list(codes), pa.string())) if len(codes) else np.empty(0, "S1")
+        values = np.fromiter(codes.values(), np.int64, len(codes))
+        order = np.argsort(keys, kind="stable")
+        return cls(TileIds.from_sorted(keys[order]), values[order])
+
+    def subset(self, ids: TileIds) -> TileCodes:
+        """The codes of `ids` (each must be here, else KeyError naming one that is not)."""
+        at, found = self.ids.lookup(ids.sorted)
+        if not found.all():
+            raise KeyError(ids.sorted[~found][0].decode())
+        return TileCodes(ids, self.codes[at])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+    def __contains__(self, tile_id: object) -> bool:
+        return tile_id in self.ids
+
+    def __getitem__(self, tile_id: str) -> int:
+        if not isinstance(tile_id, str):
+            raise KeyError(tile_id)
+        at, found = self.ids.lookup(np.array([tile_id.encode()]))
+        if not found[0]:
+            raise KeyError(tile_id)
+        return int(self.codes[at[0]])
+
+    def keys(self) -> TileIds:  # type: ignore[override]
+        return self.ids
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, TileCodes):
+            return self.ids == other.ids and bool((self.codes == other.codes).all())
+        return Mapping.__eq__(self, other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"TileCodes({len(self)} tiles)"
 
 
 # -- streaming batches ------------------------------------------------------------------------------------
@@ -205,7 +307,7 @@ class BatchStream:
     """Batches (x float32, y int64 codes, tile ids) of the tiles in `codes`, streamed from `query`.
 
     query: the backbone's EmbeddingQuery (its `where`/`columns` apply; its views are set here).
-    codes: tile id -> class code of the wanted tiles.
+    codes: tile id -> class code of the wanted tiles (TileCodes, or any mapping such as a dict).
     views: draw one stored view per tile and epoch (else view 0 only).
     shuffle: shuffle within a buffer of `shuffle_buffer` rows (validation and prediction read in order).
     Each call of `epoch(e)` reads the table once; `counters` accumulate over calls.
@@ -228,8 +330,8 @@ class BatchStream:
         self.query = query.all_views() if views else query.views(0)
         self.batch_size, self.shuffle, self.shuffle_buffer = batch_size, shuffle, shuffle_buffer
         self.views, self.seed, self.read_batch = views, seed, read_batch
-        self.index = TileLookup(codes)
-        self.codes = np.array([codes[t.decode()] for t in self.index.sorted], dtype=np.int64)
+        wanted = TileCodes.of(codes)
+        self.index, self.codes = wanted.ids, wanted.codes  # codes in the order of index.sorted
         self.dim = query.catalog.dataset(query.table).schema.field("vector").type.list_size
         self.counters = StreamCounters()
         self._view_table: _ViewTable | None = None
@@ -333,7 +435,7 @@ class _ViewTable:
         self.starts, self.counts, self.views, self.hashes = starts, counts, views, hashes
 
     @classmethod
-    def read(cls, query: EmbeddingQuery, index: TileLookup) -> _ViewTable:
+    def read(cls, query: EmbeddingQuery, index: TileIds) -> _ViewTable:
         dataset = query.catalog.dataset(query.table, query.version)
         positions, views = [], []
         for batch in dataset.to_batches(columns=["tile_id", "view"], batch_size=8 * READ_BATCH):
@@ -392,7 +494,8 @@ def augmentation_sample(
     budget goes to the smallest classes first, so minority classes come whole whenever they fit (what
     SMOTE needs) and the largest class gets the rest. One pass over the table into one preallocated
     array (a bottom-k reservoir per class on random keys): it holds the sample plus one Arrow batch."""
-    counts = np.bincount(np.fromiter(codes.values(), np.int64, len(codes)), minlength=classes)
+    codes = TileCodes.of(codes)
+    counts = np.bincount(codes.codes, minlength=classes)
     quota = _quotas(counts, limit)
     offsets = np.concatenate([[0], np.cumsum(quota)])
     rng = np.random.default_rng([seed, 7])

@@ -46,7 +46,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
 from embedstore.probe import split_scores
 
-from .augment import AugmentationPipeline, parse_augmentations
+from .augment import AugmentationPipeline, column_stats, parse_augmentations
 from .errors import HeadsError
 
 STATE_FORMAT = "embedstore.heads.state/1"
@@ -376,8 +376,7 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         return np.divide(total, n_classes * counts, out=np.ones(n_classes), where=counts > 0)
 
     def _standardise_from(self, x: np.ndarray) -> None:
-        mean = x.mean(axis=0, dtype=np.float64)
-        std = x.std(axis=0, dtype=np.float64)
+        mean, std = column_stats(x)  # numpy's mean and std, without an (n, d) float64 copy of x
         std = np.where(std > 1e-6, std, 1.0)
         with torch.no_grad():
             self.module_.mean.copy_(torch.from_numpy(mean.astype(np.float32)))

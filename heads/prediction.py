@@ -30,7 +30,7 @@ from embedstore.schema import SOURCES, TILES, key_field
 from embedstore.validation import Interval
 
 from .card import HeadCard, _exclusive, heads_root, load_head, open_store, read_card
-from .data import READ_BATCH, TileLookup, checked
+from .data import READ_BATCH, TileIds, checked
 from .errors import HeadsError
 
 PREDICTIONS_PREFIX = "pred__"
@@ -97,7 +97,7 @@ def predict(
     card, estimator = load_head(store, name, backbone)
     table = predictions_table(card.name)
     rebuilt = _prepare_table(store, card, table)
-    done = TileLookup(store.read(table, columns=["tile_id"]).column("tile_id"))
+    done = TileIds(store.read(table, columns=["tile_id"]).column("tile_id"))
     query = EmbeddingQuery.of(store, card.backbone).columns()
     total = query.count() if progress else None
     bar = tqdm(total=total, desc=f"predict {card.name}", unit="tile", disable=not progress, leave=False)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from heads.augment import AugmentationPipeline, Mixup, Smote, parse_augmentations
+from heads.augment import AugmentationPipeline, Mixup, Smote, column_stats, parse_augmentations
 from heads.errors import HeadsError
 
 
@@ -232,3 +232,16 @@ def test_the_pipeline_is_deterministic_under_a_seeded_generator():
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
     assert first[0].shape != other[0].shape or not torch.equal(first[0], other[0])
     np.testing.assert_allclose(first[1].sum(dim=1).numpy(), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("rows", "dim"), [(1, 3), (1023, 5), (1024, 5), (3000, 64)])
+def test_column_stats_are_numpys_mean_and_std_to_the_bit(rows, dim):
+    """Computed 1,024 rows at a time (no (n, d) float64 copy of x), yet equal to numpy's results."""
+    rng = np.random.default_rng(rows)
+    x = (rng.normal(size=(rows, dim)) * rng.uniform(0.01, 100, dim) + rng.uniform(-50, 50, dim)).astype(
+        np.float32
+    )
+    mean, std = column_stats(x)
+    assert np.array_equal(mean, x.mean(axis=0, dtype=np.float64))
+    assert np.array_equal(std, x.std(axis=0, dtype=np.float64))
+    assert np.array_equal(std, x.astype(np.float64).std(axis=0))

@@ -16,7 +16,7 @@ import pytest
 from embedstore.embed.writer import EmbeddingWriter
 from embedstore.embedding_tables import Provenance, table_name
 from embedstore.schema import TILES, TILES_SCHEMA
-from heads.data import BatchStream, augmentation_sample, split_tiles
+from heads.data import BatchStream, TileCodes, TileIds, augmentation_sample, split_tiles
 from heads.errors import HeadsError
 from heads.training import train
 from tests.helpers import add_vectors, vector_store
@@ -96,6 +96,44 @@ def test_split_keeps_every_slide_on_one_side_and_every_class_on_both(toy):
     assert split_tiles(store, "tumour", KEY, seed=1).validation_ids != split.validation_ids
 
 
+def test_split_holds_arrays_that_act_as_sets_and_mappings(toy):
+    """The split's ids and codes are numpy arrays (no Python object per tile) behind the set and mapping
+    interfaces the frozensets and dicts had."""
+    store, _, codes = toy
+    split = split_tiles(store, "tumour", KEY, validation=0.2, seed=0)
+    assert isinstance(split.train_ids, TileIds) and split.train_ids.sorted.dtype.kind == "S"
+    assert isinstance(split.codes, TileCodes) and split.codes.codes.dtype == np.int64
+    as_dict = {f"t{i:06d}": int(c) for i, c in enumerate(codes)}
+    assert split.codes == as_dict and dict(split.codes) == as_dict and len(split.codes) == TILES_N
+    train = split.train_codes()
+    assert train == {t: as_dict[t] for t in split.train_ids} and list(train) == sorted(split.train_ids)
+    assert split.validation_codes() == {t: as_dict[t] for t in split.validation_ids}
+    some = sorted(split.validation_ids)[:5]
+    assert all(t in split.validation_ids and t not in split.train_ids for t in some)
+    assert "nope" not in split.train_ids and 3 not in split.train_ids and "nope" not in split.codes
+    assert split.train_ids & split.validation_ids == frozenset()
+    assert split.class_counts(frozenset(some)) == split.class_counts(TileIds(some))
+    with pytest.raises(KeyError, match="nope"):
+        split.codes["nope"]
+    with pytest.raises(KeyError, match="nope"):
+        split.class_counts({"nope"})
+
+
+def test_tile_ids_and_codes_from_str_arrow_and_dicts():
+    ids = ["é-2", "b", "a", "日本", "b"]
+    made = TileIds(ids)
+    assert list(made) == sorted(set(ids)) and len(made) == 4 and made == set(ids)
+    assert made == TileIds(pa.chunked_array([pa.array(ids[:2]), pa.array(ids[2:])]))
+    assert "日本" in made and "日" not in made and "" not in made and len(TileIds()) == 0
+    at, found = made.lookup(pa.array(["日本", "c", "a"]))
+    assert found.tolist() == [True, False, True] and list(made)[at[0]] == "日本"
+    codes = {"x2": 1, "é": 0, "x1": 2}
+    held = TileCodes.of(codes)
+    assert list(held) == sorted(codes) and held["é"] == 0 and held == codes and TileCodes.of(held) is held
+    assert held.subset(TileIds(["x1", "x2"])).codes.tolist() == [2, 1]
+    assert TileCodes.of({}) == {} and len(TileCodes.of({})) == 0
+
+
 def test_split_by_tile_when_asked(toy):
     split = split_tiles(toy[0], "tumour", KEY, group_by="tile", validation=0.25, seed=0)
     assert split.group_by == "tile" and abs(len(split.validation_ids) - TILES_N / 4) <= 2
@@ -132,6 +170,18 @@ def test_stream_reads_arrow_batches_and_holds_at_most_buffer_plus_one_batch(tmp_
     )
     assert [t for _, _, ids in again.epoch(0) for t in ids] == seen
     assert [t for _, _, ids in again.epoch(1) for t in ids] != seen
+
+
+def test_stream_of_tile_codes_equals_stream_of_a_dict(tmp_path):
+    vectors = np.arange(700, dtype=np.float32)[:, None].repeat(3, axis=1)
+    store = vector_store(tmp_path / "store", vectors, slides=3, key=KEY)
+    wanted = {f"t{i:06d}": i % 2 for i in range(0, 700, 3)}
+
+    def batches(codes):
+        stream = BatchStream(store.embeddings(KEY).columns(), codes, 32, shuffle_buffer=100, read_batch=64)
+        return [(x.tolist(), y.tolist(), ids) for x, y, ids in stream.epoch(2)]
+
+    assert batches(TileCodes.of(wanted)) == batches(wanted)
 
 
 def test_validation_stream_reads_in_order_without_a_buffer(tmp_path):
