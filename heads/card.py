@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from embedstore.catalog import Catalog
 from embedstore.embedding_tables import recorded_provenance, table_name
 from embedstore.validation import Name
@@ -84,6 +86,19 @@ class HeadCard:
             f"({len(self.classes)} classes: {', '.join(self.classes)}), {self.tiles_train} training / "
             f"{self.tiles_validation} validation tiles by {self.group_by}; validation {scores}{threshold}"
         )
+
+
+def json_ready(value: Any) -> Any:
+    """Nested dicts / lists / numpy scalars as plain JSON values (string keys, lists, NaN as null)."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
 
 
 def open_store(store: Catalog | str | Path) -> Catalog:

@@ -32,7 +32,7 @@ from embedstore.embeddings import EmbeddingQuery
 from embedstore.validation import Name
 
 from .augment import parse_augmentations
-from .card import HeadCard, check_name, head_class, open_store, refuse_existing, save_head
+from .card import HeadCard, check_name, head_class, json_ready, open_store, refuse_existing, save_head
 from .data import (
     READ_BATCH,
     SAMPLE_ROWS,
@@ -173,7 +173,7 @@ def train(
         classes=list(classes),
         positive_class=classes[1] if len(classes) == 2 else None,
         threshold=threshold,
-        params=_plain(estimator.get_params(deep=False)),
+        params=json_ready(estimator.get_params(deep=False)),
         augment=pipeline.spec,
         validation=scores,
         group_by=split.group_by,
@@ -285,16 +285,6 @@ def _named(scores: dict[str, float], classes: list[str]) -> dict[str, float]:
             key = f"f1:{classes[int(key[3:])]}"
         out[key] = float(value)
     return out
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def _versions() -> dict[str, str]:

@@ -58,7 +58,16 @@ from embedstore.catalog import Catalog
 from embedstore.validation import Name
 
 from .augment import parse_augmentations
-from .card import HeadCard, check_name, head_class, head_dir, open_store, refuse_existing, save_head
+from .card import (
+    HeadCard,
+    check_name,
+    head_class,
+    head_dir,
+    json_ready,
+    open_store,
+    refuse_existing,
+    save_head,
+)
 from .data import TileSplit, checked, require_embeddings, split_tiles
 from .errors import HeadsError
 from .training import TrainResult, default_name, train
@@ -153,11 +162,11 @@ class TuneResult:
                 "tiles_train": len(self.split.train_ids),
                 "tiles_validation": len(self.split.validation_ids),
             },
-            "space": _plain(self.space),
-            "fixed": _plain(self.fixed),
+            "space": json_ready(self.space),
+            "fixed": json_ready(self.fixed),
             "seconds": round(self.seconds, 3),
             "notes": list(self.notes),
-            "trials": _plain(self.trials),
+            "trials": json_ready(self.trials),
         }
 
     def write_json(self, path: str | Path) -> Path:
@@ -323,9 +332,9 @@ def tune(
         "n": n,
         "seed": seed,
         "best_trial": best_trial,
-        "space": _plain(searched),
-        "fixed": _plain(fixed),
-        "trials": _plain(trials),
+        "space": json_ready(searched),
+        "fixed": json_ready(fixed),
+        "trials": json_ready(trials),
     }
     base = trials[0]["score"]
     note = (
@@ -547,7 +556,7 @@ def _record(
 
 
 def _key(config: Mapping[str, Any]) -> str:
-    return json.dumps(_plain(dict(config)), sort_keys=True)
+    return json.dumps(json_ready(dict(config)), sort_keys=True)
 
 
 def _number(v: Any) -> bool:
@@ -575,16 +584,4 @@ def _show(value: float) -> str:
 def _cell(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return "x".join(str(v) for v in value)
-    return value
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and value != value:
-        return None
     return value
