@@ -3,7 +3,8 @@
     pipeline = parse_augmentations("noise:0.1,mixup:0.4,smote:5,views").fit(x, y_codes, classes)
     x_aug, y_aug = pipeline(x, y_onehot, generator)
 
-Steps run in spec order on a batch of vectors `x` (b, d) and soft labels `y` (b, C), and return a batch
+SMOTE runs first (it needs the batch's hard labels, which mixup softens), then the other steps in spec
+order, on a batch of vectors `x` (b, d) and soft labels `y` (b, C); they return a batch
 of the same width whose label rows still sum to 1 (SMOTE appends rows, the others keep the count).
 Every random draw comes from the `torch.Generator` handed in (on the batch's device), so a seeded
 generator gives the same batches every run.
@@ -14,8 +15,8 @@ generator gives the same batches every run.
                  `across` (default) partners any sample of the batch, `within` one of the same class.
 - `smote:K`      per sample of a minority class (training count below the largest class's) with a hard
                  label: one extra sample x + u * (nbr - x), u ~ U(0, 1), nbr one of the K nearest (L2)
-                 training vectors of its class other than x itself; label = the class. Put it before
-                 mixup in the spec: rows mixed across classes are no longer any class's.
+                 training vectors of its class other than x itself; label = the class. It runs before
+                 the other steps wherever the spec puts it: rows mixed across classes are no class's.
 - `views`        marker only (`uses_views`): the data layer samples one stored view per tile per epoch.
 """
 
@@ -272,10 +273,11 @@ def _parse_step(item: str) -> Step:
 
 
 class AugmentationPipeline:
-    """Parsed augmentation steps in spec order; `fit` on training vectors, then call on batches."""
+    """Parsed augmentation steps (SMOTE first, the rest in spec order); `fit` on training vectors, then
+    call on batches."""
 
     def __init__(self, steps: list[Step]) -> None:
-        self.steps = list(steps)
+        self.steps = sorted(steps, key=lambda step: not isinstance(step, Smote))  # stable: SMOTE first
         self.uses_views = any(isinstance(s, Views) for s in self.steps)
         self.spec = ",".join(s.spec for s in self.steps)
 

@@ -30,8 +30,7 @@ by fixing the estimator parameter(s) it sets, for every trial including the base
 A list gives a uniform choice among its values; lr and weight_decay also accept a list. "auto"
 augmentation: none with probability 0.2, one kind with 0.5, two different kinds with 0.3; kinds are
 noise, dropout, mixup, smote and (when the backbone's table holds stored views) views, each with a
-strength drawn from AUGMENT_CHOICES; pairs are ordered views, smote, noise, dropout, mixup (SMOTE before
-mixup, as heads.augment asks).
+strength drawn from AUGMENT_CHOICES; specs are written canonically (heads.augment runs SMOTE first).
 
 Trials are saved under temporary names while they run and removed; the best is saved as `name` (default
 `<task>-<backbone>-<head>`) with its card, whose `tuning` entry holds the whole table.
@@ -506,7 +505,7 @@ def _draw_augment(value: Any, rng: np.random.Generator, views: bool) -> str:
     for index in chosen:  # in AUGMENT_CHOICES order: views, smote, noise, dropout, mixup
         options = AUGMENT_CHOICES[kinds[index]]
         parts.append(options[int(rng.integers(len(options)))])
-    return ",".join(parts)
+    return parse_augmentations(",".join(parts)).spec  # canonical: SMOTE first
 
 
 def _params(config: Mapping[str, Any]) -> dict[str, Any]:

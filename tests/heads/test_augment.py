@@ -40,8 +40,8 @@ def labelled(counts: list[int], dim: int = 6, seed: int = 0) -> tuple[np.ndarray
 
 def test_spec_is_parsed_in_order_into_a_canonical_string():
     pipeline = parse_augmentations(" noise:0.1, mixup:0.4 ,smote:5,views")
-    assert [s.name for s in pipeline.steps] == ["noise", "mixup", "smote", "views"]
-    assert pipeline.spec == "noise:0.1,mixup:0.4:across,smote:5,views"
+    assert [s.name for s in pipeline.steps] == ["smote", "noise", "mixup", "views"]  # SMOTE runs first
+    assert pipeline.spec == "smote:5,noise:0.1,mixup:0.4:across,views"
     assert pipeline.uses_views
     assert parse_augmentations(pipeline.spec).spec == pipeline.spec
     assert parse_augmentations("mixup:1:within,dropout:0.25").spec == "mixup:1.0:within,dropout:0.25"
@@ -216,6 +216,15 @@ def test_smote_uses_the_full_training_counts_when_given_and_skips_lone_vectors()
     x, y = torch.from_numpy(lone[-1:]), one_hot(lone_codes[-1:], 2)
     out_x, _ = pipeline(x, y, generator())
     assert len(out_x) == 1  # its only bank vector is itself: no neighbour, no synthetic sample
+
+
+def test_smote_written_after_mixup_still_makes_one_sample_per_minority_row():
+    train, codes = labelled([30, 10], dim=8)
+    x, y = torch.from_numpy(train[::2]), one_hot(codes[::2], 2)  # 15 majority, 5 minority rows
+    for spec in ("smote:3,mixup:0.4", "mixup:0.4,smote:3"):  # the order puts mixup first
+        out_x, out_y = parse_augmentations(spec).fit(train, codes, 2)(x, y, generator())
+        assert len(out_x) == len(x) + 5, spec
+        np.testing.assert_allclose(out_y.sum(dim=1).numpy(), 1.0, rtol=1e-6)
 
 
 def test_views_is_a_marker_that_leaves_batches_alone():
