@@ -119,4 +119,8 @@ def test_demo_without_network_uses_the_bundled_ihc_image(tmp_path, monkeypatch):
     assert predictions.num_rows == info["tiles"]
     heatmap = tmp_path / "demo" / "heatmap-skimage_ihc.png"
     assert heatmap.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (tmp_path / "demo" / "heatmap-skimage_ihc.geojson").exists()
+    detections = json.loads((tmp_path / "demo" / "heatmap-skimage_ihc.geojson").read_text())
+    slide_tiles = embedstore.open(tmp_path / "demo").read("tiles", filter="slide = 'skimage_ihc.png'")
+    assert (
+        detections["type"] == "FeatureCollection" and len(detections["features"]) == slide_tiles.num_rows > 0
+    )
