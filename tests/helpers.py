@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +125,13 @@ def vector_store(path: Path, vectors: np.ndarray, slides: int = 4, key: str = "s
     store.insert_missing(TILES, pa.Table.from_pylist(rows, schema=TILES_SCHEMA))
     add_vectors(store, key, vectors)
     return store
+
+
+def add_task(store, task: str, labels: dict[str, str]) -> None:
+    """Import `labels` (tile_id -> label) as `task` through a CSV, as a user would."""
+    path = Path(store.root).parent / f"{task}.csv"
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["tile_id", "label"])
+        writer.writerows(labels.items())
+    store.import_labels(task, path)

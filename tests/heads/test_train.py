@@ -4,7 +4,6 @@ one-line errors."""
 
 from __future__ import annotations
 
-import csv
 import math
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -19,7 +18,7 @@ from embedstore.schema import TILES, TILES_SCHEMA
 from heads.data import BatchStream, TileCodes, TileIds, augmentation_sample, split_tiles
 from heads.errors import HeadsError
 from heads.training import train
-from tests.helpers import add_vectors, vector_store
+from tests.helpers import add_task, add_vectors, vector_store
 
 KEY = "synthetic.v"
 TILES_N, DIM, SLIDES = 400, 16, 20
@@ -35,15 +34,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def add_task(store, task: str, labels: dict[str, str]) -> None:
-    path = Path(store.root).parent / f"{task}.csv"
-    with path.open("w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["tile_id", "label"])
-        writer.writerows(labels.items())
-    store.import_labels(task, path)
 
 
 def separable(n: int, dim: int = DIM, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

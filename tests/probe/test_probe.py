@@ -29,7 +29,7 @@ from embedstore.probe import classifiers, splits
 from embedstore.probe.data import task_tiles
 from embedstore.probe.metrics import corrected_interval, paired_p_value, split_scores
 from embedstore.schema import TILES, TILES_SCHEMA
-from tests.helpers import add_vectors, vector_store
+from tests.helpers import add_task, add_vectors, vector_store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PROBES = ("knn", "prototype", "linear")
@@ -39,15 +39,6 @@ RANKED_FOLDS = 4  # with 3 splits (2 degrees of freedom) the paired test gives p
 
 
 # -- stores ------------------------------------------------------------------------------------------
-
-
-def add_task(store, task: str, labels: dict[str, str]) -> None:
-    path = Path(store.root).parent / f"{task}.csv"
-    with path.open("w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["tile_id", "label"])
-        writer.writerows(labels.items())
-    store.import_labels(task, path)
 
 
 @dataclass
