@@ -38,7 +38,13 @@ def knn_probabilities(
     space = VectorSpace("cosine")
     deepest = min(max(ks), len(train))
     neighbours = exact_neighbours(space.prepare(train), space.prepare(test), "cosine", deepest)
-    votes = np.cumsum(np.eye(classes, dtype=np.float32)[train_y[neighbours]], axis=1)  # (n, k, C)
+    return knn_votes(train_y[neighbours], ks, classes)
+
+
+def knn_votes(neighbour_labels: np.ndarray, ks: Sequence[int], classes: int) -> dict[int, np.ndarray]:
+    """k -> (n_test, C) vote shares among the first k of each row's neighbours' labels (best first)."""
+    deepest = neighbour_labels.shape[1]
+    votes = np.cumsum(np.eye(classes, dtype=np.float32)[neighbour_labels], axis=1)  # (n, k, C)
     return {k: votes[:, min(k, deepest) - 1] / min(k, deepest) for k in ks}
 
 

@@ -11,10 +11,12 @@ from tqdm.auto import tqdm
 
 from ..catalog import Catalog
 from ..embeddings import EmbeddingQuery
+from ..search.space import VectorSpace
 from . import classifiers, splits
 from .data import TaskTiles, aligned_vectors, resolve_backbones, task_tiles
 from .indicators import backbone_indicators
 from .metrics import split_scores
+from .neighbours import cross_fold_neighbours
 from .options import ProbeOptions
 from .report import ProbeReport
 
@@ -48,14 +50,20 @@ def run_probe(
         for seed in range(options.seeds)
         for split in splits.group_folds(tiles.codes, tiles.groups, options.folds, seed)
     ]
+    inner: dict[tuple[int, int], list] = {}  # (seed, fold) -> the linear probe's inner folds, one per split
     rows: list[dict] = []
     shot_rows: list[dict] = []
     bar = tqdm(total=len(keys) * len(folds), desc="probe", unit="fold", disable=not progress, leave=False)
     for key in keys:
         x = aligned_vectors(catalog, key, tiles)
+        neighbours = _all_folds_neighbours(x, folds, options) if "knn" in options.probes else {}
         chosen_cs = []
         for split in folds:
-            found = probe_split(x, tiles, split, options, chosen_cs[-1] if chosen_cs else None)
+            previous_c = chosen_cs[-1] if chosen_cs else None
+            at = (split.seed, split.fold)
+            if "linear" in options.probes and at not in inner:
+                inner[at] = _inner_folds(tiles, split, options.inner_folds)
+            found = probe_split(x, tiles, split, options, previous_c, neighbours.get(at), inner.get(at))
             chosen_cs.append(found.linear_c)
             rows += [{"backbone": key, "seed": split.seed, "fold": split.fold, **r} for r in found.rows]
             bar.update()
@@ -81,25 +89,29 @@ def probe_split(
     split: splits.Split,
     options: ProbeOptions,
     previous_c: float | None = None,
+    knn_neighbours: np.ndarray | None = None,
+    inner: list[tuple[np.ndarray, ...]] | None = None,
 ) -> SplitScores:
     """Scores of every probe on one split; the linear probe's search for C starts at `previous_c`, the C
-    an earlier split of the same backbone chose (see `classifiers.linear_probabilities`)."""
+    an earlier split of the same backbone chose (see `classifiers.linear_probabilities`). kNN uses
+    `knn_neighbours` (row positions of each test row's nearest training rows) and the linear probe the
+    `inner` folds when given (the same for every backbone)."""
     classes = len(tiles.classes)
     y = tiles.codes
     train, test = x[split.train], x[split.test]
     found: list[tuple[str, np.ndarray]] = []
     chosen_c = None
     if "knn" in options.probes:
-        for k, probabilities in classifiers.knn_probabilities(
-            train, y[split.train], test, options.knn_k, classes
-        ).items():
-            found.append((f"knn@{k}", probabilities))
+        if knn_neighbours is not None:
+            by_k = classifiers.knn_votes(y[knn_neighbours], options.knn_k, classes)
+        else:
+            by_k = classifiers.knn_probabilities(train, y[split.train], test, options.knn_k, classes)
+        found += [(f"knn@{k}", probabilities) for k, probabilities in by_k.items()]
     if "prototype" in options.probes:
         found.append(("prototype", classifiers.prototype_probabilities(train, y[split.train], test, classes)))
     if "linear" in options.probes:
-        inner = splits.inner_folds(
-            y[split.train], tiles.groups[split.train], options.inner_folds, 1000 * split.seed + split.fold
-        )
+        if inner is None:
+            inner = _inner_folds(tiles, split, options.inner_folds)
         fit = classifiers.linear_probabilities(
             train, y[split.train], test, classes, inner, first_c=previous_c
         )
@@ -159,6 +171,32 @@ def few_shot_curve(
                         }
                     )
     return rows
+
+
+def _all_folds_neighbours(
+    x: np.ndarray, folds: list[splits.Split], options: ProbeOptions
+) -> dict[tuple[int, int], np.ndarray]:
+    """(seed, fold) -> kNN's neighbours of that fold's test rows, for every seed whose test sets partition
+    the rows, computed together (half the products of searching fold by fold; see `neighbours`)."""
+    unit = VectorSpace("cosine").prepare(x)
+    found = {}
+    for seed in sorted({split.seed for split in folds}):
+        of_seed = [split for split in folds if split.seed == seed]
+        tests = [split.test for split in of_seed]
+        smallest_train = min(len(split.train) for split in of_seed)
+        covered = np.concatenate(tests)
+        if len(covered) != len(x) or len(np.unique(covered)) != len(x) or smallest_train == 0:
+            continue  # not a partition: the split-by-split search handles it
+        deepest = min(max(options.knn_k), smallest_train)
+        for split, positions in zip(of_seed, cross_fold_neighbours(unit, tests, deepest), strict=True):
+            found[(seed, split.fold)] = positions
+    return found
+
+
+def _inner_folds(tiles: TaskTiles, split: splits.Split, folds: int) -> list[tuple[np.ndarray, ...]]:
+    """The linear probe's (train, validation) folds inside `split`'s training rows."""
+    y, groups = tiles.codes[split.train], tiles.groups[split.train]
+    return splits.inner_folds(y, groups, folds, 1000 * split.seed + split.fold)
 
 
 def _query(catalog: Catalog, key: str, task: str | None) -> EmbeddingQuery:

@@ -1,0 +1,37 @@
+"""Every fold's neighbours at once equal a fold-by-fold exact search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embedstore.probe import neighbours
+from embedstore.probe.neighbours import cross_fold_neighbours
+from embedstore.search.tuning import exact_neighbours
+
+
+def unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("chunks", [(2048, 8192), (7, 11)])  # one block per pair, and many small ones
+def test_cross_fold_neighbours_equal_a_search_per_fold(monkeypatch, chunks):
+    monkeypatch.setattr(neighbours, "CHUNK_ROWS", chunks[0])
+    monkeypatch.setattr(neighbours, "CHUNK_COLUMNS", chunks[1])
+    x = unit_rows(300, 24)
+    fold_of = np.random.default_rng(1).integers(0, 4, size=len(x))
+    tests = [np.flatnonzero(fold_of == f) for f in range(4)]  # uneven folds
+    found = cross_fold_neighbours(x, tests, 9)
+    for test, positions in zip(tests, found, strict=True):
+        train = np.setdiff1d(np.arange(len(x)), test)
+        expected = train[exact_neighbours(x[train], x[test], "cosine", 9)]
+        assert positions.shape == (len(test), 9)
+        assert np.array_equal(positions, expected)
+        assert not np.isin(positions, test).any()  # never a row of its own fold
+
+
+def test_cross_fold_neighbours_refuse_test_sets_that_do_not_partition_the_rows():
+    x = unit_rows(20, 4)
+    with pytest.raises(ValueError, match="partition"):
+        cross_fold_neighbours(x, [np.arange(10), np.arange(5, 20)], 3)
