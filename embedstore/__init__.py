@@ -14,8 +14,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._malloc import cap_malloc_arenas
 from ._version import __version__
 from .errors import BackboneError, EmbedstoreError, NotAStoreError, SourceError
+
+cap_malloc_arenas()  # before Lance starts its reader threads (see embedstore._malloc)
 
 if TYPE_CHECKING:
     from .embed.options import EmbedOptions, EmbedReport
