@@ -40,11 +40,81 @@ if TYPE_CHECKING:
 def embed(
     catalog: Catalog, backbone_key: str, options: EmbedOptions | None = None, **kwargs: Any
 ) -> EmbedReport:
-    """Embed every tile (and `views` augmented copies) not yet in `emb__<key>`; see EmbedOptions."""
-    check_value("--backbone", backbone_key, Name())
+    """Embed every tile (and `views` augmented copies) not yet in `emb__<key>`; see EmbedOptions.
+    With `engine="ray"` the work runs on Ray Data actors (`ray_engine`), with the same plan and commits."""
     options = options_from(EmbedOptions, options, kwargs)
+    if options.engine == "ray":
+        from .ray_engine import embed_on_ray
+
+        return embed_on_ray(catalog, backbone_key, options, options.address)
+    plan = plan_run(catalog, backbone_key, options)
+    if plan.missing.height == 0:
+        return plan.finish()
+    target, report, device, workers, wanted = plan.target, plan.report, plan.device, plan.workers, plan.wanted
+    if device.type == "cpu" and options.reuse_memory:
+        reuse_freed_memory()
+    with torch_threads(options.threads):
+        report.threads = torch.get_num_threads()
+        size = target.backbone.spec.input_size
+        forward = Forward(
+            target.backbone.build(),
+            device,
+            wanted.precision,
+            options.channels_last,
+            options.compile,
+            options.batch_size,
+        )
+        slots = embed_input.BatchSlots(workers, options.prefetch, options.batch_size, size)
+        sources = sources_without_pixels(catalog, plan.tiles, plan.missing)
+        decoder = embed_input.DecodeTiles(slots, size, options.resize, wanted.augment, sources)
+        writer = ChunkedWriter(
+            EmbeddingWriter(catalog, target.name, wanted, options.views),
+            plan.missing.height,
+            options.on_chunk,
+            options.chunk_rows,
+        )
+        pipeline_started = time.perf_counter()
+        try:
+            _run(forward, decoder, plan.tiles_ds, plan.missing, options, workers, device, writer, wanted)
+        finally:
+            writer.close()
+            report.rows_written, report.tiles_embedded = writer.rows_written, writer.tiles_written
+            report.rows_written_elsewhere = writer.rows_elsewhere
+            if catalog.has_table(target.name):
+                report.table_version = int(catalog.dataset(target.name).version)
+        report.pipeline_seconds = time.perf_counter() - pipeline_started
+    return plan.finish()
+
+
+@dataclass
+class RunPlan:
+    """What every executor starts from: the target table, the tiles (a pinned version) and the
+    (pos, tile_id, view) rows the table lacks, and the report to fill."""
+
+    target: _Target
+    tiles_ds: Any  # the tiles table, pinned: tiles added meanwhile wait for the next run
+    tiles: pl.DataFrame  # pos, tile_id, pixel_format, source_id
+    missing: pl.DataFrame  # pos, tile_id, view
+    report: EmbedReport
+    device: torch.device
+    workers: int
+    started: float
+
+    @property
+    def wanted(self) -> Provenance:
+        return self.target.wanted
+
+    def finish(self) -> EmbedReport:
+        self.report.seconds = time.perf_counter() - self.started
+        return self.report
+
+
+def plan_run(catalog: Catalog, backbone_key: str, options: EmbedOptions) -> RunPlan:
+    """Resolve the backbone and its table (refusing, before any work, vectors that would not fit it)
+    and find the missing rows; records the views' augmentations when this run adds the first views."""
+    check_value("--backbone", backbone_key, Name())
     started = time.perf_counter()
-    tiles_ds = catalog.dataset(TILES)  # pinned: tiles added meanwhile wait for the next run
+    tiles_ds = catalog.dataset(TILES)
     if tiles_ds.count_rows() == 0:
         raise EmbedstoreError("the store has no tiles; run `embedstore ingest` first")
     target = _Target.resolve(catalog, backbone_key, options)
@@ -67,45 +137,9 @@ def embed(
     missing = embed_input.plan_missing(tiles.select("pos", "tile_id"), present, options.views, options.limit)
     report.tiles_total = tiles.height
     report.rows_present = present.join(tiles.select("tile_id"), on="tile_id", how="semi").height
-    if missing.height == 0:
-        report.seconds = time.perf_counter() - started
-        return report
-    target.record_augment(catalog, options.views)
-
-    if device.type == "cpu" and options.reuse_memory:
-        reuse_freed_memory()
-    with torch_threads(options.threads):
-        report.threads = torch.get_num_threads()
-        size = target.backbone.spec.input_size
-        forward = Forward(
-            target.backbone.build(),
-            device,
-            wanted.precision,
-            options.channels_last,
-            options.compile,
-            options.batch_size,
-        )
-        slots = embed_input.BatchSlots(workers, options.prefetch, options.batch_size, size)
-        sources = _sources_without_pixels(catalog, tiles, missing)
-        decoder = embed_input.DecodeTiles(slots, size, options.resize, wanted.augment, sources)
-        writer = ChunkedWriter(
-            EmbeddingWriter(catalog, target.name, wanted, options.views),
-            missing.height,
-            options.on_chunk,
-            options.chunk_rows,
-        )
-        pipeline_started = time.perf_counter()
-        try:
-            _run(forward, decoder, tiles_ds, missing, options, workers, device, writer, wanted)
-        finally:
-            writer.close()
-            report.rows_written, report.tiles_embedded = writer.rows_written, writer.tiles_written
-            report.rows_written_elsewhere = writer.rows_elsewhere
-            if catalog.has_table(target.name):
-                report.table_version = int(catalog.dataset(target.name).version)
-        report.pipeline_seconds = time.perf_counter() - pipeline_started
-    report.seconds = time.perf_counter() - started
-    return report
+    if missing.height:
+        target.record_augment(catalog, options.views)
+    return RunPlan(target, tiles_ds, tiles, missing, report, device, workers, started)
 
 
 def present_rows(catalog: Catalog, name: str) -> pl.DataFrame:
@@ -163,7 +197,7 @@ class _Target:
     @classmethod
     def resolve(cls, catalog: Catalog, key: str, options: EmbedOptions) -> _Target:
         """Find the table and refuse (before any work) a run whose vectors would not fit it."""
-        backbone = _backbone(key, options.weights)
+        backbone = resolve_backbone(key, options.weights)
         name = table_name(backbone.spec.key)
         recorded = (
             recorded_provenance(catalog.dataset(name).schema, name) if catalog.has_table(name) else None
@@ -185,7 +219,7 @@ class _Target:
         catalog.dataset(self.name).replace_schema_metadata(metadata)
 
 
-def _backbone(key: str, weights: str | Path | None) -> Backbone:
+def resolve_backbone(key: str, weights: str | Path | None) -> Backbone:
     from ..backbones import get_backbone
 
     backbone = get_backbone(key, weights=weights)
@@ -195,7 +229,7 @@ def _backbone(key: str, weights: str | Path | None) -> Backbone:
     return backbone
 
 
-def _sources_without_pixels(
+def sources_without_pixels(
     catalog: Catalog, tiles: pl.DataFrame, missing: pl.DataFrame
 ) -> dict[str, tuple[str, str]]:
     """(uri, kind) of the sources whose missing tiles have no stored pixels (usually none)."""
@@ -239,7 +273,9 @@ def _run(
                 raise EmbedstoreError(batch.error)
             vectors = forward(decoder.slots.pixels(batch))
             writer.add(
-                batch.tile_ids, batch.views, _checked(vectors, batch, wanted.store_dtype, wanted.backbone)
+                batch.tile_ids,
+                batch.views,
+                checked_vectors(vectors, batch, wanted.store_dtype, wanted.backbone),
             )
             bar.update(len(batch.tile_ids))
         writer.flush()
@@ -249,7 +285,9 @@ def _run(
         bar.close()
 
 
-def _checked(vectors: torch.Tensor, batch: embed_input.PixelBatch, store_dtype: str, key: str) -> np.ndarray:
+def checked_vectors(
+    vectors: torch.Tensor, batch: embed_input.PixelBatch, store_dtype: str, key: str
+) -> np.ndarray:
     """Vectors as the stored dtype; EmbedstoreError naming the first tile with a NaN / Inf."""
     with np.errstate(over="ignore"):
         array = vectors.numpy().astype(store_dtype, copy=False)
@@ -273,4 +311,4 @@ def check_backbones(keys: Iterable[str], weights: str | Path | None = None) -> N
     """Fail fast, before any work, when one of several backbone keys is unknown or cannot run here."""
     for key in keys:
         check_value("--backbone", key, Name())
-        _backbone(key, weights)
+        resolve_backbone(key, weights)

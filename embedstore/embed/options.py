@@ -10,12 +10,24 @@ from typing import Any
 
 from ..embedding_tables import STORE_DTYPES
 from ..runtime import DEVICES
-from ..validation import Flag, Function, Interval, NamesFrom, OneOf, PathValue, invalid, option, validate
+from ..validation import (
+    Flag,
+    Function,
+    Interval,
+    Name,
+    NamesFrom,
+    OneOf,
+    PathValue,
+    invalid,
+    option,
+    validate,
+)
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 RESIZE_METHODS = ("bicubic", "bilinear")
 AUGMENTATIONS = ("flip", "rot90", "hed-jitter", "blur")
 MAX_VIEWS = 2**15 - 1  # views are stored as int16
+ENGINES = ("local", "ray")
 
 
 @dataclass
@@ -78,6 +90,17 @@ class EmbedOptions:
         None, Interval(0, integer=True), optional=True, help="Embed at most this many tiles."
     )
     on_chunk: Callable[[EmbedProgress], None] | None = option(None, Function(), optional=True, cli=False)
+    engine: str = option(
+        "local",
+        OneOf(ENGINES),
+        help='Where the work runs: this process, or Ray Data actors (pip install "embedstore[ray]").',
+    )
+    address: str | None = option(
+        None,
+        Name(),
+        optional=True,
+        help="Ray cluster to join with --engine ray (e.g. ray://head:10001) [default: start Ray here].",
+    )
 
     def __post_init__(self) -> None:
         validate(self)
@@ -85,6 +108,10 @@ class EmbedOptions:
     def check_relations(self) -> None:
         if self.views and not self.augment:
             raise invalid("--augment", "", "at least one operation when --views is above 0")
+        if self.address is not None and self.engine != "ray":
+            raise invalid("--address", self.address, "used with --engine ray only")
+        if self.engine == "ray" and (self.on_chunk is not None or self.compile):
+            raise invalid("--engine", "ray", "used without on_chunk and --compile (local engine only)")
 
 
 @dataclass
@@ -106,6 +133,7 @@ class EmbedReport:
     workers: int = 0
     threads: int = 0
     table_version: int | None = None
+    engine: str = "local"  # ray: `workers` Ray actors, `threads` torch threads each
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -123,11 +151,14 @@ class EmbedReport:
             per_tile = f" x {self.views + 1} views" if self.views else ""
             per_tile += " computed" if self.rows_written_elsewhere else ""
             decode = f"{self.workers} decode worker(s)" if self.workers else "decoding inline"
+            if self.engine == "ray":
+                decode = f"{self.workers} Ray actor(s)"
             line = (
                 f"{self.table}: {self.rows_written} rows written ({self.tiles_embedded} tiles{per_tile}), "
                 f"{self.rows_present} already present; {self.seconds:.1f} s, {self.tiles_per_s:.1f} tiles/s "
                 f"({self.precision}, {self.device}, batch {self.batch_size}, {decode}, "
-                f"{self.threads} torch thread(s), stored as {self.store_dtype})"
+                f"{self.threads} torch thread(s){' each' if self.engine == 'ray' else ''}, "
+                f"stored as {self.store_dtype})"
             )
         notes = list(self.notes)
         if self.rows_written_elsewhere:

@@ -1,0 +1,226 @@
+"""Embed on Ray Data: the local executor's plan and commits, the work spread over actors.
+
+The driver plans exactly as `local.embed` does (the (tile, view) rows the table lacks, against a pinned
+version of the tiles table) and hands those rows to Ray Data in blocks of `chunk_rows`. Each actor holds
+the model once (one per GPU where there are GPUs, CPU actors otherwise, `--workers` of them), reads its
+block's tiles from the store, decodes, embeds, and commits the block through `EmbeddingWriter`: one
+atomic commit per block, each (tile, view) at most once whatever else writes. A block whose actor dies
+commits nothing; Ray retries it on another actor, and a re-run plans only what is still missing, so a
+killed worker or driver never leaves duplicates or half a block.
+
+Ray is an optional extra: `pip install "embedstore[ray]"`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from tqdm.auto import tqdm
+
+from ..catalog import Catalog
+from ..errors import EmbedstoreError
+from ..validation import options_from
+from .options import EmbedOptions, EmbedReport
+
+INSTALL_HINT = 'pip install "embedstore[ray]"'
+
+
+def require_ray() -> Any:
+    """The ray module; EmbedstoreError naming the extra to install when it is missing."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise EmbedstoreError(f"--engine ray needs Ray, which is not installed: {INSTALL_HINT}") from None
+    return ray
+
+
+def connect(address: str | None, cpus: int | None = None) -> Any:
+    """Join the Ray cluster at `address`, or start Ray on this machine (None); reuses a running one."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return ray
+    settings: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    if address is None:
+        settings["num_cpus"] = cpus or os.cpu_count() or 1
+    try:
+        ray.init(address=address, **settings)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as error:
+        where = address or "this machine"
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise EmbedstoreError(
+            f"cannot reach a Ray cluster at {where}: {first}; check --address (ray://HOST:10001 or "
+            "HOST:6379) or leave it out to run Ray locally"
+        ) from None
+    return ray
+
+
+def embed_on_ray(
+    catalog: Catalog,
+    backbone_key: str,
+    options: EmbedOptions | None = None,
+    address: str | None = None,
+    **kwargs: Any,
+) -> EmbedReport:
+    """`local.embed`'s job on Ray Data; same rows, same ids, same vectors (see the module doc)."""
+    from .local import plan_run, sources_without_pixels
+
+    options = options_from(EmbedOptions, options, kwargs)
+    require_ray()
+    plan = plan_run(catalog, backbone_key, options)
+    if plan.missing.height == 0:
+        return plan.finish()
+    ray = connect(address)
+    _quiet(ray)
+    gpus = int(ray.cluster_resources().get("GPU", 0)) if plan.device.type == "cuda" else 0
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    actors = options.workers or (gpus if gpus else cpus)
+    threads = options.threads or (max(1, cpus // actors) if not gpus else 1)
+    report = plan.report
+    report.engine, report.workers, report.threads = "ray", actors, threads
+    rows = pa.table(
+        {
+            "pos": pa.array(plan.missing["pos"].to_numpy().astype(np.int64)),
+            "view": pa.array(plan.missing["view"].to_numpy().astype(np.int16)),
+        }
+    )
+    setup = {
+        "store": str(catalog.root),
+        "tiles_version": int(plan.tiles_ds.version),
+        "backbone_key": backbone_key,
+        "weights": None if options.weights is None else str(options.weights),
+        "provenance": plan.wanted,
+        "table": plan.target.name,
+        "views": options.views,
+        "resize": options.resize,
+        "batch_size": options.batch_size,
+        "device": "cuda" if gpus else "cpu",
+        "threads": threads,
+        "channels_last": options.channels_last,
+        "sources": sources_without_pixels(catalog, plan.tiles, plan.missing),
+    }
+    # One input block per commit, made here: no Ray task has to split them (a task would wait for a CPU
+    # that the actor pool holds).
+    chunks = [rows.slice(start, options.chunk_rows) for start in range(0, rows.num_rows, options.chunk_rows)]
+    blocks = ray.data.from_arrow(chunks).map_batches(
+        EmbedBlock,
+        batch_size=options.chunk_rows,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=0 if gpus else threads,
+        num_gpus=1 if gpus else 0,
+        fn_constructor_kwargs={"setup": setup},
+    )
+    bar = tqdm(total=rows.num_rows, desc=plan.target.name, unit="row", disable=not options.progress)
+    failures: list[str] = []
+    started = time.perf_counter()
+    tiles: set[str] = set()
+    try:
+        for done in blocks.iter_batches(batch_size=None, batch_format="numpy"):
+            for i in range(len(done["rows"])):
+                report.rows_written += int(done["inserted"][i])
+                report.rows_written_elsewhere += int(done["rows"][i] - done["inserted"][i])
+                if done["error"][i]:
+                    failures.append(str(done["error"][i]))
+                bar.update(int(done["rows"][i]))
+            for joined in done["tile_ids"]:
+                tiles.update(t for t in str(joined).split("\n") if t)
+    finally:
+        bar.close()
+        report.pipeline_seconds = time.perf_counter() - started
+        report.tiles_embedded = len(tiles)
+        if catalog.has_table(plan.target.name):
+            report.table_version = int(catalog.dataset(plan.target.name).version)
+    if failures:
+        raise EmbedstoreError(
+            f"{len(failures)} block(s) failed and were not written (the others were): {failures[0]}; "
+            "fix the cause and run embed again to complete the table"
+        )
+    return plan.finish()
+
+
+def _quiet(ray: Any) -> None:
+    """Our progress bar instead of Ray Data's per-operator logging."""
+    import logging
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+class EmbedBlock:
+    """A Ray Data actor: builds the model once, then embeds and commits one block of rows per call."""
+
+    def __init__(self, setup: dict[str, Any]) -> None:
+        import torch
+
+        from ..schema import TILES
+        from ..sources.tile_pixels import TilePixels
+        from ..store import open as open_store
+        from .forward import Forward
+        from .local import resolve_backbone
+        from .writer import EmbeddingWriter
+
+        torch.set_num_threads(setup["threads"])
+        self.setup = setup
+        catalog = open_store(setup["store"])
+        self.tiles = catalog.dataset(TILES, setup["tiles_version"])
+        backbone = resolve_backbone(setup["backbone_key"], setup["weights"])
+        self.size = backbone.spec.input_size
+        provenance = setup["provenance"]
+        self.forward = Forward(
+            backbone.build(),
+            torch.device(setup["device"]),
+            provenance.precision,
+            setup["channels_last"],
+            False,
+            setup["batch_size"],
+        )
+        self.writer = EmbeddingWriter(catalog, setup["table"], provenance, setup["views"])
+        self.pixels = TilePixels(setup["sources"])
+
+    def __call__(self, block: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        from ..sources.tile_pixels import TILE_COLUMNS
+        from .augment import augment_view
+        from .input import PixelBatch, fill_batch
+        from .local import checked_vectors
+
+        positions, views = block["pos"], block["view"].astype(np.int16)
+        unique, inverse = np.unique(positions, return_inverse=True)
+        rows = self.tiles.take(unique, columns=TILE_COLUMNS).to_pylist()
+        tile_ids = [rows[i]["tile_id"] for i in inverse]
+        provenance, batch_size = self.setup["provenance"], self.setup["batch_size"]
+        try:
+            parts = []
+            for start in range(0, len(positions), batch_size):
+                end = start + batch_size
+                images = [
+                    augment_view(self.pixels.rgb(rows[i]), rows[i]["tile_id"], int(v), provenance.augment)
+                    for i, v in zip(inverse[start:end], views[start:end], strict=True)
+                ]
+                pixels = torch.empty((len(images), self.size, self.size, 3), dtype=torch.uint8)
+                fill_batch(pixels, images, self.size, self.setup["resize"])
+                vectors = self.forward(pixels.permute(0, 3, 1, 2))
+                batch = PixelBatch(tile_ids[start:end], views[start:end], 0)
+                parts.append(checked_vectors(vectors, batch, provenance.store_dtype, provenance.backbone))
+            inserted = self.writer.write(tile_ids, views, np.concatenate(parts))
+        except EmbedstoreError as error:
+            return _outcome(len(positions), 0, [], str(error))
+        return _outcome(len(positions), inserted, tile_ids, "")
+
+
+def _outcome(rows: int, inserted: int, tile_ids: list[str], error: str) -> dict[str, np.ndarray]:
+    """One output row per block (tile ids joined, so that every column has one value per row)."""
+    return {
+        "rows": np.array([rows], np.int64),
+        "inserted": np.array([inserted], np.int64),
+        "error": np.array([error], dtype=object),
+        "tile_ids": np.array(["\n".join(sorted(set(tile_ids)))], dtype=object),
+    }

@@ -1,0 +1,130 @@
+"""`--engine ray`: Ray Data in local mode (2 CPUs) gives the local engine's rows and vectors, survives a
+killed worker without duplicates, and refuses what it cannot do in one line. Real Ray, real LanceDB."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import embedstore
+from cli.main import app
+from embedstore.embedding_tables import table_name
+from embedstore.errors import EmbedstoreError
+from tests.helpers import write_tiles
+
+ray = pytest.importorskip("ray", reason='the ray extra is not installed: pip install "embedstore[ray]"')
+
+KEY = "resnet18.random"  # a real CNN with seeded weights: no download
+OPTS = {"progress": False, "batch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module: 2 CPUs, as on this machine."""
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 2**20)
+    yield ray
+    ray.shutdown()
+
+
+def _store(tmp_path: Path, name: str, n: int, seed: int = 0) -> embedstore.Store:
+    store = embedstore.init(tmp_path / name)
+    store.ingest([write_tiles(tmp_path / f"tiles_{seed}", n, seed)], embedstore.IngestOptions(progress=False))
+    return store
+
+
+def _vectors(store: embedstore.Store, key: str = KEY) -> dict[tuple[str, int], np.ndarray]:
+    table = store.read(table_name(key), columns=["tile_id", "view", "vector"])
+    ids, views = table.column("tile_id").to_pylist(), table.column("view").to_pylist()
+    vectors = np.asarray(table.column("vector").to_pylist(), dtype=np.float32)
+    rows = list(zip(ids, views, strict=True))
+    assert len(rows) == len(set(rows)), "duplicate (tile, view) rows"
+    return dict(zip(rows, vectors, strict=True))
+
+
+def test_ray_engine_gives_the_local_engines_rows_and_vectors(tmp_path, local_ray):
+    local = _store(tmp_path, "local", 12)
+    on_ray = _store(tmp_path, "ray", 12)  # the same images: the same tile ids
+    local.embed(KEY, views=1, workers=0, **OPTS)
+    report = on_ray.embed(KEY, views=1, engine="ray", workers=2, chunk_rows=8, **OPTS)
+    assert report.rows_written == 24 and report.tiles_embedded == 12
+    assert report.engine == "ray" and "2 Ray actor(s)" in report.summary()
+    expected, found = _vectors(local), _vectors(on_ray)
+    assert found.keys() == expected.keys() and len(found) == 24
+    for row, vector in expected.items():
+        np.testing.assert_allclose(found[row], vector, rtol=1e-4, atol=1e-5)
+    again = on_ray.embed(KEY, views=1, engine="ray", **OPTS)  # incremental: nothing left to do
+    assert again.rows_written == 0
+    assert on_ray.check().ok
+
+
+def test_a_worker_killed_mid_run_leaves_the_store_consistent_and_a_rerun_completes_it(tmp_path, local_ray):
+    store = _store(tmp_path, "store", 48, seed=3)
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["report"] = store.embed(KEY, engine="ray", workers=2, chunk_rows=4, **OPTS)
+        except Exception as error:  # a run that gives up is allowed; a corrupt store is not
+            outcome["error"] = error
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    killed = _kill_an_actor_after_the_first_commit(store, timeout=120)
+    worker.join(timeout=300)
+    assert not worker.is_alive()
+    assert killed, "no EmbedBlock actor was found to kill"
+    _vectors(store)  # no duplicates, whatever the run did after the kill
+    assert store.check().ok
+    store.embed(KEY, engine="ray", workers=2, **OPTS)
+    rows = _vectors(store)
+    assert {tile for tile, _ in rows} == store.tile_ids() and len(rows) == 48
+
+
+def _kill_an_actor_after_the_first_commit(store: embedstore.Store, timeout: float) -> bool:
+    """SIGKILL one Ray worker process running EmbedBlock once the table holds a first block."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if store.has_table(table_name(KEY)) and store.dataset(table_name(KEY)).count_rows() > 0:
+            for pid in _actor_pids():
+                os.kill(pid, signal.SIGKILL)
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def _actor_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"EmbedBlock" in title and int(entry.name) != os.getpid():
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_without_ray_installed_the_engine_names_the_extra(tmp_path, monkeypatch):
+    store = _store(tmp_path, "store", 2)
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    with pytest.raises(EmbedstoreError, match=r'pip install "embedstore\[ray\]"'):
+        store.embed(KEY, engine="ray", **OPTS)
+    result = CliRunner().invoke(app, ["embed", str(store.root), "--backbone", KEY, "--engine", "ray"])
+    assert result.exit_code == 2 and "embedstore[ray]" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_address_without_the_ray_engine_is_refused(tmp_path):
+    store = _store(tmp_path, "store", 2)
+    with pytest.raises(EmbedstoreError, match="--address"):
+        store.embed(KEY, address="ray://nowhere:10001", **OPTS)
