@@ -128,3 +128,12 @@ def test_address_without_the_ray_engine_is_refused(tmp_path):
     store = _store(tmp_path, "store", 2)
     with pytest.raises(EmbedstoreError, match="--address"):
         store.embed(KEY, address="ray://nowhere:10001", **OPTS)
+
+
+def test_an_unreachable_cluster_is_one_line_and_writes_nothing(tmp_path):
+    store = _store(tmp_path, "store", 2)
+    args = ["embed", str(store.root), "--backbone", KEY, "--engine", "ray", "--address", "127.0.0.1:1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "cannot reach a Ray cluster at 127.0.0.1:1" in result.output
+    assert "Traceback" not in result.output
+    assert not store.has_table(table_name(KEY))
