@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {
     # L0 foundation
     "embedstore._version": 0,
+    "embedstore._malloc": 0,
     "embedstore.errors": 0,
     "embedstore.schema": 0,
     "embedstore.ids": 0,

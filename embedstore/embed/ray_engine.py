@@ -91,7 +91,7 @@ def embed_on_ray(
     **kwargs: Any,
 ) -> EmbedReport:
     """`local.embed`'s job on Ray Data; same rows, same ids, same vectors (see the module doc)."""
-    from .local import plan_run, sources_without_pixels
+    from .plan import plan_run, sources_without_pixels
 
     options = options_from(EmbedOptions, options, kwargs)
     require_ray()
@@ -127,12 +127,13 @@ def embed_on_ray(
         "channels_last": options.channels_last,
         "sources": sources_without_pixels(catalog, plan.tiles, plan.missing),
     }
-    # One input block per commit, made here: no Ray task has to split them (a task would wait for a CPU
-    # that the actor pool holds).
-    chunks = [rows.slice(start, options.chunk_rows) for start in range(0, rows.num_rows, options.chunk_rows)]
+    # One input block per commit, made here (a Ray task splitting them would wait for a CPU that the
+    # actor pool holds); at least 4 blocks per actor so that every actor has work, at most chunk_rows.
+    block_rows = min(options.chunk_rows, max(options.batch_size, -(-rows.num_rows // (4 * actors))))
+    chunks = [rows.slice(start, block_rows) for start in range(0, rows.num_rows, block_rows)]
     blocks = ray.data.from_arrow(chunks).map_batches(
         EmbedBlock,
-        batch_size=options.chunk_rows,
+        batch_size=block_rows,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=0 if gpus else threads,
@@ -183,16 +184,18 @@ class EmbedBlock:
     def __init__(self, setup: dict[str, Any]) -> None:
         import torch
 
+        from ..runtime import reuse_freed_memory
         from ..schema import TILES
         from ..sources.tile_pixels import TilePixels
-        from ..store import open as open_store
         from .forward import Forward
-        from .local import resolve_backbone
+        from .plan import resolve_backbone
         from .writer import EmbeddingWriter
 
         torch.set_num_threads(setup["threads"])
+        if setup["device"] == "cpu":
+            reuse_freed_memory()  # as the local engine: no page faults on every forward's activations
         self.setup = setup
-        catalog = open_store(setup["store"])
+        catalog = Catalog.open(setup["store"])
         self.tiles = catalog.dataset(TILES, setup["tiles_version"])
         backbone = resolve_backbone(setup["backbone_key"], setup["weights"])
         self.size = backbone.spec.input_size
@@ -214,8 +217,10 @@ class EmbedBlock:
         from ..sources.tile_pixels import TILE_COLUMNS
         from .augment import augment_view
         from .input import PixelBatch, fill_batch
-        from .local import checked_vectors
+        from .plan import checked_vectors
 
+        # Ray Data may call from another thread than __init__'s, and OpenMP's thread count is per thread.
+        torch.set_num_threads(self.setup["threads"])
         positions, views = block["pos"], block["view"].astype(np.int16)
         unique, inverse = np.unique(positions, return_inverse=True)
         rows = self.tiles.take(unique, columns=TILE_COLUMNS).to_pylist()
