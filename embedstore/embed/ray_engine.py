@@ -147,10 +147,11 @@ def embed_on_ray(
     try:
         for done in blocks.iter_batches(batch_size=None, batch_format="numpy"):
             for i in range(len(done["rows"])):
-                report.rows_written += int(done["inserted"][i])
-                report.rows_written_elsewhere += int(done["rows"][i] - done["inserted"][i])
                 if done["error"][i]:
                     failures.append(str(done["error"][i]))
+                else:
+                    report.rows_written += int(done["inserted"][i])
+                    report.rows_written_elsewhere += int(done["rows"][i] - done["inserted"][i])
                 bar.update(int(done["rows"][i]))
             for joined in done["tile_ids"]:
                 tiles.update(t for t in str(joined).split("\n") if t)
