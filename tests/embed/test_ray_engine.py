@@ -137,3 +137,24 @@ def test_an_unreachable_cluster_is_one_line_and_writes_nothing(tmp_path):
     assert result.exit_code == 2 and "cannot reach a Ray cluster at 127.0.0.1:1" in result.output
     assert "Traceback" not in result.output
     assert not store.has_table(table_name(KEY))
+
+
+def test_a_block_that_fails_is_not_written_and_the_others_are(tmp_path, local_ray):
+    from PIL import Image
+
+    store = _store(tmp_path, "store", 16)  # stored pixels: positions 0..15
+    rgb = np.random.default_rng(4).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    slide = tmp_path / "slide.png"
+    Image.fromarray(rgb).save(slide)
+    slide_options = {"kind": "slide", "mpp": 0.25, "target_mpp": 0.5, "tile_size": 16, "min_tissue": 0.0}
+    store.ingest([slide], embedstore.IngestOptions(codec="none", progress=False, **slide_options))
+    assert len(store.tile_ids()) == 16 + 12  # the slide's 12 tiles are read from the file when embedded
+    slide.unlink()
+    with pytest.raises(EmbedstoreError, match=r"^2 block\(s\) failed and were not written") as failed:
+        store.embed(KEY, engine="ray", workers=2, batch_size=8, progress=False)
+    assert "\n" not in str(failed.value)
+    assert len(_vectors(store)) == 16  # the two blocks of stored tiles, whole
+    assert store.check().ok
+    Image.fromarray(rgb).save(slide)  # the file is back: a re-run completes the table
+    report = store.embed(KEY, engine="ray", workers=2, batch_size=8, progress=False)
+    assert report.rows_written == 12 and len(_vectors(store)) == 28
