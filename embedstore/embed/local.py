@@ -10,7 +10,7 @@ cores, where that is faster; see `runtime.default_workers`); commits run on a th
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import polars as pl
 import torch
@@ -28,9 +28,6 @@ from .plan import check_backbones, checked_vectors, plan_run, sources_without_pi
 from .writer import ChunkedWriter, EmbeddingWriter
 
 __all__ = ["check_backbones", "embed"]
-
-if TYPE_CHECKING:
-    pass
 
 
 def embed(

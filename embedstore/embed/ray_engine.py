@@ -125,6 +125,7 @@ def embed_on_ray(
         "device": "cuda" if gpus else "cpu",
         "threads": threads,
         "channels_last": options.channels_last,
+        "reuse_memory": options.reuse_memory,
         "sources": sources_without_pixels(catalog, plan.tiles, plan.missing),
     }
     # One input block per commit, made here (a Ray task splitting them would wait for a CPU that the
@@ -193,7 +194,7 @@ class EmbedBlock:
         from .writer import EmbeddingWriter
 
         torch.set_num_threads(setup["threads"])
-        if setup["device"] == "cpu":
+        if setup["device"] == "cpu" and setup["reuse_memory"]:
             reuse_freed_memory()  # as the local engine: no page faults on every forward's activations
         self.setup = setup
         catalog = Catalog.open(setup["store"])
