@@ -132,7 +132,9 @@ class TileReader(Sampler):
                 unique, inverse = np.unique(pos, return_inverse=True)
                 rows = self.dataset.take(unique, columns=TILE_COLUMNS).to_pylist()
                 for b in range(0, len(pos), self.batch_size):
-                    payload = _payload(rows, inverse[b : b + self.batch_size], views[b : b + self.batch_size])
+                    payload = make_payload(
+                        rows, inverse[b : b + self.batch_size], views[b : b + self.batch_size]
+                    )
                     payload.slot = (start + b) // self.batch_size % self.slots
                     if not self._put(ready, payload):
                         return
@@ -141,7 +143,8 @@ class TileReader(Sampler):
             self._put(ready, error)
 
 
-def _payload(rows: list[dict[str, Any]], index: np.ndarray, views: np.ndarray) -> Payload:
+def make_payload(rows: list[dict[str, Any]], index: np.ndarray, views: np.ndarray) -> Payload:
+    """The Payload of the rows at `index` of `rows` (tile dicts) with their `views`."""
     distinct, local = np.unique(index, return_inverse=True)
     return Payload([rows[i] for i in distinct], list(zip(local.tolist(), views.tolist(), strict=True)))
 

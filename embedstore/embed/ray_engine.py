@@ -13,7 +13,6 @@ Ray is an optional extra: `pip install "embedstore[ray]"`.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -23,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..catalog import Catalog
 from ..errors import EmbedstoreError
+from ..runtime import cpu_count
 from ..validation import options_from
 from .options import EmbedOptions, EmbedReport
 
@@ -48,7 +48,7 @@ def connect(address: str | None, cpus: int | None = None) -> Any:
         return ray
     settings: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
     if address is None:
-        settings["num_cpus"] = cpus or os.cpu_count() or 1
+        settings["num_cpus"] = cpus or cpu_count()
     try:
         ray.init(address=address, **settings)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as error:
@@ -188,8 +188,8 @@ class EmbedBlock:
 
         from ..runtime import reuse_freed_memory
         from ..schema import TILES
-        from ..sources.tile_pixels import TilePixels
         from .forward import Forward
+        from .input import BatchSlots, DecodeTiles
         from .plan import resolve_backbone
         from .writer import EmbeddingWriter
 
@@ -200,8 +200,7 @@ class EmbedBlock:
         catalog = Catalog.open(setup["store"])
         self.tiles = catalog.dataset(TILES, setup["tiles_version"])
         backbone = resolve_backbone(setup["backbone_key"], setup["weights"])
-        self.size = backbone.spec.input_size
-        provenance = setup["provenance"]
+        size, provenance = backbone.spec.input_size, setup["provenance"]
         self.forward = Forward(
             backbone.build(),
             torch.device(setup["device"]),
@@ -211,14 +210,15 @@ class EmbedBlock:
             setup["batch_size"],
         )
         self.writer = EmbeddingWriter(catalog, setup["table"], provenance, setup["views"])
-        self.pixels = TilePixels(setup["sources"])
+        # The local engine's decoding, inline: one slot, filled and read once per batch.
+        slots = BatchSlots(0, 1, setup["batch_size"], size)
+        self.decoder = DecodeTiles(slots, size, setup["resize"], provenance.augment, setup["sources"])
 
     def __call__(self, block: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
         from ..sources.tile_pixels import TILE_COLUMNS
-        from .augment import augment_view
-        from .input import PixelBatch, fill_batch
+        from .input import make_payload
         from .plan import checked_vectors
 
         # Ray Data may call from another thread than __init__'s, and OpenMP's thread count is per thread.
@@ -226,24 +226,21 @@ class EmbedBlock:
         positions, views = block["pos"], block["view"].astype(np.int16)
         unique, inverse = np.unique(positions, return_inverse=True)
         rows = self.tiles.take(unique, columns=TILE_COLUMNS).to_pylist()
-        tile_ids = [rows[i]["tile_id"] for i in inverse]
         provenance, batch_size = self.setup["provenance"], self.setup["batch_size"]
-        try:
-            parts = []
-            for start in range(0, len(positions), batch_size):
-                end = start + batch_size
-                images = [
-                    augment_view(self.pixels.rgb(rows[i]), rows[i]["tile_id"], int(v), provenance.augment)
-                    for i, v in zip(inverse[start:end], views[start:end], strict=True)
-                ]
-                pixels = torch.empty((len(images), self.size, self.size, 3), dtype=torch.uint8)
-                fill_batch(pixels, images, self.size, self.setup["resize"])
-                vectors = self.forward(pixels.permute(0, 3, 1, 2))
-                batch = PixelBatch(tile_ids[start:end], views[start:end], 0)
+        tile_ids, batch_views, parts = [], [], []
+        for start in range(0, len(positions), batch_size):
+            end = start + batch_size
+            batch = self.decoder[make_payload(rows, inverse[start:end], views[start:end])]
+            if batch.error is not None:
+                return _outcome(len(positions), 0, [], batch.error)
+            vectors = self.forward(self.decoder.slots.pixels(batch))
+            try:
                 parts.append(checked_vectors(vectors, batch, provenance.store_dtype, provenance.backbone))
-            inserted = self.writer.write(tile_ids, views, np.concatenate(parts))
-        except EmbedstoreError as error:
-            return _outcome(len(positions), 0, [], str(error))
+            except EmbedstoreError as error:
+                return _outcome(len(positions), 0, [], str(error))
+            tile_ids += batch.tile_ids
+            batch_views.append(batch.views)
+        inserted = self.writer.write(tile_ids, np.concatenate(batch_views), np.concatenate(parts))
         return _outcome(len(positions), inserted, tile_ids, "")
 
 
