@@ -13,12 +13,11 @@ torch is imported inside the functions, so option classes can name DEVICES witho
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from ._malloc import glibc, usable_cpus
 from .errors import EmbedstoreError
 
 if TYPE_CHECKING:
@@ -44,10 +43,7 @@ def resolve_device(device: str) -> torch.device:
 
 def cpu_count() -> int:
     """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    return usable_cpus()
 
 
 def default_workers(device: torch.device) -> int:
@@ -84,22 +80,12 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters
 
 
 @functools.cache
-def _libc() -> ctypes.CDLL | None:
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt, libc.malloc_trim  # noqa: B018 - glibc only
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-@functools.cache
 def reuse_freed_memory() -> bool:
     """Keep freed memory in the heap for reuse (process-wide, idempotent); False where not glibc.
 
     Resident memory then stays near its peak until the process ends or `trim()` is called.
     """
-    libc = _libc()
+    libc = glibc()
     if libc is None:
         return False
     return libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
@@ -107,6 +93,6 @@ def reuse_freed_memory() -> bool:
 
 def trim() -> None:
     """Hand free heap memory back to the OS (before forking workers, or after a run)."""
-    libc = _libc()
+    libc = glibc()
     if libc is not None:
         libc.malloc_trim(0)
