@@ -17,9 +17,9 @@ CHUNK_ROWS, CHUNK_COLUMNS = 2048, 8192  # a similarity block of at most 64 MB
 def cross_fold_neighbours(unit: np.ndarray, test_sets: Sequence[np.ndarray], k: int) -> list[np.ndarray]:
     """For each test set: (its rows, k) row positions of the k vectors most similar (inner product of
     the `unit` vectors) among the rows outside it, best first. `test_sets` must partition the rows."""
-    order = np.concatenate([np.asarray(t, dtype=np.int64) for t in test_sets])
-    if len(order) != len(unit) or len(np.unique(order)) != len(unit):
+    if not is_partition(test_sets, len(unit)):
         raise ValueError("the test sets do not partition the rows")
+    order = np.concatenate([np.asarray(t, dtype=np.int64) for t in test_sets])
     starts = np.r_[0, np.cumsum([len(t) for t in test_sets])]
     ordered = np.ascontiguousarray(unit[order], dtype=np.float32)  # fold by fold
     values = np.empty((len(order), k), dtype=np.float32)
@@ -36,6 +36,12 @@ def cross_fold_neighbours(unit: np.ndarray, test_sets: Sequence[np.ndarray], k: 
         heap.reorder()
     found = order[positions]  # back from fold order to row positions
     return [found[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
+
+
+def is_partition(test_sets: Sequence[np.ndarray], rows: int) -> bool:
+    """Whether every one of `rows` rows is in exactly one of `test_sets`."""
+    covered = np.concatenate([np.asarray(t, dtype=np.int64) for t in test_sets]) if test_sets else []
+    return len(covered) == rows and len(np.unique(covered)) == rows
 
 
 def _heap(values: np.ndarray, positions: np.ndarray):  # noqa: ANN202 (a FAISS SWIG object)

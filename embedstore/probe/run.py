@@ -16,7 +16,7 @@ from . import classifiers, splits
 from .data import TaskTiles, aligned_vectors, resolve_backbones, task_tiles
 from .indicators import backbone_indicators
 from .metrics import split_scores
-from .neighbours import cross_fold_neighbours
+from .neighbours import cross_fold_neighbours, is_partition
 from .options import ProbeOptions
 from .report import ProbeReport
 
@@ -184,9 +184,8 @@ def _all_folds_neighbours(
         of_seed = [split for split in folds if split.seed == seed]
         tests = [split.test for split in of_seed]
         smallest_train = min(len(split.train) for split in of_seed)
-        covered = np.concatenate(tests)
-        if len(covered) != len(x) or len(np.unique(covered)) != len(x) or smallest_train == 0:
-            continue  # not a partition: the split-by-split search handles it
+        if not is_partition(tests, len(x)) or smallest_train == 0:
+            continue  # the split-by-split search handles it
         deepest = min(max(options.knn_k), smallest_train)
         for split, positions in zip(of_seed, cross_fold_neighbours(unit, tests, deepest), strict=True):
             found[(seed, split.fold)] = positions
