@@ -2,6 +2,8 @@
 
 A store is a directory holding `embedstore.json` (the format marker) and one Lance dataset per table,
 `<name>.lance`: the layout of a LanceDB database, so `lancedb.connect(root)` opens the same tables.
+The directory may be a local path or an object-store URI (`s3://bucket/prefix`, see
+`embedstore.location`): `root` is then an `ObjectPath`, which reads and writes like a `Path`.
 The catalog is the low half of the store; the verbs (ingest, embed, check, ...) take a catalog, and
 `embedstore.Store` adds them on top.
 """
@@ -22,14 +24,20 @@ import pyarrow as pa
 from . import versions as _versions
 from . import writes
 from .errors import EmbedstoreError, NotAStoreError
+from .location import ObjectPath, remove_tree, store_location
 from .schema import CORE_SCHEMAS, EMBEDDING_PREFIX, MARKER_FILE, STORE_FORMAT_VERSION, TILES
 
 
 class Catalog:
     """A store's directory and tables. Create one with `Catalog.create`, open one with `Catalog.open`."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path | ObjectPath) -> None:
         self.root = root
+
+    @property
+    def is_local(self) -> bool:
+        """True for a store in a local directory, False for one on object storage."""
+        return isinstance(self.root, Path)
 
     # -- creating and opening -------------------------------------------------------------------------
 
@@ -40,7 +48,9 @@ class Catalog:
         The store is built beside `path` and renamed into place, so two processes creating it at once
         end with one store (the other process opens it when `exist_ok`).
         """
-        root = Path(path).expanduser().resolve()
+        root = store_location(path)
+        if isinstance(root, ObjectPath):
+            return cls._create_in_object_store(root, exist_ok)
         if (root / MARKER_FILE).exists():
             if exist_ok:
                 return cls.open(root)
@@ -57,12 +67,7 @@ class Catalog:
             staging.mkdir()
             for name, schema in CORE_SCHEMAS.items():
                 writes.create_table(staging, name, schema)
-            marker = {
-                "format": "embedstore",
-                "format_version": STORE_FORMAT_VERSION,
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            }
-            (staging / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
+            (staging / MARKER_FILE).write_text(_new_marker())
             os.rename(staging, root)  # replaces an empty directory; fails if another process won
         except OSError:
             if not (root / MARKER_FILE).exists():
@@ -74,9 +79,26 @@ class Catalog:
         return cls.open(root)
 
     @classmethod
+    def _create_in_object_store(cls, root: ObjectPath, exist_ok: bool) -> Self:
+        """Create the tables in place, then the marker: the marker's one write makes it a store."""
+        root.check_reachable()
+        if (root / MARKER_FILE).exists():
+            if exist_ok:
+                return cls.open(root)
+            raise EmbedstoreError(f"{root} is already a store; open it, or choose another path")
+        if any(not child.name.endswith(".lance") for child in root.iterdir()):
+            raise EmbedstoreError(f"{root} holds other objects; choose a new prefix for the store")
+        for name, schema in CORE_SCHEMAS.items():
+            writes.create_table(root, name, schema)
+        (root / MARKER_FILE).write_text(_new_marker())
+        return cls.open(root)
+
+    @classmethod
     def open(cls, path: str | Path) -> Self:
         """Open an existing store; NotAStoreError when `path` holds none."""
-        root = Path(path).expanduser().resolve()
+        root = store_location(path)
+        if isinstance(root, ObjectPath):
+            root.check_reachable()
         marker = read_marker(root, path)
         version = marker.get("format_version")
         if version == 1:
@@ -95,12 +117,14 @@ class Catalog:
 
     # -- tables -----------------------------------------------------------------------------------------
 
-    def table_path(self, name: str) -> Path:
+    def table_path(self, name: str) -> Path | ObjectPath:
         return self.root / f"{name}.lance"
 
     def table_names(self) -> list[str]:
         """All tables in the store, core tables first."""
-        names = {p.name[: -len(".lance")] for p in self.root.glob("*.lance") if p.is_dir()}
+        names = {
+            p.name[: -len(".lance")] for p in self.root.iterdir() if p.name.endswith(".lance") and p.is_dir()
+        }
         core = [name for name in CORE_SCHEMAS if name in names]
         return core + sorted(names - set(core))
 
@@ -146,12 +170,13 @@ class Catalog:
         """Delete the whole store when no table holds a row (a store made for a failed first ingest)."""
         if any(self.count(name) for name in self.table_names()):
             return False
-        shutil.rmtree(self.root, ignore_errors=True)
+        remove_tree(self.root)
         return True
 
     def drop_table(self, name: str) -> None:
         """Remove a table with all its versions."""
-        shutil.rmtree(self.dataset(name).uri, ignore_errors=False)
+        self.dataset(name)  # EmbedstoreError naming the tables when there is none
+        remove_tree(self.table_path(name))
 
     # -- keyed writes (see embedstore.writes) -------------------------------------------------------------
 
@@ -189,7 +214,16 @@ class Catalog:
         return {name: _versions.compact(self.dataset(name), older_than) for name in self.table_names()}
 
 
-def read_marker(root: Path, shown: str | Path) -> dict[str, Any]:
+def _new_marker() -> str:
+    marker = {
+        "format": "embedstore",
+        "format_version": STORE_FORMAT_VERSION,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return json.dumps(marker, indent=2) + "\n"
+
+
+def read_marker(root: Path | ObjectPath, shown: str | Path) -> dict[str, Any]:
     """The store's format marker; NotAStoreError when there is none or it is damaged."""
     marker_path = root / MARKER_FILE
     if not marker_path.exists():

@@ -10,7 +10,6 @@ Run repair while no other process writes to the store.
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ import pyarrow as pa
 from .catalog import Catalog
 from .embedding_tables import dtype_name, recorded_provenance, table_name
 from .errors import EmbedstoreError
+from .location import remove_tree
 from .schema import (
     CORE_SCHEMAS,
     EMBEDDING_PREFIX,
@@ -101,7 +101,7 @@ def repair_store(catalog: Catalog) -> CheckReport:
         removed = catalog.delete(name, predicate)
         repaired.append({"table": name, "removed": removed, "version": int(catalog.dataset(name).version)})
     if checker.staging_leftovers:
-        shutil.rmtree(catalog.root / STAGING_DIR, ignore_errors=True)
+        remove_tree(catalog.root / STAGING_DIR)
         repaired.append({"table": STAGING_DIR, "removed": len(checker.staging_leftovers), "version": None})
     after = check_store(catalog)
     after.repaired = repaired

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from .catalog import Catalog
 from .embedding_tables import dtype_name
+from .location import tree_size
 from .schema import FILES, LABELS, SOURCES, TILES
 
 
@@ -30,7 +30,7 @@ def store_info(catalog: Catalog) -> dict[str, Any]:
         "tiles": catalog.count(TILES),
         "tasks": _label_counts(catalog.read(LABELS, columns=["task", "label"])),
         "tables": {name: _table_summary(catalog, name) for name in catalog.table_names()},
-        "disk_bytes": _disk_size(catalog.root),
+        "disk_bytes": tree_size(catalog.root),
     }
 
 
@@ -57,10 +57,6 @@ def _table_summary(catalog: Catalog, name: str) -> dict[str, Any]:
         summary["dim"] = vector.type.list_size
         summary["dtype"] = dtype_name(vector.type.value_type)
     return summary
-
-
-def _disk_size(root: Path) -> int:
-    return sum(path.stat().st_size for path in root.rglob("*") if path.is_file())
 
 
 def format_info(info: dict[str, Any]) -> str:

@@ -12,6 +12,8 @@ a re-run completes the row set exactly.
 
 Tables are created in a staging directory and renamed into place: creating one Lance dataset from two
 processes at once was measured to lose the first writer's rows, while a directory rename is atomic.
+Object stores have no rename; there Lance creates the table in place, and its first manifest is written
+with a conditional put, so of two creators one wins and the other opens the winner's table.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import pyarrow as pa
 
 from . import hooks
 from .errors import EmbedstoreError
+from .location import ObjectPath
 from .schema import declared_key
 
 STAGING_DIR = ".staging"
@@ -38,9 +41,11 @@ OUTER_RETRIES = 8  # ours, when Lance gives up (many writers at once)
 _RETRY_TIMEOUT = timedelta(minutes=5)
 
 
-def create_table(root: Path, name: str, schema: pa.Schema) -> lance.LanceDataset:
+def create_table(root: Path | ObjectPath, name: str, schema: pa.Schema) -> lance.LanceDataset:
     """The table `name` under `root`, created empty with `schema` unless another writer made it first."""
     target = root / f"{name}.lance"
+    if isinstance(target, ObjectPath):
+        return _create_in_place(target, name, schema)
     if not target.exists():
         staging = root / STAGING_DIR / f"{name}-{uuid.uuid4().hex}.lance"
         staging.parent.mkdir(exist_ok=True)
@@ -53,6 +58,18 @@ def create_table(root: Path, name: str, schema: pa.Schema) -> lance.LanceDataset
                 raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        hooks.fire("write.after_commit", table=name, rows=0)
+    return lance.dataset(str(target))
+
+
+def _create_in_place(target: ObjectPath, name: str, schema: pa.Schema) -> lance.LanceDataset:
+    if not target.is_dir():
+        hooks.fire("write.before_commit", table=name, rows=0)
+        try:
+            lance.write_dataset(schema.empty_table(), str(target), mode="create")
+        except OSError as error:
+            if "already exists" not in str(error).lower():
+                raise
         hooks.fire("write.after_commit", table=name, rows=0)
     return lance.dataset(str(target))
 
@@ -75,17 +92,17 @@ def unique_by(rows: pa.Table, key: str) -> pa.Table:
     return rows if len(first) == rows.num_rows else rows.take(pa.array(np.sort(first)))
 
 
-def insert_missing(path: Path, name: str, rows: pa.Table) -> int:
+def insert_missing(path: Path | ObjectPath, name: str, rows: pa.Table) -> int:
     """Insert the rows whose key the table does not hold yet; returns how many were inserted."""
     return _merge(path, name, rows, update=False)[0]
 
 
-def upsert(path: Path, name: str, rows: pa.Table) -> tuple[int, int]:
+def upsert(path: Path | ObjectPath, name: str, rows: pa.Table) -> tuple[int, int]:
     """Insert new keys and replace the rows of existing ones; returns (inserted, updated)."""
     return _merge(path, name, rows, update=True)
 
 
-def delete_where(path: Path, name: str, predicate: str) -> int:
+def delete_where(path: Path | ObjectPath, name: str, predicate: str) -> int:
     """Delete the rows matching a SQL predicate in one commit; returns how many were deleted."""
     hooks.fire("write.before_commit", table=name, rows=0)
     result = _retrying(lambda: lance.dataset(str(path)).delete(predicate, conflict_retries=CONFLICT_RETRIES))
@@ -94,7 +111,7 @@ def delete_where(path: Path, name: str, predicate: str) -> int:
     return deleted
 
 
-def _merge(path: Path, name: str, rows: pa.Table, update: bool) -> tuple[int, int]:
+def _merge(path: Path | ObjectPath, name: str, rows: pa.Table, update: bool) -> tuple[int, int]:
     if rows.num_rows == 0:
         return 0, 0
     key = table_key(lance.dataset(str(path)), name)

@@ -11,13 +11,12 @@ on the backbone it was trained on, and only while that table holds vectors of th
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import io
 import json
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 
 from embedstore.catalog import Catalog
 from embedstore.embedding_tables import recorded_provenance, table_name
+from embedstore.location import ObjectPath, exclusive
 from embedstore.validation import Name
 
 from .errors import HeadsError
@@ -129,11 +129,11 @@ def check_name(name: str) -> str:
     return name
 
 
-def heads_root(store: Catalog) -> Path:
+def heads_root(store: Catalog) -> Path | ObjectPath:
     return store.root / HEADS_DIR
 
 
-def head_dir(store: Catalog, name: str) -> Path:
+def head_dir(store: Catalog, name: str) -> Path | ObjectPath:
     return heads_root(store) / check_name(name)
 
 
@@ -150,11 +150,13 @@ def refuse_existing(store: Catalog, name: str) -> None:
         )
 
 
-def save_head(store: Catalog, card: HeadCard, estimator, overwrite: bool = False) -> Path:
+def save_head(store: Catalog, card: HeadCard, estimator, overwrite: bool = False) -> Path | ObjectPath:
     """Write card.json and head.pt under <store>/heads/<name>/ atomically; returns that directory."""
     import torch
 
     target = head_dir(store, card.name)
+    if isinstance(target, ObjectPath):
+        return _save_to_object_store(store, target, card, estimator.to_state(), overwrite)
     root = target.parent
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".{card.name}.saving-{uuid.uuid4().hex[:12]}"
@@ -162,7 +164,7 @@ def save_head(store: Catalog, card: HeadCard, estimator, overwrite: bool = False
     try:
         torch.save(estimator.to_state(), staging / WEIGHTS)
         (staging / CARD).write_text(json.dumps(card.to_dict(), indent=1) + "\n")
-        with _exclusive(root):
+        with exclusive(root, LOCK):
             if target.exists():
                 if not overwrite:
                     refuse_existing(store, card.name)
@@ -176,6 +178,21 @@ def save_head(store: Catalog, card: HeadCard, estimator, overwrite: bool = False
             os.rename(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _save_to_object_store(
+    store: Catalog, target: ObjectPath, card: HeadCard, state: dict, overwrite: bool
+) -> ObjectPath:
+    """No rename on object storage: the weights go first, the card (one PUT) last makes the head visible."""
+    import torch
+
+    if not overwrite:
+        refuse_existing(store, card.name)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    (target / WEIGHTS).write_bytes(buffer.getvalue())
+    (target / CARD).write_text(json.dumps(card.to_dict(), indent=1) + "\n")
     return target
 
 
@@ -211,7 +228,8 @@ def load_head(store: Catalog, name: str, backbone: str | None = None):
 
     path = head_dir(store, name) / WEIGHTS
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        source = io.BytesIO(path.read_bytes()) if isinstance(path, ObjectPath) else path
+        state = torch.load(source, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise HeadsError(f"{path} cannot be read ({first}); train the head again with --overwrite") from None
@@ -248,14 +266,3 @@ def list_heads(store: Catalog) -> list[HeadCard]:
         with contextlib.suppress(json.JSONDecodeError, TypeError, OSError):
             cards.append(HeadCard.from_dict(json.loads(path.read_text())))
     return cards
-
-
-@contextlib.contextmanager
-def _exclusive(root: Path) -> Iterator[None]:
-    """One process at a time swaps a head into place (an advisory lock on heads/.lock)."""
-    with open(root / LOCK, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -26,10 +26,11 @@ from tqdm.auto import tqdm
 
 from embedstore.catalog import Catalog
 from embedstore.embeddings import EmbeddingQuery
+from embedstore.location import exclusive
 from embedstore.schema import SOURCES, TILES, key_field
 from embedstore.validation import Interval
 
-from .card import HeadCard, _exclusive, heads_root, load_head, open_store, read_card
+from .card import LOCK, HeadCard, heads_root, load_head, open_store, read_card
 from .data import READ_BATCH, TileIds, checked
 from .errors import HeadsError
 
@@ -131,7 +132,7 @@ def _prepare_table(store: Catalog, card: HeadCard, table: str) -> bool:
     """Create the predictions table, or replace one written by another training; True when replaced."""
     if store.has_table(table) and _written_by(store, table) == card.created:
         return False
-    with _exclusive(heads_root(store)):  # one process replaces it; the others then find it current
+    with exclusive(heads_root(store), LOCK):  # one process replaces it; the others then find it current
         if not store.has_table(table):
             store.create_table(table, predictions_schema(card))
             return False

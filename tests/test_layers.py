@@ -24,6 +24,7 @@ LAYERS = {
     "embedstore.validation": 0,
     "embedstore.tabular": 0,
     "embedstore.hooks": 0,
+    "embedstore.location": 0,
     # L1 the store directory: tables, versions, keyed writes, the embedding-table format
     "embedstore.catalog": 1,
     "embedstore.versions": 1,

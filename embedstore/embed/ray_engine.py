@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..catalog import Catalog
 from ..errors import EmbedstoreError
+from ..location import storage_settings
 from ..runtime import cpu_count
 from ..validation import options_from
 from .options import EmbedOptions, EmbedReport
@@ -37,6 +38,14 @@ def require_ray() -> Any:
     except ImportError:
         raise EmbedstoreError(f"--engine ray needs Ray, which is not installed: {INSTALL_HINT}") from None
     return ray
+
+
+def _storage_env(catalog: Catalog) -> dict[str, Any]:
+    """For a store on object storage: the driver's storage settings, passed to the actors (on other
+    machines too) so that they reach the same bucket with the same credentials and endpoint."""
+    if catalog.is_local:
+        return {}
+    return {"runtime_env": {"env_vars": storage_settings()}}
 
 
 def connect(address: str | None, cpus: int | None = None) -> Any:
@@ -140,6 +149,7 @@ def embed_on_ray(
         num_cpus=0 if gpus else threads,
         num_gpus=1 if gpus else 0,
         fn_constructor_kwargs={"setup": setup},
+        **_storage_env(catalog),
     )
     bar = tqdm(total=rows.num_rows, desc=plan.target.name, unit="row", disable=not options.progress)
     failures: list[str] = []

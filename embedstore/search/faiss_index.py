@@ -15,6 +15,7 @@ import faiss
 import numpy as np
 
 from ..errors import EmbedstoreError
+from ..location import ObjectPath
 from .configs import FlatConfig, HnswConfig, IndexConfig, IvfConfig, IvfPqConfig
 
 # Fewer queries than this run on one OpenMP thread in the approximate kinds: for one query, starting and
@@ -82,11 +83,18 @@ class FaissIndex:
         return cls(index, config, device)
 
     @classmethod
-    def load(cls, path: Path, config: IndexConfig, device: str = "auto") -> FaissIndex:
-        return cls(faiss.read_index(str(path)), config, device)
+    def load(cls, path: Path | ObjectPath, config: IndexConfig, device: str = "auto") -> FaissIndex:
+        if isinstance(path, ObjectPath):
+            index = faiss.deserialize_index(np.frombuffer(path.read_bytes(), dtype=np.uint8))
+        else:
+            index = faiss.read_index(str(path))
+        return cls(index, config, device)
 
-    def save(self, path: Path) -> None:
-        faiss.write_index(self.index, str(path))
+    def save(self, path: Path | ObjectPath) -> None:
+        if isinstance(path, ObjectPath):
+            path.write_bytes(faiss.serialize_index(self.index).tobytes())
+        else:
+            faiss.write_index(self.index, str(path))
 
     # -- using ----------------------------------------------------------------------------------------
 

@@ -6,18 +6,20 @@
 Opening an index compares it with its table: rows embedded since are added (where `update`), a table that
 lost rows or changed weights is refused with the command that rebuilds the index. A stale index is never
 used silently.
+
+On object storage there is no file lock: each save writes its files under new names and then the
+manifest in one PUT, so two processes updating one index at once end with one of the two whole; files
+no manifest names are removed only once an hour old (another process may be about to name them).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import shutil
+import io
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import version as package_version
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from ..catalog import Catalog
 from ..embedding_tables import recorded_provenance
 from ..embeddings import EmbeddingQuery
 from ..errors import EmbedstoreError
+from ..location import ObjectPath, exclusive, remove_tree
 from .configs import FlatConfig, IndexConfig, LanceConfig, config_for, config_from_dict, config_to_dict
 from .faiss_index import FaissIndex, faiss_version
 from .lance_index import LanceIndex
@@ -42,6 +45,7 @@ from .tuning import tune
 INDEX_DIR = "indexes"
 LOCK = ".lock"  # held while one process writes an index (readers never wait)
 BUILDING = ".building-"  # a Lance copy being built, renamed once saved
+UNREFERENCED_GRACE = timedelta(hours=1)  # on object storage: age before an unnamed file is removed
 Say = Callable[[str], None]
 
 
@@ -57,11 +61,11 @@ class LoadedIndex:
     backend: FaissIndex | LanceIndex
     space: VectorSpace
     tile_ids: np.ndarray  # (rows,) str, position -> tile id
-    directory: Path
+    directory: Path | ObjectPath
     device: str = "auto"
 
 
-def index_root(catalog: Catalog, table: str) -> Path:
+def index_root(catalog: Catalog, table: str) -> Path | ObjectPath:
     return catalog.root / INDEX_DIR / table
 
 
@@ -105,8 +109,10 @@ def build_index(
     say(f"building a {options.backend} {config.kind} index over {len(vectors)} vectors")
     started = time.perf_counter()
     if isinstance(config, LanceConfig):
+        # a local build takes its final name once saved; object stores cannot rename, so build in place
+        building = f"{BUILDING}{token}.lance" if isinstance(directory, Path) else f"vectors-{token}.lance"
         backend: FaissIndex | LanceIndex = LanceIndex.build(
-            config, vectors, options.metric, directory / f"{BUILDING}{token}.lance"
+            config, vectors, options.metric, directory / building
         )
     else:
         backend = FaissIndex.build(config, vectors, options.metric, options.device)
@@ -143,7 +149,7 @@ def build_index(
             "pylance": package_version("pylance"),
         },
     )
-    with _exclusive(directory):
+    with exclusive(directory, LOCK):
         _save(directory, manifest, backend, np.asarray(tile_ids).astype(str), token)
     return manifest
 
@@ -186,7 +192,7 @@ def refresh(catalog: Catalog, loaded: LoadedIndex, update: bool = True, say: Say
             f"index {manifest.name!r} matches version {manifest.table_version} of {manifest.table}, which "
             f"has {len(new_ids)} new rows at version {current}; search with updates, or rebuild: {rebuild}"
         )
-    with _exclusive(loaded.directory):
+    with exclusive(loaded.directory, LOCK):
         saved = IndexManifest.load(loaded.directory)
         if (saved.created, saved.updated) != (manifest.created, manifest.updated):
             changed = True  # another process rebuilt or updated it meanwhile: start from its version
@@ -201,18 +207,6 @@ def refresh(catalog: Catalog, loaded: LoadedIndex, update: bool = True, say: Say
         vars(loaded).update(vars(_load(loaded.directory, loaded.device)))
         return max(0, len(loaded.tile_ids) - before) + refresh(catalog, loaded, update, say)
     return added
-
-
-@contextlib.contextmanager
-def _exclusive(directory: Path) -> Iterator[None]:
-    """One process at a time saves or updates an index: an advisory lock on its `.lock` file."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / LOCK, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _add_rows(catalog: Catalog, loaded: LoadedIndex, version: int, new_ids: pa.Array, say: Say | None) -> int:
@@ -252,7 +246,7 @@ def _resolved_config(options: IndexOptions, config: IndexConfig | None, rows: in
     return chosen.resolved(rows, dim)
 
 
-def _find(catalog: Catalog, table: str, name: str | None) -> Path | None:
+def _find(catalog: Catalog, table: str, name: str | None) -> Path | ObjectPath | None:
     root = index_root(catalog, table)
     names = sorted(p.parent.name for p in root.glob(f"*/{MANIFEST}"))
     if name is not None:
@@ -269,7 +263,7 @@ def _find(catalog: Catalog, table: str, name: str | None) -> Path | None:
     raise EmbedstoreError(f"{table} has several indexes ({', '.join(names)}); choose one with --index NAME")
 
 
-def _load(directory: Path, device: str, attempts: int = 2) -> LoadedIndex:
+def _load(directory: Path | ObjectPath, device: str, attempts: int = 2) -> LoadedIndex:
     """Read the manifest and the files it names (again, once, if another process replaced them meanwhile)."""
     manifest = IndexManifest.load(directory)
     config = config_from_dict(manifest.config)
@@ -280,7 +274,8 @@ def _load(directory: Path, device: str, attempts: int = 2) -> LoadedIndex:
             )
         else:
             backend = FaissIndex.load(directory / manifest.files["index"], config, device)
-        ids = feather.read_table(directory / manifest.files["ids"]).column("tile_id")
+        ids_file = directory / manifest.files["ids"]
+        ids = feather.read_table(io.BytesIO(ids_file.read_bytes())).column("tile_id")
     except (OSError, KeyError, RuntimeError, ValueError) as error:
         if attempts > 1:
             return _load(directory, device, attempts - 1)
@@ -295,16 +290,21 @@ def _load(directory: Path, device: str, attempts: int = 2) -> LoadedIndex:
 
 
 def _save(
-    directory: Path, manifest: IndexManifest, backend: FaissIndex | LanceIndex, ids: np.ndarray, token: str
+    directory: Path | ObjectPath,
+    manifest: IndexManifest,
+    backend: FaissIndex | LanceIndex,
+    ids: np.ndarray,
+    token: str,
 ) -> None:
     """Write the index files under new names, then the manifest (atomically), then drop old files."""
     files = {"ids": f"ids-{token}.arrow"}
-    feather.write_feather(pa.table({"tile_id": pa.array(ids, pa.string())}), directory / files["ids"])
+    buffer = io.BytesIO()
+    feather.write_feather(pa.table({"tile_id": pa.array(ids, pa.string())}), buffer)
+    (directory / files["ids"]).write_bytes(buffer.getvalue())
     if isinstance(backend, LanceIndex):
-        built = Path(backend.dataset.uri)
-        if built.name.startswith(BUILDING):
+        if backend.name.startswith(BUILDING):
             backend.move_to(directory / f"vectors-{token}.lance")
-        files["vectors"] = Path(backend.dataset.uri).name
+        files["vectors"] = backend.name
         manifest.lance_version = backend.version
     else:
         files["index"] = f"index-{token}.faiss"
@@ -315,7 +315,7 @@ def _save(
     _remove_unreferenced(directory, set(files.values()))
 
 
-def _remove_unreferenced(directory: Path, keep: set[str]) -> None:
+def _remove_unreferenced(directory: Path | ObjectPath, keep: set[str]) -> None:
     for path in directory.iterdir():
         if (
             path.name in keep
@@ -323,8 +323,10 @@ def _remove_unreferenced(directory: Path, keep: set[str]) -> None:
             or path.name.startswith((".manifest-", BUILDING))
         ):
             continue
+        if isinstance(path, ObjectPath) and path.age() < UNREFERENCED_GRACE:
+            continue
         if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
+            remove_tree(path)
         else:
             path.unlink(missing_ok=True)
 

@@ -14,6 +14,7 @@ import lance
 import numpy as np
 import pyarrow as pa
 
+from ..location import ObjectPath
 from .configs import LanceConfig
 
 MAX_REFINE = 128
@@ -29,7 +30,9 @@ class LanceIndex:
         self.dataset, self.config, self.metric = dataset, config, metric
 
     @classmethod
-    def build(cls, config: LanceConfig, vectors: np.ndarray, metric: str, path: Path) -> LanceIndex:
+    def build(
+        cls, config: LanceConfig, vectors: np.ndarray, metric: str, path: Path | ObjectPath
+    ) -> LanceIndex:
         dataset = lance.write_dataset(_rows(vectors, 0), str(path), mode="overwrite")
         options = {"num_partitions": config.num_partitions}
         if config.index_type == "IVF_PQ":
@@ -38,7 +41,9 @@ class LanceIndex:
         return cls(lance.dataset(str(path)), config, metric)
 
     @classmethod
-    def load(cls, path: Path, config: LanceConfig, metric: str, version: int | None = None) -> LanceIndex:
+    def load(
+        cls, path: Path | ObjectPath, config: LanceConfig, metric: str, version: int | None = None
+    ) -> LanceIndex:
         return cls(lance.dataset(str(path), version=version), config, metric)
 
     @property
@@ -68,6 +73,11 @@ class LanceIndex:
         table = self.dataset.take(np.asarray(positions, dtype=np.int64), columns=["vector"])
         column = table.column("vector").combine_chunks()
         return column.values.to_numpy().reshape(len(table), -1).astype(np.float32, copy=False)
+
+    @property
+    def name(self) -> str:
+        """The name of the dataset's directory."""
+        return self.dataset.uri.rstrip("/").rsplit("/", 1)[-1]
 
     def move_to(self, path: Path) -> None:
         """Rename the dataset's directory (a finished build takes its final name)."""

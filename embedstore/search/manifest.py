@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EmbedstoreError
+from ..location import ObjectPath
 
 MANIFEST = "manifest.json"
 
@@ -67,8 +68,11 @@ class IndexManifest:
             f"vectors of {self.table} v{self.table_version}, {recall}, built in {self.build_seconds:.1f} s"
         )
 
-    def save(self, directory: Path) -> None:
-        """Write manifest.json atomically (temp file + rename)."""
+    def save(self, directory: Path | ObjectPath) -> None:
+        """Write manifest.json atomically (temp file + rename; one PUT on object storage)."""
+        if isinstance(directory, ObjectPath):
+            (directory / MANIFEST).write_text(json.dumps(self.to_dict(), indent=1))
+            return
         directory.mkdir(parents=True, exist_ok=True)
         handle, temp = tempfile.mkstemp(dir=directory, prefix=".manifest-", suffix=".json")
         with os.fdopen(handle, "w") as out:
@@ -76,7 +80,7 @@ class IndexManifest:
         os.replace(temp, directory / MANIFEST)
 
     @classmethod
-    def load(cls, directory: Path) -> IndexManifest:
+    def load(cls, directory: Path | ObjectPath) -> IndexManifest:
         path = directory / MANIFEST
         try:
             record = json.loads(path.read_text())

@@ -19,6 +19,7 @@ from cli.main import app
 from embedstore.embedding_tables import table_name
 from embedstore.errors import EmbedstoreError
 from tests.helpers import write_tiles
+from tests.s3_server import new_prefix, s3_server
 
 ray = pytest.importorskip("ray", reason='the ray extra is not installed: pip install "embedstore[ray]"')
 
@@ -64,6 +65,23 @@ def test_ray_engine_gives_the_local_engines_rows_and_vectors(tmp_path, local_ray
     again = on_ray.embed(KEY, views=1, engine="ray", **OPTS)  # incremental: nothing left to do
     assert again.rows_written == 0
     assert on_ray.check().ok
+
+
+def test_on_an_s3_store_ray_actors_write_the_local_engines_vectors(tmp_path, local_ray):
+    """The actors get the driver's S3 settings and write to the bucket: same rows as a local store."""
+    with s3_server():
+        tiles = write_tiles(tmp_path / "tiles", 12, seed=7)
+        local, on_s3 = embedstore.init(tmp_path / "local"), embedstore.init(new_prefix())
+        for store in (local, on_s3):
+            store.ingest([tiles], embedstore.IngestOptions(progress=False))
+        local.embed(KEY, workers=0, **OPTS)
+        report = on_s3.embed(KEY, engine="ray", workers=2, chunk_rows=4, **OPTS)
+        assert report.rows_written == 12 and report.engine == "ray"
+        expected, found = _vectors(local), _vectors(embedstore.open(str(on_s3.root)))
+        assert found.keys() == expected.keys()
+        for row, vector in expected.items():
+            np.testing.assert_allclose(found[row], vector, rtol=1e-4, atol=1e-5)
+        assert on_s3.check().ok
 
 
 def test_a_worker_killed_mid_run_leaves_the_store_consistent_and_a_rerun_completes_it(tmp_path, local_ray):
