@@ -286,3 +286,19 @@ def test_a_table_made_meanwhile_by_another_run_must_match_this_runs_provenance(t
     with pytest.raises(EmbedstoreError, match="embedded in bf16; pass --precision bf16"):
         run_a.write(["t1", "t3"], np.zeros(2, np.int16), vectors)
     assert store.dataset("emb__x_y").count_rows() == 2
+
+
+def test_the_cuda_staging_copy_keeps_values_and_layout():
+    """On CUDA each batch is copied into pinned memory first; the copy must keep values and layout (the
+    copy itself is plain torch, so it is checked here on CPU memory)."""
+    import torch
+
+    from embedstore.embed.forward import Forward
+
+    forward = Forward(torch.nn.Identity(), torch.device("cpu"), "fp32", True, False, 4)
+    forward.staging = torch.empty(4 * 3 * 8 * 8, dtype=torch.uint8)  # what pin_memory would allocate
+    nhwc = torch.randint(0, 255, (4, 8, 8, 3), dtype=torch.uint8).permute(0, 3, 1, 2)
+    staged = forward._pinned(nhwc)
+    assert torch.equal(staged, nhwc) and staged.is_contiguous(memory_format=torch.channels_last)
+    nchw = torch.randint(0, 255, (2, 3, 8, 8), dtype=torch.uint8)
+    assert torch.equal(forward._pinned(nchw), nchw)
