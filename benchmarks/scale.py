@@ -1,7 +1,8 @@
-"""Scale-out: the local engine against Ray Data in local mode on the same tiles, per-worker throughput, and
-a projection for a large cohort from those measured figures.
+"""Scale-out: the local engine against Ray Data in local mode on the same tiles, per-worker throughput,
+whether both give the same rows, the cost of a store on S3, and a projection for a large cohort from
+those measured figures.
 
-    python benchmarks/scale.py [--tiles 3000] [--backbone tf_efficientnet_lite0.in1k] [--out FILE.json]
+    python benchmarks/scale.py [--tiles 3000] [--s3-tiles 1000] [--backbone KEY] [--out FILE.json]
 
 Data: PCam patches (96x96, real H&E) from ../shared/data/pcam/train; without it, the PCam sample that
 ships with embedstore (fewer tiles). Needs the ray extra (pip install "embedstore[ray]").
@@ -11,10 +12,16 @@ embedding pipeline (read, decode, forward, commit) after the model is built, and
 Ray runs as `embed --engine ray` does: 2 actors x 1 torch thread on this 2-core machine (also 1 actor x 2
 threads), Ray started once beforehand (its start-up is measured and reported separately).
 
+Same results: the Ray store's tile ids and vectors are compared with the local store's.
+
+S3 cost: ingest + embed (local engine) of --s3-tiles tiles into a store on a real S3-compatible server
+on localhost (moto in server mode, needs `pip install "moto[server]"`) against the same into a local
+directory. The server is a Python process on the same 2 cores, so this is the cost of the object-store
+protocol (requests, no rename, listing), not of a network; it is an upper bound on this machine.
+
 Target (issue #11): Ray embed throughput >= 0.7x the local engine on this machine.
 
-Not measured here: a store on object storage (not implemented yet), and GPU throughput (no GPU in this
-session); the projection says which figures it rests on.
+Not measured here: GPU throughput (no GPU in this session); the projection says which figures it rests on.
 """
 
 from __future__ import annotations
@@ -77,9 +84,58 @@ def measure(folder: Path, work: Path, name: str, backbone: str, **options) -> di
     }
 
 
+def same_rows(a: embedstore.Store, b: embedstore.Store, backbone: str) -> dict:
+    """Whether two stores hold the same (tile, view) rows, and the largest difference of their vectors."""
+    import numpy as np
+
+    from embedstore.embedding_tables import table_name
+
+    def rows(store: embedstore.Store) -> dict:
+        table = store.read(table_name(backbone), columns=["tile_id", "view", "vector"])
+        keys = zip(table.column("tile_id").to_pylist(), table.column("view").to_pylist(), strict=True)
+        return dict(zip(keys, np.asarray(table.column("vector").to_pylist(), np.float32), strict=True))
+
+    left, right = rows(a), rows(b)
+    same_keys = left.keys() == right.keys()
+    largest = max((float(np.abs(left[k] - right[k]).max()) for k in left), default=0.0) if same_keys else None
+    return {"rows": len(left), "same_tile_ids": same_keys, "max_abs_difference": largest}
+
+
+def s3_cost(folder: Path, work: Path, backbone: str, tiles: int) -> dict:
+    """Ingest + embed into a local directory and into a store on a localhost S3 server: seconds each."""
+    try:
+        from tests.s3_server import new_prefix, s3_server
+    except ImportError:
+        return {"skipped": 'needs moto: pip install "moto[server]"'}
+    subset = work / "s3-tiles"
+    shutil.rmtree(subset, ignore_errors=True)
+    for path in sorted(p for p in folder.rglob("*") if p.is_symlink())[:tiles]:
+        (subset / path.parent.name).mkdir(parents=True, exist_ok=True)
+        (subset / path.parent.name / path.name).symlink_to(path.resolve())
+    timings = {}
+    shutil.rmtree(work / "s3-local", ignore_errors=True)
+    with s3_server():
+        for where, location in (("local", work / "s3-local"), ("s3", new_prefix("scale"))):
+            started = time.perf_counter()
+            store = embedstore.init(location)
+            store.ingest([subset], embedstore.IngestOptions(progress=False))
+            ingested = time.perf_counter()
+            store.embed(backbone, progress=False)
+            done = time.perf_counter()
+            timings[where] = {"ingest_s": round(ingested - started, 2), "embed_s": round(done - ingested, 2)}
+            if where == "s3":
+                timings["same_rows_as_local"] = same_rows(embedstore.open(work / "s3-local"), store, backbone)
+    local, remote = timings["local"], timings["s3"]
+    timings["tiles"] = tiles
+    timings["ingest_ratio"] = round(remote["ingest_s"] / local["ingest_s"], 2)
+    timings["embed_ratio"] = round(remote["embed_s"] / local["embed_s"], 2)
+    return timings
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiles", type=int, default=3000)
+    parser.add_argument("--s3-tiles", type=int, default=1000, help="tiles for the S3 cost (0: skip it)")
     parser.add_argument("--backbone", default="tf_efficientnet_lite0.in1k")
     parser.add_argument("--work", type=Path, default=RESULTS / "scale")
     parser.add_argument("--out", type=Path, default=RESULTS / "scale.json")
@@ -105,6 +161,13 @@ def main() -> int:
         )
         print(f"{key}: {runs[key]['tiles_per_s']} tiles/s")
     ray.shutdown()
+    identical = same_rows(
+        embedstore.open(args.work / "local"), embedstore.open(args.work / "ray_2x1"), args.backbone
+    )
+    print(f"same rows (local vs Ray): {identical}")
+    s3 = s3_cost(folder, args.work, args.backbone, min(args.s3_tiles, args.tiles)) if args.s3_tiles else {}
+    if s3:
+        print(f"S3 store cost: {s3}")
 
     local = runs["local"]["tiles_per_s"]
     best_ray = max((k for k in runs if k.startswith("ray")), key=lambda k: runs[k]["tiles_per_s"])
@@ -135,6 +198,8 @@ def main() -> int:
         "best_ray": best_ray,
         "per_worker_tiles_per_s": round(per_worker, 2),
         "projection": projection,
+        "same_rows_local_vs_ray": identical,
+        "s3_store_cost": s3,
         "targets": [
             {
                 "target": f"Ray embed throughput >= {TARGET_RATIO}x the local engine",
@@ -142,7 +207,7 @@ def main() -> int:
                 "pass": ratio >= TARGET_RATIO,
             }
         ],
-        "not_measured": ["S3 store cost (object storage not implemented yet)", "GPU throughput"],
+        "not_measured": ["GPU throughput (no GPU lent in this session)"],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
@@ -153,6 +218,11 @@ def main() -> int:
             f"{run['tiles_per_s_whole_call']:>10.1f}"
         )
     print(f"Ray start-up {ray_start:.1f} s (once per driver)")
+    if "s3" in s3:
+        print(
+            f"S3 store ({s3['tiles']} tiles, localhost server) / local directory: "
+            f"ingest x{s3['ingest_ratio']}, embed x{s3['embed_ratio']}"
+        )
     verdict = "PASS" if ratio >= TARGET_RATIO else "FAIL"
     print(f"Ray (2 actors x 1 thread) / local = {ratio:.2f} (target >= {TARGET_RATIO}): {verdict}")
     for n, hours in projection["hours_on_n_cpu_workers"].items():

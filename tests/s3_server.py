@@ -1,4 +1,5 @@
 """A real S3-compatible server (moto in server mode) on localhost, and the settings that reach it.
+Used by the object-storage tests and by benchmarks/scale.py (needs `pip install "moto[server]"`).
 
 Everything talks to it over HTTP exactly as to S3: Lance through its object store, the store's own
 files through pyarrow's S3 filesystem. Nothing of embedstore is replaced.
@@ -11,8 +12,6 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-import pytest
 
 SETTINGS = {
     "AWS_ACCESS_KEY_ID": "embedstore-test",
@@ -28,8 +27,9 @@ BUCKET = "embedstore-test"
 @contextmanager
 def s3_server() -> Iterator[str]:
     """Start the server with one bucket, set the S3 settings in os.environ; yields the endpoint URL."""
-    server_module = pytest.importorskip("moto.server")
-    boto3 = pytest.importorskip("boto3")
+    import boto3
+    from moto import server as server_module
+
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

@@ -19,6 +19,8 @@ from embedstore.errors import EmbedstoreError
 from embedstore.location import ObjectPath, store_location
 from tests.helpers import key_counts, write_tiles
 from tests.s3_server import BUCKET, new_prefix, s3_server
+
+pytest.importorskip("moto.server", reason='the object-storage tests need moto: pip install "moto[server]"')
 from tests.test_concurrency import finish, run_together, start
 
 FAST = "handcrafted.color_texture"

@@ -69,6 +69,7 @@ def test_ray_engine_gives_the_local_engines_rows_and_vectors(tmp_path, local_ray
 
 def test_on_an_s3_store_ray_actors_write_the_local_engines_vectors(tmp_path, local_ray):
     """The actors get the driver's S3 settings and write to the bucket: same rows as a local store."""
+    pytest.importorskip("moto.server", reason='needs moto: pip install "moto[server]"')
     with s3_server():
         tiles = write_tiles(tmp_path / "tiles", 12, seed=7)
         local, on_s3 = embedstore.init(tmp_path / "local"), embedstore.init(new_prefix())
