@@ -3,6 +3,8 @@
 Guarantees: a source is either wholly in the store or not at all; re-running adds nothing; an
 interrupted run resumes; processes ingesting into one store at once end with one row per key; without
 `skip_errors` a failure leaves the store as it was (this run's rows are taken back out).
+
+With `engine="ray"` the tiles are read by Ray workers (`ray_engine`), with the same plan and commits.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ def ingest(
 ) -> IngestReport:
     """Ingest `paths` into the store; see the module docstring for the guarantees."""
     options = options_from(IngestOptions, options, kwargs)
+    if options.engine == "ray":
+        from .ray_engine import ingest_on_ray
+
+        return ingest_on_ray(catalog, paths, options)
     run = prepare(catalog, paths, options)
     _read_and_commit(run)
     return run.finish()

@@ -58,7 +58,7 @@ class IngestRun:
 def prepare(catalog: Catalog, paths: list[Path], options: IngestOptions) -> IngestRun:
     """Discover and plan every source, fold copies, settle labels and open the writer; nothing written."""
     started = time.perf_counter()
-    report = IngestReport()
+    report = IngestReport(engine=options.engine)
     jobs = discover(paths, options.kind, options.dataset, _columns(options))
     plans, failures = _plan_all(jobs, options)
     plans, report.copies = merge_copies(plans)
