@@ -34,6 +34,7 @@ LAYERS = {
     "embedstore.sources": 2,
     "embedstore.backbones": 2,
     "embedstore.runtime": 2,
+    "embedstore.ray_cluster": 2,
     # L3 verbs, each taking a catalog
     "embedstore.labels": 3,
     "embedstore.info": 3,

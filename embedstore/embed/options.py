@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..embedding_tables import STORE_DTYPES
+from ..ray_cluster import ENGINES, check_engine_address
 from ..runtime import DEVICES
 from ..validation import (
     Flag,
@@ -27,7 +28,6 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 RESIZE_METHODS = ("bicubic", "bilinear")
 AUGMENTATIONS = ("flip", "rot90", "hed-jitter", "blur")
 MAX_VIEWS = 2**15 - 1  # views are stored as int16
-ENGINES = ("local", "ray")
 
 
 @dataclass
@@ -108,8 +108,7 @@ class EmbedOptions:
     def check_relations(self) -> None:
         if self.views and not self.augment:
             raise invalid("--augment", "", "at least one operation when --views is above 0")
-        if self.address is not None and self.engine != "ray":
-            raise invalid("--address", self.address, "used with --engine ray only")
+        check_engine_address(self.engine, self.address)
         if self.engine == "ray" and (self.on_chunk is not None or self.compile):
             raise invalid("--engine", "ray", "used without on_chunk and --compile (local engine only)")
 

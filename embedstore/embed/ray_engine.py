@@ -23,21 +23,9 @@ from tqdm.auto import tqdm
 from ..catalog import Catalog
 from ..errors import EmbedstoreError
 from ..location import storage_settings
-from ..runtime import cpu_count
+from ..ray_cluster import connect, require_ray
 from ..validation import options_from
 from .options import EmbedOptions, EmbedReport
-
-INSTALL_HINT = 'pip install "embedstore[ray]"'
-
-
-def require_ray() -> Any:
-    """The ray module; EmbedstoreError naming the extra to install when it is missing."""
-    try:
-        import ray
-        import ray.data  # noqa: F401
-    except ImportError:
-        raise EmbedstoreError(f"--engine ray needs Ray, which is not installed: {INSTALL_HINT}") from None
-    return ray
 
 
 def _storage_env(catalog: Catalog) -> dict[str, Any]:
@@ -46,50 +34,6 @@ def _storage_env(catalog: Catalog) -> dict[str, Any]:
     if catalog.is_local:
         return {}
     return {"runtime_env": {"env_vars": storage_settings()}}
-
-
-def connect(address: str | None, cpus: int | None = None) -> Any:
-    """Join the Ray cluster at `address`, or start Ray on this machine (None); reuses a running one."""
-    ray = require_ray()
-    if address is not None:
-        _check_reachable(address)  # Ray itself retries an unreachable address for minutes
-    if ray.is_initialized():
-        return ray
-    settings: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-    if address is None:
-        settings["num_cpus"] = cpus or cpu_count()
-    try:
-        ray.init(address=address, **settings)
-    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as error:
-        where = address or "this machine"
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise EmbedstoreError(
-            f"cannot reach a Ray cluster at {where}: {first}; check --address (ray://HOST:10001 or "
-            "HOST:6379) or leave it out to run Ray locally"
-        ) from None
-    return ray
-
-
-def _check_reachable(address: str, timeout: float = 5.0) -> None:
-    """EmbedstoreError unless something listens at `address` (ray://HOST:PORT or HOST:PORT; "auto" is
-    left to Ray)."""
-    import socket
-
-    host_port = address.removeprefix("ray://").rsplit("/", 1)[0]
-    if address == "auto" or ":" not in host_port:
-        return
-    host, _, port = host_port.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            return
-    except (OSError, ValueError) as error:
-        reason = (
-            error.strerror if isinstance(error, OSError) and error.strerror else str(error) or "timed out"
-        )
-    raise EmbedstoreError(
-        f"cannot reach a Ray cluster at {address}: {reason}; check --address (ray://HOST:10001 or "
-        "HOST:6379, the head node's) or leave it out to run Ray on this machine"
-    )
 
 
 def embed_on_ray(

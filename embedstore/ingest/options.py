@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..ray_cluster import ENGINES, check_engine_address
 from ..schema import GROUP_KEYS, PIXEL_CODECS
 from ..sources.grid import GridSettings
 from ..validation import Flag, Interval, MappingOf, Name, OneOf, PathValue, option
@@ -70,11 +71,26 @@ class IngestOptions(GridSettings):
     workers: int = option(
         constraint=Interval(1, integer=True),
         default_factory=_default_workers,
-        help="Parallel reader threads.",
+        help="Parallel reader threads (with --engine ray: Ray reading tasks at once).",
     )
     skip_errors: bool = option(False, Flag(), help="Record failing sources and ingest the rest.")
     chunk_tiles: int = option(4096, Interval(1, integer=True), cli=False)  # tiles per commit
     progress: bool = option(True, Flag(), help="Show progress bars.")
+    engine: str = option(
+        "local",
+        OneOf(ENGINES),
+        help='Where tiles are read: this process, or Ray workers (pip install "embedstore[ray]").',
+    )
+    address: str | None = option(
+        None,
+        Name(),
+        optional=True,
+        help="Ray cluster to join with --engine ray (e.g. ray://head:10001) [default: start Ray here].",
+    )
+
+    def check_relations(self) -> None:
+        super().check_relations()
+        check_engine_address(self.engine, self.address)
 
 
 @dataclass
@@ -91,13 +107,15 @@ class IngestReport:
     failures: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    engine: str = "local"  # ray: tiles read by Ray workers, committed here
 
     def summary(self) -> str:
         lines = [
             f"sources: {self.sources_ok} ingested, {self.sources_unchanged} already in the store, "
             f"{self.sources_failed} failed",
             f"tiles: {self.tiles_added} added, {self.tiles_present} already present "
-            f"({self.seconds:.1f} s, {self.tiles_added / max(self.seconds, 1e-9):.0f} tiles/s)",
+            f"({self.seconds:.1f} s, {self.tiles_added / max(self.seconds, 1e-9):.0f} tiles/s"
+            f"{', read on Ray' if self.engine == 'ray' else ''})",
             f"labels: {self.labels_written} written",
         ]
         if self.copies:

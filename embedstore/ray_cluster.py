@@ -1,0 +1,75 @@
+"""Joining or starting Ray for `--engine ray`, shared by the engines that spread work over it.
+
+Ray is an optional extra (`pip install "embedstore[ray]"`): nothing here imports it at module level,
+so option classes can name ENGINES and check `--address` without it.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from .errors import EmbedstoreError
+from .runtime import cpu_count
+from .validation import invalid
+
+ENGINES = ("local", "ray")
+INSTALL_HINT = 'pip install "embedstore[ray]"'
+
+
+def check_engine_address(engine: str, address: str | None) -> None:
+    """--address names a Ray cluster, so it goes with --engine ray only."""
+    if address is not None and engine != "ray":
+        raise invalid("--address", address, "used with --engine ray only")
+
+
+def require_ray() -> Any:
+    """The ray module; EmbedstoreError naming the extra to install when it is missing."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise EmbedstoreError(f"--engine ray needs Ray, which is not installed: {INSTALL_HINT}") from None
+    return ray
+
+
+def connect(address: str | None, cpus: int | None = None) -> Any:
+    """Join the Ray cluster at `address`, or start Ray on this machine (None); reuses a running one."""
+    ray = require_ray()
+    if address is not None:
+        check_reachable(address)  # Ray itself retries an unreachable address for minutes
+    if ray.is_initialized():
+        return ray
+    settings: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    if address is None:
+        settings["num_cpus"] = cpus or cpu_count()
+    try:
+        ray.init(address=address, **settings)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as error:
+        where = address or "this machine"
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise EmbedstoreError(
+            f"cannot reach a Ray cluster at {where}: {first}; check --address (ray://HOST:10001 or "
+            "HOST:6379) or leave it out to run Ray locally"
+        ) from None
+    return ray
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """EmbedstoreError unless something listens at `address` (ray://HOST:PORT or HOST:PORT; "auto" is
+    left to Ray)."""
+    host_port = address.removeprefix("ray://").rsplit("/", 1)[0]
+    if address == "auto" or ":" not in host_port:
+        return
+    host, _, port = host_port.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return
+    except (OSError, ValueError) as error:
+        reason = (
+            error.strerror if isinstance(error, OSError) and error.strerror else str(error) or "timed out"
+        )
+    raise EmbedstoreError(
+        f"cannot reach a Ray cluster at {address}: {reason}; check --address (ray://HOST:10001 or "
+        "HOST:6379, the head node's) or leave it out to run Ray on this machine"
+    )
