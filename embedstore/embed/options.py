@@ -73,13 +73,15 @@ class EmbedOptions:
         Interval(0, integer=True),
         optional=True,
         help="Decode processes; 0 decodes between batches [default: 0 on CPUs of up to 4 cores, "
-        "1 per 8 cores above, up to 8 with a GPU].",
+        "1 per 8 cores above, up to 8 with a GPU]. With --engine ray: Ray actors [default: one per GPU; "
+        "on CPUs, the cluster's CPUs / --threads].",
     )
     threads: int | None = option(
         None,
         Interval(1, integer=True),
         optional=True,
-        help="torch threads for the forward pass [default: torch's].",
+        help="torch threads for the forward pass [default: torch's]. With --engine ray: per actor "
+        "[default: 8, or the smallest node's CPUs when fewer].",
     )
     chunk_rows: int = option(4096, Interval(1, integer=True), cli=False)  # rows per atomic commit
     prefetch: int = option(4, Interval(1, integer=True), cli=False)  # batches each worker decodes ahead

@@ -302,3 +302,34 @@ def test_the_cuda_staging_copy_keeps_values_and_layout():
     assert torch.equal(staged, nhwc) and staged.is_contiguous(memory_format=torch.channels_last)
     nchw = torch.randint(0, 255, (2, 3, 8, 8), dtype=torch.uint8)
     assert torch.equal(forward._pinned(nchw), nchw)
+
+
+class _Cluster:
+    """The two figures actor_shape reads from Ray: total resources and each node's."""
+
+    def __init__(self, *node_cpus: int) -> None:
+        self.node_cpus = node_cpus
+
+    def cluster_resources(self) -> dict:
+        return {"CPU": float(sum(self.node_cpus))}
+
+    def nodes(self) -> list[dict]:
+        return [{"Alive": True, "Resources": {"CPU": float(n)}} for n in self.node_cpus]
+
+
+@pytest.mark.parametrize(
+    "nodes, gpus, workers, threads, expected",
+    [
+        ((2,), 0, None, None, (1, 2)),  # this machine: one actor of 2 threads (measured faster than 2 x 1)
+        ((16, 16), 0, None, None, (4, 8)),
+        ((4, 4, 4), 0, None, None, (3, 4)),  # an actor must fit on one node
+        ((2,), 0, 2, None, (2, 1)),  # --workers alone: the CPUs shared among them
+        ((16,), 0, None, 2, (8, 2)),  # --threads alone: as many actors as fit
+        ((8,), 4, None, None, (4, 1)),  # one actor per GPU
+        ((4,), 0, 1, 16, (1, 4)),  # more threads than a node has: capped
+    ],
+)
+def test_ray_actor_shape(nodes, gpus, workers, threads, expected):
+    from embedstore.embed.ray_engine import actor_shape
+
+    assert actor_shape(_Cluster(*nodes), gpus, workers, threads) == expected
