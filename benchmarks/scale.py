@@ -177,8 +177,8 @@ def main() -> int:
     cohort_tiles = COHORT_SLIDES * TILES_PER_SLIDE
     projection = {
         "tiles": cohort_tiles,
-        "basis": f"the default Ray run on this CPU: {per_worker:.1f} tiles/s per {default_ray['threads']}-thread "
-        f"actor, {per_core:.1f} tiles/s per core, assumed to scale linearly across nodes",
+        "basis": f"the default Ray run on this CPU: {per_worker:.1f} tiles/s per "
+        f"{default_ray['threads']}-thread actor, {per_core:.1f} tiles/s per core, linear across nodes",
         "hours_on_n_cpu_cores": {
             str(n): round(cohort_tiles / (per_core * n) / 3600, 1) for n in (64, 256, 1024, 4096)
         },
