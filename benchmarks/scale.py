@@ -101,6 +101,29 @@ def same_rows(a: embedstore.Store, b: embedstore.Store, backbone: str) -> dict:
     return {"rows": len(left), "same_tile_ids": same_keys, "max_abs_difference": largest}
 
 
+def ingest_engines(folder: Path, work: Path) -> dict:
+    """Ingest the same folder with the local engine and on Ray: seconds each, and whether the tiles
+    (ids, positions, pixel bytes), sources and files tables are equal."""
+    stores, seconds = {}, {}
+    for engine in ("local", "ray"):
+        shutil.rmtree(work / f"ingest-{engine}", ignore_errors=True)
+        store = embedstore.init(work / f"ingest-{engine}")
+        started = time.perf_counter()
+        store.ingest([folder], embedstore.IngestOptions(progress=False, engine=engine))
+        seconds[engine] = round(time.perf_counter() - started, 2)
+        stores[engine] = store
+    equal = {}
+    for table, key, columns in (
+        ("tiles", "tile_id", ["tile_id", "source_id", "x", "y", "width", "height", "pixels"]),
+        ("sources", "source_id", ["source_id", "uri", "status", "n_tiles", "fingerprint"]),
+        ("files", "uri", ["uri", "source_id"]),
+    ):
+        local, ray = (stores[e].read(table, columns=columns).sort_by(key) for e in ("local", "ray"))
+        equal[table] = local.equals(ray)
+    rows = stores["local"].count("tiles")
+    return {"tiles": rows, "seconds": seconds, "equal_tables": equal}
+
+
 def s3_cost(folder: Path, work: Path, backbone: str, tiles: int) -> dict:
     """Ingest + embed into a local directory and into a store on a localhost S3 server: seconds each."""
     try:
@@ -159,6 +182,8 @@ def main() -> int:
             folder, args.work, key, args.backbone, engine="ray", workers=actors, threads=threads
         )
         print(f"{key}: {runs[key]['workers']} x {runs[key]['threads']}: {runs[key]['tiles_per_s']} tiles/s")
+    ingest = ingest_engines(folder, args.work)
+    print(f"ingest, local vs Ray: {ingest}")
     ray.shutdown()
     identical = same_rows(
         embedstore.open(args.work / "local"), embedstore.open(args.work / "ray_default"), args.backbone
@@ -201,6 +226,7 @@ def main() -> int:
         "per_core_tiles_per_s": round(per_core, 2),
         "projection": projection,
         "same_rows_local_vs_ray": identical,
+        "ingest_local_vs_ray": ingest,
         "s3_store_cost": s3,
         "targets": [
             {

@@ -3,6 +3,7 @@ killed worker without duplicates, and refuses what it cannot do in one line. Rea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -37,7 +38,8 @@ def local_ray():
 
 
 def _store(tmp_path: Path, name: str, n: int, seed: int = 0) -> embedstore.Store:
-    store = embedstore.init(tmp_path / name)
+    """A store at tmp_path/name (or at `name` when it is a URI) with n small tiles ingested."""
+    store = embedstore.init(name if "://" in name else tmp_path / name)
     store.ingest([write_tiles(tmp_path / f"tiles_{seed}", n, seed)], embedstore.IngestOptions(progress=False))
     return store
 
@@ -68,13 +70,15 @@ def test_ray_engine_gives_the_local_engines_rows_and_vectors(tmp_path, local_ray
 
 
 def test_on_an_s3_store_ray_actors_write_the_local_engines_vectors(tmp_path, local_ray):
-    """The actors get the driver's S3 settings and write to the bucket: same rows as a local store."""
+    """Ingest and embed on Ray into a bucket: the same tiles and vectors as the local engines give in a
+    local directory (the actors get the driver's S3 settings and write to the bucket themselves)."""
     pytest.importorskip("moto.server", reason='needs moto: pip install "moto[server]"')
     with s3_server():
         tiles = write_tiles(tmp_path / "tiles", 12, seed=7)
         local, on_s3 = embedstore.init(tmp_path / "local"), embedstore.init(new_prefix())
-        for store in (local, on_s3):
-            store.ingest([tiles], embedstore.IngestOptions(progress=False))
+        local.ingest([tiles], embedstore.IngestOptions(progress=False))
+        on_s3.ingest([tiles], embedstore.IngestOptions(progress=False, engine="ray", workers=2))
+        assert on_s3.read("tiles").sort_by("tile_id").equals(local.read("tiles").sort_by("tile_id"))
         local.embed(KEY, workers=0, **OPTS)
         report = on_s3.embed(KEY, engine="ray", workers=2, chunk_rows=4, **OPTS)
         assert report.rows_written == 12 and report.engine == "ray"
@@ -85,8 +89,17 @@ def test_on_an_s3_store_ray_actors_write_the_local_engines_vectors(tmp_path, loc
         assert on_s3.check().ok
 
 
-def test_a_worker_killed_mid_run_leaves_the_store_consistent_and_a_rerun_completes_it(tmp_path, local_ray):
-    store = _store(tmp_path, "store", 48, seed=3)
+@pytest.mark.parametrize("on_s3", [False, True], ids=["local-dir", "s3"])
+def test_a_worker_killed_mid_run_leaves_the_store_consistent_and_a_rerun_completes_it(
+    tmp_path, local_ray, on_s3
+):
+    if on_s3:
+        pytest.importorskip("moto.server", reason='needs moto: pip install "moto[server]"')
+    with s3_server() if on_s3 else contextlib.nullcontext():
+        _kill_and_resume(_store(tmp_path, new_prefix() if on_s3 else "store", 48, seed=3))
+
+
+def _kill_and_resume(store: embedstore.Store) -> None:
     outcome: dict = {}
 
     def run() -> None:
