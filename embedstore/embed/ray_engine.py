@@ -2,8 +2,9 @@
 
 The driver plans exactly as `local.embed` does (the (tile, view) rows the table lacks, against a pinned
 version of the tiles table) and hands those rows to Ray Data in blocks of `chunk_rows`. Each actor holds
-the model once (one per GPU where there are GPUs, CPU actors otherwise, `--workers` of them), reads its
-block's tiles from the store, decodes, embeds, and commits the block through `EmbeddingWriter`: one
+the model once (one per GPU where there are GPUs; otherwise CPU actors of up to 8 torch threads, see
+`actor_shape`, or `--workers` x `--threads`), reads its block's tiles from the store (on object storage
+with the driver's storage settings), decodes, embeds, and commits the block through `EmbeddingWriter`: one
 atomic commit per block, each (tile, view) at most once whatever else writes. A block whose actor dies
 commits nothing; Ray retries it on another actor, and a re-run plans only what is still missing, so a
 killed worker or driver never leaves duplicates or half a block.
