@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from .catalog import Catalog, read_marker
 from .errors import NotAStoreError
+from .location import ObjectPath, store_location
 from .schema import (
     EMBEDDING_PREFIX,
     FILES,
@@ -37,7 +38,7 @@ from .writes import create_table
 
 def upgrade(path: str | Path) -> list[str]:
     """Upgrade the store at `path` to the current format; returns what was done, one line per step."""
-    root = Path(path).expanduser().resolve()
+    root = store_location(path)
     marker = read_marker(root, path)
     version = marker.get("format_version")
     if version == STORE_FORMAT_VERSION:
@@ -64,14 +65,18 @@ def upgrade(path: str | Path) -> list[str]:
         catalog.insert_missing(FILES, sources.select(FILES_SCHEMA.names).cast(FILES_SCHEMA))
         done.append(f"{FILES}: created with the {sources.num_rows} file(s) of the sources table")
     marker["format_version"] = STORE_FORMAT_VERSION
-    partial = root / (MARKER_FILE + ".part")
-    partial.write_text(json.dumps(marker, indent=2) + "\n")
-    partial.replace(root / MARKER_FILE)
+    text = json.dumps(marker, indent=2) + "\n"
+    if isinstance(root, ObjectPath):
+        (root / MARKER_FILE).write_text(text)  # one PUT: atomic
+    else:
+        partial = root / (MARKER_FILE + ".part")
+        partial.write_text(text)
+        partial.replace(root / MARKER_FILE)
     done.append(f"store format {version} -> {STORE_FORMAT_VERSION}")
     return done
 
 
-def _add_row_key(table: Path, parts: tuple[str, str]) -> str:
+def _add_row_key(table: Path | ObjectPath, parts: tuple[str, str]) -> str:
     """Rewrite a table as one new version with `row_key` = part0 + ":" + part1 as its declared key."""
     dataset = lance.dataset(str(table))
     name = table.name[: -len(".lance")]

@@ -111,6 +111,10 @@ def test_the_cli_works_on_an_s3_uri(s3, tiles):
     searched = json.loads(run("search", uri, "--backbone", FAST, "--tile", tile, "-k", "3", "--json"))
     assert len(searched) == 3 and tile not in {hit["tile_id"] for hit in searched}
     assert json.loads(run("check", uri, "--json"))["ok"]
+    assert "16 rows" in run("versions", uri, "--table", "tiles")
+    run("compact", uri, "--older-than", "0s")
+    assert "nothing to do" in run("upgrade", uri)
+    assert embedstore.open(uri).count("tiles") == 16 and embedstore.open(uri).check().ok
 
 
 @pytest.mark.parametrize(
