@@ -11,10 +11,29 @@ from typing import Any
 
 from .errors import EmbedstoreError
 from .runtime import cpu_count
-from .validation import invalid
+from .validation import Name, OneOf, invalid, option
 
 ENGINES = ("local", "ray")
 INSTALL_HINT = 'pip install "embedstore[ray]"'
+
+
+def engine_option(what_runs_on_ray: str) -> Any:
+    """The `engine` field of an options class ("local" | "ray")."""
+    return option(
+        "local",
+        OneOf(ENGINES),
+        help=f'Where the work runs: this process, or {what_runs_on_ray} (pip install "embedstore[ray]").',
+    )
+
+
+def address_option() -> Any:
+    """The `address` field of an options class: the Ray cluster to join."""
+    return option(
+        None,
+        Name(),
+        optional=True,
+        help="Ray cluster to join with --engine ray (e.g. ray://head:10001) [default: start Ray here].",
+    )
 
 
 def check_engine_address(engine: str, address: str | None) -> None:

@@ -38,3 +38,13 @@ def image_folder(tmp_path: Path) -> Path:
 @pytest.fixture
 def store(tmp_path: Path) -> embedstore.Store:
     return embedstore.init(tmp_path / "store")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for a test module: 2 CPUs, as on this machine (skips without the ray extra)."""
+    ray = pytest.importorskip("ray", reason='the ray extra is not installed: pip install "embedstore[ray]"')
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 2**20)
+    yield ray
+    ray.shutdown()

@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from ..embedding_tables import STORE_DTYPES
-from ..ray_cluster import ENGINES, check_engine_address
+from ..ray_cluster import address_option, check_engine_address, engine_option
 from ..runtime import DEVICES
 from ..validation import (
     Flag,
     Function,
     Interval,
-    Name,
     NamesFrom,
     OneOf,
     PathValue,
@@ -92,17 +91,8 @@ class EmbedOptions:
         None, Interval(0, integer=True), optional=True, help="Embed at most this many tiles."
     )
     on_chunk: Callable[[EmbedProgress], None] | None = option(None, Function(), optional=True, cli=False)
-    engine: str = option(
-        "local",
-        OneOf(ENGINES),
-        help='Where the work runs: this process, or Ray Data actors (pip install "embedstore[ray]").',
-    )
-    address: str | None = option(
-        None,
-        Name(),
-        optional=True,
-        help="Ray cluster to join with --engine ray (e.g. ray://head:10001) [default: start Ray here].",
-    )
+    engine: str = engine_option("Ray Data actors")
+    address: str | None = address_option()
 
     def __post_init__(self) -> None:
         validate(self)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..ray_cluster import ENGINES, check_engine_address
+from ..ray_cluster import address_option, check_engine_address, engine_option
 from ..schema import GROUP_KEYS, PIXEL_CODECS
 from ..sources.grid import GridSettings
 from ..validation import Flag, Interval, MappingOf, Name, OneOf, PathValue, option
@@ -76,17 +76,8 @@ class IngestOptions(GridSettings):
     skip_errors: bool = option(False, Flag(), help="Record failing sources and ingest the rest.")
     chunk_tiles: int = option(4096, Interval(1, integer=True), cli=False)  # tiles per commit
     progress: bool = option(True, Flag(), help="Show progress bars.")
-    engine: str = option(
-        "local",
-        OneOf(ENGINES),
-        help='Where tiles are read: this process, or Ray workers (pip install "embedstore[ray]").',
-    )
-    address: str | None = option(
-        None,
-        Name(),
-        optional=True,
-        help="Ray cluster to join with --engine ray (e.g. ray://head:10001) [default: start Ray here].",
-    )
+    engine: str = engine_option("Ray tasks reading the tiles")
+    address: str | None = address_option()
 
     def check_relations(self) -> None:
         super().check_relations()

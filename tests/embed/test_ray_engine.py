@@ -28,15 +28,6 @@ KEY = "resnet18.random"  # a real CNN with seeded weights: no download
 OPTS = {"progress": False, "batch_size": 8}
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray for the module: 2 CPUs, as on this machine."""
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 2**20)
-    yield ray
-    ray.shutdown()
-
-
 def _store(tmp_path: Path, name: str, n: int, seed: int = 0) -> embedstore.Store:
     """A store at tmp_path/name (or at `name` when it is a URI) with n small tiles ingested."""
     store = embedstore.init(name if "://" in name else tmp_path / name)

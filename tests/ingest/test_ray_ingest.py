@@ -28,15 +28,6 @@ KEYS = {"tiles": "tile_id", "sources": "source_id", "labels": "row_key", "files"
 STAMPS = {"ingested_at"}  # when a row was written: the one column two runs cannot share
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray for the module: 2 CPUs, as on this machine."""
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 2**20)
-    yield ray
-    ray.shutdown()
-
-
 @pytest.fixture
 def paths(tmp_path: Path) -> list[Path]:
     """An image folder (classes a / b) with two byte-identical copies labelled differently, and a slide."""
