@@ -94,7 +94,7 @@ class Catalog:
         return cls.open(root)
 
     @classmethod
-    def open(cls, path: str | Path) -> Self:
+    def open(cls, path: str | Path | ObjectPath) -> Self:
         """Open an existing store; NotAStoreError when `path` holds none."""
         root = store_location(path)
         if isinstance(root, ObjectPath):

@@ -16,7 +16,6 @@ import contextlib
 import fcntl
 import fnmatch
 import functools
-import io
 import os
 import shutil
 from collections.abc import Iterator
@@ -184,15 +183,9 @@ class ObjectPath:
     # -- reading and writing ---------------------------------------------------------------------------
 
     def read_bytes(self) -> bytes:
-        try:
-            with self.filesystem.open_input_stream(self.key) as stream:
-                return stream.read()
-        except FileNotFoundError:
-            raise
-        except OSError as error:
-            if self._info().type == pafs.FileType.NotFound:
-                raise FileNotFoundError(str(self)) from None
-            raise error
+        """The whole object (FileNotFoundError when there is none)."""
+        with self.filesystem.open_input_stream(self.key) as stream:
+            return stream.read()
 
     def read_text(self, encoding: str = "utf-8") -> str:
         return self.read_bytes().decode(encoding)
@@ -205,9 +198,6 @@ class ObjectPath:
 
     def write_text(self, text: str, encoding: str = "utf-8") -> int:
         return self.write_bytes(text.encode(encoding))
-
-    def open_for_reading(self) -> io.BytesIO:
-        return io.BytesIO(self.read_bytes())
 
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
         """Nothing to do: a prefix exists once a key is written under it."""
