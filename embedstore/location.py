@@ -26,7 +26,7 @@ import pyarrow.fs as pafs
 
 from .errors import EmbedstoreError
 
-SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss")
+SCHEMES = ("s3", "gs", "gcs", "az")
 _SETTINGS_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")
 
 
@@ -241,6 +241,11 @@ class ObjectPath:
 def _filesystem(scheme: str, bucket: str, settings: tuple) -> pafs.FileSystem:
     """One filesystem per bucket and settings (`settings`, the relevant environment, keys the cache)."""
     try:
+        if scheme == "az":  # Lance's az://CONTAINER/... with the account from the environment
+            account = os.environ.get("AZURE_STORAGE_ACCOUNT_NAME")
+            if not account:
+                raise ValueError("AZURE_STORAGE_ACCOUNT_NAME is not set")
+            return pafs.AzureFileSystem(account, account_key=os.environ.get("AZURE_STORAGE_ACCOUNT_KEY"))
         filesystem, _ = pafs.FileSystem.from_uri(f"{scheme}://{bucket}")
     except (OSError, ValueError) as error:
         first = str(error).strip().splitlines()[0]
