@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -112,15 +113,42 @@ def _kill_and_resume(store: embedstore.Store) -> None:
     assert {tile for tile, _ in rows} == store.tile_ids() and len(rows) == 48
 
 
+def test_a_driver_killed_mid_run_leaves_whole_blocks_and_a_rerun_completes_them(tmp_path, local_ray):
+    """`embedstore embed --engine ray` in a process of its own, SIGKILLed once the first block is in."""
+    store = _store(tmp_path, "store", 48, seed=4)
+    command = [str(Path(sys.executable).parent / "embedstore"), "embed", str(store.root), "--backbone", KEY]
+    command += ["--engine", "ray", "--workers", "1", "--batch-size", "8", "--no-progress"]
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        first_block_in = _wait_for_rows(store, timeout=180, alive=lambda: driver.poll() is None)
+        driver.kill()
+    finally:
+        driver.kill()
+        _, err = driver.communicate(timeout=60)
+    assert first_block_in, f"the driver ended before its first commit: {err.decode()[-500:]}"
+    held = len(_vectors(store))  # whole blocks only, no duplicates
+    assert 0 < held <= 48 and store.check().ok
+    store.embed(KEY, engine="ray", workers=1, **OPTS)
+    rows = _vectors(store)
+    assert {tile for tile, _ in rows} == store.tile_ids() and len(rows) == 48
+
+
+def _wait_for_rows(store: embedstore.Store, timeout: float, alive) -> bool:
+    """True once the backbone's table holds a row (False when `alive()` turns false or time runs out)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive():
+        if store.has_table(table_name(KEY)) and store.dataset(table_name(KEY)).count_rows() > 0:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def _kill_an_actor_after_the_first_commit(store: embedstore.Store, timeout: float) -> bool:
     """SIGKILL one Ray worker process running EmbedBlock once the table holds a first block."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if store.has_table(table_name(KEY)) and store.dataset(table_name(KEY)).count_rows() > 0:
-            for pid in _actor_pids():
-                os.kill(pid, signal.SIGKILL)
-                return True
-        time.sleep(0.05)
+    if _wait_for_rows(store, timeout, alive=lambda: True):
+        for pid in _actor_pids():
+            os.kill(pid, signal.SIGKILL)
+            return True
     return False
 
 
