@@ -6,7 +6,11 @@ so option classes can name ENGINES and check `--address` without it.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import socket
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from .errors import EmbedstoreError
@@ -63,7 +67,8 @@ def connect(address: str | None, cpus: int | None = None) -> Any:
     if address is None:
         settings["num_cpus"] = cpus or cpu_count()
     try:
-        ray.init(address=address, **settings)
+        with _quiet_start():
+            ray.init(address=address, logging_level=logging.WARNING, **settings)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as error:
         where = address or "this machine"
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -72,6 +77,21 @@ def connect(address: str | None, cpus: int | None = None) -> Any:
             "HOST:6379) or leave it out to run Ray locally"
         ) from None
     return ray
+
+
+@contextlib.contextmanager
+def _quiet_start() -> Iterator[None]:
+    """Ray's start-up notices (local instance started, token authentication, Lance's at-fork warning
+    as Ray forks) are not the user's business: errors only while starting."""
+    logger = logging.getLogger("ray")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(max(level, logging.WARNING))
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
