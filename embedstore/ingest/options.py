@@ -105,7 +105,7 @@ class IngestReport:
             f"sources: {self.sources_ok} ingested, {self.sources_unchanged} already in the store, "
             f"{self.sources_failed} failed",
             f"tiles: {self.tiles_added} added, {self.tiles_present} already present "
-            f"({self.seconds:.1f} s, {self.tiles_added / max(self.seconds, 1e-9):.0f} tiles/s"
+            f"({self.seconds:.1f} s, {_rate(self.tiles_added, self.seconds)} tiles/s"
             f"{', read on Ray' if self.engine == 'ray' else ''})",
             f"labels: {self.labels_written} written",
         ]
@@ -139,3 +139,9 @@ class IngestReport:
         ]
         out["tiles_per_s"] = self.tiles_added / self.seconds if self.seconds > 0 else 0.0
         return out
+
+
+def _rate(count: int, seconds: float) -> str:
+    """Tiles per second, with a decimal where the rate is below 10 (0.3 tiles/s, not 0)."""
+    rate = count / max(seconds, 1e-9)
+    return f"{rate:.1f}" if rate < 10 else f"{rate:.0f}"
