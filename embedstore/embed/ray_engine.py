@@ -14,6 +14,7 @@ Ray is an optional extra: `pip install "embedstore[ray]"`.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -51,12 +52,21 @@ def actor_shape(ray: Any, gpus: int, workers: int | None, threads: int | None) -
     return workers or max(1, cpus // threads), threads
 
 
-def _storage_env(catalog: Catalog) -> dict[str, Any]:
-    """For a store on object storage: the driver's storage settings, passed to the actors (on other
-    machines too) so that they reach the same bucket with the same credentials and endpoint."""
-    if catalog.is_local:
-        return {}
-    return {"runtime_env": {"env_vars": storage_settings()}}
+def actor_env(catalog: Catalog, on_gpu: bool, reuse_memory: bool) -> dict[str, str]:
+    """Environment variables for the actors' processes (Ray's runtime_env, on other machines too).
+
+    - A store on object storage: the driver's storage settings, so that actors reach the same bucket
+      with the same credentials and endpoint.
+    - CPU actors that reuse freed memory: one glibc arena (MALLOC_ARENA_MAX=1, read at process start).
+      Ray runs an actor's calls on a thread of its own, and glibc gives such a thread one of its arenas;
+      a thread of a secondary arena cannot keep allocations over 64 MB in its heap, so each forward's
+      large activations came from fresh zeroed pages: measured here, 1 run in 3 embedded at half speed
+      with 40x the page faults (17.8 M against 0.45 M). An explicit MALLOC_ARENA_MAX is passed as is.
+    """
+    env = {} if catalog.is_local else storage_settings()
+    if not on_gpu and reuse_memory:
+        env["MALLOC_ARENA_MAX"] = os.environ.get("MALLOC_ARENA_MAX", "1")
+    return env
 
 
 def embed_on_ray(
@@ -114,7 +124,7 @@ def embed_on_ray(
         num_cpus=0 if gpus else threads,
         num_gpus=1 if gpus else 0,
         fn_constructor_kwargs={"setup": setup},
-        **_storage_env(catalog),
+        runtime_env={"env_vars": actor_env(catalog, bool(gpus), options.reuse_memory)},
     )
     bar = tqdm(total=rows.num_rows, desc=plan.target.name, unit="row", disable=not options.progress)
     failures: list[str] = []

@@ -333,3 +333,14 @@ def test_ray_actor_shape(nodes, gpus, workers, threads, expected):
     from embedstore.embed.ray_engine import actor_shape
 
     assert actor_shape(_Cluster(*nodes), gpus, workers, threads) == expected
+
+
+def test_ray_cpu_actors_get_one_malloc_arena_unless_told_otherwise(store, monkeypatch):
+    from embedstore.embed.ray_engine import actor_env
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert actor_env(store, on_gpu=False, reuse_memory=True) == {"MALLOC_ARENA_MAX": "1"}
+    assert actor_env(store, on_gpu=True, reuse_memory=True) == {}
+    assert actor_env(store, on_gpu=False, reuse_memory=False) == {}
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert actor_env(store, on_gpu=False, reuse_memory=True) == {"MALLOC_ARENA_MAX": "4"}
