@@ -80,7 +80,7 @@ class EmbedOptions:
         Interval(1, integer=True),
         optional=True,
         help="torch threads for the forward pass [default: torch's]. With --engine ray: per actor "
-        "[default: 8, or the smallest node's CPUs when fewer].",
+        "[default: 4, or the smallest node's CPUs when fewer].",
     )
     chunk_rows: int = option(4096, Interval(1, integer=True), cli=False)  # rows per atomic commit
     prefetch: int = option(4, Interval(1, integer=True), cli=False)  # batches each worker decodes ahead

@@ -2,7 +2,7 @@
 
 The driver plans exactly as `local.embed` does (the (tile, view) rows the table lacks, against a pinned
 version of the tiles table) and hands those rows to Ray Data in blocks of `chunk_rows`. Each actor holds
-the model once (one per GPU where there are GPUs; otherwise CPU actors of up to 8 torch threads, see
+the model once (one per GPU where there are GPUs; otherwise CPU actors of up to 4 torch threads, see
 `actor_shape`, or `--workers` x `--threads`), reads its block's tiles from the store (on object storage
 with the driver's storage settings), decodes, embeds, and commits the block through `EmbeddingWriter`: one
 atomic commit per block, each (tile, view) at most once whatever else writes. A block whose actor dies
@@ -29,13 +29,14 @@ from ..ray_cluster import connect, require_ray
 from ..validation import options_from
 from .options import EmbedOptions, EmbedReport
 
-THREADS_PER_ACTOR = 8  # torch threads of a CPU actor by default (fewer where a node has fewer CPUs)
+THREADS_PER_ACTOR = 4  # torch threads of a CPU actor by default (fewer where a node has fewer CPUs)
 
 
 def actor_shape(ray: Any, gpus: int, workers: int | None, threads: int | None) -> tuple[int, int]:
-    """(actors, torch threads each). One actor per GPU; on CPUs few actors of many threads: on this
-    2-core machine one actor of 2 threads embedded 59.5 tiles/s and two of 1 thread 37 together (two
-    processes, each with its own weights and activations, compete for the same caches and memory).
+    """(actors, torch threads each). One actor per GPU; on CPUs actors of up to 4 threads. Measured on
+    this 2-core machine over 2,000 tiles, 2 actors x 1 thread and 1 x 2 tie (46-52 tiles/s): the two
+    single-thread actors embed faster once running (69-79 against 63-65 tiles/s) but start 3 s later.
+    Wider actors hold fewer copies of the model, which matters for large backbones on big nodes.
     An actor's threads never exceed the CPUs of the smallest node, or it could not be placed."""
     if gpus:
         return workers or gpus, threads or 1

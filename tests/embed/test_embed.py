@@ -320,8 +320,8 @@ class _Cluster:
 @pytest.mark.parametrize(
     "nodes, gpus, workers, threads, expected",
     [
-        ((2,), 0, None, None, (1, 2)),  # this machine: one actor of 2 threads (measured faster than 2 x 1)
-        ((16, 16), 0, None, None, (4, 8)),
+        ((2,), 0, None, None, (1, 2)),  # this machine
+        ((16, 16), 0, None, None, (8, 4)),
         ((4, 4, 4), 0, None, None, (3, 4)),  # an actor must fit on one node
         ((2,), 0, 2, None, (2, 1)),  # --workers alone: the CPUs shared among them
         ((16,), 0, None, 2, (8, 2)),  # --threads alone: as many actors as fit
