@@ -48,3 +48,14 @@ def local_ray():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 2**20)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A real S3-compatible server on localhost (moto, server mode) for a test module, with its settings
+    in os.environ; yields the endpoint (skips without the moto dev dependency)."""
+    pytest.importorskip("moto.server", reason='the S3 tests need moto: pip install "moto[server]"')
+    from tests.s3_server import s3_server
+
+    with s3_server() as endpoint:
+        yield endpoint

@@ -18,20 +18,12 @@ from embedstore.embedding_tables import table_name
 from embedstore.errors import EmbedstoreError
 from embedstore.location import ObjectPath, store_location
 from tests.helpers import key_counts, write_tiles
-from tests.s3_server import BUCKET, new_prefix, s3_server
-
-pytest.importorskip("moto.server", reason='the object-storage tests need moto: pip install "moto[server]"')
+from tests.s3_server import BUCKET, new_prefix
 from tests.test_concurrency import finish, run_together, start
 
 FAST = "handcrafted.color_texture"
 CNN = "resnet18.random"  # a real CNN with seeded weights: no download
 QUIET = {"progress": False}
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with s3_server() as endpoint:
-        yield endpoint
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ killed worker without duplicates, and refuses what it cannot do in one line. Rea
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -21,7 +20,7 @@ from cli.main import app
 from embedstore.embedding_tables import table_name
 from embedstore.errors import EmbedstoreError
 from tests.helpers import write_tiles
-from tests.s3_server import new_prefix, s3_server
+from tests.s3_server import new_prefix
 
 ray = pytest.importorskip("ray", reason='the ray extra is not installed: pip install "embedstore[ray]"')
 
@@ -61,34 +60,31 @@ def test_ray_engine_gives_the_local_engines_rows_and_vectors(tmp_path, local_ray
     assert on_ray.check().ok
 
 
-def test_on_an_s3_store_ray_actors_write_the_local_engines_vectors(tmp_path, local_ray):
+def test_on_an_s3_store_ray_actors_write_the_local_engines_vectors(tmp_path, local_ray, s3):
     """Ingest and embed on Ray into a bucket: the same tiles and vectors as the local engines give in a
     local directory (the actors get the driver's S3 settings and write to the bucket themselves)."""
-    pytest.importorskip("moto.server", reason='needs moto: pip install "moto[server]"')
-    with s3_server():
-        tiles = write_tiles(tmp_path / "tiles", 12, seed=7)
-        local, on_s3 = embedstore.init(tmp_path / "local"), embedstore.init(new_prefix())
-        local.ingest([tiles], embedstore.IngestOptions(progress=False))
-        on_s3.ingest([tiles], embedstore.IngestOptions(progress=False, engine="ray", workers=2))
-        assert on_s3.read("tiles").sort_by("tile_id").equals(local.read("tiles").sort_by("tile_id"))
-        local.embed(KEY, workers=0, **OPTS)
-        report = on_s3.embed(KEY, engine="ray", workers=2, chunk_rows=4, **OPTS)
-        assert report.rows_written == 12 and report.engine == "ray"
-        expected, found = _vectors(local), _vectors(embedstore.open(str(on_s3.root)))
-        assert found.keys() == expected.keys()
-        for row, vector in expected.items():
-            np.testing.assert_allclose(found[row], vector, rtol=1e-4, atol=1e-5)
-        assert on_s3.check().ok
+    tiles = write_tiles(tmp_path / "tiles", 12, seed=7)
+    local, on_s3 = embedstore.init(tmp_path / "local"), embedstore.init(new_prefix())
+    local.ingest([tiles], embedstore.IngestOptions(progress=False))
+    on_s3.ingest([tiles], embedstore.IngestOptions(progress=False, engine="ray", workers=2))
+    assert on_s3.read("tiles").sort_by("tile_id").equals(local.read("tiles").sort_by("tile_id"))
+    local.embed(KEY, workers=0, **OPTS)
+    report = on_s3.embed(KEY, engine="ray", workers=2, chunk_rows=4, **OPTS)
+    assert report.rows_written == 12 and report.engine == "ray"
+    expected, found = _vectors(local), _vectors(embedstore.open(str(on_s3.root)))
+    assert found.keys() == expected.keys()
+    for row, vector in expected.items():
+        np.testing.assert_allclose(found[row], vector, rtol=1e-4, atol=1e-5)
+    assert on_s3.check().ok
 
 
 @pytest.mark.parametrize("on_s3", [False, True], ids=["local-dir", "s3"])
 def test_a_worker_killed_mid_run_leaves_the_store_consistent_and_a_rerun_completes_it(
-    tmp_path, local_ray, on_s3
+    tmp_path, local_ray, on_s3, request
 ):
     if on_s3:
-        pytest.importorskip("moto.server", reason='needs moto: pip install "moto[server]"')
-    with s3_server() if on_s3 else contextlib.nullcontext():
-        _kill_and_resume(_store(tmp_path, new_prefix() if on_s3 else "store", 48, seed=3))
+        request.getfixturevalue("s3")  # the localhost S3 server
+    _kill_and_resume(_store(tmp_path, new_prefix() if on_s3 else "store", 48, seed=3))
 
 
 def _kill_and_resume(store: embedstore.Store) -> None:
