@@ -96,6 +96,7 @@ class ObjectPath:
                 + ", ".join(f"{s}://" for s in SCHEMES)
             )
         self.key = rest.strip("/")  # bucket/prefix/...
+        self._listed: pafs.FileInfo | None = None
         if not self.key:
             raise EmbedstoreError(f"{uri} names no bucket; write {scheme}://BUCKET/PREFIX")
 
@@ -139,7 +140,14 @@ class ObjectPath:
     # -- looking ---------------------------------------------------------------------------------------
 
     def _info(self) -> pafs.FileInfo:
-        return self.filesystem.get_file_info(self.key)
+        """What the store says of this key; for a path from `iterdir`/`glob`, as of that listing."""
+        return self._listed if self._listed is not None else self.filesystem.get_file_info(self.key)
+
+    @classmethod
+    def _from_listing(cls, scheme: str, info: pafs.FileInfo) -> ObjectPath:
+        path = cls(f"{scheme}://{info.path}")
+        path._listed = info  # one listing request answers is_dir/is_file for every child
+        return path
 
     def exists(self) -> bool:
         return self._info().type != pafs.FileType.NotFound
@@ -155,7 +163,7 @@ class ObjectPath:
         """The files and prefixes one level below (empty when there are none)."""
         selector = pafs.FileSelector(self.key, allow_not_found=True)
         return [
-            ObjectPath(f"{self.scheme}://{info.path}") for info in self.filesystem.get_file_info(selector)
+            ObjectPath._from_listing(self.scheme, info) for info in self.filesystem.get_file_info(selector)
         ]
 
     def glob(self, pattern: str) -> list[ObjectPath]:
