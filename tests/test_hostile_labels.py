@@ -266,6 +266,8 @@ def test_manifest_rows_giving_one_image_two_labels_follow_on_label_conflict(stor
         )
     report = store.ingest([manifest], IngestOptions(images_dir=images, task="t", progress=False))
     assert len(report.label_conflicts) == 1 and list(labels_of(store, "t").values()) == ["a"]
+    assert "'a' from " in report.summary() and "(m.csv row 1), 'b' from " in report.summary()
+    assert "(m.csv row 2); kept 'a'" in report.summary()
 
 
 def test_a_manifest_path_leaving_images_dir_is_refused_naming_the_row(store, images, tmp_path):

@@ -31,6 +31,11 @@ class SourceJob:
     groups: dict[str, str | None] = field(default_factory=dict)
     points: list[tuple[float, float, str | None]] = field(default_factory=list)  # (x, y, label) for points
     empty_labels: int = 0  # table rows of this job whose empty label was skipped (skip_empty_labels)
+    table_row: str | None = None  # "manifest.csv row 3" for a manifest row
+
+    def where(self) -> str:
+        """Where this job's label came from, for conflict reports: its manifest row, else its file."""
+        return f"{self.path} ({self.table_row})" if self.table_row else str(self.path)
 
 
 @dataclass(frozen=True)
@@ -271,6 +276,7 @@ def _manifest_jobs(path: Path, columns: TableColumns) -> list[SourceJob]:
         groups.setdefault("image", value)
         job = SourceJob(found, "image", label, "manifest" if label is not None else None, groups)
         job.empty_labels = int(has_labels and label is None)
+        job.table_row = f"{path.name} row {number}"
         jobs.append(job)
     if missing:
         raise _missing_files_error(path, missing)

@@ -82,7 +82,7 @@ class SourcePlan:
         mine = {tile.tile_id: tile for tile in self.tiles}
         for tile in copy.tiles:
             if tile.tile_id in mine:
-                mine[tile.tile_id].claim(tile.label, str(copy.job.path), str(self.job.path))
+                mine[tile.tile_id].claim(tile.label, copy.job.where(), self.job.where())
             else:
                 self.tiles.append(tile)
                 mine[tile.tile_id] = tile
