@@ -144,10 +144,9 @@ def _label_column(path: Path, frame: pl.DataFrame, columns: TableColumns) -> str
     return "label" if "label" in frame.columns else None
 
 
-def _labels(path: Path, frame: pl.DataFrame, columns: TableColumns) -> list[str | None]:
+def _labels(path: Path, frame: pl.DataFrame, column: str | None, columns: TableColumns) -> list[str | None]:
     """Each row's label as written (None: no label column, or an empty cell that skip_empty_labels
     allows); with a task, empty cells are refused naming the file and the rows."""
-    column = _label_column(path, frame, columns)
     if column is None:
         return [None] * frame.height
     labels = frame.get_column(column).to_list()
@@ -261,8 +260,8 @@ def _manifest_jobs(path: Path, columns: TableColumns) -> list[SourceJob]:
     if frame.height == 0:
         raise EmbedstoreError(f"{path}: the manifest has no rows")
     finder = _FileFinder(path, columns.images_dir)
-    labels = _labels(path, frame, columns)
-    has_labels = _label_column(path, frame, columns) is not None
+    label_column = _label_column(path, frame, columns)
+    labels = _labels(path, frame, label_column, columns)
     group_columns = _group_columns(frame, columns)
     require_columns(path, frame, list(group_columns.values()), "fix --group KEY=COLUMN")
     jobs, missing = [], []
@@ -275,7 +274,7 @@ def _manifest_jobs(path: Path, columns: TableColumns) -> list[SourceJob]:
         groups = {key: row[col] for key, col in group_columns.items()}
         groups.setdefault("image", value)
         job = SourceJob(found, "image", label, "manifest" if label is not None else None, groups)
-        job.empty_labels = int(has_labels and label is None)
+        job.empty_labels = int(label_column is not None and label is None)
         job.table_row = f"{path.name} row {number}"
         jobs.append(job)
     if missing:
@@ -290,8 +289,8 @@ def _points_jobs(path: Path, columns: TableColumns) -> list[SourceJob]:
     if frame.height == 0:
         raise EmbedstoreError(f"{path}: the point table has no rows")
     finder = _FileFinder(path, columns.images_dir)
-    labels = _labels(path, frame, columns)
-    has_labels = _label_column(path, frame, columns) is not None
+    label_column = _label_column(path, frame, columns)
+    labels = _labels(path, frame, label_column, columns)
     group_columns = _group_columns(frame, columns)
     images = _text_cells(path, frame, columns.image_column)
     offset = 1.0 if columns.one_based else 0.0
@@ -309,7 +308,7 @@ def _points_jobs(path: Path, columns: TableColumns) -> list[SourceJob]:
             groups.setdefault("image", image)
             by_image[image] = SourceJob(found, "points", label_origin="points", groups=groups)
         by_image[image].points.append((row["x"] - offset, row["y"] - offset, label))
-        by_image[image].empty_labels += int(has_labels and label is None)
+        by_image[image].empty_labels += int(label_column is not None and label is None)
     if missing:
         raise _missing_files_error(path, missing)
     return list(by_image.values())
