@@ -108,13 +108,14 @@ class LabelImportOptions:
 class LabelImportReport:
     task: str
     labels_written: int = 0
-    empty_skipped: int = 0  # rows with an empty label, skipped with skip_empty_labels
+    labels_skipped_empty: int = 0  # rows with an empty label, skipped with skip_empty_labels
     label_conflicts: list[dict[str, Any]] = field(default_factory=list)  # tile_id, task, claims, kept
 
     def summary(self) -> str:
         lines = [f"{self.labels_written} label(s) written for task {self.task!r}"]
-        if self.empty_skipped:
-            lines.append(f"{self.empty_skipped} row(s) with an empty label skipped (--skip-empty-labels)")
+        if self.labels_skipped_empty:
+            skipped = self.labels_skipped_empty
+            lines.append(f"{skipped} row(s) with an empty label skipped (--skip-empty-labels)")
         lines += conflict_lines(self.label_conflicts, "several rows", "in row order")
         return "\n".join(lines)
 

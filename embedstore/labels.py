@@ -43,7 +43,7 @@ def import_labels(
     empty = [row for row, label in enumerate(labels, start=1) if is_empty_label(label)]
     if empty and not options.skip_empty_labels:
         raise empty_labels_error(path, "label", empty, "import the other rows")
-    report.empty_skipped = len(empty)
+    report.labels_skipped_empty = len(empty)
     claims: dict[str, Claims] = {}
     for row, (tile_id, label) in enumerate(zip(tile_ids, labels, strict=True), start=1):
         if not is_empty_label(label):

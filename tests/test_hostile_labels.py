@@ -142,7 +142,7 @@ def test_skip_empty_labels_imports_the_other_rows_and_counts_the_skipped(store, 
     report = store.import_labels(
         "t", write_csv(tmp_path / "l.csv", ["tile_id", "label"], rows), skip_empty_labels=True
     )
-    assert (report.labels_written, report.empty_skipped) == (1, 2)
+    assert (report.labels_written, report.labels_skipped_empty) == (1, 2)
     assert "2 row(s) with an empty label skipped" in report.summary()
     assert labels_of(store, "t") == {tiles[0]: "new", tiles[1]: "old"}  # never written as null
 
