@@ -23,6 +23,7 @@ cap_malloc_arenas()  # before Lance starts its reader threads (see embedstore._m
 if TYPE_CHECKING:
     from .embed.options import EmbedOptions, EmbedReport
     from .ingest.options import IngestOptions, IngestReport
+    from .label_options import LabelImportOptions, LabelImportReport
     from .probe.options import ProbeOptions
     from .store import Store, init, open
     from .upgrade import upgrade
@@ -34,6 +35,8 @@ _LAZY = {
     "upgrade": ".upgrade",
     "IngestOptions": ".ingest.options",
     "IngestReport": ".ingest.options",
+    "LabelImportOptions": ".label_options",
+    "LabelImportReport": ".label_options",
     "EmbedOptions": ".embed.options",
     "EmbedReport": ".embed.options",
     "ProbeOptions": ".probe.options",
@@ -46,6 +49,8 @@ __all__ = [
     "upgrade",
     "IngestOptions",
     "IngestReport",
+    "LabelImportOptions",
+    "LabelImportReport",
     "EmbedOptions",
     "EmbedReport",
     "ProbeOptions",

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .embed import EmbedOptions, EmbedReport
     from .embeddings import EmbeddingQuery
     from .ingest import IngestOptions, IngestReport
+    from .label_options import LabelImportOptions, LabelImportReport
     from .probe import ProbeOptions, ProbeReport
     from .search import IndexManifest, IndexOptions, Searcher, SearchOptions, SearchResult
     from .search.configs import IndexConfig
@@ -32,11 +33,14 @@ class Store(Catalog):
 
         return ingest(self, [Path(p) for p in paths], options, **kwargs)
 
-    def import_labels(self, task: str, path: str | Path) -> int:
-        """Labels for existing tiles from a CSV (tile_id,label or source,x,y,label); returns rows written."""
+    def import_labels(
+        self, task: str, path: str | Path, options: LabelImportOptions | None = None, **kwargs: Any
+    ) -> LabelImportReport:
+        """Labels for existing tiles from a CSV/Parquet (tile_id,label or source,x,y,label), as written;
+        options: `embedstore.LabelImportOptions` (empty labels, conflicting rows)."""
         from .labels import import_labels
 
-        return import_labels(self, task, Path(path))
+        return import_labels(self, task, Path(path), options, **kwargs)
 
     def embed(self, backbone: str, options: EmbedOptions | None = None, **kwargs: Any) -> EmbedReport:
         """Embed tiles not yet in `emb__<backbone>`; options: `embedstore.EmbedOptions`."""

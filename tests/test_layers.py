@@ -37,6 +37,7 @@ LAYERS = {
     "embedstore.ray_cluster": 2,
     # L3 verbs, each taking a catalog
     "embedstore.labels": 3,
+    "embedstore.label_options": 3,
     "embedstore.info": 3,
     "embedstore.check": 3,
     "embedstore.upgrade": 3,

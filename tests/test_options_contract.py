@@ -10,18 +10,28 @@ import pytest
 from cli.commands.embed import command as embed_command
 from cli.commands.index import command as index_command
 from cli.commands.ingest import command as ingest_command
+from cli.commands.labels import import_command as labels_import_command
 from cli.commands.preview import command as preview_command
 from cli.commands.probe import command as probe_command
 from cli.commands.search import command as search_command
 from embedstore.embed.options import EmbedOptions
 from embedstore.errors import EmbedstoreError
 from embedstore.ingest.options import IngestOptions
+from embedstore.label_options import LabelImportOptions
 from embedstore.probe.options import ProbeOptions
 from embedstore.search.options import IndexOptions, SearchOptions
 from embedstore.sources.grid import GridSettings
 from embedstore.validation import flag_of
 
-OPTIONS_CLASSES = [GridSettings, IngestOptions, EmbedOptions, IndexOptions, SearchOptions, ProbeOptions]
+OPTIONS_CLASSES = [
+    GridSettings,
+    IngestOptions,
+    LabelImportOptions,
+    EmbedOptions,
+    IndexOptions,
+    SearchOptions,
+    ProbeOptions,
+]
 HAND_MADE = {"groups"}  # --group KEY=COLUMN (repeatable), parsed by the ingest command
 FIELDS = [(cls, field) for cls in OPTIONS_CLASSES for field in dataclasses.fields(cls)]
 
@@ -66,6 +76,7 @@ def test_valid_values_are_normalised():
     ("command", "cls"),
     [
         (ingest_command, IngestOptions),
+        (labels_import_command, LabelImportOptions),
         (embed_command, EmbedOptions),
         (preview_command, GridSettings),
         (index_command, IndexOptions),

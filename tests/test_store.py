@@ -69,12 +69,12 @@ def test_labels_import_by_tile_id_and_by_position(store, image_folder, tmp_path)
     tiles = store.read("tiles").to_pylist()
     by_id = tmp_path / "by_id.csv"
     by_id.write_text("tile_id,label\n" + "".join(f"{t['tile_id']},pos\n" for t in tiles[:4]))
-    assert store.import_labels("mitosis", by_id) == 4
+    assert store.import_labels("mitosis", by_id).labels_written == 4
     sources = {s["source_id"]: s["uri"] for s in store.read("sources").to_pylist()}
     first = tiles[5]
     by_position = tmp_path / "by_pos.csv"
     by_position.write_text(f"source,x,y,label\n{sources[first['source_id']]},0,0,neg\n")
-    assert store.import_labels("mitosis", by_position) == 1
+    assert store.import_labels("mitosis", by_position).labels_written == 1
     assert store.info()["tasks"]["mitosis"] == {"neg": 1, "pos": 4}
 
 

@@ -2,7 +2,10 @@
 
 import click
 
-from ..options import open_existing, store_argument
+from embedstore.label_options import LabelImportOptions
+
+from ..options import from_options, json_option, open_existing, store_argument
+from ..output import emit
 
 
 @click.group("labels")
@@ -14,7 +17,13 @@ def command() -> None:
 @store_argument
 @click.argument("file", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--task", required=True, help="Task name the labels belong to, e.g. tumour.")
-def import_command(store: str, file: str, task: str) -> None:
-    """Import labels from FILE: CSV/Parquet with tile_id,label or source,x,y,label columns."""
-    written = open_existing(store).import_labels(task, file)
-    click.echo(f"{written} label(s) written for task {task!r}")
+@from_options(LabelImportOptions)
+@json_option
+def import_command(store: str, file: str, task: str, as_json: bool, **options) -> None:
+    """Import labels from FILE: CSV/Parquet with tile_id,label or source,x,y,label columns.
+
+    Labels are kept exactly as written (007 stays 007). Rows with an empty label are refused unless
+    --skip-empty-labels; rows giving one tile different labels are settled by --on-label-conflict.
+    """
+    report = open_existing(store).import_labels(task, file, LabelImportOptions(**options))
+    emit(report, as_json)

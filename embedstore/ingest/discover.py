@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import string
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from ..errors import EmbedstoreError
+from ..label_options import empty_labels_error, is_empty_label
 from ..schema import GROUP_KEYS
 from ..sources.slides import IMAGE_SUFFIXES, READABLE_SUFFIXES
 from ..tabular import TABLE_SUFFIXES, read_table, require_columns
@@ -28,6 +30,12 @@ class SourceJob:
     label_origin: str | None = None
     groups: dict[str, str | None] = field(default_factory=dict)
     points: list[tuple[float, float, str | None]] = field(default_factory=list)  # (x, y, label) for points
+    empty_labels: int = 0  # table rows of this job whose empty label was skipped (skip_empty_labels)
+    table_row: str | None = None  # "manifest.csv row 3" for a manifest row
+
+    def where(self) -> str:
+        """Where this job's label came from, for conflict reports: its manifest row, else its file."""
+        return f"{self.path} ({self.table_row})" if self.table_row else str(self.path)
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,8 @@ class TableColumns:
     groups: tuple[tuple[str, str], ...] = ()  # (group key, column)
     images_dir: Path | None = None
     one_based: bool = False
+    record_labels: bool = False  # a task is given: empty label cells are refused unless skip_empty_labels
+    skip_empty_labels: bool = False
 
 
 def discover(paths: list[Path], kind: str, dataset: str | None, columns: TableColumns) -> list[SourceJob]:
@@ -134,6 +144,29 @@ def _label_column(path: Path, frame: pl.DataFrame, columns: TableColumns) -> str
     return "label" if "label" in frame.columns else None
 
 
+def _labels(path: Path, frame: pl.DataFrame, column: str | None, columns: TableColumns) -> list[str | None]:
+    """Each row's label as written (None: no label column, or an empty cell that skip_empty_labels
+    allows); with a task, empty cells are refused naming the file and the rows."""
+    if column is None:
+        return [None] * frame.height
+    labels = frame.get_column(column).to_list()
+    empty = [row for row, label in enumerate(labels, start=1) if is_empty_label(label)]
+    if empty and columns.record_labels and not columns.skip_empty_labels:
+        raise empty_labels_error(path, column, empty, "ingest those tiles without a label")
+    return [None if is_empty_label(label) else label for label in labels]
+
+
+def _text_cells(path: Path, frame: pl.DataFrame, column: str) -> list[str]:
+    """A column's cells as text; EmbedstoreError naming the first empty one."""
+    cells = frame.get_column(column).to_list()
+    empty = [row for row, cell in enumerate(cells, start=1) if cell is None or not cell.strip()]
+    if empty:
+        raise EmbedstoreError(
+            f"{path}: {len(empty)} row(s) have an empty {column!r} (first: row {empty[0]}); fill them in"
+        )
+    return cells
+
+
 class _FileFinder:
     """Resolves a manifest's paths: relative to the table, to --images-dir, or by file name under it."""
 
@@ -142,12 +175,20 @@ class _FileFinder:
         if images_dir is not None and not images_dir.is_dir():
             raise EmbedstoreError(f"--images-dir {images_dir}: not a directory; check the path")
         self.images_dir = images_dir
+        self.table_path = table_path
         self._by_name: dict[str, list[Path]] | None = None
 
-    def find(self, value: str) -> Path | None:
+    def find(self, value: str, row: int) -> Path | None:
+        """The file a table cell names; None when it is not found. With --images-dir, a relative path
+        that climbs out of it (`../`) is refused: --images-dir is the root of the listed files."""
         candidate = Path(value).expanduser()
         if candidate.is_absolute():
             return candidate if candidate.exists() else None
+        if self.images_dir is not None and os.path.normpath(candidate).split(os.sep)[0] == os.pardir:
+            raise EmbedstoreError(
+                f"{self.table_path}: row {row}'s path {value!r} leads outside --images-dir "
+                f"{self.images_dir}; list paths inside it, or give an absolute path"
+            )
         for base in self.bases:
             if (base / candidate).exists():
                 return base / candidate
@@ -170,10 +211,40 @@ class _FileFinder:
 def _manifest_paths(path: Path, frame: pl.DataFrame, columns: TableColumns) -> list[str]:
     if columns.path_template is None:
         require_columns(path, frame, [columns.path_column], "name the path column with --path-column")
-        return [str(v) for v in frame.get_column(columns.path_column).to_list()]
-    fields = [f for _, f, _, _ in string.Formatter().parse(columns.path_template) if f]
+        return _text_cells(path, frame, columns.path_column)
+    return _fill_template(path, frame, columns.path_template)
+
+
+def _fill_template(path: Path, frame: pl.DataFrame, template: str) -> list[str]:
+    """--path-template filled from each row's cells as written; a field with a format spec (`{uid:05d}`)
+    gets the cell as a number when it is one."""
+    parsed = [(name, spec) for _, name, spec, _ in string.Formatter().parse(template) if name]
+    fields = list(dict.fromkeys(name for name, _ in parsed))
     require_columns(path, frame, fields, "fix --path-template")
-    return [columns.path_template.format(**row) for row in frame.select(fields).iter_rows(named=True)]
+    numeric = {name for name, spec in parsed if spec}
+    cells = {name: _text_cells(path, frame, name) for name in fields}
+    filled = []
+    for row in range(frame.height):
+        values = {name: _number_if(cells[name][row], name in numeric) for name in fields}
+        try:
+            filled.append(template.format(**values))
+        except (ValueError, KeyError, IndexError, AttributeError, TypeError) as error:
+            raise EmbedstoreError(
+                f"--path-template {template!r} cannot be filled from row {row + 1} of {path} ({error}); "
+                "fix the template"
+            ) from None
+    return filled
+
+
+def _number_if(cell: str, wanted: bool) -> str | int | float:
+    if not wanted:
+        return cell
+    for kind in (int, float):
+        try:
+            return kind(cell)
+        except ValueError:
+            continue
+    return cell
 
 
 def _missing_files_error(path: Path, missing: list[str]) -> EmbedstoreError:
@@ -190,18 +261,22 @@ def _manifest_jobs(path: Path, columns: TableColumns) -> list[SourceJob]:
         raise EmbedstoreError(f"{path}: the manifest has no rows")
     finder = _FileFinder(path, columns.images_dir)
     label_column = _label_column(path, frame, columns)
+    labels = _labels(path, frame, label_column, columns)
     group_columns = _group_columns(frame, columns)
     require_columns(path, frame, list(group_columns.values()), "fix --group KEY=COLUMN")
     jobs, missing = [], []
-    for value, row in zip(_manifest_paths(path, frame, columns), frame.iter_rows(named=True), strict=True):
-        found = finder.find(value)
+    rows = zip(_manifest_paths(path, frame, columns), labels, frame.iter_rows(named=True), strict=True)
+    for number, (value, label, row) in enumerate(rows, start=1):
+        found = finder.find(value, number)
         if found is None:
             missing.append(value)
             continue
-        label = None if label_column is None or row[label_column] is None else str(row[label_column])
-        groups = {key: None if row[col] is None else str(row[col]) for key, col in group_columns.items()}
+        groups = {key: row[col] for key, col in group_columns.items()}
         groups.setdefault("image", value)
-        jobs.append(SourceJob(found, "image", label, "manifest" if label is not None else None, groups))
+        job = SourceJob(found, "image", label, "manifest" if label is not None else None, groups)
+        job.empty_labels = int(label_column is not None and label is None)
+        job.table_row = f"{path.name} row {number}"
+        jobs.append(job)
     if missing:
         raise _missing_files_error(path, missing)
     return jobs
@@ -209,29 +284,31 @@ def _manifest_jobs(path: Path, columns: TableColumns) -> list[SourceJob]:
 
 def _points_jobs(path: Path, columns: TableColumns) -> list[SourceJob]:
     """Point annotations: rows of image, x, y (, label); one tile centred on each point."""
-    frame = read_table(path)
+    frame = read_table(path, numeric=["x", "y"])
     require_columns(path, frame, [columns.image_column, "x", "y"], "point tables need image, x, y columns")
     if frame.height == 0:
         raise EmbedstoreError(f"{path}: the point table has no rows")
     finder = _FileFinder(path, columns.images_dir)
     label_column = _label_column(path, frame, columns)
+    labels = _labels(path, frame, label_column, columns)
     group_columns = _group_columns(frame, columns)
+    images = _text_cells(path, frame, columns.image_column)
     offset = 1.0 if columns.one_based else 0.0
     by_image: dict[str, SourceJob] = {}
     missing = []
-    for row in frame.iter_rows(named=True):
-        image = str(row[columns.image_column])
+    rows = zip(images, labels, frame.iter_rows(named=True), strict=True)
+    for number, (image, label, row) in enumerate(rows, start=1):
         if image not in by_image:
-            found = finder.find(image)
+            found = finder.find(image, number)
             if found is None:
                 missing.append(image)
                 by_image[image] = SourceJob(Path(image), "points")
                 continue
-            groups = {key: None if row[col] is None else str(row[col]) for key, col in group_columns.items()}
+            groups = {key: row[col] for key, col in group_columns.items()}
             groups.setdefault("image", image)
             by_image[image] = SourceJob(found, "points", label_origin="points", groups=groups)
-        label = None if label_column is None or row[label_column] is None else str(row[label_column])
-        by_image[image].points.append((float(row["x"]) - offset, float(row["y"]) - offset, label))
+        by_image[image].points.append((row["x"] - offset, row["y"] - offset, label))
+        by_image[image].empty_labels += int(label_column is not None and label is None)
     if missing:
         raise _missing_files_error(path, missing)
     return list(by_image.values())

@@ -8,13 +8,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..label_options import (
+    conflict_lines,
+    conflicts_as_dicts,
+    on_label_conflict_option,
+    skip_empty_labels_option,
+)
 from ..ray_cluster import address_option, check_engine_address, engine_option
 from ..schema import GROUP_KEYS, PIXEL_CODECS
 from ..sources.grid import GridSettings
 from ..validation import Flag, Interval, MappingOf, Name, OneOf, PathValue, option
 
 KINDS = ("auto", "slide", "imagefolder", "images", "manifest", "points")
-LABEL_CONFLICT_POLICIES = ("first", "drop", "error")
 
 
 def _default_workers() -> int:
@@ -62,11 +67,11 @@ class IngestOptions(GridSettings):
         help="Where manifest/point images live; files are also found by name below it.",
     )
     one_based: bool = option(False, Flag(), help="Point coordinates start at 1 (MATLAB style).")
-    on_label_conflict: str = option(
-        "first",
-        OneOf(LABEL_CONFLICT_POLICIES),
-        help="When copies of one tile (byte-identical files, points on one spot) carry different labels: "
-        "keep the first in path order, drop the label, or stop with an error.",
+    on_label_conflict: str = on_label_conflict_option(
+        "copies of one tile (byte-identical files, points on one spot)", "in path order"
+    )
+    skip_empty_labels: bool = skip_empty_labels_option(
+        "with --task, ingest their tiles without a label (manifest/point label column)"
     )
     workers: int = option(
         constraint=Interval(1, integer=True),
@@ -92,6 +97,7 @@ class IngestReport:
     tiles_added: int = 0
     tiles_present: int = 0  # planned tiles the store already had (or another process wrote meanwhile)
     labels_written: int = 0
+    labels_skipped_empty: int = 0  # manifest/point rows with an empty label (skip_empty_labels)
     files_recorded: int = 0  # file paths newly recorded in the files table
     copies: int = 0  # files whose bytes another file of this run already had (one source, one tile each)
     label_conflicts: list[dict[str, Any]] = field(default_factory=list)  # tile_id, task, claims, kept
@@ -107,25 +113,15 @@ class IngestReport:
             f"tiles: {self.tiles_added} added, {self.tiles_present} already present "
             f"({self.seconds:.1f} s, {_rate(self.tiles_added, self.seconds)} tiles/s"
             f"{', read on Ray' if self.engine == 'ray' else ''})",
-            f"labels: {self.labels_written} written",
+            f"labels: {self.labels_written} written"
+            + (f", {self.labels_skipped_empty} empty skipped" if self.labels_skipped_empty else ""),
         ]
         if self.copies:
             lines.append(
                 f"copies: {self.copies} file(s) are byte-identical to another file; each set is one "
                 "source and its tiles are stored once (every path is recorded in the files table)"
             )
-        if self.label_conflicts:
-            policy = {c["kept"] is None for c in self.label_conflicts}
-            how = "the label was dropped" if policy == {True} else "the first label (in path order) was kept"
-            lines.append(
-                f"note: {len(self.label_conflicts)} tile(s) got different labels from copies or points on "
-                f"the same spot; {how} (--on-label-conflict first|drop|error):"
-            )
-            for conflict in self.label_conflicts[:5]:
-                claims = ", ".join(f"{label!r} from {where}" for label, where in conflict["claims"])
-                lines.append(f"  tile {conflict['tile_id']}: {claims}; kept {conflict['kept']!r}")
-            if len(self.label_conflicts) > 5:
-                lines.append(f"  ... {len(self.label_conflicts) - 5} more (see --json)")
+        lines += conflict_lines(self.label_conflicts, "copies or points on the same spot", "in path order")
         lines += [f"failed: {uri}: {error}" for uri, error in self.failures]
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
@@ -133,10 +129,7 @@ class IngestReport:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["failures"] = [{"uri": uri, "error": error} for uri, error in self.failures]
-        out["label_conflicts"] = [
-            {**c, "claims": [{"label": label, "file": where} for label, where in c["claims"]]}
-            for c in self.label_conflicts
-        ]
+        out["label_conflicts"] = conflicts_as_dicts(self.label_conflicts)
         out["tiles_per_s"] = self.tiles_added / self.seconds if self.seconds > 0 else 0.0
         return out
 

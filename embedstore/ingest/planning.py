@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..errors import EmbedstoreError, SourceError
+from ..errors import SourceError
 from ..ids import file_fingerprint, source_id_for, tile_id_for
+from ..label_options import settle_conflict
 from ..sources.grid import GridSettings
 from ..sources.layout import layout_slide, resolve_mpp
 from ..sources.regions import image_header, load_rgb
@@ -81,7 +82,7 @@ class SourcePlan:
         mine = {tile.tile_id: tile for tile in self.tiles}
         for tile in copy.tiles:
             if tile.tile_id in mine:
-                mine[tile.tile_id].claim(tile.label, str(copy.job.path), str(self.job.path))
+                mine[tile.tile_id].claim(tile.label, copy.job.where(), self.job.where())
             else:
                 self.tiles.append(tile)
                 mine[tile.tile_id] = tile
@@ -144,18 +145,10 @@ def resolve_label_conflicts(plans: list[SourcePlan], policy: str, task: str) -> 
     conflicts = []
     for plan in plans:
         for tile in plan.tiles:
-            if len({label for label, _ in tile.claims}) < 2:
-                continue
-            if policy == "error":
-                claims = ", ".join(f"{label!r} from {where}" for label, where in tile.claims)
-                raise EmbedstoreError(
-                    f"tile {tile.tile_id} has conflicting labels for task {task!r}: {claims}; nothing was "
-                    "written (fix the labels, or pass --on-label-conflict first|drop)"
-                )
-            tile.label = tile.label if policy == "first" else None
-            conflicts.append(
-                {"tile_id": tile.tile_id, "task": task, "claims": tile.claims, "kept": tile.label}
-            )
+            conflict = settle_conflict(tile.tile_id, task, tile.claims, policy)
+            if conflict is not None:
+                tile.label = conflict["kept"]
+                conflicts.append(conflict)
     return conflicts
 
 

@@ -60,6 +60,8 @@ def prepare(catalog: Catalog, paths: list[Path], options: IngestOptions) -> Inge
     started = time.perf_counter()
     report = IngestReport(engine=options.engine)
     jobs = discover(paths, options.kind, options.dataset, _columns(options))
+    if options.task is not None:
+        report.labels_skipped_empty = sum(job.empty_labels for job in jobs)
     plans, failures = _plan_all(jobs, options)
     plans, report.copies = merge_copies(plans)
     report.notes += copies_across_splits(plans)
@@ -109,6 +111,8 @@ def _columns(options: IngestOptions) -> TableColumns:
         tuple(options.groups.items()),
         options.images_dir,
         options.one_based,
+        record_labels=options.task is not None,
+        skip_empty_labels=options.skip_empty_labels,
     )
 
 

@@ -113,7 +113,7 @@ def test_marks_by_click_and_keyboard_download_and_import_as_labels(store, tmp_pa
     assert csv_path.read_text().splitlines()[0] == "tile_id,label"
     assert dict(pl.read_csv(csv_path).iter_rows()) == expected
 
-    assert store.import_labels("review", csv_path) == 4
+    assert store.import_labels("review", csv_path).labels_written == 4
     labels = store.read("labels", columns=["tile_id", "label"], filter="task = 'review'").to_pylist()
     assert {row["tile_id"]: row["label"] for row in labels} == expected
 

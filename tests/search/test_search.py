@@ -116,7 +116,7 @@ def test_where_restricts_to_tiles_passing_sql(store):
 def test_export_round_trips_through_labels_import(store, tmp_path):
     result = store.search(KEY, tiles=["t000003"], k=15)
     path = result.export_labels(tmp_path / "candidates.csv", label="candidate")
-    assert store.import_labels("candidates", path) == 15
+    assert store.import_labels("candidates", path).labels_written == 15
     labels = store.read(LABELS, filter="task = 'candidates'")
     assert sorted(labels.column("tile_id").to_pylist()) == sorted(ids_of(result))
     assert set(labels.column("label").to_pylist()) == {"candidate"}
