@@ -26,6 +26,9 @@ from . import writes
 from .errors import EmbedstoreError, NotAStoreError
 from .location import ObjectPath, remove_tree, store_location
 from .schema import CORE_SCHEMAS, EMBEDDING_PREFIX, MARKER_FILE, STORE_FORMAT_VERSION, TILES
+from .validation import FileName, check_value
+
+TABLE_NAME = FileName(max_length=200)  # `<name>.lance` is a folder in the store: a name, never a path
 
 
 class Catalog:
@@ -118,7 +121,8 @@ class Catalog:
     # -- tables -----------------------------------------------------------------------------------------
 
     def table_path(self, name: str) -> Path | ObjectPath:
-        return self.root / f"{name}.lance"
+        """<store>/<name>.lance, for a table name only (never a path out of the store)."""
+        return self.root / f"{check_value('--table', name, TABLE_NAME)}.lance"
 
     def table_names(self) -> list[str]:
         """All tables in the store, core tables first."""
@@ -164,6 +168,7 @@ class Catalog:
 
     def create_table(self, name: str, schema: pa.Schema) -> lance.LanceDataset:
         """Create a table (or open it, when another writer created it first)."""
+        check_value("--table", name, TABLE_NAME)
         return writes.create_table(self.root, name, schema)
 
     def remove_if_empty(self) -> bool:

@@ -11,12 +11,13 @@ from .catalog import Catalog
 from .errors import EmbedstoreError
 from .schema import LABELS, LABELS_SCHEMA, SOURCES, TILES, label_key
 from .tabular import read_table
-from .validation import Name, check_value
+from .validation import FileName, check_value
 
 
 def import_labels(catalog: Catalog, task: str, path: Path) -> int:
-    """Write (task, tile_id, label) rows; every row must name an existing tile. Returns rows written."""
-    check_value("--task", task, Name())
+    """Write (task, tile_id, label) rows; every row must name an existing tile. Returns rows written.
+    A new task's name follows `FileName` (it goes into head names and printed commands)."""
+    check_value("--task", task, FileName())
     frame = read_table(path)
     if "label" not in frame.columns:
         raise EmbedstoreError(f"{path}: no 'label' column (has: {', '.join(frame.columns)})")
