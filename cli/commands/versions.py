@@ -59,7 +59,7 @@ def _check_combination(
     store: str, table: str | None, restore: str | None, tag: str | None, version: int | None
 ) -> None:
     """One action per run: --restore or --tag (with --version), each with --table."""
-    if (restore is not None or tag is not None) and not table:
+    if (restore is not None or tag is not None) and table is None:
         raise click.UsageError("--restore and --tag need --table NAME")
     if restore is not None and tag is not None:
         first = f"embedstore versions {shlex.quote(store)} --table {table}"
