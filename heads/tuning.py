@@ -238,6 +238,12 @@ class TunedCard(HeadCard):
     tuning: dict[str, Any] = field(default_factory=dict)
 
 
+def trial_head_name(name: str, token: str, trial: int) -> str:
+    """The name a trial is saved under while it runs: a valid head name for any valid `name` (cut, and
+    without a trailing '.' that would make '..')."""
+    return f"{name[:TRIAL_PREFIX].rstrip('.')}.tuning-{token}-{trial}"
+
+
 def tune(
     store: Catalog | str | Path,
     backbone: str,
@@ -297,7 +303,7 @@ def tune(
     bar = tqdm(total=n, desc=f"tune {name}", unit="trial", disable=not progress, leave=False)
     try:
         for i, config in enumerate(configs):
-            trial_name = f"{name[:TRIAL_PREFIX]}.tuning-{token}-{i}"  # a valid head name too
+            trial_name = trial_head_name(name, token, i)
             began = time.perf_counter()
             try:
                 result = train(

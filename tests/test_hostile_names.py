@@ -18,6 +18,7 @@ from embedstore.search.indexes import _remove_unreferenced
 from embedstore.validation import FileName
 from heads.errors import HeadsError
 from heads.training import default_name
+from heads.tuning import trial_head_name
 from tests.cli.test_cli import assert_clean_error, run
 from tests.heads.test_train import KEY, SLIDES, separable
 from tests.helpers import add_task, vector_store, write_tiles
@@ -255,6 +256,12 @@ def test_a_default_head_name_from_a_long_task_and_key_is_a_valid_name():
     name = default_name("t" * 80, "vit_large_patch14_clip_224.openai_ft_in12k_in1k@stage4+stage3", "mlp")
     assert FileName().accepts(name) and len(name) == 100
     assert FileName().accepts(default_name("a..b", "x...y", "linear"))
+
+
+@pytest.mark.parametrize("name", ["n" * 100, "model.", "a" * 63 + ".b"])
+def test_a_tuning_trial_of_any_valid_head_name_has_a_valid_name(name):
+    assert FileName().accepts(name)
+    assert FileName().accepts(trial_head_name(name, "0123abcd", 19))
 
 
 # -- cleanups never reach outside their folder -------------------------------------------------------------
