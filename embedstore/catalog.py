@@ -125,9 +125,12 @@ class Catalog:
         return self.root / f"{check_value('--table', name, TABLE_NAME)}.lance"
 
     def table_names(self) -> list[str]:
-        """All tables in the store, core tables first."""
+        """All tables in the store, core tables first (a `.lance` folder whose name no table can have,
+        e.g. `my copy.lance` put there by hand, is not one of them)."""
         names = {
-            p.name[: -len(".lance")] for p in self.root.iterdir() if p.name.endswith(".lance") and p.is_dir()
+            p.name[: -len(".lance")]
+            for p in self.root.iterdir()
+            if p.name.endswith(".lance") and TABLE_NAME.accepts(p.name[: -len(".lance")]) and p.is_dir()
         }
         core = [name for name in CORE_SCHEMAS if name in names]
         return core + sorted(names - set(core))

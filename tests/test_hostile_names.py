@@ -205,6 +205,13 @@ def test_restoring_a_table_outside_the_store_is_refused(scratch):
     assert outside.versions("tiles")[-1]["version"] == 1
 
 
+def test_a_folder_put_in_the_store_by_hand_under_a_name_no_table_can_have_is_not_a_table(scratch):
+    (scratch["store"] / "my copy.lance").mkdir()
+    store = embedstore.open(scratch["store"])
+    assert "my copy" not in store.table_names() and "tiles" in store.table_names()
+    assert store.info()["tiles"] == N
+
+
 # -- tags ---------------------------------------------------------------------------------------------------
 
 
