@@ -13,7 +13,10 @@ from ..options import json_option, open_existing, store_argument
 @click.option("--table", "table_name", help="Show one table's versions (default: a line per table).")
 @click.option("--restore", "restore_version", help="Make this version (number or tag) of --table the newest.")
 @click.option(
-    "--tag", "tag_name", help="Tag the newest (or --version) version of --table, so compaction keeps it."
+    "--tag",
+    "tag_name",
+    help="Tag the newest (or --version) version of --table, so compaction keeps it; a tag is letters, "
+    "digits, '.', '_', '-', not all digits (digits are version numbers).",
 )
 @click.option("--version", "version", type=int, help="Version number for --tag.")
 @json_option
