@@ -26,6 +26,9 @@ from . import writes
 from .errors import EmbedstoreError, NotAStoreError
 from .location import ObjectPath, remove_tree, store_location
 from .schema import CORE_SCHEMAS, EMBEDDING_PREFIX, MARKER_FILE, STORE_FORMAT_VERSION, TILES
+from .validation import FileName, check_value
+
+TABLE_NAME = FileName(max_length=200)  # `<name>.lance` is a folder in the store: a name, never a path
 
 
 class Catalog:
@@ -118,12 +121,16 @@ class Catalog:
     # -- tables -----------------------------------------------------------------------------------------
 
     def table_path(self, name: str) -> Path | ObjectPath:
-        return self.root / f"{name}.lance"
+        """<store>/<name>.lance, for a table name only (never a path out of the store)."""
+        return self.root / f"{check_value('--table', name, TABLE_NAME)}.lance"
 
     def table_names(self) -> list[str]:
-        """All tables in the store, core tables first."""
+        """All tables in the store, core tables first (a `.lance` folder whose name no table can have,
+        e.g. `my copy.lance` put there by hand, is not one of them)."""
         names = {
-            p.name[: -len(".lance")] for p in self.root.iterdir() if p.name.endswith(".lance") and p.is_dir()
+            p.name[: -len(".lance")]
+            for p in self.root.iterdir()
+            if p.name.endswith(".lance") and TABLE_NAME.accepts(p.name[: -len(".lance")]) and p.is_dir()
         }
         core = [name for name in CORE_SCHEMAS if name in names]
         return core + sorted(names - set(core))
@@ -164,6 +171,7 @@ class Catalog:
 
     def create_table(self, name: str, schema: pa.Schema) -> lance.LanceDataset:
         """Create a table (or open it, when another writer created it first)."""
+        check_value("--table", name, TABLE_NAME)
         return writes.create_table(self.root, name, schema)
 
     def remove_if_empty(self) -> bool:

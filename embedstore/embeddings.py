@@ -28,7 +28,7 @@ from .embedding_tables import table_name
 from .errors import EmbedstoreError
 from .ids import id_bytes
 from .schema import EMBEDDING_PREFIX, LABELS, TILES, TILES_SCHEMA, task_predicate
-from .validation import Interval, Name, check_value
+from .validation import FileName, Interval, Name, check_value
 
 if TYPE_CHECKING:
     import polars as pl
@@ -79,7 +79,7 @@ class EmbeddingQuery:
 
     def task(self, name: str) -> EmbeddingQuery:
         """Keep tiles labelled for task `name` and add their `label` column."""
-        check_value("--task", name, Name())
+        check_value("--task", name, FileName())
         return dataclasses.replace(self, task_name=name)
 
     def views(self, *views: int) -> EmbeddingQuery:

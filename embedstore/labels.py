@@ -25,14 +25,15 @@ from .label_options import (
 )
 from .schema import LABELS, LABELS_SCHEMA, SOURCES, TILES, label_key
 from .tabular import read_table, with_numbers
-from .validation import Name, check_value, options_from
+from .validation import FileName, check_value, options_from
 
 
 def import_labels(
     catalog: Catalog, task: str, path: Path, options: LabelImportOptions | None = None, **kwargs: Any
 ) -> LabelImportReport:
-    """Write (task, tile_id, label) rows; every row must name an existing tile."""
-    check_value("--task", task, Name())
+    """Write (task, tile_id, label) rows; every row must name an existing tile.
+    A new task's name follows `FileName` (it goes into head names and printed commands)."""
+    check_value("--task", task, FileName())
     options = options_from(LabelImportOptions, options, kwargs)
     frame = read_table(path)
     if "label" not in frame.columns:

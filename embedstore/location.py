@@ -77,6 +77,29 @@ def remove_tree(path: Path | ObjectPath) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def is_inside(path: Path | ObjectPath, folder: Path | ObjectPath) -> bool:
+    """True when `path` lies strictly below `folder` (locally after resolving '..' and links)."""
+    if isinstance(path, ObjectPath) and isinstance(folder, ObjectPath):
+        parts = path.key.split("/")
+        below = path.key.startswith(folder.key + "/") and not {".", ".."} & set(parts)
+        return below and path.scheme == folder.scheme
+    if isinstance(path, ObjectPath) or isinstance(folder, ObjectPath):
+        return False
+    inner, outer = Path(path).resolve(), Path(folder).resolve()
+    return inner != outer and inner.is_relative_to(outer)
+
+
+def remove_inside(path: Path | ObjectPath, folder: Path | ObjectPath) -> None:
+    """Delete the file or tree `path`, which must lie inside `folder` (EmbedstoreError otherwise): the
+    cleanups of indexes and heads go through here, so a bad name can never delete anything outside."""
+    if not is_inside(path, folder):
+        raise EmbedstoreError(f"refusing to remove {path}: it is not inside {folder}")
+    if path.is_dir():
+        remove_tree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def tree_size(path: Path | ObjectPath) -> int:
     """Bytes of every file under `path`."""
     if isinstance(path, ObjectPath):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -102,6 +103,43 @@ class Name(Constraint):
 
     def invalid_example(self) -> Any:
         return ""
+
+
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+@dataclasses.dataclass(frozen=True)
+class FileName(Constraint):
+    """A name that becomes a file, folder, table or tag name in the store (index, head, task, tag): a
+    name, never a path. ASCII letters, digits, '.', '_', '-', starting with a letter or digit, no '..',
+    at most `max_length` characters. `tag`: also Lance's tag rules and ours: not all digits (digits name
+    a version number), not ending in '.lock'."""
+
+    max_length: int = 100
+    tag: bool = False
+
+    def accepts(self, value: Any) -> bool:
+        return (
+            isinstance(value, str)
+            and len(value) <= self.max_length
+            and _FILE_NAME.fullmatch(value) is not None
+            and ".." not in value
+            and not (self.tag and (value.isdigit() or value.endswith(".lock")))
+        )
+
+    def describe(self) -> str:
+        rule = (
+            f"a non-empty name of at most {self.max_length} letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit, without '..'"
+        )
+        return (
+            rule + ", not all digits (digits are version numbers), not ending in '.lock'"
+            if self.tag
+            else rule
+        )
+
+    def invalid_example(self) -> Any:
+        return "../.."
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,9 @@ from typing import Any
 import lance
 
 from .errors import EmbedstoreError
+from .validation import FileName, check_value
+
+TAG_NAME = FileName(tag=True)  # Lance keeps a tag as a file; all-digit names would read as version numbers
 
 
 def _tags_by_version(dataset: lance.LanceDataset) -> dict[int, list[str]]:
@@ -33,7 +36,8 @@ def list_versions(dataset: lance.LanceDataset) -> list[dict[str, Any]]:
 
 
 def resolve(dataset: lance.LanceDataset, name: str, version: int | str) -> int:
-    """A version number from a number or a tag; EmbedstoreError naming what exists."""
+    """A version number from a number (or a string of digits) or a tag; EmbedstoreError naming what
+    exists."""
     if isinstance(version, str) and not version.isdigit():
         tags = dataset.tags.list()
         if version not in tags:
@@ -59,7 +63,9 @@ def restore(dataset: lance.LanceDataset, name: str, version: int | str) -> int:
 
 
 def tag(dataset: lance.LanceDataset, name: str, tag_name: str, version: int | None) -> int:
-    """Tag a version (default: the newest); an existing tag of that name is moved."""
+    """Tag a version (default: the newest); an existing tag of that name is moved. A tag is a name
+    (`TAG_NAME`): not a path, and not all digits, so `restore` reads digits as a version number."""
+    check_value("--tag", tag_name, TAG_NAME)
     number = int(dataset.version) if version is None else resolve(dataset, name, version)
     if tag_name in dataset.tags.list():
         dataset.tags.update(tag_name, number)

@@ -14,8 +14,6 @@ import contextlib
 import io
 import json
 import os
-import re
-import shutil
 import uuid
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -25,8 +23,8 @@ import numpy as np
 
 from embedstore.catalog import Catalog
 from embedstore.embedding_tables import recorded_provenance, table_name
-from embedstore.location import ObjectPath, exclusive
-from embedstore.validation import Name
+from embedstore.location import ObjectPath, exclusive, remove_inside
+from embedstore.validation import FileName, invalid
 
 from .errors import HeadsError
 
@@ -35,7 +33,6 @@ CARD = "card.json"
 WEIGHTS = "head.pt"
 LOCK = ".lock"
 HEAD_KINDS = ("linear", "mlp")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 TRAIN_COMMAND = "embedstore train-head {root} --backbone {backbone} --task {task} --name {name} --overwrite"
 
 
@@ -120,12 +117,11 @@ def head_class(kind: str):
     return classes[kind]
 
 
-def check_name(name: str) -> str:
-    """A head name: letters, digits, '.', '_', '-' (it names a directory and the `pred__<name>` table)."""
-    if not Name().accepts(name) or not _NAME.fullmatch(name):
-        raise HeadsError(
-            f"--name {name!r} must be letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
+def check_name(name: str, flag: str = "--name") -> str:
+    """A head name, never a path: it names a directory under <store>/heads and the `pred__<name>` table
+    (`embedstore.validation.FileName`'s rule); HeadsError, one line, for another."""
+    if not FileName().accepts(name):
+        raise HeadsError(str(invalid(flag, name, FileName().describe())))
     return name
 
 
@@ -133,8 +129,9 @@ def heads_root(store: Catalog) -> Path | ObjectPath:
     return store.root / HEADS_DIR
 
 
-def head_dir(store: Catalog, name: str) -> Path | ObjectPath:
-    return heads_root(store) / check_name(name)
+def head_dir(store: Catalog, name: str, flag: str = "--name") -> Path | ObjectPath:
+    """<store>/heads/<name>, for a valid name only."""
+    return heads_root(store) / check_name(name, flag)
 
 
 def head_exists(store: Catalog, name: str) -> bool:
@@ -168,16 +165,16 @@ def save_head(store: Catalog, card: HeadCard, estimator, overwrite: bool = False
             if target.exists():
                 if not overwrite:
                     refuse_existing(store, card.name)
-                    shutil.rmtree(target)  # a directory without a card: an interrupted save
+                    remove_inside(target, root)  # a directory without a card: an interrupted save
                 else:
                     old = root / f".{card.name}.old-{uuid.uuid4().hex[:12]}"
                     os.rename(target, old)
                     os.rename(staging, target)
-                    shutil.rmtree(old, ignore_errors=True)
+                    remove_inside(old, root)
                     return target
             os.rename(staging, target)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_inside(staging, root)
     return target
 
 
@@ -198,7 +195,7 @@ def _save_to_object_store(
 
 def read_card(store: Catalog, name: str) -> HeadCard:
     """The card of head `name`; HeadsError naming the heads there are when it is unknown."""
-    path = head_dir(store, name) / CARD
+    path = head_dir(store, name, "--head") / CARD
     if not path.is_file():
         names = (
             ", ".join(card.name for card in list_heads(store))
@@ -226,7 +223,7 @@ def load_head(store: Catalog, name: str, backbone: str | None = None):
     check_table(store, card)
     import torch
 
-    path = head_dir(store, name) / WEIGHTS
+    path = head_dir(store, name, "--head") / WEIGHTS
     try:
         source = io.BytesIO(path.read_bytes()) if isinstance(path, ObjectPath) else path
         state = torch.load(source, map_location="cpu", weights_only=True)

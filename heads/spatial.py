@@ -98,7 +98,7 @@ def slide_predictions(
     """The predictions of head `name` for the tiles of `slide` (`store`: a Store or its path); HeadsError
     on an unknown head or slide, a slide without tiles, or no (or outdated) predictions."""
     store = open_store(store)
-    check_name(name)
+    check_name(name, "--head")
     table = predictions_table(name)
     card = read_card(store, name) if head_exists(store, name) else None
     predict = f"`embedstore predict {store.root} --head {name}`"

@@ -29,7 +29,7 @@ from embedstore._version import __version__
 from embedstore.catalog import Catalog
 from embedstore.embedding_tables import recorded_provenance
 from embedstore.embeddings import EmbeddingQuery
-from embedstore.validation import Name
+from embedstore.validation import FileName, Name
 
 from .augment import parse_augmentations
 from .card import HeadCard, check_name, head_class, json_ready, open_store, refuse_existing, save_head
@@ -70,8 +70,10 @@ class TrainResult:
 
 
 def default_name(task: str, backbone: str, head: str) -> str:
-    """`<task>-<backbone>-<kind>` with characters a head name refuses replaced by '_'."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{task}-{backbone}-{head}").lstrip("._-") or "head"
+    """`<task>-<backbone>-<kind>` as a valid head name: characters a head name refuses replaced by '_',
+    '..' by '.', cut to `FileName`'s length (a long backbone key would make too long a name)."""
+    name = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]+", "_", f"{task}-{backbone}-{head}"))
+    return name.lstrip("._-")[: FileName().max_length] or "head"
 
 
 def train(
@@ -106,7 +108,7 @@ def train(
     say = say or (lambda _: None)
     store = open_store(store)
     checked("--backbone", backbone, Name())
-    checked("--task", task, Name())
+    checked("--task", task, FileName())
     cls = head_class(head)
     name = check_name(name if name is not None else default_name(task, backbone, head))
     if not overwrite:

@@ -41,7 +41,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -54,7 +53,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from embedstore.catalog import Catalog
-from embedstore.validation import Name
+from embedstore.location import remove_inside
+from embedstore.validation import FileName, Name
 
 from .augment import parse_augmentations
 from .card import (
@@ -62,6 +62,7 @@ from .card import (
     check_name,
     head_class,
     head_dir,
+    heads_root,
     json_ready,
     open_store,
     refuse_existing,
@@ -72,6 +73,7 @@ from .errors import HeadsError
 from .training import TrainResult, default_name, train
 
 Say = Callable[[str], None]
+TRIAL_PREFIX = 64  # characters of the head's name in its trials' names, which must stay valid head names
 
 DEFAULT_SPACE: dict[str, Any] = {
     "lr": (1e-4, 1e-2),
@@ -236,6 +238,12 @@ class TunedCard(HeadCard):
     tuning: dict[str, Any] = field(default_factory=dict)
 
 
+def trial_head_name(name: str, token: str, trial: int) -> str:
+    """The name a trial is saved under while it runs: a valid head name for any valid `name` (cut, and
+    without a trailing '.' that would make '..')."""
+    return f"{name[:TRIAL_PREFIX].rstrip('.')}.tuning-{token}-{trial}"
+
+
 def tune(
     store: Catalog | str | Path,
     backbone: str,
@@ -268,7 +276,7 @@ def tune(
     n = int(n)
     store = open_store(store)
     checked("--backbone", backbone, Name())
-    checked("--task", task, Name())
+    checked("--task", task, FileName())
     cls = head_class(head)
     name = check_name(name if name is not None else default_name(task, backbone, head))
     searched = _space(head, space, fixed, cls)
@@ -295,7 +303,7 @@ def tune(
     bar = tqdm(total=n, desc=f"tune {name}", unit="trial", disable=not progress, leave=False)
     try:
         for i, config in enumerate(configs):
-            trial_name = f"{name}.tuning-{token}-{i}"
+            trial_name = trial_head_name(name, token, i)
             began = time.perf_counter()
             try:
                 result = train(
@@ -309,7 +317,7 @@ def tune(
                     **{**_params(config), **fixed},
                 )
             finally:
-                shutil.rmtree(head_dir(store, trial_name), ignore_errors=True)
+                remove_inside(head_dir(store, trial_name), heads_root(store))
             seconds = time.perf_counter() - began
             score = float(result.validation.get(metric, math.nan))
             trials.append(_record(i, config, result, score, seconds, binary))

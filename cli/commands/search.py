@@ -6,6 +6,7 @@ import click
 
 from embedstore.errors import EmbedstoreError
 from embedstore.search.options import SearchOptions
+from embedstore.validation import FileName, check_value
 
 from ..options import from_options, json_option, open_existing, store_argument
 from ..output import emit_json
@@ -60,6 +61,7 @@ def command(
     of a backbone without an index builds one (see `embedstore index`).
     """
     search_options = SearchOptions(**options)
+    check_value("--review-task", review_task, FileName())  # before a search may build an index
     opened = open_existing(store)
     say = None if as_json else (lambda line: click.echo(line, err=True))
     searcher = opened.searcher(backbone, search_options.index, search_options.update)

@@ -1,6 +1,7 @@
 """`embedstore versions STORE`: list, restore and tag table versions."""
 
 import json
+import shlex
 
 import click
 
@@ -12,7 +13,10 @@ from ..options import json_option, open_existing, store_argument
 @click.option("--table", "table_name", help="Show one table's versions (default: a line per table).")
 @click.option("--restore", "restore_version", help="Make this version (number or tag) of --table the newest.")
 @click.option(
-    "--tag", "tag_name", help="Tag the newest (or --version) version of --table, so compaction keeps it."
+    "--tag",
+    "tag_name",
+    help="Tag the newest (or --version) version of --table, so compaction keeps it; a tag is letters, "
+    "digits, '.', '_', '-', not all digits (digits are version numbers).",
 )
 @click.option("--version", "version", type=int, help="Version number for --tag.")
 @json_option
@@ -26,13 +30,12 @@ def command(
 ) -> None:
     """List table versions of STORE; with --table, also restore or tag one."""
     opened = open_existing(store)
-    if (restore_version or tag_name) and not table_name:
-        raise click.UsageError("--restore and --tag need --table NAME")
-    if restore_version:
+    _check_combination(store, table_name, restore_version, tag_name, version)
+    if restore_version is not None:
         new = opened.restore(table_name, restore_version)
         click.echo(f"{table_name}: version {restore_version} restored as version {new}")
         return
-    if tag_name:
+    if tag_name is not None:
         tagged = opened.tag(table_name, tag_name, version)
         click.echo(f"{table_name}: version {tagged} tagged {tag_name!r}")
         return
@@ -53,3 +56,19 @@ def command(
         for v in versions:
             tags = f"  [{', '.join(v['tags'])}]" if v["tags"] else ""
             click.echo(f"{v['version']:>6}  {v['timestamp']}  {v['rows']:>10} rows{tags}")
+
+
+def _check_combination(
+    store: str, table: str | None, restore: str | None, tag: str | None, version: int | None
+) -> None:
+    """One action per run: --restore or --tag (with --version), each with --table."""
+    if (restore is not None or tag is not None) and table is None:
+        raise click.UsageError("--restore and --tag need --table NAME")
+    if restore is not None and tag is not None:
+        first = f"embedstore versions {shlex.quote(store)} --table {table}"
+        raise click.UsageError(
+            f"--restore and --tag go in two runs: `{first} --restore {shlex.quote(restore)}`, then "
+            f"`{first} --tag {shlex.quote(tag)}` tags the restored version (the newest)"
+        )
+    if version is not None and tag is None:
+        raise click.UsageError("--version says which version --tag names; pass --tag NAME with it")

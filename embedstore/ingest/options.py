@@ -17,7 +17,7 @@ from ..label_options import (
 from ..ray_cluster import address_option, check_engine_address, engine_option
 from ..schema import GROUP_KEYS, PIXEL_CODECS
 from ..sources.grid import GridSettings
-from ..validation import Flag, Interval, MappingOf, Name, OneOf, PathValue, option
+from ..validation import FileName, Flag, Interval, MappingOf, Name, OneOf, PathValue, option
 
 KINDS = ("auto", "slide", "imagefolder", "images", "manifest", "points")
 
@@ -37,7 +37,10 @@ class IngestOptions(GridSettings):
         help="What PATH is; auto: tables by columns, folders of class folders as imagefolder, else slides.",
     )
     task: str | None = option(
-        None, Name(), optional=True, help="Record labels (class folders, label column) under this task name."
+        None,
+        FileName(),
+        optional=True,
+        help="Record labels (class folders, label column) under this task name.",
     )
     dataset: str | None = option(
         None, Name(), optional=True, help="Group key 'dataset' for these tiles (default: the path's name)."

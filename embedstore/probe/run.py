@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from ..catalog import Catalog
 from ..embeddings import EmbeddingQuery
 from ..search.space import VectorSpace
+from ..validation import FileName, check_value
 from . import classifiers, splits
 from .data import TaskTiles, aligned_vectors, resolve_backbones, task_tiles
 from .indicators import backbone_indicators
@@ -32,6 +33,7 @@ def run_probe(
     say: Say | None = None,
 ) -> ProbeReport:
     """Probe `backbones` on `task` (None: label-free indicators only)."""
+    check_value("--task", task, FileName(), optional=True)
     started = time.perf_counter()
     keys = resolve_backbones(catalog, backbones)
     if task is None:

@@ -15,6 +15,7 @@ no manifest names are removed only once an hour old (another process may be abou
 from __future__ import annotations
 
 import io
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -33,7 +34,8 @@ from ..catalog import Catalog
 from ..embedding_tables import recorded_provenance
 from ..embeddings import EmbeddingQuery
 from ..errors import EmbedstoreError
-from ..location import ObjectPath, exclusive, remove_tree
+from ..location import ObjectPath, exclusive, is_inside, remove_inside
+from ..validation import FileName, check_value
 from .configs import FlatConfig, IndexConfig, LanceConfig, config_for, config_from_dict, config_to_dict
 from .faiss_index import FaissIndex, faiss_version
 from .lance_index import LanceIndex
@@ -46,6 +48,9 @@ INDEX_DIR = "indexes"
 LOCK = ".lock"  # held while one process writes an index (readers never wait)
 BUILDING = ".building-"  # a Lance copy being built, renamed once saved
 UNREFERENCED_GRACE = timedelta(hours=1)  # on object storage: age before an unnamed file is removed
+SAVED_FILE = re.compile(
+    r"(ids-v\d+-[0-9a-f]{8}\.arrow|index-v\d+-[0-9a-f]{8}\.faiss|vectors-v\d+-[0-9a-f]{8}\.lance)"
+)
 Say = Callable[[str], None]
 
 
@@ -99,7 +104,9 @@ def build_index(
     config = _resolved_config(options, config, rows, provenance.dim)  # refuse before reading vectors
     say(f"reading the vectors of {query.table} (version {table_version})")
     raw, tile_ids, _ = query.at(table_version).to_numpy()
-    name = options.index_name(config.kind if options.kind != "auto" else None)
+    name = check_value(
+        "--name", options.index_name(config.kind if options.kind != "auto" else None), FileName()
+    )
     space = VectorSpace.fit(options.metric, options.center, raw)
     vectors = space.prepare(raw)
     del raw
@@ -316,19 +323,18 @@ def _save(
 
 
 def _remove_unreferenced(directory: Path | ObjectPath, keep: set[str]) -> None:
+    """Remove the index files of earlier saves that the manifest no longer names. Only in an index's own
+    folder (<store>/indexes/<table>/<name>), and only files named as `_save` names them: nothing else
+    there (or anywhere else) is ever removed."""
+    indexes = directory.parent.parent
+    if indexes.name != INDEX_DIR or not is_inside(directory, indexes):
+        raise EmbedstoreError(f"refusing to clean {directory}: it is not an index folder inside a store")
     for path in directory.iterdir():
-        if (
-            path.name in keep
-            or path.name in (MANIFEST, LOCK)
-            or path.name.startswith((".manifest-", BUILDING))
-        ):
+        if path.name in keep or not SAVED_FILE.fullmatch(path.name):
             continue
         if isinstance(path, ObjectPath) and path.age() < UNREFERENCED_GRACE:
             continue
-        if path.is_dir():
-            remove_tree(path)
-        else:
-            path.unlink(missing_ok=True)
+        remove_inside(path, directory)
 
 
 def _token(table_version: int) -> str:

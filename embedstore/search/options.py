@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..validation import Flag, Interval, Name, OneOf, option, validate
+from ..validation import FileName, Flag, Interval, Name, OneOf, option, validate
 from .configs import BACKENDS, KINDS, METRICS
 
 FUSIONS = ("mean", "rrf")
@@ -23,7 +23,10 @@ class IndexOptions:
     )
     backend: str = option("faiss", OneOf(BACKENDS), help="faiss, or LanceDB's own vector index.")
     name: str | None = option(
-        None, Name(), optional=True, help="Index name [default: the kind, plus -lancedb / -l2]."
+        None,
+        FileName(),
+        optional=True,
+        help="Index name, a folder inside the store [default: the kind, plus -lancedb / -l2].",
     )
     device: str = option("auto", OneOf(("auto", "cpu", "cuda")), help="auto: FAISS on GPU when present.")
 
@@ -56,13 +59,13 @@ class SearchOptions:
     )
     exclude_query_slides: bool = option(False, Flag(), help="Leave out tiles of the query tiles' slides.")
     exclude_task: str | None = option(
-        None, Name(), optional=True, help="Leave out tiles already labelled for this task."
+        None, FileName(), optional=True, help="Leave out tiles already labelled for this task."
     )
     where: str | None = option(
         None, Name(), optional=True, help="SQL over tile columns, e.g. \"dataset = 'cohort2'\"."
     )
     index: str | None = option(
-        None, Name(), optional=True, help="Index name [default: the only one, or auto]."
+        None, FileName(), optional=True, help="Index name [default: the only one, or auto]."
     )
     update: bool = option(
         True, Flag(), help="Add rows embedded since the index was built (otherwise refuse a stale index)."

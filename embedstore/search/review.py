@@ -23,6 +23,7 @@ from ..catalog import Catalog
 from ..errors import EmbedstoreError
 from ..schema import SOURCES, TILES, sql_string
 from ..sources.tile_pixels import TILE_COLUMNS, TilePixels
+from ..validation import FileName, check_value
 
 HIT_COLUMNS = ("tile_id", "score", "rank")
 LOSSLESS_MAX_SIDE = 96  # thumbnails up to this side are PNG, larger ones JPEG
@@ -41,6 +42,7 @@ def write_review_page(
 ) -> Path:
     """Write the review page of `hits` (tile_id, score, rank; optional source_id, slide, x, y, dataset)
     to `path`, with thumbnails from the stored pixels; the queries are shown first. Returns `path`."""
+    check_value("--review-task", task, FileName())
     missing = [c for c in HIT_COLUMNS if c not in hits.columns]
     if missing:
         raise EmbedstoreError(f"hits lack column(s) {', '.join(missing)} (has: {', '.join(hits.columns)})")

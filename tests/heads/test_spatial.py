@@ -251,7 +251,7 @@ def test_bad_input_names_the_problem_and_the_fix(slide_store, split_head, tmp_pa
         match=r"'unpredicted' has no predictions yet; run `embedstore predict .* --head unpredicted`",
     ):
         export_geojson(store, "unpredicted", "slide.tif", tmp_path / "x.geojson")
-    with pytest.raises(HeadsError, match=r"--name '\.\./x' must be letters"):
+    with pytest.raises(HeadsError, match=r"--head '\.\./x' must be a non-empty name of at most 100 letters"):
         heatmap(store, "../x", "slide.tif", tmp_path / "x.png")
     with pytest.raises(HeadsError, match=r"give an output path ending in \.png"):
         heatmap(store, name, "slide.tif", tmp_path / "x.jpg")
