@@ -17,6 +17,7 @@ from .validation import Name, check_value
 def import_labels(catalog: Catalog, task: str, path: Path) -> int:
     """Write (task, tile_id, label) rows; every row must name an existing tile. Returns rows written."""
     check_value("--task", task, Name())
+    catalog.require_writable()
     frame = read_table(path)
     if "label" not in frame.columns:
         raise EmbedstoreError(f"{path}: no 'label' column (has: {', '.join(frame.columns)})")

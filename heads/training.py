@@ -105,6 +105,7 @@ def train(
     """
     say = say or (lambda _: None)
     store = open_store(store)
+    store.require_writable()
     checked("--backbone", backbone, Name())
     checked("--task", task, Name())
     cls = head_class(head)

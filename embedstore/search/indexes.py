@@ -86,6 +86,7 @@ def build_index(
     """Build (or rebuild) an index over the view-0 vectors of `backbone`'s table at its newest version."""
     options = options or IndexOptions()
     say = say or (lambda _: None)
+    catalog.require_writable()
     query = EmbeddingQuery.of(catalog, backbone).columns()
     dataset = catalog.dataset(query.table)
     table_version = int(dataset.version)
