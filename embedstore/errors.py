@@ -17,6 +17,8 @@ _REFUSED_WORDS = (
     "forbidden",
 )
 _NO_SPACE_WORDS = ("no space left on device", "os error 28")
+# How torch words an allocation that failed (CUDA's OutOfMemoryError, the CPU allocator's RuntimeError).
+_NO_MEMORY_WORDS = ("out of memory", "can't allocate memory", "not enough memory")
 
 
 class EmbedstoreError(Exception):
@@ -50,7 +52,7 @@ def is_write_refused(error: BaseException) -> bool:
 def os_error_line(error: BaseException) -> str | None:
     """One line for an OS-level failure the user can act on (a refused write, a full disk, too little
     memory); None for any other error."""
-    if isinstance(error, MemoryError):
+    if isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and _says(error, _NO_MEMORY_WORDS)):
         return "out of memory; use a smaller --batch-size (or fewer --workers), or a machine with more memory"
     if not isinstance(error, OSError):
         return None
@@ -58,10 +60,8 @@ def os_error_line(error: BaseException) -> str | None:
     if error.errno == errno.ENOSPC or _says(error, _NO_SPACE_WORDS):
         return f"no space left on device{where}; free some space (e.g. `embedstore compact`) and run again"
     if is_write_refused(error):
-        return (
-            f"permission denied{where} ({first_line(error)}); "
-            "make it writable for this user (chmod/chown) or use another path"
-        )
+        where = where or f" ({first_line(error)})"  # Lance and polars name the path in the text only
+        return f"permission denied{where}; make it writable for this user (chmod/chown) or use another path"
     return None
 
 
