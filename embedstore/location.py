@@ -18,6 +18,7 @@ import fnmatch
 import functools
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -60,10 +61,14 @@ def storage_settings() -> dict[str, str]:
 
 
 def require_writable(root: Path | ObjectPath) -> None:
-    """ReadOnlyStoreError when this process may not write the local store at `root`: any of its folders
-    (Lance adds files to them) or lock files. Object stores are not asked (the only probe is a write):
-    their refusal is explained where a write meets it (`refusals_explained`)."""
+    """ReadOnlyStoreError when this process may not write the store at `root`: locally, any of its folders
+    (Lance adds files to them) or lock files; on an object store, the credentials (a small object is
+    written and deleted: a store's permissions can be learnt no other way)."""
     if isinstance(root, ObjectPath):
+        probe = root / f".write-probe-{uuid.uuid4().hex}"
+        with refusals_explained(root):
+            probe.write_bytes(b"")
+            probe.unlink(missing_ok=True)
         return
     for folder, _, files in os.walk(root):
         locks = [os.path.join(folder, name) for name in files if name == LOCK_NAME]
@@ -77,9 +82,11 @@ def read_only_error(
 ) -> ReadOnlyStoreError:
     """The one-line error for a store this process may not write (`path`: the part that refused)."""
     part = f"cannot write {path}" if path is not None and str(path) != str(root) else "cannot write it"
-    return ReadOnlyStoreError(
-        f"{root} is read-only for this user ({part}); make it writable (chmod/chown) or copy the store"
-    )
+    if isinstance(root, ObjectPath):
+        who, fix = "these credentials", "give them write access (e.g. s3:PutObject, s3:DeleteObject)"
+    else:
+        who, fix = "this user", "make it writable (chmod/chown)"
+    return ReadOnlyStoreError(f"{root} is read-only for {who} ({part}); {fix} or copy the store")
 
 
 @contextlib.contextmanager

@@ -329,3 +329,56 @@ def test_memory_errors_read_as_out_of_memory_with_the_fix():
         line = os_error_line(error)
         assert line is not None and line.startswith("out of memory") and "--batch-size" in line
     assert os_error_line(RuntimeError("shape mismatch")) is None
+
+
+def test_a_store_on_object_storage_with_read_only_credentials_refuses_writes_in_one_line(s3, tmp_path):
+    """The server's access-denied answer, for every writing verb, before any work; reading works."""
+    import boto3
+    from moto.core.authorization import enable_iam_authentication
+
+    from embedstore.errors import ReadOnlyStoreError
+    from tests.s3_server import BUCKET, new_prefix
+
+    store = embedstore.init(new_prefix())
+    store.ingest([write_tiles(tmp_path / "tiles", 4, seed=9)], task=TASK, progress=False)
+    tile = store.read("tiles", columns=["tile_id"]).column("tile_id")[0].as_py()
+    (tmp_path / "labels.csv").write_text(f"tile_id,label\n{tile},a\n")
+    prefix = str(store.root).split(f"{BUCKET}/", 1)[1]
+    objects = boto3.client("s3", endpoint_url=s3).list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]
+    reader = read_only_credentials(s3)
+    with enable_iam_authentication(), pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ACCESS_KEY_ID", reader["AccessKeyId"])
+        env.setenv("AWS_SECRET_ACCESS_KEY", reader["SecretAccessKey"])
+        opened = embedstore.open(store.root)
+        assert opened.info()["tiles"] == 4 and opened.check().ok
+        writes = {
+            "ingest": lambda: opened.ingest([tmp_path / "tiles"], progress=False),
+            "labels": lambda: opened.import_labels("other", tmp_path / "labels.csv"),
+            "tag": lambda: opened.tag("tiles", "keep"),
+            "compact": lambda: opened.compact("0s"),
+        }
+        for verb, write in writes.items():
+            with pytest.raises(ReadOnlyStoreError, match="read-only for these credentials") as refused:
+                write()
+            assert "\n" not in str(refused.value), verb
+        cli = CliRunner().invoke(
+            app, ["labels", "import", str(store.root), "--task", "x", str(tmp_path / "labels.csv")]
+        )
+        assert cli.exit_code == 2 and cli.output.count("\n") == 1 and "read-only" in cli.output
+    after = boto3.client("s3", endpoint_url=s3).list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]
+    assert [(o["Key"], o["ETag"]) for o in after] == [(o["Key"], o["ETag"]) for o in objects]
+
+
+def read_only_credentials(endpoint: str) -> dict[str, str]:
+    """An access key of a new IAM user who may read the test bucket but not write it."""
+    import boto3
+
+    iam = boto3.client("iam", endpoint_url=endpoint)
+    name = f"reader-{os.getpid()}-{len(iam.list_users()['Users'])}"
+    iam.create_user(UserName=name)
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": ["s3:Get*", "s3:List*", "s3:Head*"], "Resource": "*"}],
+    }
+    iam.put_user_policy(UserName=name, PolicyName="read", PolicyDocument=json.dumps(policy))
+    return iam.create_access_key(UserName=name)["AccessKey"]
