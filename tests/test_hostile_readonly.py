@@ -183,6 +183,28 @@ def test_read_only_commands_keep_working_on_a_read_only_store(read_only_store: P
     assert snapshot(read_only_store) == before
 
 
+def test_search_on_a_read_only_store_adds_rows_embedded_since_its_index_in_memory(
+    tmp_path: Path, permissions_bind
+):
+    store = embedstore.init(tmp_path / "store")
+    store.ingest([write_tiles(tmp_path / "first", 6, seed=10)], progress=False)
+    store.embed(BACKBONE, progress=False)
+    store.index(BACKBONE)
+    indexed = set(store.read("tiles", columns=["tile_id"]).column("tile_id").to_pylist())
+    store.ingest([write_tiles(tmp_path / "later", 2, seed=11)], progress=False)
+    store.embed(BACKBONE, progress=False)
+    later = sorted(set(store.read("tiles", columns=["tile_id"]).column("tile_id").to_pylist()) - indexed)
+    set_writable(store.root, False)
+    before = snapshot(store.root)
+    try:
+        done = embedstore_cli("search", store.root, "--backbone", BACKBONE, "--tile", later[0], "-k", "8")
+    finally:
+        set_writable(store.root, True)
+    assert done.returncode == 0 and "added 2 rows" in done.stderr, done.stderr
+    assert later[1] in done.stdout
+    assert snapshot(store.root) == before
+
+
 def test_a_store_with_one_read_only_table_names_that_table_and_nothing_is_written(
     tmp_path: Path, permissions_bind
 ):
