@@ -220,6 +220,25 @@ def test_a_store_with_one_read_only_table_names_that_table_and_nothing_is_writte
     assert snapshot(store.root) == before
 
 
+def test_upgrade_of_a_read_only_format_1_store_is_refused_and_changes_nothing(
+    tmp_path: Path, permissions_bind
+):
+    from tests.test_upgrade import downgrade_to_format_1
+
+    store = embedstore.init(tmp_path / "old")
+    store.ingest([write_tiles(tmp_path / "tiles", 4, seed=12)], task=TASK, progress=False)
+    store.embed(BACKBONE, progress=False)
+    downgrade_to_format_1(store)
+    set_writable(store.root, False)
+    before = snapshot(store.root)
+    try:
+        done = embedstore_cli("upgrade", store.root)
+    finally:
+        set_writable(store.root, True)
+    assert_one_line_error(done, "read-only", str(store.root))
+    assert snapshot(store.root) == before
+
+
 def test_init_in_a_read_only_folder_is_refused_in_one_line_and_creates_nothing(
     tmp_path: Path, permissions_bind
 ):
