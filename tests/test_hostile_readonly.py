@@ -5,7 +5,9 @@ A read-only store is made the way users meet it: its files belong to someone els
 read-only. The tests remove write permission (chmod a-w) and run the real `embedstore` in a subprocess;
 as root, which ignores permissions, that subprocess first gives up the capabilities that let root
 write anyway (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER), so the permission bits apply as
-they would to any user. Where neither works, those tests skip.
+they would to any user (running as `nobody` instead would need an interpreter that user can reach).
+Where a write into a read-only folder still succeeds (root, and no capability to drop), those tests
+skip.
 """
 
 from __future__ import annotations
