@@ -1,19 +1,23 @@
 """Entry point of the `embedstore` command: a click group that loads each command only when it runs.
 
-Errors the user can fix (EmbedstoreError, and click's own usage errors) print as one line on stderr
-with exit code 2, never a traceback.
+Errors the user can fix (EmbedstoreError, click's own usage errors, and OS-level failures: a refused
+write, a full disk, too little memory) print as one line on stderr with exit code 2, never a traceback.
+Any other exception is a bug: one line saying so, exit code 70; EMBEDSTORE_DEBUG=1 shows its traceback.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any
 
 import click
 
 from cli.commands import SUMMARIES
-from embedstore.errors import EmbedstoreError
+from embedstore.errors import EmbedstoreError, first_line, os_error_line
+
+BUG_EXIT_CODE = 70  # EX_SOFTWARE: an internal error, not the user's input
 
 
 class EmbedstoreGroup(click.Group):
@@ -45,6 +49,19 @@ class EmbedstoreGroup(click.Group):
             where = f" (see `{error.ctx.command_path} --help`)" if getattr(error, "ctx", None) else ""
             click.echo(f"error: {error.format_message()}{where}", err=True)
             sys.exit(2)
+        except Exception as error:  # the last resort: OS-level failures in one line, bugs marked as such
+            if os.environ.get("EMBEDSTORE_DEBUG", "") not in ("", "0"):
+                raise
+            line = os_error_line(error)
+            if line is not None:
+                click.echo(f"error: {line}", err=True)
+                sys.exit(2)
+            click.echo(
+                f"error: {type(error).__name__}: {first_line(error)} "
+                "(this is a bug; set EMBEDSTORE_DEBUG=1 for the traceback)",
+                err=True,
+            )
+            sys.exit(BUG_EXIT_CODE)
         sys.exit(code or 0)
 
 

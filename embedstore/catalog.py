@@ -10,25 +10,42 @@ The catalog is the low half of the store; the verbs (ingest, embed, check, ...) 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import lance
 import pyarrow as pa
 
 from . import versions as _versions
 from . import writes
-from .errors import EmbedstoreError, NotAStoreError
-from .location import ObjectPath, remove_tree, store_location
+from .errors import EmbedstoreError, NotAStoreError, ReadOnlyStoreError
+from .location import ObjectPath, refusals_explained, remove_tree, require_writable, store_location
 from .schema import CORE_SCHEMAS, EMBEDDING_PREFIX, MARKER_FILE, STORE_FORMAT_VERSION, TILES
 from .validation import FileName, check_value
 
 TABLE_NAME = FileName(max_length=200)  # `<name>.lance` is a folder in the store: a name, never a path
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def _writes(method: Method) -> Method:
+    """Marks a Catalog method that writes: the store is checked writable first, and a write the system
+    refuses all the same (an object store's access denied) reads as one line naming the store."""
+
+    @functools.wraps(method)
+    def checked(self: Catalog, *args: Any, **kwargs: Any) -> Any:
+        self.require_writable()
+        with refusals_explained(self.root):
+            return method(self, *args, **kwargs)
+
+    return checked  # type: ignore[return-value]
 
 
 class Catalog:
@@ -36,11 +53,19 @@ class Catalog:
 
     def __init__(self, root: Path | ObjectPath) -> None:
         self.root = root
+        self._found_writable = False
 
     @property
     def is_local(self) -> bool:
         """True for a store in a local directory, False for one on object storage."""
         return isinstance(self.root, Path)
+
+    def require_writable(self) -> None:
+        """ReadOnlyStoreError (one line: the path and the fix) when this process may not write the store.
+        Every writing verb calls it before any work, and every write below calls it too."""
+        if not self._found_writable:
+            require_writable(self.root)
+            self._found_writable = True
 
     # -- creating and opening -------------------------------------------------------------------------
 
@@ -64,6 +89,7 @@ class Catalog:
             raise EmbedstoreError(
                 f"{root} exists and is not an empty directory; choose a new path for the store"
             )
+        _require_creatable(root)
         root.parent.mkdir(parents=True, exist_ok=True)
         staging = root.parent / f".{root.name}.creating-{uuid.uuid4().hex[:12]}"
         try:
@@ -91,9 +117,10 @@ class Catalog:
             raise EmbedstoreError(f"{root} is already a store; open it, or choose another path")
         if any(not child.name.endswith(".lance") for child in root.iterdir()):
             raise EmbedstoreError(f"{root} holds other objects; choose a new prefix for the store")
-        for name, schema in CORE_SCHEMAS.items():
-            writes.create_table(root, name, schema)
-        (root / MARKER_FILE).write_text(_new_marker())
+        with refusals_explained(root):
+            for name, schema in CORE_SCHEMAS.items():
+                writes.create_table(root, name, schema)
+            (root / MARKER_FILE).write_text(_new_marker())
         return cls.open(root)
 
     @classmethod
@@ -169,6 +196,7 @@ class Catalog:
         """Ids of every tile in the store."""
         return set(self.read(TILES, columns=["tile_id"]).column("tile_id").to_pylist())
 
+    @_writes
     def create_table(self, name: str, schema: pa.Schema) -> lance.LanceDataset:
         """Create a table (or open it, when another writer created it first)."""
         check_value("--table", name, TABLE_NAME)
@@ -181,6 +209,7 @@ class Catalog:
         remove_tree(self.root)
         return True
 
+    @_writes
     def drop_table(self, name: str) -> None:
         """Remove a table with all its versions."""
         self.dataset(name)  # EmbedstoreError naming the tables when there is none
@@ -188,14 +217,17 @@ class Catalog:
 
     # -- keyed writes (see embedstore.writes) -------------------------------------------------------------
 
+    @_writes
     def insert_missing(self, name: str, rows: pa.Table) -> int:
         """Insert rows whose key the table lacks; returns how many were inserted."""
         return writes.insert_missing(self.table_path(name), name, rows)
 
+    @_writes
     def upsert(self, name: str, rows: pa.Table) -> tuple[int, int]:
         """Insert new keys, replace existing ones; returns (inserted, updated)."""
         return writes.upsert(self.table_path(name), name, rows)
 
+    @_writes
     def delete(self, name: str, predicate: str) -> int:
         """Delete rows matching a SQL predicate in one new version; returns how many."""
         return writes.delete_where(self.table_path(name), name, predicate)
@@ -206,20 +238,36 @@ class Catalog:
         """Versions of one table, oldest first: version, timestamp, rows, tags."""
         return _versions.list_versions(self.dataset(name))
 
+    @_writes
     def restore(self, name: str, version: int | str) -> int:
         """Make an older version (number or tag) of a table the newest; returns the new version number."""
         return _versions.restore(self.dataset(name), name, version)
 
+    @_writes
     def tag(self, name: str, tag: str, version: int | None = None) -> int:
         """Name a version of a table (default: the newest) so compaction keeps it; returns the version."""
         return _versions.tag(self.dataset(name), name, tag, version)
 
+    @_writes
     def compact(self, older_than: timedelta | str = timedelta(days=7)) -> dict[str, dict[str, int]]:
         """Compact every table's fragments and remove untagged versions older than `older_than`
         (a timedelta, or a duration like "7d", "12h", "0s")."""
         if isinstance(older_than, str):
             older_than = _versions.parse_duration(older_than)
         return {name: _versions.compact(self.dataset(name), older_than) for name in self.table_names()}
+
+
+def _require_creatable(root: Path) -> None:
+    """ReadOnlyStoreError when this process may not create `root` (its nearest existing folder is
+    read-only for it), before anything is made."""
+    folder = root.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ReadOnlyStoreError(
+            f"cannot create a store at {root}: {folder} is read-only for this user; "
+            "make it writable (chmod/chown) or choose another path"
+        )
 
 
 def _new_marker() -> str:

@@ -94,6 +94,7 @@ def check_store(catalog: Catalog) -> CheckReport:
 
 def repair_store(catalog: Catalog) -> CheckReport:
     """Remove duplicate keys and orphans (one delete, hence one new version, per table), then re-check."""
+    catalog.require_writable()
     checker = _Checker(catalog)
     before = checker.run()
     repaired = []

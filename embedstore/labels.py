@@ -35,6 +35,7 @@ def import_labels(
     A new task's name follows `FileName` (it goes into head names and printed commands)."""
     check_value("--task", task, FileName())
     options = options_from(LabelImportOptions, options, kwargs)
+    catalog.require_writable()
     frame = read_table(path)
     if "label" not in frame.columns:
         raise EmbedstoreError(f"{path}: no 'label' column (has: {', '.join(frame.columns)})")

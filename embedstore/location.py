@@ -18,16 +18,18 @@ import fnmatch
 import functools
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from .errors import EmbedstoreError
+from .errors import EmbedstoreError, ReadOnlyStoreError, is_write_refused
 
 SCHEMES = ("s3", "gs", "gcs", "az")
 _SETTINGS_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")
+LOCK_NAME = ".lock"
 
 
 def is_uri(text: str | os.PathLike) -> bool:
@@ -41,6 +43,11 @@ def store_location(path: str | os.PathLike) -> Path | ObjectPath:
     if isinstance(path, ObjectPath):
         return path
     text = str(path)
+    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+        raise EmbedstoreError(
+            f"store path {text!r} holds a control character (newline, tab, ...), which Lance cannot store "
+            "tables under; choose a path without one"
+        )
     if text.startswith("file://"):
         text = text[len("file://") :]
     if not is_uri(text):
@@ -53,15 +60,59 @@ def storage_settings() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if name.startswith(_SETTINGS_PREFIXES)}
 
 
+def require_writable(root: Path | ObjectPath) -> None:
+    """ReadOnlyStoreError when this process may not write the store at `root`: locally, any of its folders
+    (Lance adds files to them) or lock files; on an object store, the credentials (a small object is
+    written and deleted: a store's permissions can be learnt no other way)."""
+    if isinstance(root, ObjectPath):
+        probe = root / f".write-probe-{uuid.uuid4().hex}"
+        with refusals_explained(root):
+            probe.write_bytes(b"")
+            probe.unlink(missing_ok=True)
+        return
+    for folder, _, files in os.walk(root):
+        locks = [os.path.join(folder, name) for name in files if name == LOCK_NAME]
+        for path in [folder, *locks]:
+            if not os.access(path, os.W_OK | (os.X_OK if path == folder else 0)):
+                raise read_only_error(root, path)
+
+
+def read_only_error(
+    root: Path | ObjectPath, path: str | Path | ObjectPath | None = None
+) -> ReadOnlyStoreError:
+    """The one-line error for a store this process may not write (`path`: the part that refused)."""
+    part = f"cannot write {path}" if path is not None and str(path) != str(root) else "cannot write it"
+    if isinstance(root, ObjectPath):
+        who, fix = "these credentials", "give them write access (e.g. s3:PutObject, s3:DeleteObject)"
+    else:
+        who, fix = "this user", "make it writable (chmod/chown)"
+    return ReadOnlyStoreError(f"{root} is read-only for {who} ({part}); {fix} or copy the store")
+
+
 @contextlib.contextmanager
-def exclusive(directory: Path | ObjectPath, lock_name: str = ".lock") -> Iterator[None]:
+def refusals_explained(root: Path | ObjectPath) -> Iterator[None]:
+    """Inside, a write the system refuses (permissions, a read-only mount, an object store's access
+    denied) raises ReadOnlyStoreError naming the store, instead of the OS's or Lance's error."""
+    try:
+        yield
+    except OSError as error:
+        if not is_write_refused(error):
+            raise
+        raise read_only_error(root, getattr(error, "filename", None)) from error
+
+
+@contextlib.contextmanager
+def exclusive(directory: Path | ObjectPath, lock_name: str = LOCK_NAME) -> Iterator[None]:
     """One process at a time inside: an advisory lock on `directory/lock_name`. Object stores offer no
-    lock; there the caller's writes must be safe by themselves (new names, then one committing PUT)."""
+    lock; there the caller's writes must be safe by themselves (new names, then one committing PUT).
+    A directory this process may not write raises ReadOnlyStoreError."""
     if isinstance(directory, ObjectPath):
         yield
         return
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / lock_name, "a") as handle:
+    with refusals_explained(directory):
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = open(directory / lock_name, "a")  # noqa: SIM115 - closed below, after the body
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

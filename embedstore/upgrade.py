@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from .catalog import Catalog, read_marker
 from .errors import NotAStoreError
-from .location import ObjectPath, store_location
+from .location import ObjectPath, require_writable, store_location
 from .schema import (
     EMBEDDING_PREFIX,
     FILES,
@@ -45,6 +45,7 @@ def upgrade(path: str | Path) -> list[str]:
         return [f"{root} already has store format {version}; nothing to do"]
     if version != 1:
         raise NotAStoreError(f"{root} has store format {version}; this embedstore upgrades format 1 only")
+    require_writable(root)
     done = []
     for name in (SOURCES, TILES):
         dataset = lance.dataset(str(root / f"{name}.lance"))

@@ -94,6 +94,7 @@ def predict(
     """
     checked("--batch-size", batch_size, Interval(1, integer=True))
     store = open_store(store)
+    store.require_writable()
     started = time.perf_counter()
     card, estimator = load_head(store, name, backbone)
     table = predictions_table(card.name)

@@ -107,6 +107,7 @@ def train(
     """
     say = say or (lambda _: None)
     store = open_store(store)
+    store.require_writable()
     checked("--backbone", backbone, Name())
     checked("--task", task, FileName())
     cls = head_class(head)

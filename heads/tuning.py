@@ -275,6 +275,7 @@ def tune(
         raise HeadsError(f"--tune {n!r}: give the number of configurations to try, an integer >= 1")
     n = int(n)
     store = open_store(store)
+    store.require_writable()
     checked("--backbone", backbone, Name())
     checked("--task", task, FileName())
     cls = head_class(head)

@@ -58,4 +58,6 @@ def command(
         if created:  # a store made for a failed ingest is not left behind
             opened.remove_if_empty()
         raise
+    if created:
+        click.echo(f"created a new store at {opened.root}", err=as_json)  # stdout stays JSON with --json
     emit(report, as_json)

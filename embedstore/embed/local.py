@@ -36,6 +36,7 @@ def embed(
     """Embed every tile (and `views` augmented copies) not yet in `emb__<key>`; see EmbedOptions.
     With `engine="ray"` the work runs on Ray Data actors (`ray_engine`), with the same plan and commits."""
     options = options_from(EmbedOptions, options, kwargs)
+    catalog.require_writable()
     if options.engine == "ray":
         from .ray_engine import embed_on_ray
 

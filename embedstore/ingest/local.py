@@ -28,6 +28,7 @@ def ingest(
 ) -> IngestReport:
     """Ingest `paths` into the store; see the module docstring for the guarantees."""
     options = options_from(IngestOptions, options, kwargs)
+    catalog.require_writable()
     if options.engine == "ray":
         from .ray_engine import ingest_on_ray
 

@@ -82,7 +82,8 @@ class IngestWriter:
             self.flush()
 
     def add_failure(self, path: Path, kind: str, message: str) -> None:
-        """A source that could not be planned or read (recorded unless an earlier run ingested it)."""
+        """A source that could not be planned or read (recorded unless an earlier run ingested it, or
+        recorded this same failure: a re-run that finds nothing new writes no version)."""
         self.report.sources_failed += 1
         self.report.failures.append((str(path), message))
         try:
@@ -92,7 +93,7 @@ class IngestWriter:
             fingerprint, source_id = "missing:" + str(path), "src_" + str(path)
         if source_id in self.sources_ok:
             return  # an earlier run ingested it completely; keep that
-        self._sources[source_id] = {
+        row = {
             **{field.name: None for field in SOURCES_SCHEMA},
             "source_id": source_id,
             "uri": str(path.resolve()),
@@ -102,6 +103,8 @@ class IngestWriter:
             "error": message,
             "n_tiles": 0,
         }
+        if self.sources_before.get(source_id) != row:  # else recorded already, with the same error
+            self._sources[source_id] = row
 
     # -- committing -------------------------------------------------------------------------------------
 

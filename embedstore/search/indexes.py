@@ -33,7 +33,7 @@ from .._version import __version__
 from ..catalog import Catalog
 from ..embedding_tables import recorded_provenance
 from ..embeddings import EmbeddingQuery
-from ..errors import EmbedstoreError
+from ..errors import EmbedstoreError, ReadOnlyStoreError
 from ..location import ObjectPath, exclusive, is_inside, remove_inside
 from ..validation import FileName, check_value
 from .configs import FlatConfig, IndexConfig, LanceConfig, config_for, config_from_dict, config_to_dict
@@ -91,6 +91,7 @@ def build_index(
     """Build (or rebuild) an index over the view-0 vectors of `backbone`'s table at its newest version."""
     options = options or IndexOptions()
     say = say or (lambda _: None)
+    catalog.require_writable()
     query = EmbeddingQuery.of(catalog, backbone).columns()
     dataset = catalog.dataset(query.table)
     table_version = int(dataset.version)
@@ -199,6 +200,10 @@ def refresh(catalog: Catalog, loaded: LoadedIndex, update: bool = True, say: Say
             f"index {manifest.name!r} matches version {manifest.table_version} of {manifest.table}, which "
             f"has {len(new_ids)} new rows at version {current}; search with updates, or rebuild: {rebuild}"
         )
+    if isinstance(loaded.backend, FaissIndex) and _read_only(catalog):  # update it in memory, unsaved
+        added = _add_rows(catalog, loaded, current, new_ids, say) if len(new_ids) else 0
+        manifest.table_version = current
+        return added
     with exclusive(loaded.directory, LOCK):
         saved = IndexManifest.load(loaded.directory)
         if (saved.created, saved.updated) != (manifest.created, manifest.updated):
@@ -241,6 +246,14 @@ def _add_rows(catalog: Catalog, loaded: LoadedIndex, version: int, new_ids: pa.A
     loaded.manifest.rows = len(loaded.tile_ids)
     loaded.manifest.rows_added += len(raw)
     return len(raw)
+
+
+def _read_only(catalog: Catalog) -> bool:
+    try:
+        catalog.require_writable()
+    except ReadOnlyStoreError:
+        return True
+    return False
 
 
 def _resolved_config(options: IndexOptions, config: IndexConfig | None, rows: int, dim: int) -> IndexConfig:
