@@ -118,16 +118,23 @@ class Flag(Constraint):
 
 @dataclasses.dataclass(frozen=True)
 class PathValue(Constraint):
-    """A filesystem path, given as str or Path; `existing` also requires it to exist."""
+    """A filesystem path, given as str or Path; `existing` also requires it to exist; `output` requires a
+    file this process can write: not a folder, in an existing folder it may write to (checked before the
+    work, so that a command never fails at the end for want of its output folder)."""
 
     existing: bool = False
+    output: bool = False
 
     def accepts(self, value: Any) -> bool:
         if not isinstance(value, str | os.PathLike) or not str(value):
             return False
+        if self.output:
+            return output_problem(value) is None
         return not self.existing or os.path.exists(value)
 
     def describe(self) -> str:
+        if self.output:
+            return "a file in an existing folder that you may write to (create the folder first)"
         return "an existing path; check it" if self.existing else "a path"
 
     def invalid_example(self) -> Any:
@@ -137,6 +144,35 @@ class PathValue(Constraint):
         from pathlib import Path
 
         return Path(value).expanduser() if isinstance(value, str | os.PathLike) and str(value) else value
+
+
+def output_problem(path: str | os.PathLike) -> str | None:
+    """Why a file cannot be written at `path` now (its folder missing or not writable, a folder in its
+    place), or None when it can. Local paths only: other URIs are left to the writer."""
+    text = os.fspath(path)
+    if "://" in text:
+        return None
+    folder = os.path.dirname(os.path.abspath(text))
+    if os.path.isdir(text):
+        return "it is a folder; name a file in it"
+    if not os.path.isdir(folder):
+        return f"its folder {folder} does not exist; create it first"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"its folder {folder} is not writable; choose another folder"
+    if os.path.exists(text) and not os.access(text, os.W_OK):
+        return "the file exists and is not writable; choose another name"
+    return None
+
+
+def output_file(flag: str, path: str | os.PathLike) -> Any:
+    """`path` as a Path when a file can be written there now, else the one-line error naming `flag` and
+    why: the one rule for every output file option (--json FILE, --csv, --plot, --html, --out, --export,
+    --export-geojson), checked before the work, so that a command never fails at its end."""
+    value = check_value(flag, path, PathValue())
+    problem = output_problem(value)
+    if problem is not None:
+        raise invalid(flag, os.fspath(path), f"a file you can write: {problem}")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)

@@ -54,7 +54,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from embedstore.catalog import Catalog
-from embedstore.validation import Name
+from embedstore.validation import Name, output_file
 
 from .augment import parse_augmentations
 from .card import (
@@ -169,8 +169,7 @@ class TuneResult:
         }
 
     def write_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = output_file("--json", path)
         path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
         return path
 

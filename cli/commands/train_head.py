@@ -4,9 +4,7 @@ from pathlib import Path
 
 import click
 
-from ..options import store_argument
-
-FILE = click.Path(dir_okay=False, path_type=Path)
+from ..options import OUTPUT_FILE, store_argument
 
 
 @click.command("train-head")
@@ -39,7 +37,7 @@ FILE = click.Path(dir_okay=False, path_type=Path)
 @click.option("--validation", type=float, default=0.2, show_default=True, help="Share of groups held out.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace a head of the same name.")
-@click.option("--json", "json_file", type=FILE, help="Write the training (or tuning) report as JSON.")
+@click.option("--json", "json_file", type=OUTPUT_FILE, help="Write the training (or tuning) report as JSON.")
 @click.option("--no-progress", "progress", flag_value=False, default=True, help="Do not show progress bars.")
 def command(
     store: str,

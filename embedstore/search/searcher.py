@@ -32,7 +32,7 @@ from ..catalog import Catalog
 from ..embeddings import METADATA_COLUMNS
 from ..errors import EmbedstoreError
 from ..schema import LABELS, TILES, task_predicate
-from ..validation import options_from
+from ..validation import options_from, output_file
 from .indexes import IndexOptions, Say, build_index, open_index, refresh
 from .manifest import IndexManifest
 from .options import SearchOptions
@@ -69,7 +69,7 @@ class SearchResult:
 
     def export_labels(self, path: str | Path, label: str = "candidate") -> Path:
         """A CSV that `embedstore labels import` reads: tile_id, label (plus score and rank)."""
-        path = Path(path)
+        path = output_file("--export", path)
         frame = self.hits.select("tile_id", pl.lit(label).alias("label"), "score", "rank")
         frame.write_csv(path)
         return path
@@ -81,7 +81,7 @@ class SearchResult:
         return write_review_page(
             catalog,
             self.hits,
-            Path(path),
+            output_file("--html", path),
             query_tile_ids=self.query_tile_ids,
             query_images=self.query_images,
             task=task,
