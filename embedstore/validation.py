@@ -105,6 +105,60 @@ class Name(Constraint):
 
 
 @dataclasses.dataclass(frozen=True)
+class SqlExpression(Constraint):
+    """One SQL expression on one line (a filter such as --where): no ';', every quote, comment and
+    parenthesis closed, no ')' closing more than was opened. Lance parses a filter's first expression and
+    ignores what follows it; an expression of this shape, parsed inside parentheses, is parsed in full."""
+
+    def accepts(self, value: Any) -> bool:
+        return (
+            isinstance(value, str)
+            and bool(value.strip())
+            and "\n" not in value
+            and _sql_shape_problem(value) is None
+        )
+
+    def describe(self) -> str:
+        return (
+            "one SQL expression on one line (no ';', every quote and parenthesis closed), "
+            "e.g. \"dataset = 'cohort2' AND x > 100\""
+        )
+
+    def invalid_example(self) -> Any:
+        return "x > 1; drop table tiles"
+
+
+def _sql_shape_problem(text: str) -> str | None:
+    """Why `text` is not shaped like one expression (a ';', an unclosed quote, comment or parenthesis, a
+    ')' too many), read as SQL's lexer does: quotes '...' (doubled inside), "..." and `...`, comments
+    -- (to the end) and /* */; None when it is."""
+    depth, at = 0, 0
+    while at < len(text):
+        char = text[at]
+        if char in "'\"`":
+            end = text.find(char, at + 1)
+            if end < 0:
+                return f"a {char} quote is never closed"
+            at = end + 1  # a doubled quote ('it''s') is two strings back to back: the same shape
+            continue
+        if text.startswith("--", at):
+            break
+        if text.startswith("/*", at):
+            end = text.find("*/", at + 2)
+            if end < 0:
+                return "a /* comment is never closed"
+            at = end + 2
+            continue
+        if char == ";":
+            return "';' ends the expression"
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            return "a ')' closes more than was opened"
+        at += 1
+    return "a '(' is never closed" if depth else None
+
+
+@dataclasses.dataclass(frozen=True)
 class Flag(Constraint):
     def accepts(self, value: Any) -> bool:
         return isinstance(value, bool)
