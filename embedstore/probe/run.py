@@ -50,6 +50,9 @@ def run_probe(
         for seed in range(options.seeds)
         for split in splits.group_folds(tiles.codes, tiles.groups, options.folds, seed)
     ]
+    notes = knn_depth_notes(options, folds)
+    for note in notes:
+        (say or (lambda _: None))(note)
     inner: dict[tuple[int, int], list] = {}  # (seed, fold) -> the linear probe's inner folds, one per split
     rows: list[dict] = []
     shot_rows: list[dict] = []
@@ -70,9 +73,27 @@ def run_probe(
         if options.shots:
             shot_rows += few_shot_curve(key, x, tiles, folds, options, _typical_c(chosen_cs))
     bar.close()
-    return ProbeReport.build(
+    report = ProbeReport.build(
         tiles, keys, rows, shot_rows, indicators, options, folds, time.perf_counter() - started
     )
+    report.notes += notes
+    return report
+
+
+def knn_depth_notes(options: ProbeOptions, folds: list[splits.Split]) -> list[str]:
+    """A warning when a --knn-k is at least the smallest training fold: kNN there is clamped to every
+    training tile (k = the fold's size), so its votes are the class frequencies, not neighbours."""
+    if "knn" not in options.probes or not folds:
+        return []
+    smallest = min(len(split.train) for split in folds)
+    deep = [k for k in options.knn_k if k >= smallest]
+    if not deep:
+        return []
+    return [
+        f"--knn-k {','.join(map(str, deep))}: the smallest training fold holds {smallest} tiles, so kNN "
+        f"was clamped to k={smallest} (every training tile votes: the class frequencies, not neighbours); "
+        f"use k < {smallest}"
+    ]
 
 
 @dataclass
