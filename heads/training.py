@@ -122,6 +122,7 @@ def train(
         split = split_tiles(store, task, backbone, group_by, validation, seed)
     elif split.task != task:
         raise HeadsError(f"the split given is of task {split.task!r}, not {task!r}")
+    estimator.check_memory(provenance.dim, len(split.classes))  # before reading vectors
     notes = list(split.notes)
     views = pipeline.uses_views and _has_views(store, table, table_version)
     if pipeline.uses_views and not views:
