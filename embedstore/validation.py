@@ -41,6 +41,11 @@ class Constraint(ABC):
     def coerce(self, value: Any) -> Any:
         return value
 
+    def refusal(self, value: Any) -> str:
+        """The end of "--flag VALUE must be ..." for this refused value: `describe()`, unless a
+        constraint can say more about the value (see SqlExpression)."""
+        return self.describe()
+
 
 @dataclasses.dataclass(frozen=True)
 class Interval(Constraint):
@@ -119,10 +124,15 @@ class SqlExpression(Constraint):
         )
 
     def describe(self) -> str:
-        return (
-            "one SQL expression on one line (no ';', every quote and parenthesis closed), "
-            "e.g. \"dataset = 'cohort2' AND x > 100\""
-        )
+        return self._described("no ';', every quote and parenthesis closed")
+
+    def refusal(self, value: Any) -> str:
+        problem = _sql_shape_problem(value) if isinstance(value, str) and "\n" not in value else None
+        return self._described(problem) if problem else self.describe()
+
+    @staticmethod
+    def _described(detail: str) -> str:
+        return f"one SQL expression on one line ({detail}), e.g. \"dataset = 'cohort2' AND x > 100\""
 
     def invalid_example(self) -> Any:
         return "x > 1; drop table tiles"
@@ -150,7 +160,7 @@ def _sql_shape_problem(text: str) -> str | None:
             at = end + 2
             continue
         if char == ";":
-            return "';' ends the expression"
+            return "a ';' ends it there and the rest would be ignored"
         depth += {"(": 1, ")": -1}.get(char, 0)
         if depth < 0:
             return "a ')' closes more than was opened"
@@ -361,7 +371,7 @@ def validate(options: Any) -> None:
             continue
         value = constraint.coerce(given)
         if not constraint.accepts(value):
-            raise invalid(flag_of(field), given, constraint.describe())
+            raise invalid(flag_of(field), given, constraint.refusal(value))
         setattr(options, field.name, value)
     check_relations = getattr(options, "check_relations", None)
     if check_relations is not None:
@@ -385,5 +395,5 @@ def check_value(flag: str, value: Any, constraint: Constraint, optional: bool = 
         return value
     coerced = constraint.coerce(value)
     if not constraint.accepts(coerced):
-        raise invalid(flag, value, constraint.describe())
+        raise invalid(flag, value, constraint.refusal(coerced))
     return coerced

@@ -220,10 +220,14 @@ def test_an_l2_query_whose_squared_length_overflows_is_refused():
 @pytest.mark.parametrize(
     ("where", "reason"),
     [
-        ("1=1; drop table tiles", "must be one SQL expression on one line (no ';'"),
-        ("dataset = 'x') OR (1=1", "must be one SQL expression on one line"),
-        ("(dataset = 'even'", "must be one SQL expression on one line"),
-        ("slide = 'a", "must be one SQL expression on one line"),
+        ("1=1; drop table tiles", "(a ';' ends it there and the rest would be ignored)"),
+        (
+            "dataset = 'x') OR (1=1",
+            "must be one SQL expression on one line (a ')' closes more than was opened)",
+        ),
+        ("(dataset = 'even'", "(a '(' is never closed)"),
+        ("slide = 'a", "(a ' quote is never closed)"),
+        ("x > 1 /* note", "(a /* comment is never closed)"),
         ("dataset = 'even' garbage", "unexpected 'garbage' where the expression (or a parenthesis) ends"),
         ("x > 100 x < 5", "unexpected 'x'"),
         ("x > 100 LIMIT 3", "unexpected 'LIMIT'"),
