@@ -183,8 +183,8 @@ class Flag(Constraint):
 @dataclasses.dataclass(frozen=True)
 class PathValue(Constraint):
     """A filesystem path, given as str or Path; `existing` also requires it to exist; `output` requires a
-    file this process can write: not a folder, in an existing folder it may write to (checked before the
-    work, so that a command never fails at the end for want of its output folder)."""
+    file this process can write (see `output_problem`), checked before the work, so that a command never
+    fails at its end for want of its output."""
 
     existing: bool = False
     output: bool = False
@@ -198,7 +198,7 @@ class PathValue(Constraint):
 
     def describe(self) -> str:
         if self.output:
-            return "a file in an existing folder that you may write to (create the folder first)"
+            return "a file you can write (in a folder that exists or can be created)"
         return "an existing path; check it" if self.existing else "a path"
 
     def invalid_example(self) -> Any:
@@ -211,31 +211,40 @@ class PathValue(Constraint):
 
 
 def output_problem(path: str | os.PathLike) -> str | None:
-    """Why a file cannot be written at `path` now (its folder missing or not writable, a folder in its
-    place), or None when it can. Local paths only: other URIs are left to the writer."""
+    """Why a file cannot be written at `path` (a folder in its place, a folder that cannot be made, no
+    permission), or None when it can; a missing folder is fine when it can be created. Local paths only:
+    other URIs are left to the writer."""
     text = os.fspath(path)
     if "://" in text:
         return None
-    folder = os.path.dirname(os.path.abspath(text))
     if os.path.isdir(text):
         return "it is a folder; name a file in it"
-    if not os.path.isdir(folder):
-        return f"its folder {folder} does not exist; create it first"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f"its folder {folder} is not writable; choose another folder"
+    folder = os.path.dirname(os.path.abspath(text))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing} is a file, so the folder {folder} cannot be made; choose another folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        made = "" if existing == folder else f" (to create {folder} in it)"
+        return f"you may not write in {existing}{made}; choose another folder"
     if os.path.exists(text) and not os.access(text, os.W_OK):
         return "the file exists and is not writable; choose another name"
     return None
 
 
-def output_file(flag: str, path: str | os.PathLike) -> Any:
-    """`path` as a Path when a file can be written there now, else the one-line error naming `flag` and
-    why: the one rule for every output file option (--json FILE, --csv, --plot, --html, --out, --export,
-    --export-geojson), checked before the work, so that a command never fails at its end."""
+def output_file(flag: str, path: str | os.PathLike, make_folder: bool = False) -> Any:
+    """`path` as a Path when a file can be written there, else the one-line error naming `flag` and why:
+    the one rule for every output file option (--json FILE, --csv, --plot, --html, --out, --export,
+    --export-geojson), checked before the work, so that a command never fails at its end. A missing
+    folder is created (with its parents) only with `make_folder`, by the writer just before it writes,
+    so a command that fails earlier leaves none behind."""
     value = check_value(flag, path, PathValue())
     problem = output_problem(value)
     if problem is not None:
         raise invalid(flag, os.fspath(path), f"a file you can write: {problem}")
+    if make_folder:
+        value.parent.mkdir(parents=True, exist_ok=True)
     return value
 
 

@@ -184,7 +184,7 @@ def export_top(
     """Write a CSV of the `n` tiles with the highest score (or p(`class_name`)), best first: rank,
     tile_id, label, score, p(<class>) per class and the tile's source, position and group columns."""
     checked("-n", n, Interval(1, integer=True))
-    path = output_file("--export", path)
+    path = output_file("--export", path)  # checked before reading; the folder is made when writing
     store = open_store(store)
     card = read_card(store, name)
     table = predictions_table(card.name)

@@ -169,7 +169,7 @@ class TuneResult:
         }
 
     def write_json(self, path: str | Path) -> Path:
-        path = output_file("--json", path)
+        path = output_file("--json", path, make_folder=True)
         path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
         return path
 

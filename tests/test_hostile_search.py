@@ -8,6 +8,7 @@ and only read by the failing commands; the snapshot of its files proves it.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from tests.helpers import add_task, clustered_vectors, vector_store
 
 KEY = "synthetic.vectors"
 TILES = 150
-MISSING = "no-such-folder"  # an output folder that does not exist (under the test's tmp_path)
+BLOCKED = "a-file"  # a file where an output folder would have to be made
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -83,23 +84,23 @@ OUTPUTS = [
 
 
 @pytest.mark.parametrize(("command", "args", "flag"), OUTPUTS, ids=[f"{c} {f}" for c, _, f in OUTPUTS])
-def test_an_output_file_in_a_missing_folder_is_refused_before_any_work(
+def test_an_output_file_whose_folder_cannot_be_made_is_refused_before_any_work(
     store_path, tmp_path, command, args, flag
 ):
-    target = tmp_path / MISSING / "out.file"
+    (tmp_path / BLOCKED).write_text("in the way")
+    target = tmp_path / BLOCKED / "folder" / "out.file"
     output = refused_and_unchanged(
         store_path,
         [command, store_path, *args, flag, target],
         f"{flag} '{target}' must be a file you can write",
     )
-    assert f"its folder {target.parent} does not exist; create it first" in output
-    assert not target.parent.exists() and not (store_path / "heads").exists()
+    assert f"{tmp_path / BLOCKED} is a file, so the folder {target.parent} cannot be made" in output
+    assert not (store_path / "heads").exists()
 
 
-def test_preview_refuses_an_output_file_in_a_missing_folder(tmp_path):
-    target = tmp_path / MISSING / "preview.png"
-    assert_clean_error(run("preview", tmp_path / "slide.svs", "--out", target), "--out")
-    assert not target.parent.exists()
+def test_preview_refuses_an_output_file_whose_folder_cannot_be_made(tmp_path):
+    (tmp_path / BLOCKED).write_text("in the way")
+    assert_clean_error(run("preview", tmp_path / "slide.svs", "--out", tmp_path / BLOCKED / "p.png"), "--out")
 
 
 def test_an_output_path_that_is_a_folder_is_refused(store_path, tmp_path):
@@ -111,11 +112,36 @@ def test_an_output_path_that_is_a_folder_is_refused(store_path, tmp_path):
     assert "it is a folder; name a file in it" in output
 
 
-def test_the_python_api_refuses_a_missing_output_folder_too(store_path, tmp_path):
+def test_a_missing_output_folder_is_made_when_writing_and_not_when_the_command_fails(store_path, tmp_path):
+    failed = search(store_path, "--tile", "no-such-tile", "--export", tmp_path / "new" / "hits.csv")
+    assert_clean_error(failed, "--tile 'no-such-tile': no such tile")
+    assert not (tmp_path / "new").exists()
+    args = ["--task", "tumour", "--backbones", KEY, "--folds", 2, "--seeds", 1, "--shots", "none"]
+    written = run(
+        "probe", store_path, *args, "--no-progress", "--json", tmp_path / "new" / "deeper" / "p.json"
+    )
+    assert written.exit_code == 0, written.output
+    assert json.loads((tmp_path / "new" / "deeper" / "p.json").read_text())["task"] == "tumour"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write in any folder")
+def test_an_output_file_in_a_folder_without_write_permission_is_refused(store_path, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    output = refused_and_unchanged(
+        store_path,
+        ["search", store_path, "--backbone", KEY, "--tile", "t000001", "--html", locked / "r.html"],
+        "--html",
+    )
+    assert f"you may not write in {locked}" in output
+
+
+def test_the_python_api_refuses_an_output_it_cannot_write_too(store_path, tmp_path):
+    (tmp_path / BLOCKED).write_text("in the way")
     result = embedstore.open(store_path).search(KEY, tiles=["t000001"], k=3)
-    with pytest.raises(EmbedstoreError, match="^--export .* does not exist; create it first$"):
-        result.export_labels(tmp_path / MISSING / "hits.csv")
-    assert not (tmp_path / MISSING).exists()
+    with pytest.raises(EmbedstoreError, match="^--export .* cannot be made; choose another folder$"):
+        result.export_labels(tmp_path / BLOCKED / "hits.csv")
+    assert result.export_labels(tmp_path / "made" / "hits.csv").read_text().startswith("tile_id,label")
 
 
 # -- train-head: a head too large for memory ---------------------------------------------------------

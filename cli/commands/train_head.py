@@ -58,6 +58,7 @@ def command(
     import json
 
     import heads
+    from embedstore.validation import output_file
 
     from ..options import open_existing
 
@@ -86,7 +87,8 @@ def command(
     click.echo(trained.summary())
     if json_file is not None:
         report = {"card": trained.card.to_dict(), "history": trained.history, "notes": trained.notes}
-        json_file.write_text(json.dumps(report, indent=1, default=str))
+        written = output_file("--json", json_file, make_folder=True)  # checked at parsing; folder made now
+        written.write_text(json.dumps(report, indent=1, default=str))
         click.echo(f"wrote {json_file}", err=True)
 
 

@@ -69,7 +69,7 @@ class SearchResult:
 
     def export_labels(self, path: str | Path, label: str = "candidate") -> Path:
         """A CSV that `embedstore labels import` reads: tile_id, label (plus score and rank)."""
-        path = output_file("--export", path)
+        path = output_file("--export", path, make_folder=True)
         frame = self.hits.select("tile_id", pl.lit(label).alias("label"), "score", "rank")
         frame.write_csv(path)
         return path
@@ -81,7 +81,7 @@ class SearchResult:
         return write_review_page(
             catalog,
             self.hits,
-            output_file("--html", path),
+            output_file("--html", path, make_folder=True),
             query_tile_ids=self.query_tile_ids,
             query_images=self.query_images,
             task=task,

@@ -47,5 +47,5 @@ def preview_slide(path: str | Path, out: str | Path, grid: GridSettings | None =
     """Write a preview PNG of how `path` would be tiled; returns the layout (its grid has the tiles)."""
     out = output_file("--out", out)
     layout = layout_slide(Path(path), grid or GridSettings())
-    render_preview(layout).save(out)
+    render_preview(layout).save(output_file("--out", out, make_folder=True))
     return layout
