@@ -157,17 +157,24 @@ def test_a_hidden_layer_too_large_for_memory_is_refused_with_its_size_before_all
     assert not (store_path / "heads").exists()
 
 
-def test_a_hidden_layer_that_fits_trains_and_predicts_in_bounded_chunks():
+def test_the_estimator_refuses_a_head_too_large_for_memory_before_allocating():
     from heads import MLPHead
 
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(64, 8)).astype(np.float32), np.arange(64) % 2
-    head = MLPHead(hidden=(4096,), epochs=1, batch_size=32, device="cpu").fit(x, y)
-    assert head.predict_proba(x).shape == (64, 2)
+    x, y = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32), np.arange(64) % 2
     with pytest.raises(
         EmbedstoreError, match=r"hidden=\(10000000000,\) \(--hidden\): a 8 -> 10000000000 -> 2"
     ):
         MLPHead(hidden=(10**10,), device="cpu").fit(x, y)
+
+
+def test_a_wide_head_predicts_in_row_chunks_that_give_the_same_probabilities(monkeypatch):
+    from heads import MLPHead, estimators
+
+    x, y = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32), np.arange(64) % 2
+    head = MLPHead(hidden=(4096,), epochs=1, batch_size=32, device="cpu").fit(x, y)
+    whole = head.predict_proba(x)
+    monkeypatch.setattr(estimators, "PREDICT_BYTES", 3 * 4 * 4096 * 7)  # 7 rows per forward pass
+    np.testing.assert_allclose(head.predict_proba(x), whole, rtol=1e-5, atol=1e-7)
 
 
 # -- search --vectors ---------------------------------------------------------------------------------
