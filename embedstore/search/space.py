@@ -37,8 +37,9 @@ class VectorSpace:
         x = x - self.mean if self.mean is not None else x.copy()
         with np.errstate(over="ignore"):
             norms = np.sqrt(np.einsum("ij,ij->i", x, x))  # a third of np.linalg.norm's time: no squared copy
-        huge = np.flatnonzero(np.isinf(norms) & np.isfinite(x).all(axis=1))
-        if len(huge):  # squares beyond float32 (|v| > ~1e19): shrink those rows first, cosine ignores length
+        huge = np.flatnonzero(np.isinf(norms))  # squares beyond float32 (|v| > ~1e19), or infinite values
+        huge = huge[np.isfinite(x[huge]).all(axis=1)]
+        if len(huge):  # finite but huge: shrink those rows first, cosine ignores length
             x[huge] /= np.abs(x[huge]).max(axis=1, keepdims=True)
             norms[huge] = np.sqrt(np.einsum("ij,ij->i", x[huge], x[huge]))
         x /= np.maximum(norms, 1e-12)[:, None]
@@ -48,8 +49,8 @@ class VectorSpace:
         """The first prepared row that cannot be a query here, and why (None when all can): a row with no
         direction (zero, or the centring mean itself) scores 0 against everything; for l2, a row whose
         squared length overflows float32 scores -inf against everything."""
-        with np.errstate(over="ignore"):
-            lengths = np.einsum("ij,ij->i", prepared.astype(np.float64), prepared.astype(np.float64))
+        wide = prepared.astype(np.float64)  # the squared lengths of float32 rows, without overflow
+        lengths = np.einsum("ij,ij->i", wide, wide)
         if self.metric == "cosine":
             bad = np.flatnonzero(~(lengths > 0.5))
             why = "is zero after centring on the table's mean" if self.mean is not None else "is all zeros"
