@@ -13,13 +13,27 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from embedstore.validation import Flag, Integers, Interval, NamesFrom, OneOf, PathValue, flag_of
+from embedstore.validation import Flag, Integers, Interval, NamesFrom, OneOf, PathValue, flag_of, output_file
 
 if TYPE_CHECKING:
     from embedstore import Store
 
 store_argument = click.argument("store", type=click.Path(file_okay=False, path_type=str))
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+
+
+class OutputFile(click.ParamType):
+    """A file a command will write: refused while parsing (before any work) when it cannot be written,
+    by the one rule of `embedstore.validation.output_file`."""
+
+    name = "file"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
+        flags = [o for o in param.opts if o.startswith("--")] if param is not None else []
+        return output_file(flags[0] if flags else "FILE", value)
+
+
+OUTPUT_FILE = OutputFile()
 
 
 def from_options(
@@ -67,7 +81,7 @@ def _click_option(field: dataclasses.Field) -> Callable[[Callable], Callable]:
     elif isinstance(constraint, OneOf):
         kind = click.Choice(constraint.choices)
     elif isinstance(constraint, PathValue):
-        kind = click.Path(path_type=Path)
+        kind = OUTPUT_FILE if constraint.output else click.Path(path_type=Path)
     elif isinstance(constraint, NamesFrom | Integers):
         default = ",".join(str(v) for v in default) if default else default
     show = default is not None and default != ""

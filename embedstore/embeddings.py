@@ -16,6 +16,7 @@ held in memory for the join. Search, probes and heads all read through this.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -28,7 +29,7 @@ from .embedding_tables import table_name
 from .errors import EmbedstoreError
 from .ids import id_bytes
 from .schema import EMBEDDING_PREFIX, LABELS, TILES, TILES_SCHEMA, task_predicate
-from .validation import FileName, Interval, Name, check_value
+from .validation import Interval, Name, SqlExpression, check_value
 
 if TYPE_CHECKING:
     import polars as pl
@@ -72,14 +73,13 @@ class EmbeddingQuery:
     # -- refining ---------------------------------------------------------------------------------------
 
     def where(self, predicate: str) -> EmbeddingQuery:
-        """Keep tiles passing a SQL predicate over tile metadata, e.g. "split = 'train'" (calls AND)."""
-        if not isinstance(predicate, str) or not predicate.strip():
-            raise EmbedstoreError("where() needs a SQL predicate over tile columns, e.g. \"split = 'train'\"")
-        return dataclasses.replace(self, predicates=(*self.predicates, predicate))
+        """Keep tiles passing a SQL predicate over tile metadata, e.g. "split = 'train'" (calls AND); an
+        expression that does not parse in full is refused now (see `tile_filter`)."""
+        return dataclasses.replace(self, predicates=(*self.predicates, tile_filter(self.catalog, predicate)))
 
     def task(self, name: str) -> EmbeddingQuery:
         """Keep tiles labelled for task `name` and add their `label` column."""
-        check_value("--task", name, FileName())
+        check_value("--task", name, Name())
         return dataclasses.replace(self, task_name=name)
 
     def views(self, *views: int) -> EmbeddingQuery:
@@ -147,14 +147,8 @@ class EmbeddingQuery:
 
     def _metadata(self) -> pa.Table:
         """tile_id + the metadata columns of the tiles that pass `where` (and are labelled for the task)."""
-        predicate = " AND ".join(f"({p})" for p in self.predicates) or None
-        try:
-            tiles = self.catalog.read(TILES, columns=["tile_id", *self.metadata_columns], filter=predicate)
-        except (ValueError, OSError) as error:
-            first = str(error).splitlines()[0]
-            raise EmbedstoreError(
-                f"bad filter {predicate!r} ({first}); use SQL over the tile columns"
-            ) from None
+        predicate = " AND ".join(self.predicates) or None  # each checked and parenthesised by `where`
+        tiles = self.catalog.read(TILES, columns=["tile_id", *self.metadata_columns], filter=predicate)
         if self.task_name is None:
             return tiles
         labels = self.catalog.read(
@@ -168,6 +162,43 @@ class EmbeddingQuery:
         at = pc.index_in(labels.column("tile_id"), value_set=tiles.column("tile_id").combine_chunks())
         keep = pc.is_valid(at)
         return tiles.take(at.filter(keep)).append_column("label", labels.column("label").filter(keep))
+
+
+def tile_filter(catalog: Catalog, predicate: str, flag: str = "--where") -> str:
+    """`predicate` as the filter to give Lance for the tiles table: checked to be one SQL expression
+    (`SqlExpression`), then parsed and planned (no data read) inside parentheses, so that a part Lance
+    would ignore (`a = 1 b`, `a = 1 LIMIT 3`) is an error; the message shows the user's expression and
+    the parser's reason, without Lance's own source paths. Returns the parenthesised expression."""
+    check_value(flag, predicate, SqlExpression())
+    wrapped = f"({predicate}\n)"  # the newline ends a trailing -- comment inside the parentheses
+    tiles = catalog.dataset(TILES)
+    try:
+        tiles.scanner(columns=[], filter=wrapped).explain_plan()
+    except (ValueError, OSError) as error:
+        reason = _filter_error(error, tiles.schema.names)
+        raise EmbedstoreError(
+            f"{flag} {predicate!r} is not a filter over the tile columns: {reason}; "
+            "write one SQL expression, e.g. \"dataset = 'cohort2' AND x > 100\""
+        ) from None
+    return wrapped
+
+
+def _filter_error(error: Exception, columns: list[str]) -> str:
+    """Lance's message for a bad filter, in one line: its source locations, the statement it wraps the
+    filter in and the positions within that statement left out."""
+    text = re.sub(r",\s*/\S+?\.rs:\d+:\d+", "", str(error)).replace("Invalid user input: ", "")
+    parsed = re.search(
+        r"statement: SELECT 1 FROM t WHERE \(.*\n\) \((?:sql parser error: )?(.*)\)$", text, re.S
+    )
+    if parsed:
+        text = parsed.group(1)
+    text = re.sub(r"^Error resolving filter expression \(.*\n\): ", "", text, flags=re.S)
+    text = re.sub(r" at Line: \d+, Column: \d+", "", text)
+    text = re.sub(
+        r"^Expected: \), found: (.*)$", r"unexpected '\1' where the expression (or a parenthesis) ends", text
+    )
+    text = re.sub(r"Valid fields are .*", "columns: " + ", ".join(c for c in columns if c != "pixels"), text)
+    return " ".join(text.split())
 
 
 def _schema(dataset, metadata: pa.Table) -> pa.Schema:

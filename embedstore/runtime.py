@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._malloc import glibc, usable_cpus
@@ -39,6 +41,44 @@ def resolve_device(device: str) -> torch.device:
             "--device cuda was asked for but torch sees no CUDA GPU; use --device cpu or auto"
         )
     return torch.device(device)
+
+
+def memory_available(device: torch.device | str = "cpu") -> int | None:
+    """Bytes still free to allocate on `device`, None when unknown: for a CUDA device the free memory it
+    reports; for the CPU what the kernel counts as available (MemAvailable: free plus reclaimable
+    caches), capped by the container's memory limit (cgroup v2) when there is one."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    found = [
+        _kib_from("/proc/meminfo", "MemAvailable:"),
+        _cgroup_room("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+    ]
+    known = [value for value in found if value is not None]
+    if not known and hasattr(os, "sysconf"):
+        with contextlib.suppress(ValueError, OSError):
+            known.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    return min(known) if known else None
+
+
+def _kib_from(path: str, key: str) -> int | None:
+    """A `key: N kB` line of a /proc file, in bytes."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def _cgroup_room(limit_path: str, usage_path: str) -> int | None:
+    """Bytes below this container's memory limit, None without a limit."""
+    with contextlib.suppress(OSError, ValueError):
+        limit = Path(limit_path).read_text().strip()
+        if limit != "max":
+            return max(0, int(limit) - int(Path(usage_path).read_text()))
+    return None
 
 
 def cpu_count() -> int:

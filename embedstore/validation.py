@@ -42,6 +42,11 @@ class Constraint(ABC):
     def coerce(self, value: Any) -> Any:
         return value
 
+    def refusal(self, value: Any) -> str:
+        """The end of "--flag VALUE must be ..." for this refused value: `describe()`, unless a
+        constraint can say more about the value (see SqlExpression)."""
+        return self.describe()
+
 
 @dataclasses.dataclass(frozen=True)
 class Interval(Constraint):
@@ -143,6 +148,65 @@ class FileName(Constraint):
 
 
 @dataclasses.dataclass(frozen=True)
+class SqlExpression(Constraint):
+    """One SQL expression on one line (a filter such as --where): no ';', every quote, comment and
+    parenthesis closed, no ')' closing more than was opened. Lance parses a filter's first expression and
+    ignores what follows it; an expression of this shape, parsed inside parentheses, is parsed in full."""
+
+    def accepts(self, value: Any) -> bool:
+        return (
+            isinstance(value, str)
+            and bool(value.strip())
+            and "\n" not in value
+            and _sql_shape_problem(value) is None
+        )
+
+    def describe(self) -> str:
+        return self._described("no ';', every quote and parenthesis closed")
+
+    def refusal(self, value: Any) -> str:
+        problem = _sql_shape_problem(value) if isinstance(value, str) and "\n" not in value else None
+        return self._described(problem) if problem else self.describe()
+
+    @staticmethod
+    def _described(detail: str) -> str:
+        return f"one SQL expression on one line ({detail}), e.g. \"dataset = 'cohort2' AND x > 100\""
+
+    def invalid_example(self) -> Any:
+        return "x > 1; drop table tiles"
+
+
+def _sql_shape_problem(text: str) -> str | None:
+    """Why `text` is not shaped like one expression (a ';', an unclosed quote, comment or parenthesis, a
+    ')' too many), read as SQL's lexer does: quotes '...' (doubled inside), "..." and `...`, comments
+    -- (to the end) and /* */; None when it is."""
+    depth, at = 0, 0
+    while at < len(text):
+        char = text[at]
+        if char in "'\"`":
+            end = text.find(char, at + 1)
+            if end < 0:
+                return f"a {char} quote is never closed"
+            at = end + 1  # a doubled quote ('it''s') is two strings back to back: the same shape
+            continue
+        if text.startswith("--", at):
+            break
+        if text.startswith("/*", at):
+            end = text.find("*/", at + 2)
+            if end < 0:
+                return "a /* comment is never closed"
+            at = end + 2
+            continue
+        if char == ";":
+            return "a ';' ends it there and the rest would be ignored"
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            return "a ')' closes more than was opened"
+        at += 1
+    return "a '(' is never closed" if depth else None
+
+
+@dataclasses.dataclass(frozen=True)
 class Flag(Constraint):
     def accepts(self, value: Any) -> bool:
         return isinstance(value, bool)
@@ -156,16 +220,23 @@ class Flag(Constraint):
 
 @dataclasses.dataclass(frozen=True)
 class PathValue(Constraint):
-    """A filesystem path, given as str or Path; `existing` also requires it to exist."""
+    """A filesystem path, given as str or Path; `existing` also requires it to exist; `output` requires a
+    file this process can write (see `output_problem`), checked before the work, so that a command never
+    fails at its end for want of its output."""
 
     existing: bool = False
+    output: bool = False
 
     def accepts(self, value: Any) -> bool:
         if not isinstance(value, str | os.PathLike) or not str(value):
             return False
+        if self.output:
+            return output_problem(value) is None
         return not self.existing or os.path.exists(value)
 
     def describe(self) -> str:
+        if self.output:
+            return "a file you can write (in a folder that exists or can be created)"
         return "an existing path; check it" if self.existing else "a path"
 
     def invalid_example(self) -> Any:
@@ -175,6 +246,44 @@ class PathValue(Constraint):
         from pathlib import Path
 
         return Path(value).expanduser() if isinstance(value, str | os.PathLike) and str(value) else value
+
+
+def output_problem(path: str | os.PathLike) -> str | None:
+    """Why a file cannot be written at `path` (a folder in its place, a folder that cannot be made, no
+    permission), or None when it can; a missing folder is fine when it can be created. Local paths only:
+    other URIs are left to the writer."""
+    text = os.fspath(path)
+    if "://" in text:
+        return None
+    if os.path.isdir(text):
+        return "it is a folder; name a file in it"
+    folder = os.path.dirname(os.path.abspath(text))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing} is a file, so the folder {folder} cannot be made; choose another folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        made = "" if existing == folder else f" (to create {folder} in it)"
+        return f"you may not write in {existing}{made}; choose another folder"
+    if os.path.exists(text) and not os.access(text, os.W_OK):
+        return "the file exists and is not writable; choose another name"
+    return None
+
+
+def output_file(flag: str, path: str | os.PathLike, make_folder: bool = False) -> Any:
+    """`path` as a Path when a file can be written there, else the one-line error naming `flag` and why:
+    the one rule for every output file option (--json FILE, --csv, --plot, --html, --out, --export,
+    --export-geojson), checked before the work, so that a command never fails at its end. A missing
+    folder is created (with its parents) only with `make_folder`, by the writer just before it writes,
+    so a command that fails earlier leaves none behind."""
+    value = check_value(flag, path, PathValue())
+    problem = output_problem(value)
+    if problem is not None:
+        raise invalid(flag, os.fspath(path), f"a file you can write: {problem}")
+    if make_folder:
+        value.parent.mkdir(parents=True, exist_ok=True)
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,7 +418,7 @@ def validate(options: Any) -> None:
             continue
         value = constraint.coerce(given)
         if not constraint.accepts(value):
-            raise invalid(flag_of(field), given, constraint.describe())
+            raise invalid(flag_of(field), given, constraint.refusal(value))
         setattr(options, field.name, value)
     check_relations = getattr(options, "check_relations", None)
     if check_relations is not None:
@@ -333,5 +442,5 @@ def check_value(flag: str, value: Any, constraint: Constraint, optional: bool = 
         return value
     coerced = constraint.coerce(value)
     if not constraint.accepts(coerced):
-        raise invalid(flag, value, constraint.describe())
+        raise invalid(flag, value, constraint.refusal(coerced))
     return coerced

@@ -45,12 +45,14 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
 from embedstore.probe import split_scores
+from embedstore.runtime import memory_available
 
 from .augment import AugmentationPipeline, column_stats, parse_augmentations
 from .errors import HeadsError
 
 STATE_FORMAT = "embedstore.heads.state/1"
-PREDICT_ROWS = 8192  # rows per forward pass in predict_proba
+PREDICT_ROWS = 8192  # rows per forward pass in predict_proba, at most
+PREDICT_BYTES = 256 * 2**20  # activations per forward pass in predict_proba, at most (wide heads: fewer rows)
 METRICS = ("auroc", "balanced_accuracy", "macro_f1", "loss")
 LOSSES = ("ce", "focal")
 NORMS = ("layer", "batch", None)
@@ -89,6 +91,20 @@ def _resolve_device(device: Any) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise HeadsParameterError(f"device={device!r} but CUDA is not available; use device='auto' or 'cpu'")
     return resolved
+
+
+def training_bytes(n_features: int, n_classes: int, hidden: tuple[int, ...], batch_size: int) -> int:
+    """About how many bytes training a head takes: float32 weights, their gradients, AdamW's two moments
+    and the best epoch's copy (5 x the parameters), and a batch's activations kept for the backward pass
+    (outputs of linear, norm, GELU and dropout per hidden width, and their gradients)."""
+    widths = [int(n_features), *(int(h) for h in hidden), int(n_classes)]
+    parameters = sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
+    activations = int(batch_size) * sum(int(h) for h in hidden) * 8
+    return 4 * (5 * parameters + activations)
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:,.1f} GiB"
 
 
 # -- the torch model ----------------------------------------------------------------------------------
@@ -317,8 +333,26 @@ class BaseHead(ClassifierMixin, BaseEstimator):
     def _seeds(self) -> list[int]:
         return [int(s) for s in np.random.SeedSequence(int(self.seed)).generate_state(3)]
 
+    def check_memory(self, n_features: int, n_classes: int) -> None:
+        """HeadsParameterError, before anything is allocated, when training this head on `n_features`
+        inputs and `n_classes` classes would need more memory than its device has free (an estimate:
+        `training_bytes`), instead of the process being killed for memory."""
+        hidden = self._architecture()["hidden"]
+        needed = training_bytes(n_features, n_classes, hidden, self.batch_size)
+        device = _resolve_device(self.device)
+        free = memory_available(device)
+        if free is None or needed <= free:
+            return
+        shape = " -> ".join(str(w) for w in (n_features, *hidden, n_classes))
+        raise HeadsParameterError(
+            f"hidden={tuple(hidden)} (--hidden): a {shape} head needs about {_gib(needed)} to train "
+            f"(weights, gradients, optimiser state, a batch of {self.batch_size}), more than the "
+            f"{_gib(free)} free on {device.type}; use smaller hidden widths (e.g. 256) or batch_size"
+        )
+
     def _build_module(self, classes: np.ndarray, n_features: int) -> None:
         """A freshly initialised model for `classes` on the resolved device; classes_, threshold_ reset."""
+        self.check_memory(int(n_features), len(classes))
         self.device_ = _resolve_device(self.device)
         self.classes_ = classes
         self.n_features_in_ = int(n_features)
@@ -670,9 +704,11 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         X = self._check_X(X, reset=False)
         self.module_.eval()
         out = np.empty((len(X), len(self.classes_)), dtype=np.float32)
+        widest = max((X.shape[1], *self._architecture()["hidden"], len(self.classes_)))
+        rows = max(1, min(PREDICT_ROWS, PREDICT_BYTES // (3 * 4 * widest)))  # ~3 live float32 activations
         with torch.no_grad():
-            for start in range(0, len(X), PREDICT_ROWS):
-                chunk = torch.from_numpy(X[start : start + PREDICT_ROWS]).to(self.device_)
+            for start in range(0, len(X), rows):
+                chunk = torch.from_numpy(X[start : start + rows]).to(self.device_)
                 out[start : start + len(chunk)] = torch.softmax(self.module_(chunk), dim=1).cpu().numpy()
         return out
 

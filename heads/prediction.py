@@ -28,7 +28,7 @@ from embedstore.catalog import Catalog
 from embedstore.embeddings import EmbeddingQuery
 from embedstore.location import exclusive
 from embedstore.schema import SOURCES, TILES, key_field
-from embedstore.validation import Interval
+from embedstore.validation import Interval, output_file
 
 from .card import LOCK, HeadCard, heads_root, load_head, open_store, read_card
 from .data import READ_BATCH, TileIds, checked
@@ -185,6 +185,7 @@ def export_top(
     """Write a CSV of the `n` tiles with the highest score (or p(`class_name`)), best first: rank,
     tile_id, label, score, p(<class>) per class and the tile's source, position and group columns."""
     checked("-n", n, Interval(1, integer=True))
+    path = output_file("--export", path)  # checked before reading; the folder is made when writing
     store = open_store(store)
     card = read_card(store, name)
     table = predictions_table(card.name)

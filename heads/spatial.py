@@ -35,6 +35,7 @@ from embedstore.catalog import Catalog
 from embedstore.errors import EmbedstoreError
 from embedstore.schema import SOURCES, TILES, sql_string
 from embedstore.sources import open_slide, thumbnail_rgb, tissue_mask
+from embedstore.validation import output_file
 
 from .card import HeadCard, check_name, head_exists, open_store, read_card
 from .errors import HeadsError
@@ -181,7 +182,7 @@ def heatmap(
     """Write a PNG of head `name`'s probability of `class_name` (see `heat_class`) on each tile of `slide`,
     as a colour map (CMAP, 0..1) blended over the thumbnail, with the tissue outlined and a corner panel
     holding the colour bar, the head, the class and the threshold. The PNG is the thumbnail's size."""
-    out = Path(out)
+    out = output_file("--out", out)
     if out.suffix.lower() != ".png":
         raise HeadsError(f"{out}: the heatmap is a PNG; give an output path ending in .png")
     if not 0.0 <= alpha <= 1.0:
@@ -208,6 +209,7 @@ def export_geojson(
     """Write a GeoJSON FeatureCollection of head `name`'s predictions on `slide`, as QuPath imports it
     (File > Import objects from file): one detection per predicted tile, a square Polygon in level-0 pixel
     coordinates, classified as the predicted label, measurements `score` and `p(<class>)` per class."""
+    out = output_file("--export-geojson", out)
     predictions = slide_predictions(store, name, slide, classes)
     colours = {c: list(PALETTE[i % len(PALETTE)]) for i, c in enumerate(predictions.classes)}
     keys = [f"p({c})" for c in predictions.classes]

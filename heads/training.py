@@ -109,7 +109,7 @@ def train(
     store = open_store(store)
     store.require_writable()
     checked("--backbone", backbone, Name())
-    checked("--task", task, FileName())
+    checked("--task", task, Name())
     cls = head_class(head)
     name = check_name(name if name is not None else default_name(task, backbone, head))
     if not overwrite:
@@ -125,6 +125,7 @@ def train(
         split = split_tiles(store, task, backbone, group_by, validation, seed)
     elif split.task != task:
         raise HeadsError(f"the split given is of task {split.task!r}, not {task!r}")
+    estimator.check_memory(provenance.dim, len(split.classes))  # before reading vectors
     notes = list(split.notes)
     views = pipeline.uses_views and _has_views(store, table, table_version)
     if pipeline.uses_views and not views:

@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 from embedstore.catalog import Catalog
 from embedstore.location import remove_inside
-from embedstore.validation import FileName, Name
+from embedstore.validation import Name, output_file
 
 from .augment import parse_augmentations
 from .card import (
@@ -171,8 +171,7 @@ class TuneResult:
         }
 
     def write_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = output_file("--json", path, make_folder=True)
         path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
         return path
 
@@ -277,7 +276,7 @@ def tune(
     store = open_store(store)
     store.require_writable()
     checked("--backbone", backbone, Name())
-    checked("--task", task, FileName())
+    checked("--task", task, Name())
     cls = head_class(head)
     name = check_name(name if name is not None else default_name(task, backbone, head))
     searched = _space(head, space, fixed, cls)

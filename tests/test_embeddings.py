@@ -79,7 +79,7 @@ def test_queries_are_immutable_and_explicit(store):
         (lambda s: s.embeddings(""), "--backbone '' must be a non-empty name"),
         (lambda s: s.embeddings(FAST).task("nope").count(), "no labels for task 'nope'; tasks: t"),
         (lambda s: s.embeddings(FAST).task(""), "--task '' must be a non-empty name"),
-        (lambda s: s.embeddings(FAST).where("nonsense ===").count(), "bad filter"),
+        (lambda s: s.embeddings(FAST).where("nonsense ==="), "is not a filter over the tile columns"),
         (lambda s: s.embeddings(FAST).views(-1), "view -1 must be an integer >= 0"),
         (lambda s: s.embeddings(FAST).at(99), "has no version 99"),
         (lambda s: s.embeddings(FAST).columns("pixels"), "unknown tile column 'pixels'"),

@@ -43,7 +43,9 @@ HOSTILE = {  # test id -> name
 }
 
 # Each command with NAME where the hostile name goes, and what the one-line error must say (the flag, or for
-# --restore, which reads a tag or a version number, that there is no such tag). {store}, {tmp}: per test.
+# --restore, which reads a tag or a version number, that there is no such tag; commands that only read a
+# task take any one-line name, so that tasks of older stores stay readable, and refuse one the store does
+# not hold: "task"). {store}, {tmp}: per test.
 COMMANDS = {
     "index --name": (("index", "{store}", "--backbone", KEY, "--kind", "flat", "--name=NAME"), "--name"),
     "train-head --name": (
@@ -52,7 +54,7 @@ COMMANDS = {
     ),
     "train-head --task": (
         ("train-head", "{store}", "--backbone", KEY, "--task=NAME", "--name", "new", *FAST_CLI),
-        "--task",
+        "task",
     ),
     "predict --head": (("predict", "{store}", "--head=NAME", "--no-progress"), "--head"),
     "heatmap --head": (
@@ -64,14 +66,14 @@ COMMANDS = {
     "versions --table": (("versions", "{store}", "--table=NAME", "--tag", "keep"), "--table"),
     "labels import --task": (("labels", "import", "{store}", "{tmp}/labels.csv", "--task=NAME"), "--task"),
     "ingest --task": (("ingest", "{store}", "{tmp}/tiles", "--task=NAME"), "--task"),
-    "probe --task": (("probe", "{store}", "--task=NAME", "--no-progress"), "--task"),
+    "probe --task": (("probe", "{store}", "--task=NAME", "--no-progress"), "task"),
     "search --index": (
         ("search", "{store}", "--backbone", KEY, "--tile", "t000001", "--index=NAME"),
         "--index",
     ),
     "search --exclude-task": (
         ("search", "{store}", "--backbone", KEY, "--tile", "t000001", "--exclude-task=NAME"),
-        "--exclude-task",
+        "task",
     ),
     "search --review-task": (
         (

@@ -4,20 +4,18 @@ from pathlib import Path
 
 import click
 
-from ..options import open_existing, store_argument
-
-FILE = click.Path(dir_okay=False, path_type=Path)
+from ..options import OUTPUT_FILE, open_existing, store_argument
 
 
 @click.command("heatmap")
 @store_argument
 @click.option("--head", "name", required=True, metavar="NAME", help="A head whose predictions exist.")
 @click.option("--slide", required=True, metavar="ID", help="The slide: its source id, file name or stem.")
-@click.option("--out", type=FILE, default="heatmap.png", show_default=True, help="PNG to write.")
+@click.option("--out", type=OUTPUT_FILE, default="heatmap.png", show_default=True, help="PNG to write.")
 @click.option("--class", "class_name", metavar="CLASS", help="Class whose probability to draw.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Overlay opacity.")
 @click.option(
-    "--export-geojson", type=FILE, help="Also write the tiles with their scores as GeoJSON for QuPath."
+    "--export-geojson", type=OUTPUT_FILE, help="Also write the tiles with their scores as GeoJSON for QuPath."
 )
 def command(
     store: str, name: str, slide: str, out: Path, class_name: str | None, alpha: float, export_geojson

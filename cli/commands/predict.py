@@ -4,15 +4,13 @@ from pathlib import Path
 
 import click
 
-from ..options import open_existing, store_argument
+from ..options import OUTPUT_FILE, open_existing, store_argument
 
 
 @click.command("predict")
 @store_argument
 @click.option("--head", "name", required=True, metavar="NAME", help="A head saved by `train-head`.")
-@click.option(
-    "--export", type=click.Path(dir_okay=False, path_type=Path), help="Also write the top tiles as CSV."
-)
+@click.option("--export", type=OUTPUT_FILE, help="Also write the top tiles as CSV.")
 @click.option("--top", type=click.IntRange(min=1), default=100, show_default=True, help="Rows in --export.")
 @click.option(
     "--class", "class_name", metavar="CLASS", help="Rank --export by this class [default: positive]."

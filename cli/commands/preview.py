@@ -6,14 +6,12 @@ import click
 
 from embedstore.sources.grid import GridSettings
 
-from ..options import from_options
+from ..options import OUTPUT_FILE, from_options
 
 
 @click.command("preview")
 @click.argument("slide", type=click.Path(path_type=Path))
-@click.option(
-    "--out", type=click.Path(dir_okay=False, path_type=Path), default="preview.png", show_default=True
-)
+@click.option("--out", type=OUTPUT_FILE, default="preview.png", show_default=True, help="PNG to write.")
 @from_options(GridSettings)
 def command(slide: Path, out: Path, **grid) -> None:
     """Draw SLIDE's thumbnail with detected tissue and the tiles `ingest` would keep (same options)."""

@@ -7,9 +7,7 @@ import click
 
 from embedstore.probe.options import ProbeOptions
 
-from ..options import from_options, open_existing, store_argument
-
-FILE = click.Path(dir_okay=False, path_type=Path)
+from ..options import OUTPUT_FILE, from_options, open_existing, store_argument
 
 
 @click.command("probe")
@@ -31,9 +29,11 @@ FILE = click.Path(dir_okay=False, path_type=Path)
     show_default=True,
     help=next(f for f in dataclasses.fields(ProbeOptions) if f.name == "shots").metadata["help"],
 )
-@click.option("--json", "json_file", type=FILE, help="Write the whole report (every split) as JSON.")
-@click.option("--csv", "csv_file", type=FILE, help="Write the summary with ranks as CSV.")
-@click.option("--plot", "plot_file", type=FILE, help="Write a PNG: scores with intervals, few-shot curves.")
+@click.option("--json", "json_file", type=OUTPUT_FILE, help="Write the whole report (every split) as JSON.")
+@click.option("--csv", "csv_file", type=OUTPUT_FILE, help="Write the summary with ranks as CSV.")
+@click.option(
+    "--plot", "plot_file", type=OUTPUT_FILE, help="Write a PNG: scores with intervals, few-shot curves."
+)
 @click.option("--no-progress", "progress", flag_value=False, default=True, help="Do not show a progress bar.")
 def command(
     store: str,

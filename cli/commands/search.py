@@ -8,7 +8,7 @@ from embedstore.errors import EmbedstoreError
 from embedstore.search.options import SearchOptions
 from embedstore.validation import FileName, check_value
 
-from ..options import from_options, json_option, open_existing, store_argument
+from ..options import OUTPUT_FILE, from_options, json_option, open_existing, store_argument
 from ..output import emit_json
 
 SHOWN_COLUMNS = ["rank", "score", "tile_id", "slide", "source_id", "x", "y", "dataset"]
@@ -33,11 +33,9 @@ SHOWN_COLUMNS = ["rank", "score", "tile_id", "slide", "source_id", "x", "y", "da
 @click.option("--negative", "negatives", multiple=True, metavar="ID", help="A negative tile id (repeatable).")
 @from_options(SearchOptions)
 @json_option
-@click.option(
-    "--export", type=click.Path(dir_okay=False, path_type=Path), help="Write the hits as a labels CSV."
-)
+@click.option("--export", type=OUTPUT_FILE, help="Write the hits as a labels CSV.")
 @click.option("--export-label", default="candidate", show_default=True, help="The label --export writes.")
-@click.option("--html", type=click.Path(dir_okay=False, path_type=Path), help="Write a review page.")
+@click.option("--html", type=OUTPUT_FILE, help="Write a review page.")
 @click.option(
     "--review-task", default="review", show_default=True, help="Task name the review page's CSV is for."
 )

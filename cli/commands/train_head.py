@@ -4,9 +4,7 @@ from pathlib import Path
 
 import click
 
-from ..options import store_argument
-
-FILE = click.Path(dir_okay=False, path_type=Path)
+from ..options import OUTPUT_FILE, store_argument
 
 
 @click.command("train-head")
@@ -39,7 +37,7 @@ FILE = click.Path(dir_okay=False, path_type=Path)
 @click.option("--validation", type=float, default=0.2, show_default=True, help="Share of groups held out.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace a head of the same name.")
-@click.option("--json", "json_file", type=FILE, help="Write the training (or tuning) report as JSON.")
+@click.option("--json", "json_file", type=OUTPUT_FILE, help="Write the training (or tuning) report as JSON.")
 @click.option("--no-progress", "progress", flag_value=False, default=True, help="Do not show progress bars.")
 def command(
     store: str,
@@ -60,6 +58,7 @@ def command(
     import json
 
     import heads
+    from embedstore.validation import output_file
 
     from ..options import open_existing
 
@@ -88,7 +87,8 @@ def command(
     click.echo(trained.summary())
     if json_file is not None:
         report = {"card": trained.card.to_dict(), "history": trained.history, "notes": trained.notes}
-        json_file.write_text(json.dumps(report, indent=1, default=str))
+        written = output_file("--json", json_file, make_folder=True)  # checked at parsing; folder made now
+        written.write_text(json.dumps(report, indent=1, default=str))
         click.echo(f"wrote {json_file}", err=True)
 
 

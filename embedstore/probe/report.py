@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ..validation import output_file
 from .metrics import Interval, corrected_interval, paired_p_value
 from .options import ProbeOptions
 
@@ -111,14 +112,14 @@ class ProbeReport:
         return _finite(out)
 
     def write_json(self, path: str | Path) -> Path:
-        path = Path(path)
+        path = output_file("--json", path, make_folder=True)
         path.write_text(json.dumps(self.to_dict(), indent=1))
         return path
 
     def write_csv(self, path: str | Path) -> Path:
         """The summary (every backbone, probe and metric, with intervals), with the ranks beside the
         ranked rows (the ranking metric; kNN at rank_k)."""
-        path = Path(path)
+        path = output_file("--csv", path, make_folder=True)
         knn = f"knn@{self.options.rank_k}"
         ranks = self.ranking.select(
             pl.when(pl.col("probe") == "knn").then(pl.lit(knn)).otherwise(pl.col("probe")).alias("probe"),
@@ -134,7 +135,7 @@ class ProbeReport:
     def plot(self, path: str | Path) -> Path:
         from .plot import draw_report
 
-        return draw_report(self, Path(path))
+        return draw_report(self, output_file("--plot", path, make_folder=True))
 
     def format(self) -> str:
         from .tables import format_report

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from ..catalog import Catalog
 from ..embeddings import EmbeddingQuery
 from ..search.space import VectorSpace
-from ..validation import FileName, check_value
+from ..validation import Name, check_value
 from . import classifiers, splits
 from .data import TaskTiles, aligned_vectors, resolve_backbones, task_tiles
 from .indicators import backbone_indicators
@@ -33,7 +33,7 @@ def run_probe(
     say: Say | None = None,
 ) -> ProbeReport:
     """Probe `backbones` on `task` (None: label-free indicators only)."""
-    check_value("--task", task, FileName(), optional=True)
+    check_value("--task", task, Name(), optional=True)
     started = time.perf_counter()
     keys = resolve_backbones(catalog, backbones)
     if task is None:
@@ -52,6 +52,9 @@ def run_probe(
         for seed in range(options.seeds)
         for split in splits.group_folds(tiles.codes, tiles.groups, options.folds, seed)
     ]
+    notes = knn_depth_notes(options, folds)
+    for note in notes:
+        (say or (lambda _: None))(note)
     inner: dict[tuple[int, int], list] = {}  # (seed, fold) -> the linear probe's inner folds, one per split
     rows: list[dict] = []
     shot_rows: list[dict] = []
@@ -72,9 +75,27 @@ def run_probe(
         if options.shots:
             shot_rows += few_shot_curve(key, x, tiles, folds, options, _typical_c(chosen_cs))
     bar.close()
-    return ProbeReport.build(
+    report = ProbeReport.build(
         tiles, keys, rows, shot_rows, indicators, options, folds, time.perf_counter() - started
     )
+    report.notes += notes
+    return report
+
+
+def knn_depth_notes(options: ProbeOptions, folds: list[splits.Split]) -> list[str]:
+    """A warning when a --knn-k is at least the smallest training fold: kNN there is clamped to every
+    training tile (k = the fold's size), so its votes are the class frequencies, not neighbours."""
+    if "knn" not in options.probes or not folds:
+        return []
+    smallest = min(len(split.train) for split in folds)
+    deep = [k for k in options.knn_k if k >= smallest]
+    if not deep:
+        return []
+    return [
+        f"--knn-k {','.join(map(str, deep))}: the smallest training fold holds {smallest} tiles, so kNN "
+        f"was clamped to k={smallest} (every training tile votes: the class frequencies, not neighbours); "
+        f"use k < {smallest}"
+    ]
 
 
 @dataclass

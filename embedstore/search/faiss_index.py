@@ -51,6 +51,15 @@ def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
+def check_device(device: str) -> None:
+    """A one-line error when `device` cannot be honoured on this machine (cuda without a GPU faiss)."""
+    if device == "cuda" and not gpu_available():
+        raise EmbedstoreError(
+            "--device cuda: this faiss has no GPU support or no GPU is visible; "
+            "install embedstore[gpu] (faiss-gpu-cu12) or use --device cpu"
+        )
+
+
 class FaissIndex:
     """One FAISS index over prepared vectors; positions are row numbers in the order vectors were added."""
 
@@ -60,12 +69,8 @@ class FaissIndex:
         self.index, self.config = index, config
         if isinstance(config, IvfConfig):
             faiss.extract_index_ivf(index).make_direct_map()  # lets `vectors` read rows back
+        check_device(device)
         self.on_gpu = device != "cpu" and gpu_available() and isinstance(config, FlatConfig | IvfConfig)
-        if device == "cuda" and not gpu_available():
-            raise EmbedstoreError(
-                "--device cuda: this faiss has no GPU support or no GPU is visible; "
-                "install embedstore[gpu] (faiss-gpu-cu12) or use --device cpu"
-            )
         self._searcher = self._gpu_copy() if self.on_gpu else index
         self._squared_norms: np.ndarray | None = None  # flat l2 scans through BLAS, computed once
         self.apply(config)

@@ -14,11 +14,12 @@ no manifest names are removed only once an hour old (another process may be abou
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version as package_version
@@ -37,7 +38,7 @@ from ..errors import EmbedstoreError, ReadOnlyStoreError
 from ..location import ObjectPath, exclusive, is_inside, remove_inside
 from ..validation import FileName, check_value
 from .configs import FlatConfig, IndexConfig, LanceConfig, config_for, config_from_dict, config_to_dict
-from .faiss_index import FaissIndex, faiss_version
+from .faiss_index import FaissIndex, check_device, faiss_version
 from .lance_index import LanceIndex
 from .manifest import MANIFEST, IndexManifest
 from .options import IndexOptions
@@ -91,6 +92,7 @@ def build_index(
     """Build (or rebuild) an index over the view-0 vectors of `backbone`'s table at its newest version."""
     options = options or IndexOptions()
     say = say or (lambda _: None)
+    check_device(options.device)  # before anything is read or created
     catalog.require_writable()
     query = EmbeddingQuery.of(catalog, backbone).columns()
     dataset = catalog.dataset(query.table)
@@ -103,63 +105,100 @@ def build_index(
             f"--backbone {provenance.backbone}` first"
         )
     config = _resolved_config(options, config, rows, provenance.dim)  # refuse before reading vectors
-    say(f"reading the vectors of {query.table} (version {table_version})")
-    raw, tile_ids, _ = query.at(table_version).to_numpy()
     name = check_value(
         "--name", options.index_name(config.kind if options.kind != "auto" else None), FileName()
     )
+    say(f"reading the vectors of {query.table} (version {table_version})")
+    raw, tile_ids, _ = query.at(table_version).to_numpy()
     space = VectorSpace.fit(options.metric, options.center, raw)
     vectors = space.prepare(raw)
     del raw
     directory = index_root(catalog, query.table) / name
     token = _token(table_version)
-    directory.mkdir(parents=True, exist_ok=True)
-    say(f"building a {options.backend} {config.kind} index over {len(vectors)} vectors")
-    started = time.perf_counter()
-    if isinstance(config, LanceConfig):
-        # a local build takes its final name once saved; object stores cannot rename, so build in place
-        building = f"{BUILDING}{token}.lance" if isinstance(directory, Path) else f"vectors-{token}.lance"
-        backend: FaissIndex | LanceIndex = LanceIndex.build(
-            config, vectors, options.metric, directory / building
+    with _writing(directory, token):  # locked, created by the store's write path; undone when it fails
+        say(f"building a {options.backend} {config.kind} index over {len(vectors)} vectors")
+        started = time.perf_counter()
+        if isinstance(config, LanceConfig):
+            # a local build takes its final name once saved; object stores cannot rename: build in place
+            local = isinstance(directory, Path)
+            building = f"{BUILDING}{token}.lance" if local else f"vectors-{token}.lance"
+            backend: FaissIndex | LanceIndex = LanceIndex.build(
+                config, vectors, options.metric, directory / building
+            )
+        else:
+            backend = FaissIndex.build(config, vectors, options.metric, options.device)
+        recall, queries = None, 0
+        if not isinstance(config, FlatConfig):
+            say(f"tuning the search breadth to recall@10 >= {config.target_recall}")
+            recall, queries = tune(backend, vectors, options.metric, config.target_recall)
+        seconds = time.perf_counter() - started
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        manifest = IndexManifest(
+            name=name,
+            backend=options.backend,
+            kind=config.kind,
+            metric=options.metric,
+            center=space.mean is not None,
+            config=config_to_dict(backend.config),
+            table=query.table,
+            table_version=table_version,
+            built_from_version=table_version,
+            backbone=provenance.backbone,
+            weights_sha256=provenance.weights_sha256,
+            dim=int(vectors.shape[1]),
+            rows=len(vectors),
+            build_seconds=round(seconds, 3),
+            recall_at_10=None if recall is None else round(recall, 4),
+            recall_queries=queries,
+            files={},
+            mean=None if space.mean is None else [float(v) for v in space.mean],
+            created=now,
+            updated=now,
+            versions={
+                "embedstore": __version__,
+                "faiss": faiss_version(),
+                "pylance": package_version("pylance"),
+            },
         )
-    else:
-        backend = FaissIndex.build(config, vectors, options.metric, options.device)
-    recall, queries = None, 0
-    if not isinstance(config, FlatConfig):
-        say(f"tuning the search breadth to recall@10 >= {config.target_recall}")
-        recall, queries = tune(backend, vectors, options.metric, config.target_recall)
-    seconds = time.perf_counter() - started
-    now = datetime.now(UTC).isoformat(timespec="seconds")
-    manifest = IndexManifest(
-        name=name,
-        backend=options.backend,
-        kind=config.kind,
-        metric=options.metric,
-        center=space.mean is not None,
-        config=config_to_dict(backend.config),
-        table=query.table,
-        table_version=table_version,
-        built_from_version=table_version,
-        backbone=provenance.backbone,
-        weights_sha256=provenance.weights_sha256,
-        dim=int(vectors.shape[1]),
-        rows=len(vectors),
-        build_seconds=round(seconds, 3),
-        recall_at_10=None if recall is None else round(recall, 4),
-        recall_queries=queries,
-        files={},
-        mean=None if space.mean is None else [float(v) for v in space.mean],
-        created=now,
-        updated=now,
-        versions={
-            "embedstore": __version__,
-            "faiss": faiss_version(),
-            "pylance": package_version("pylance"),
-        },
-    )
-    with exclusive(directory, LOCK):
         _save(directory, manifest, backend, np.asarray(tile_ids).astype(str), token)
     return manifest
+
+
+@contextlib.contextmanager
+def _writing(directory: Path | ObjectPath, token: str) -> Iterator[None]:
+    """Build and save one index under its lock (which creates its folder: the store's write path). When
+    the build fails, remove what it created: files named with its token, and the folders that did not
+    exist before (when nothing else was put in them meanwhile)."""
+    created = _absent_folders(directory)
+    try:
+        with exclusive(directory, LOCK):
+            try:
+                yield
+            except BaseException:
+                manifest = directory / MANIFEST
+                if not (manifest.exists() and token in manifest.read_text()):  # not saved after all
+                    for path in directory.iterdir():
+                        if token in path.name:
+                            remove_inside(path, directory)
+                raise
+    except BaseException:
+        for folder in created:  # deepest first
+            with contextlib.suppress(OSError):
+                if folder == directory and [p.name for p in folder.iterdir()] == [LOCK]:
+                    (folder / LOCK).unlink()
+                folder.rmdir()
+        raise
+
+
+def _absent_folders(directory: Path | ObjectPath) -> list[Path]:
+    """`directory` and those of its parents that do not exist yet, deepest first (local paths only)."""
+    if not isinstance(directory, Path):
+        return []
+    absent = []
+    while not directory.exists():
+        absent.append(directory)
+        directory = directory.parent
+    return absent
 
 
 def open_index(

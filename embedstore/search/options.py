@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..validation import FileName, Flag, Interval, Name, OneOf, option, validate
+from ..validation import FileName, Flag, Interval, Name, OneOf, SqlExpression, option, validate
 from .configs import BACKENDS, KINDS, METRICS
 
 FUSIONS = ("mean", "rrf")
@@ -59,10 +59,13 @@ class SearchOptions:
     )
     exclude_query_slides: bool = option(False, Flag(), help="Leave out tiles of the query tiles' slides.")
     exclude_task: str | None = option(
-        None, FileName(), optional=True, help="Leave out tiles already labelled for this task."
+        None, Name(), optional=True, help="Leave out tiles already labelled for this task."
     )
     where: str | None = option(
-        None, Name(), optional=True, help="SQL over tile columns, e.g. \"dataset = 'cohort2'\"."
+        None,
+        SqlExpression(),
+        optional=True,
+        help="One SQL expression over tile columns, e.g. \"dataset = 'cohort2'\".",
     )
     index: str | None = option(
         None, FileName(), optional=True, help="Index name [default: the only one, or auto]."

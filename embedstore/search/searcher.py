@@ -29,10 +29,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..catalog import Catalog
-from ..embeddings import METADATA_COLUMNS
+from ..embeddings import METADATA_COLUMNS, tile_filter
 from ..errors import EmbedstoreError
 from ..schema import LABELS, TILES, task_predicate
-from ..validation import options_from
+from ..validation import options_from, output_file
 from .indexes import IndexOptions, Say, build_index, open_index, refresh
 from .manifest import IndexManifest
 from .options import SearchOptions
@@ -69,7 +69,7 @@ class SearchResult:
 
     def export_labels(self, path: str | Path, label: str = "candidate") -> Path:
         """A CSV that `embedstore labels import` reads: tile_id, label (plus score and rank)."""
-        path = Path(path)
+        path = output_file("--export", path, make_folder=True)
         frame = self.hits.select("tile_id", pl.lit(label).alias("label"), "score", "rank")
         frame.write_csv(path)
         return path
@@ -81,7 +81,7 @@ class SearchResult:
         return write_review_page(
             catalog,
             self.hits,
-            Path(path),
+            output_file("--html", path, make_folder=True),
             query_tile_ids=self.query_tile_ids,
             query_images=self.query_images,
             task=task,
@@ -179,6 +179,12 @@ class Searcher:
         self.notes = []
         space = self.loaded.space
         tiles, negatives = list(dict.fromkeys(tiles)), list(dict.fromkeys(negatives))
+        both = [t for t in negatives if t in set(tiles)]
+        if both:
+            raise EmbedstoreError(
+                f"--negative {both[0]!r} is also a --tile: a tile cannot be both a positive and a negative "
+                "(every score would cancel); give it once"
+            )
         query_positions = self._positions(tiles, "--tile")
         negative_positions = self._positions(negatives, "--negative")
         parts = [self.loaded.backend.vectors(query_positions)] if len(query_positions) else []
@@ -190,7 +196,7 @@ class Searcher:
             parts.append(space.prepare(raw))
             query_images = [(Path(p).name, rgb) for p, rgb in zip(images, decoded, strict=True)]
         if vectors is not None:
-            parts.append(space.prepare(self._checked_vectors(vectors)))
+            parts.append(self._prepared_vectors(vectors))
         if not parts:
             raise EmbedstoreError(
                 "nothing to search with: give --tile ID, --image FILE or --vectors FILE.npy"
@@ -241,18 +247,39 @@ class Searcher:
             f"{self.catalog.root} --backbone {self.manifest.backbone}` first"
         )
 
+    def _prepared_vectors(self, vectors: np.ndarray) -> np.ndarray:
+        """Raw query vectors checked, then prepared like the index's; one line naming the first bad row."""
+        prepared = self.loaded.space.prepare(self._checked_vectors(vectors))
+        problem = self.loaded.space.query_problem(prepared)
+        if problem is not None:
+            raise EmbedstoreError(f"--vectors row {problem[0]} {problem[1]}; give another vector")
+        return prepared
+
     def _checked_vectors(self, vectors: np.ndarray) -> np.ndarray:
-        array = np.asarray(vectors, dtype=np.float32)
+        """(n, dim) float32 from numbers that are finite and within float32's range."""
+        given = np.asarray(vectors)
+        dim = self.manifest.dim
+        if given.dtype.kind not in "biuf":
+            raise EmbedstoreError(
+                f"--vectors holds {given.dtype} values; give (n, {dim}) real numbers (float or integer)"
+            )
+        array = given.astype(np.float64)
         if array.ndim == 1:
             array = array[None, :]
-        if array.ndim != 2 or array.shape[1] != self.manifest.dim or len(array) == 0:
+        if array.ndim != 2 or array.shape[1] != dim or len(array) == 0:
             raise EmbedstoreError(
                 f"--vectors has shape {tuple(np.shape(vectors))}; {self.manifest.table} holds "
-                f"{self.manifest.dim}-d vectors: give (n, {self.manifest.dim}) float values"
+                f"{dim}-d vectors: give (n, {dim}) float values"
             )
-        if not np.isfinite(array).all():
-            raise EmbedstoreError("--vectors holds NaN or infinite values")
-        return array
+        bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+        if len(bad):
+            raise EmbedstoreError(f"--vectors row {bad[0]} holds NaN or infinite values")
+        bad = np.flatnonzero((np.abs(array) > np.finfo(np.float32).max).any(axis=1))
+        if len(bad):
+            raise EmbedstoreError(
+                f"--vectors row {bad[0]} holds values beyond float32's range (±3.4e38); scale it down"
+            )
+        return array.astype(np.float32)
 
     def _allowed(self, options: SearchOptions, queries: np.ndarray, negatives: np.ndarray) -> np.ndarray:
         """Positions a hit may take: in the store, passing the filters, neither a query nor a negative."""
@@ -279,13 +306,8 @@ class Searcher:
     def _where_mask(self, predicate: str) -> np.ndarray:
         key = ("where", predicate, self._tiles_version)
         if key not in self._masks:
-            try:
-                ids = self._tiles.to_table(columns=["tile_id"], filter=predicate).column("tile_id")
-            except (ValueError, OSError) as error:
-                first = str(error).splitlines()[0]
-                raise EmbedstoreError(
-                    f"--where {predicate!r}: {first}; use SQL over the tile columns"
-                ) from None
+            checked = tile_filter(self.catalog, predicate)
+            ids = self._tiles.to_table(columns=["tile_id"], filter=checked).column("tile_id")
             self._masks[key] = self._mask_of(ids)
         return self._masks[key]
 
@@ -294,6 +316,12 @@ class Searcher:
         key = ("task", task, labels.version)
         if key not in self._masks:
             ids = labels.to_table(columns=["tile_id"], filter=task_predicate(task)).column("tile_id")
+            if len(ids) == 0:
+                tasks = sorted(set(labels.to_table(columns=["task"]).column("task").to_pylist()))
+                raise EmbedstoreError(
+                    f"--exclude-task {task!r}: no tile is labelled for that task; "
+                    f"tasks: {', '.join(tasks) or 'none yet'}"
+                )
             self._masks[key] = self._mask_of(ids)
         return self._masks[key]
 

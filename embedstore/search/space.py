@@ -35,9 +35,28 @@ class VectorSpace:
         if self.metric != "cosine":
             return x
         x = x - self.mean if self.mean is not None else x.copy()
-        norms = np.sqrt(np.einsum("ij,ij->i", x, x))  # a third of np.linalg.norm's time: no squared copy
+        with np.errstate(over="ignore"):
+            norms = np.sqrt(np.einsum("ij,ij->i", x, x))  # a third of np.linalg.norm's time: no squared copy
+        huge = np.flatnonzero(np.isinf(norms))  # squares beyond float32 (|v| > ~1e19), or infinite values
+        huge = huge[np.isfinite(x[huge]).all(axis=1)]
+        if len(huge):  # finite but huge: shrink those rows first, cosine ignores length
+            x[huge] /= np.abs(x[huge]).max(axis=1, keepdims=True)
+            norms[huge] = np.sqrt(np.einsum("ij,ij->i", x[huge], x[huge]))
         x /= np.maximum(norms, 1e-12)[:, None]
         return x
+
+    def query_problem(self, prepared: np.ndarray) -> tuple[int, str] | None:
+        """The first prepared row that cannot be a query here, and why (None when all can): a row with no
+        direction (zero, or the centring mean itself) scores 0 against everything; for l2, a row whose
+        squared length overflows float32 scores -inf against everything."""
+        wide = prepared.astype(np.float64)  # the squared lengths of float32 rows, without overflow
+        lengths = np.einsum("ij,ij->i", wide, wide)
+        if self.metric == "cosine":
+            bad = np.flatnonzero(~(lengths > 0.5))
+            why = "is zero after centring on the table's mean" if self.mean is not None else "is all zeros"
+            return (int(bad[0]), f"{why}: it has no direction to compare") if len(bad) else None
+        bad = np.flatnonzero(~(lengths < np.finfo(np.float32).max))
+        return (int(bad[0]), "is too long for l2 scores in float32; scale it down") if len(bad) else None
 
     def similarity(self, queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         """(q, n) scores between prepared vectors, higher = more alike: cosine, or -squared L2."""

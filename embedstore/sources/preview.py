@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..validation import output_file
 from .grid import GridSettings
 from .layout import SlideLayout, layout_slide
 
@@ -44,6 +45,7 @@ def render_preview(layout: SlideLayout, max_side: int = 1600) -> Image.Image:
 
 def preview_slide(path: str | Path, out: str | Path, grid: GridSettings | None = None) -> SlideLayout:
     """Write a preview PNG of how `path` would be tiled; returns the layout (its grid has the tiles)."""
+    out = output_file("--out", out)
     layout = layout_slide(Path(path), grid or GridSettings())
-    render_preview(layout).save(out)
+    render_preview(layout).save(output_file("--out", out, make_folder=True))
     return layout
