@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
@@ -23,7 +24,7 @@ import pyarrow as pa
 
 from . import versions as _versions
 from . import writes
-from .errors import EmbedstoreError, NotAStoreError
+from .errors import EmbedstoreError, NotAStoreError, TableDamagedError
 from .location import ObjectPath, remove_tree, store_location
 from .schema import CORE_SCHEMAS, EMBEDDING_PREFIX, MARKER_FILE, STORE_FORMAT_VERSION, TILES
 
@@ -140,7 +141,7 @@ class Catalog:
             raise EmbedstoreError(
                 f"no table {name!r} in {self.root}; tables: {', '.join(self.table_names())}"
             )
-        dataset = lance.dataset(str(self.table_path(name)))
+        dataset = open_table(self.table_path(name), name, self.root)
         if version is not None:
             dataset = dataset.checkout_version(_versions.resolve(dataset, name, version))
         return dataset
@@ -212,6 +213,66 @@ class Catalog:
         if isinstance(older_than, str):
             older_than = _versions.parse_duration(older_than)
         return {name: _versions.compact(self.dataset(name), older_than) for name in self.table_names()}
+
+
+class TableDataset(lance.LanceDataset):
+    """A Lance dataset that names its table when its files do not read: the one door every reader of a
+    store's tables goes through (`Catalog.dataset`), so a damaged table gives one line, not a traceback."""
+
+    _table: str = ""
+    _store: str = ""
+
+    def to_table(self, *args: Any, **kwargs: Any) -> pa.Table:
+        try:
+            return super().to_table(*args, **kwargs)
+        except (OSError, pa.ArrowInvalid) as error:
+            raise self._damaged(error) from error
+
+    def to_batches(self, *args: Any, **kwargs: Any) -> Iterator[pa.RecordBatch]:
+        try:
+            batches = super().to_batches(*args, **kwargs)
+        except (OSError, pa.ArrowInvalid) as error:
+            raise self._damaged(error) from error
+        return self._guarded(batches)
+
+    def count_rows(self, *args: Any, **kwargs: Any) -> int:
+        try:
+            return super().count_rows(*args, **kwargs)
+        except (OSError, pa.ArrowInvalid) as error:
+            raise self._damaged(error) from error
+
+    def _guarded(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from batches
+        except (OSError, pa.ArrowInvalid) as error:
+            raise self._damaged(error) from error
+
+    def _damaged(self, error: Exception) -> Exception:
+        if isinstance(error, pa.ArrowInvalid) and not str(error).startswith("External error"):
+            return error  # not the files: e.g. a bad filter, which the caller explains
+        return TableDamagedError(
+            f"table {self._table!r} is damaged: its files do not read ({first_line(error)}); "
+            f"run `embedstore check {self._store}` to find the version to restore"
+        )
+
+
+def open_table(path: Path | ObjectPath, name: str, store: Path | ObjectPath) -> TableDataset:
+    """Open one table's newest version; TableDamagedError (one line) when its manifests are gone."""
+    try:
+        dataset = TableDataset(str(path))
+    except (OSError, ValueError) as error:
+        raise TableDamagedError(
+            f"table {name!r} is damaged: it does not open ({first_line(error)}); "
+            f"run `embedstore check {store}`"
+        ) from None
+    dataset._table, dataset._store = name, str(store)
+    return dataset
+
+
+def first_line(error: Exception) -> str:
+    """An error's message without Lance's source locations (", /path/file.rs:1:2") and traceback lines."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text.split(", /")[0].removeprefix("External error: ")
 
 
 def _new_marker() -> str:

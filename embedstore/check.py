@@ -18,6 +18,7 @@ import polars as pl
 import pyarrow as pa
 
 from .catalog import Catalog
+from .damage import inspect_table
 from .embedding_tables import dtype_name, recorded_provenance, table_name
 from .errors import EmbedstoreError
 from .location import remove_tree
@@ -43,9 +44,8 @@ class Finding:
     """One kind of problem in one table."""
 
     table: str
-    kind: (
-        str  # duplicate-keys | orphans | provenance | undeclared-key | incomplete-sources | staging-leftovers
-    )
+    kind: str  # damaged | duplicate-keys | orphans | provenance | undeclared-key | incomplete-sources
+    # | staging-leftovers
     count: int
     message: str
     examples: list[str] = field(default_factory=list)
@@ -69,9 +69,12 @@ class CheckReport:
         total = sum(self.rows.values())
         lines = [f"checked {len(self.rows)} tables, {total} rows in {self.store}"]
         for done in self.repaired:
-            lines.append(
-                f"repaired {done['table']}: {done['removed']} row(s) removed in version {done['version']}"
-            )
+            if done["version"] is None:
+                lines.append(f"repaired {done['table']}: {done['removed']} half-created table(s) removed")
+            else:
+                lines.append(
+                    f"repaired {done['table']}: {done['removed']} row(s) removed in version {done['version']}"
+                )
         for finding in self.findings:
             shown = f" (e.g. {', '.join(finding.examples)})" if finding.examples else ""
             fix = "" if finding.repairable else " [not repaired by --repair]"
@@ -123,6 +126,7 @@ class _Checker:
         self.extra_rowids: dict[str, list[int]] = {}  # table -> row ids of duplicate copies to remove
         self.orphans: dict[str, tuple[str, list[str]]] = {}  # table -> (column, values) to remove
         self.staging_leftovers: list[str] = []
+        self.damaged: set[str] = set()
 
     def run(self) -> CheckReport:
         names = self.catalog.table_names()
@@ -132,12 +136,46 @@ class _Checker:
                 f"{self.catalog.root} lacks core table(s) {', '.join(missing)}; the store is damaged beyond "
                 "repair: restore it from a copy, or re-create it and ingest again"
             )
-        keys = {name: self._keys(name) for name in names}
-        sources = keys[SOURCES]
-        source_ids = set(sources["source_id"].to_list())
+        self.damaged = {name for name in names if self._damage(name)}
+        keys = {name: self._keys(name) for name in names if name not in self.damaged}
+        self._references(names, keys)
+        for name in self.catalog.embedding_table_names():
+            if name not in self.damaged:
+                self._provenance(name)
+        if not {SOURCES, TILES} & self.damaged:
+            self._incomplete_sources(keys[SOURCES], keys[TILES])
+        if SOURCES not in self.damaged:
+            failed = keys[SOURCES].filter(pl.col("status") == "failed")
+            self.report.failed_sources = [
+                {"uri": row["uri"], "error": row["error"]} for row in failed.select("uri", "error").to_dicts()
+            ]
+        self._staging()
+        return self.report
+
+    def _references(self, names: list[str], keys: dict[str, pl.DataFrame]) -> None:
+        """Orphans: rows pointing at rows that do not exist. A check that would read a damaged table is
+        skipped (and said so): its rows are not known, so nothing may be called an orphan by them."""
+        predictions = [name for name in names if name.startswith(PREDICTIONS_PREFIX)]
+        by_tile = [LABELS, *self.catalog.embedding_table_names(), *predictions]
+        skipped = []
+        if SOURCES in self.damaged:
+            skipped = [name for name in [TILES, FILES, *by_tile] if name not in self.damaged]
+            self._skipped(skipped, SOURCES)
+            return
+        source_ids = list(set(keys[SOURCES]["source_id"].to_list()))
+        if FILES not in self.damaged:
+            self._orphans(
+                FILES,
+                keys[FILES].filter(~pl.col("source_id").is_in(source_ids)),
+                "uri",
+                "file(s) recorded for a source that is not in the sources table",
+            )
+        if TILES in self.damaged:
+            self._skipped([name for name in by_tile if name not in self.damaged], TILES)
+            return
         tiles = keys[TILES]
-        orphan_tiles = tiles.filter(~pl.col("source_id").is_in(list(source_ids)))
-        kept_tiles = set(tiles["tile_id"].to_list()) - set(orphan_tiles["tile_id"].to_list())
+        orphan_tiles = tiles.filter(~pl.col("source_id").is_in(source_ids))
+        kept_tiles = list(set(tiles["tile_id"].to_list()) - set(orphan_tiles["tile_id"].to_list()))
         self._orphans(
             TILES,
             orphan_tiles,
@@ -145,34 +183,27 @@ class _Checker:
             "tile(s) whose source is not in the sources table (an interrupted ingest leaves these: "
             "run it again to complete their sources, or --repair to remove them)",
         )
-        self._orphans(
-            FILES,
-            keys[FILES].filter(~pl.col("source_id").is_in(list(source_ids))),
-            "uri",
-            "file(s) recorded for a source that is not in the sources table",
-        )
-        predictions = [name for name in names if name.startswith(PREDICTIONS_PREFIX)]
-        for name in [LABELS, *self.catalog.embedding_table_names(), *predictions]:
-            frame = keys[name].filter(~pl.col("tile_id").is_in(list(kept_tiles)))
+        for name in (name for name in by_tile if name not in self.damaged):
+            frame = keys[name].filter(~pl.col("tile_id").is_in(kept_tiles))
             what = "prediction(s)" if name in predictions else "embedding row(s)"
             what = "label(s)" if name == LABELS else what
             self._orphans(
                 name, frame, "tile_id", f"{what} of tiles that are not in the store (or have no source)"
             )
-        for name in self.catalog.embedding_table_names():
-            self._provenance(name)
-        self._incomplete_sources(sources, tiles)
-        failed = sources.filter(pl.col("status") == "failed")
-        self.report.failed_sources = [
-            {"uri": row["uri"], "error": row["error"]} for row in failed.select("uri", "error").to_dicts()
-        ]
-        self._staging()
-        return self.report
+
+    def _skipped(self, tables: list[str], damaged: str) -> None:
+        if tables:
+            self.report.notes.append(
+                f"orphans of {', '.join(tables)} not checked (and not repaired): they are found through "
+                f"{damaged}, which is damaged"
+            )
 
     def deletions(self) -> list[tuple[str, str]]:
         """(table, SQL predicate) for every table with duplicate copies or orphans to remove."""
         out = []
         for name in self.catalog.table_names():
+            if name in self.damaged:
+                continue
             parts = []
             if name in self.extra_rowids:
                 parts.append(f"_rowid IN ({', '.join(str(i) for i in self.extra_rowids[name])})")
@@ -224,6 +255,30 @@ class _Checker:
                 )
             )
         return frame
+
+    def _damage(self, name: str) -> bool:
+        """Record a damaged table (it does not open, misses its newest version, or its files do not
+        read) with the command that restores its newest version that reads."""
+        damage = inspect_table(self.catalog, name, scan=True)
+        if damage is None:
+            return False
+        store = self.catalog.root
+        if damage.restore_to is None:
+            fix = f"no version of it reads: restore {self.catalog.table_path(name)} from a copy" + (
+                f", or remove that folder and run `embedstore embed {store}` again"
+                if name.startswith(EMBEDDING_PREFIX)
+                else ""
+            )
+        else:
+            fix = (
+                f"restore version {damage.restore_to}, the newest that reads: "
+                f"`embedstore versions {store} --table {name} --restore {damage.restore_to}`, then run "
+                "again the ingest or embed that wrote what was lost"
+            )
+        self.report.findings.append(
+            Finding(name, "damaged", 1, f"DAMAGED: {damage.problem}; {fix}", repairable=False)
+        )
+        return True
 
     def _orphans(self, name: str, frame: pl.DataFrame, column: str, what: str) -> None:
         if frame.height == 0:

@@ -17,3 +17,7 @@ class SourceError(EmbedstoreError):
 
 class BackboneError(EmbedstoreError):
     """A backbone key is unknown, or its weights are missing or do not fit."""
+
+
+class TableDamagedError(EmbedstoreError):
+    """A table's files are missing or do not read; `embedstore check` names the version to restore."""
