@@ -207,12 +207,16 @@ class Catalog:
         """Name a version of a table (default: the newest) so compaction keeps it; returns the version."""
         return _versions.tag(self.dataset(name), name, tag, version)
 
-    def compact(self, older_than: timedelta | str = timedelta(days=7)) -> dict[str, dict[str, int]]:
-        """Compact every table's fragments and remove untagged versions older than `older_than`
-        (a timedelta, or a duration like "7d", "12h", "0s")."""
+    def compact(self, older_than: timedelta | str = timedelta(days=7)) -> _versions.CompactReport:
+        """Remove every table's untagged versions older than `older_than` (a timedelta, or a duration
+        like "7d", "12h", "0s") and merge its fragments where that frees space (see
+        `embedstore.versions.compact`); the report gives versions and bytes on disk before and after."""
         if isinstance(older_than, str):
             older_than = _versions.parse_duration(older_than)
-        return {name: _versions.compact(self.dataset(name), older_than) for name in self.table_names()}
+        report = _versions.CompactReport(_versions.duration_text(older_than))
+        for name in self.table_names():
+            report.tables[name] = _versions.compact(self.dataset(name), self.table_path(name), older_than)
+        return report
 
 
 class TableDataset(lance.LanceDataset):

@@ -10,7 +10,7 @@ from .catalog import Catalog
 from .damage import TableDamage, inspect_table
 from .embedding_tables import dtype_name
 from .errors import TableDamagedError
-from .location import tree_size
+from .location import human_bytes, tree_size
 from .schema import FILES, LABELS, SOURCES, TILES
 
 UNREADABLE = "unreadable: its table is damaged"
@@ -87,7 +87,7 @@ def _table_summary(catalog: Catalog, name: str, damage: TableDamage | None) -> d
 
 def format_info(info: dict[str, Any]) -> str:
     """The summary as human-readable lines."""
-    lines = [f"store   {info['store']}  ({_human_bytes(info['disk_bytes'])} on disk)"]
+    lines = [f"store   {info['store']}  ({human_bytes(info['disk_bytes'])} on disk)"]
     sources = info["sources"]
     if sources is None:
         lines.append(f"sources {UNREADABLE}")
@@ -119,12 +119,3 @@ def format_info(info: dict[str, Any]) -> str:
             "and names the fix"
         )
     return "\n".join(lines)
-
-
-def _human_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"
