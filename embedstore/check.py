@@ -33,7 +33,7 @@ from .schema import (
     key_column,
     sql_string,
 )
-from .writes import STAGING_DIR
+from .writes import STAGING_DIR, staging_owner_alive
 
 EXAMPLES = 3
 PREDICTIONS_PREFIX = "pred__"  # tables written by heads.predict: tile_id (key), score, probabilities, label
@@ -104,7 +104,8 @@ def repair_store(catalog: Catalog) -> CheckReport:
         removed = catalog.delete(name, predicate)
         repaired.append({"table": name, "removed": removed, "version": int(catalog.dataset(name).version)})
     if checker.staging_leftovers:
-        remove_tree(catalog.root / STAGING_DIR)
+        for entry in checker.staging_leftovers:  # not those of running processes
+            remove_tree(catalog.root / STAGING_DIR / entry)
         repaired.append({"table": STAGING_DIR, "removed": len(checker.staging_leftovers), "version": None})
     after = check_store(catalog)
     after.repaired = repaired
@@ -330,16 +331,21 @@ class _Checker:
             )
 
     def _staging(self) -> None:
+        """Half-created tables: of a process that is gone (a problem), or still creating one (a note)."""
         staging = self.catalog.root / STAGING_DIR
-        if staging.is_dir():
-            self.staging_leftovers = sorted(p.name for p in staging.iterdir())
+        entries = sorted(p.name for p in staging.iterdir()) if staging.is_dir() else []
+        running = [entry for entry in entries if staging_owner_alive(entry)]
+        self.staging_leftovers = [entry for entry in entries if entry not in running]
+        if running:
+            self.report.notes.append(f"{len(running)} table(s) being created by running processes")
         if self.staging_leftovers:
             self.report.findings.append(
                 Finding(
                     STAGING_DIR,
                     "staging-leftovers",
                     len(self.staging_leftovers),
-                    f"{len(self.staging_leftovers)} half-created table(s) left by an interrupted run",
+                    f"{len(self.staging_leftovers)} half-created table(s) left by an interrupted run (the "
+                    "next table created on the machine that ran it removes them; so does --repair)",
                     self.staging_leftovers[:EXAMPLES],
                 )
             )
