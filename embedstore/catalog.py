@@ -142,9 +142,9 @@ class Catalog:
                 f"no table {name!r} in {self.root}; tables: {', '.join(self.table_names())}"
             )
         dataset = open_table(self.table_path(name), name, self.root)
-        if version is not None:
-            dataset = dataset.checkout_version(_versions.resolve(dataset, name, version))
-        return dataset
+        if version is None:
+            return dataset
+        return open_table(self.table_path(name), name, self.root, _versions.resolve(dataset, name, version))
 
     def read(
         self,
@@ -260,10 +260,13 @@ class TableDataset(lance.LanceDataset):
         )
 
 
-def open_table(path: Path | ObjectPath, name: str, store: Path | ObjectPath) -> TableDataset:
-    """Open one table's newest version; TableDamagedError (one line) when its manifests are gone."""
+def open_table(
+    path: Path | ObjectPath, name: str, store: Path | ObjectPath, version: int | None = None
+) -> TableDataset:
+    """Open one table at its newest version (or `version`); TableDamagedError (one line) when its
+    manifests are gone."""
     try:
-        dataset = TableDataset(str(path))
+        dataset = TableDataset(str(path), version=version)
     except (OSError, ValueError) as error:
         raise TableDamagedError(
             f"table {name!r} is damaged: it does not open ({first_line(error)}); "
