@@ -10,6 +10,7 @@ The catalog is the low half of the store; the verbs (ingest, embed, check, ...) 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -227,37 +228,35 @@ class TableDataset(lance.LanceDataset):
     _store: str = ""
 
     def to_table(self, *args: Any, **kwargs: Any) -> pa.Table:
-        try:
+        with self._reading():
             return super().to_table(*args, **kwargs)
-        except (OSError, pa.ArrowInvalid) as error:
-            raise self._damaged(error) from error
 
     def to_batches(self, *args: Any, **kwargs: Any) -> Iterator[pa.RecordBatch]:
-        try:
+        with self._reading():
             batches = super().to_batches(*args, **kwargs)
-        except (OSError, pa.ArrowInvalid) as error:
-            raise self._damaged(error) from error
         return self._guarded(batches)
 
     def count_rows(self, *args: Any, **kwargs: Any) -> int:
-        try:
+        with self._reading():
             return super().count_rows(*args, **kwargs)
-        except (OSError, pa.ArrowInvalid) as error:
-            raise self._damaged(error) from error
 
     def _guarded(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        try:
+        with self._reading():
             yield from batches
-        except (OSError, pa.ArrowInvalid) as error:
-            raise self._damaged(error) from error
 
-    def _damaged(self, error: Exception) -> Exception:
-        if isinstance(error, pa.ArrowInvalid) and not str(error).startswith("External error"):
-            return error  # not the files: e.g. a bad filter, which the caller explains
-        return TableDamagedError(
-            f"table {self._table!r} is damaged: its files do not read ({first_line(error)}); "
-            f"run `embedstore check {self._store}` to find the version to restore"
-        )
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Lance's errors of files that do not read become one TableDamagedError naming the table;
+        others (a bad filter or column, which the caller explains) pass unchanged."""
+        try:
+            yield
+        except (OSError, pa.ArrowInvalid) as error:
+            if isinstance(error, pa.ArrowInvalid) and not str(error).startswith("External error"):
+                raise
+            raise TableDamagedError(
+                f"table {self._table!r} is damaged: its files do not read ({first_line(error)}); "
+                f"run `embedstore check {self._store}` to find the version to restore"
+            ) from error
 
 
 def open_table(
