@@ -147,9 +147,7 @@ def compact(dataset: lance.LanceDataset, folder: Path | ObjectPath, older_than: 
         _cleanup(lance.dataset(dataset.uri), older_than)
     note = ""
     if blocking and _needs_compaction(dataset):
-        note = (
-            f"fragments not merged: {blocking} would keep the current files, so merging would only add files"
-        )
+        note = _blocked_note(blocking)
     return TableCompaction(
         before, len(lance.dataset(dataset.uri).versions()), bytes_before, tree_size(folder), compacted, note
     )
@@ -173,6 +171,13 @@ def _versions_kept_after_compaction(dataset: lance.LanceDataset, older_than: tim
     if tagged:
         reasons.append(f"{len(tagged)} tagged version(s)")
     return " and ".join(reasons)
+
+
+def _blocked_note(blocking: str) -> str:
+    note = f"fragments not merged: {blocking} would keep the current files, so merging would only add files"
+    if "tagged" not in blocking:
+        note += " (--older-than 0s merges now, dropping every untagged older version)"
+    return note
 
 
 def _needs_compaction(dataset: lance.LanceDataset) -> bool:
