@@ -253,10 +253,8 @@ class TableDataset(lance.LanceDataset):
         except (OSError, pa.ArrowInvalid) as error:
             if isinstance(error, pa.ArrowInvalid) and not str(error).startswith("External error"):
                 raise
-            raise TableDamagedError(
-                f"table {self._table!r} is damaged: its files do not read ({first_line(error)}); "
-                f"run `embedstore check {self._store}` to find the version to restore"
-            ) from error
+            problem = f"its files do not read ({first_line(error)})"
+            raise TableDamagedError(self._table, problem, self._store) from error
 
 
 def open_table(
@@ -267,10 +265,7 @@ def open_table(
     try:
         dataset = TableDataset(str(path), version=version)
     except (OSError, ValueError) as error:
-        raise TableDamagedError(
-            f"table {name!r} is damaged: it does not open ({first_line(error)}); "
-            f"run `embedstore check {store}`"
-        ) from None
+        raise TableDamagedError(name, f"it does not open ({first_line(error)})", str(store)) from error
     dataset._table, dataset._store = name, str(store)
     return dataset
 

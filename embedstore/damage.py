@@ -39,7 +39,7 @@ def inspect_table(catalog: Catalog, name: str, scan: bool) -> TableDamage | None
     except TableDamagedError as error:
         if not any(catalog.table_path(name).glob("_versions/*.manifest")):
             return TableDamage(name, "no version of it is left: its _versions folder holds no manifest")
-        return TableDamage(name, str(error).split(": ", 1)[1].split("; run `")[0])
+        return TableDamage(name, error.problem)
     data = catalog.table_path(name) / "data"
     verified: dict[str, str | None] = {}
     opened = int(dataset.version)
@@ -53,7 +53,7 @@ def inspect_table(catalog: Catalog, name: str, scan: bool) -> TableDamage | None
     unreadable = _version_problem(dataset, data, scan, verified)
     if unreadable is None:
         return None
-    restore_to = _newest_readable(dataset, data, True, verified, upto=opened - 1)
+    restore_to = _newest_readable(dataset, data, True, verified, upto=opened - 1) if scan else None
     return TableDamage(name, unreadable, restore_to)
 
 

@@ -21,3 +21,12 @@ class BackboneError(EmbedstoreError):
 
 class TableDamagedError(EmbedstoreError):
     """A table's files are missing or do not read; `embedstore check` names the version to restore."""
+
+    def __init__(self, table: str, problem: str, store: str) -> None:
+        self.table, self.problem, self.store = table, problem, store
+        super().__init__(
+            f"table {table!r} is damaged: {problem}; run `embedstore check {store}`, which names the fix"
+        )
+
+    def __reduce__(self) -> tuple:  # picklable (Ray workers raise it) despite its own arguments
+        return type(self), (self.table, self.problem, self.store)

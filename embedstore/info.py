@@ -77,7 +77,7 @@ def _table_summary(catalog: Catalog, name: str, damage: TableDamage | None) -> d
         dataset = catalog.dataset(name)
         summary: dict[str, Any] = {"rows": dataset.count_rows(), "version": int(dataset.version)}
     except TableDamagedError as error:
-        return {"damaged": str(error).split(": ", 1)[1].split("; run `")[0]}
+        return {"damaged": error.problem}
     vector = dataset.schema.field("vector") if "vector" in dataset.schema.names else None
     if vector is not None and pa.types.is_fixed_size_list(vector.type):
         summary["dim"] = vector.type.list_size
