@@ -1,6 +1,8 @@
 """Checking a store like a filesystem check, and repairing what can be repaired.
 
-Checked: every table holds one row per key; tiles, files, labels and embeddings point at rows that
+Checked: every table opens, has its newest version and reads (else it is DAMAGED, with the version to
+restore; checks that would read it are skipped, so --repair never deletes rows because of it); every
+table holds one row per key; tiles, files, labels and embeddings point at rows that
 exist (a tile's source, a label's or an embedding's tile); each embedding table's provenance parses
 and fits its vectors; every table declares its key; sources recorded as complete have all their tiles.
 Failed sources are listed. `repair` removes duplicate keys (keeping the oldest row of each) and orphans
@@ -158,10 +160,8 @@ class _Checker:
         skipped (and said so): its rows are not known, so nothing may be called an orphan by them."""
         predictions = [name for name in names if name.startswith(PREDICTIONS_PREFIX)]
         by_tile = [LABELS, *self.catalog.embedding_table_names(), *predictions]
-        skipped = []
         if SOURCES in self.damaged:
-            skipped = [name for name in [TILES, FILES, *by_tile] if name not in self.damaged]
-            self._skipped(skipped, SOURCES)
+            self._skipped([name for name in [TILES, FILES, *by_tile] if name not in self.damaged], SOURCES)
             return
         source_ids = list(set(keys[SOURCES]["source_id"].to_list()))
         if FILES not in self.damaged:
@@ -263,23 +263,22 @@ class _Checker:
         damage = inspect_table(self.catalog, name, scan=True)
         if damage is None:
             return False
+        message = f"DAMAGED: {damage.problem}; {self._damage_fix(name, damage.restore_to)}"
+        self.report.findings.append(Finding(name, "damaged", 1, message, repairable=False))
+        return True
+
+    def _damage_fix(self, name: str, restore_to: int | None) -> str:
         store = self.catalog.root
-        if damage.restore_to is None:
-            fix = f"no version of it reads: restore {self.catalog.table_path(name)} from a copy" + (
-                f", or remove that folder and run `embedstore embed {store}` again"
-                if name.startswith(EMBEDDING_PREFIX)
-                else ""
-            )
-        else:
-            fix = (
-                f"restore version {damage.restore_to}, the newest that reads: "
-                f"`embedstore versions {store} --table {name} --restore {damage.restore_to}`, then run "
+        if restore_to is not None:
+            return (
+                f"restore version {restore_to}, the newest that reads: "
+                f"`embedstore versions {store} --table {name} --restore {restore_to}`, then run "
                 "again the ingest or embed that wrote what was lost"
             )
-        self.report.findings.append(
-            Finding(name, "damaged", 1, f"DAMAGED: {damage.problem}; {fix}", repairable=False)
-        )
-        return True
+        fix = f"no version of it reads: restore {self.catalog.table_path(name)} from a copy"
+        if name.startswith(EMBEDDING_PREFIX):
+            fix += f", or remove that folder and run `embedstore embed {store}` again"
+        return fix
 
     def _orphans(self, name: str, frame: pl.DataFrame, column: str, what: str) -> None:
         if frame.height == 0:
