@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._malloc import cap_malloc_arenas
 from ._version import __version__
-from .errors import BackboneError, EmbedstoreError, NotAStoreError, SourceError
+from .errors import BackboneError, EmbedstoreError, NotAStoreError, SourceError, TableDamagedError
 
 cap_malloc_arenas()  # before Lance starts its reader threads (see embedstore._malloc)
 
@@ -56,6 +56,7 @@ __all__ = [
     "ProbeOptions",
     "EmbedstoreError",
     "NotAStoreError",
+    "TableDamagedError",
     "SourceError",
     "BackboneError",
     "__version__",

@@ -10,12 +10,13 @@ The catalog is the low half of the store; the verbs (ingest, embed, check, ...) 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -25,7 +26,7 @@ import pyarrow as pa
 
 from . import versions as _versions
 from . import writes
-from .errors import EmbedstoreError, NotAStoreError, ReadOnlyStoreError
+from .errors import EmbedstoreError, NotAStoreError, ReadOnlyStoreError, TableDamagedError, first_line
 from .location import ObjectPath, refusals_explained, remove_tree, require_writable, store_location
 from .schema import CORE_SCHEMAS, EMBEDDING_PREFIX, MARKER_FILE, STORE_FORMAT_VERSION, TILES
 from .validation import FileName, check_value
@@ -174,10 +175,10 @@ class Catalog:
             raise EmbedstoreError(
                 f"no table {name!r} in {self.root}; tables: {', '.join(self.table_names())}"
             )
-        dataset = lance.dataset(str(self.table_path(name)))
-        if version is not None:
-            dataset = dataset.checkout_version(_versions.resolve(dataset, name, version))
-        return dataset
+        dataset = open_table(self.table_path(name), name, self.root)
+        if version is None:
+            return dataset
+        return open_table(self.table_path(name), name, self.root, _versions.resolve(dataset, name, version))
 
     def read(
         self,
@@ -249,12 +250,66 @@ class Catalog:
         return _versions.tag(self.dataset(name), name, tag, version)
 
     @_writes
-    def compact(self, older_than: timedelta | str = timedelta(days=7)) -> dict[str, dict[str, int]]:
-        """Compact every table's fragments and remove untagged versions older than `older_than`
-        (a timedelta, or a duration like "7d", "12h", "0s")."""
+    def compact(self, older_than: timedelta | str = timedelta(days=7)) -> _versions.CompactReport:
+        """Remove every table's untagged versions older than `older_than` (a timedelta, or a duration
+        like "7d", "12h", "0s") and merge its fragments where that frees space (see
+        `embedstore.versions.compact`); the report gives versions and bytes on disk before and after."""
         if isinstance(older_than, str):
             older_than = _versions.parse_duration(older_than)
-        return {name: _versions.compact(self.dataset(name), older_than) for name in self.table_names()}
+        report = _versions.CompactReport(_versions.duration_text(older_than))
+        for name in self.table_names():
+            report.tables[name] = _versions.compact(self.dataset(name), self.table_path(name), older_than)
+        return report
+
+
+class TableDataset(lance.LanceDataset):
+    """A Lance dataset that names its table when its files do not read: the one door every reader of a
+    store's tables goes through (`Catalog.dataset`), so a damaged table gives one line, not a traceback."""
+
+    _table: str = ""
+    _store: str = ""
+
+    def to_table(self, *args: Any, **kwargs: Any) -> pa.Table:
+        with self._reading():
+            return super().to_table(*args, **kwargs)
+
+    def to_batches(self, *args: Any, **kwargs: Any) -> Iterator[pa.RecordBatch]:
+        with self._reading():
+            batches = super().to_batches(*args, **kwargs)
+        return self._guarded(batches)
+
+    def count_rows(self, *args: Any, **kwargs: Any) -> int:
+        with self._reading():
+            return super().count_rows(*args, **kwargs)
+
+    def _guarded(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        with self._reading():
+            yield from batches
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Lance's errors of files that do not read become one TableDamagedError naming the table;
+        others (a bad filter or column, which the caller explains) pass unchanged."""
+        try:
+            yield
+        except (OSError, pa.ArrowInvalid) as error:
+            if isinstance(error, pa.ArrowInvalid) and not str(error).startswith("External error"):
+                raise
+            problem = f"its files do not read ({first_line(error)})"
+            raise TableDamagedError(self._table, problem, self._store) from error
+
+
+def open_table(
+    path: Path | ObjectPath, name: str, store: Path | ObjectPath, version: int | None = None
+) -> TableDataset:
+    """Open one table at its newest version (or `version`); TableDamagedError (one line) when its
+    manifests are gone."""
+    try:
+        dataset = TableDataset(str(path), version=version)
+    except (OSError, ValueError) as error:
+        raise TableDamagedError(name, f"it does not open ({first_line(error)})", str(store)) from error
+    dataset._table, dataset._store = name, str(store)
+    return dataset
 
 
 def _require_creatable(root: Path) -> None:

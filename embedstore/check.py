@@ -1,6 +1,8 @@
 """Checking a store like a filesystem check, and repairing what can be repaired.
 
-Checked: every table holds one row per key; tiles, files, labels and embeddings point at rows that
+Checked: every table opens, has its newest version and reads (else it is DAMAGED, with the version to
+restore; checks that would read it are skipped, so --repair never deletes rows because of it); every
+table holds one row per key; tiles, files, labels and embeddings point at rows that
 exist (a tile's source, a label's or an embedding's tile); each embedding table's provenance parses
 and fits its vectors; every table declares its key; sources recorded as complete have all their tiles.
 Failed sources are listed. `repair` removes duplicate keys (keeping the oldest row of each) and orphans
@@ -18,6 +20,7 @@ import polars as pl
 import pyarrow as pa
 
 from .catalog import Catalog
+from .damage import inspect_table
 from .embedding_tables import dtype_name, recorded_provenance, table_name
 from .errors import EmbedstoreError
 from .location import remove_tree
@@ -32,7 +35,7 @@ from .schema import (
     key_column,
     sql_string,
 )
-from .writes import STAGING_DIR
+from .writes import STAGING_DIR, staging_owner_alive
 
 EXAMPLES = 3
 PREDICTIONS_PREFIX = "pred__"  # tables written by heads.predict: tile_id (key), score, probabilities, label
@@ -43,9 +46,8 @@ class Finding:
     """One kind of problem in one table."""
 
     table: str
-    kind: (
-        str  # duplicate-keys | orphans | provenance | undeclared-key | incomplete-sources | staging-leftovers
-    )
+    kind: str  # damaged | duplicate-keys | orphans | provenance | undeclared-key | incomplete-sources
+    # | staging-leftovers
     count: int
     message: str
     examples: list[str] = field(default_factory=list)
@@ -69,9 +71,12 @@ class CheckReport:
         total = sum(self.rows.values())
         lines = [f"checked {len(self.rows)} tables, {total} rows in {self.store}"]
         for done in self.repaired:
-            lines.append(
-                f"repaired {done['table']}: {done['removed']} row(s) removed in version {done['version']}"
-            )
+            if done["version"] is None:
+                lines.append(f"repaired {done['table']}: {done['removed']} half-created table(s) removed")
+            else:
+                lines.append(
+                    f"repaired {done['table']}: {done['removed']} row(s) removed in version {done['version']}"
+                )
         for finding in self.findings:
             shown = f" (e.g. {', '.join(finding.examples)})" if finding.examples else ""
             fix = "" if finding.repairable else " [not repaired by --repair]"
@@ -102,7 +107,8 @@ def repair_store(catalog: Catalog) -> CheckReport:
         removed = catalog.delete(name, predicate)
         repaired.append({"table": name, "removed": removed, "version": int(catalog.dataset(name).version)})
     if checker.staging_leftovers:
-        remove_tree(catalog.root / STAGING_DIR)
+        for entry in checker.staging_leftovers:  # not those of running processes
+            remove_tree(catalog.root / STAGING_DIR / entry)
         repaired.append({"table": STAGING_DIR, "removed": len(checker.staging_leftovers), "version": None})
     after = check_store(catalog)
     after.repaired = repaired
@@ -124,6 +130,7 @@ class _Checker:
         self.extra_rowids: dict[str, list[int]] = {}  # table -> row ids of duplicate copies to remove
         self.orphans: dict[str, tuple[str, list[str]]] = {}  # table -> (column, values) to remove
         self.staging_leftovers: list[str] = []
+        self.damaged: set[str] = set()
 
     def run(self) -> CheckReport:
         names = self.catalog.table_names()
@@ -133,12 +140,44 @@ class _Checker:
                 f"{self.catalog.root} lacks core table(s) {', '.join(missing)}; the store is damaged beyond "
                 "repair: restore it from a copy, or re-create it and ingest again"
             )
-        keys = {name: self._keys(name) for name in names}
-        sources = keys[SOURCES]
-        source_ids = set(sources["source_id"].to_list())
+        self.damaged = {name for name in names if self._damage(name)}
+        keys = {name: self._keys(name) for name in names if name not in self.damaged}
+        self._references(names, keys)
+        for name in self.catalog.embedding_table_names():
+            if name not in self.damaged:
+                self._provenance(name)
+        if not {SOURCES, TILES} & self.damaged:
+            self._incomplete_sources(keys[SOURCES], keys[TILES])
+        if SOURCES not in self.damaged:
+            failed = keys[SOURCES].filter(pl.col("status") == "failed")
+            self.report.failed_sources = [
+                {"uri": row["uri"], "error": row["error"]} for row in failed.select("uri", "error").to_dicts()
+            ]
+        self._staging()
+        return self.report
+
+    def _references(self, names: list[str], keys: dict[str, pl.DataFrame]) -> None:
+        """Orphans: rows pointing at rows that do not exist. A check that would read a damaged table is
+        skipped (and said so): its rows are not known, so nothing may be called an orphan by them."""
+        predictions = [name for name in names if name.startswith(PREDICTIONS_PREFIX)]
+        by_tile = [LABELS, *self.catalog.embedding_table_names(), *predictions]
+        if SOURCES in self.damaged:
+            self._skipped([name for name in [TILES, FILES, *by_tile] if name not in self.damaged], SOURCES)
+            return
+        source_ids = list(set(keys[SOURCES]["source_id"].to_list()))
+        if FILES not in self.damaged:
+            self._orphans(
+                FILES,
+                keys[FILES].filter(~pl.col("source_id").is_in(source_ids)),
+                "uri",
+                "file(s) recorded for a source that is not in the sources table",
+            )
+        if TILES in self.damaged:
+            self._skipped([name for name in by_tile if name not in self.damaged], TILES)
+            return
         tiles = keys[TILES]
-        orphan_tiles = tiles.filter(~pl.col("source_id").is_in(list(source_ids)))
-        kept_tiles = set(tiles["tile_id"].to_list()) - set(orphan_tiles["tile_id"].to_list())
+        orphan_tiles = tiles.filter(~pl.col("source_id").is_in(source_ids))
+        kept_tiles = list(set(tiles["tile_id"].to_list()) - set(orphan_tiles["tile_id"].to_list()))
         self._orphans(
             TILES,
             orphan_tiles,
@@ -146,34 +185,27 @@ class _Checker:
             "tile(s) whose source is not in the sources table (an interrupted ingest leaves these: "
             "run it again to complete their sources, or --repair to remove them)",
         )
-        self._orphans(
-            FILES,
-            keys[FILES].filter(~pl.col("source_id").is_in(list(source_ids))),
-            "uri",
-            "file(s) recorded for a source that is not in the sources table",
-        )
-        predictions = [name for name in names if name.startswith(PREDICTIONS_PREFIX)]
-        for name in [LABELS, *self.catalog.embedding_table_names(), *predictions]:
-            frame = keys[name].filter(~pl.col("tile_id").is_in(list(kept_tiles)))
+        for name in (name for name in by_tile if name not in self.damaged):
+            frame = keys[name].filter(~pl.col("tile_id").is_in(kept_tiles))
             what = "prediction(s)" if name in predictions else "embedding row(s)"
             what = "label(s)" if name == LABELS else what
             self._orphans(
                 name, frame, "tile_id", f"{what} of tiles that are not in the store (or have no source)"
             )
-        for name in self.catalog.embedding_table_names():
-            self._provenance(name)
-        self._incomplete_sources(sources, tiles)
-        failed = sources.filter(pl.col("status") == "failed")
-        self.report.failed_sources = [
-            {"uri": row["uri"], "error": row["error"]} for row in failed.select("uri", "error").to_dicts()
-        ]
-        self._staging()
-        return self.report
+
+    def _skipped(self, tables: list[str], damaged: str) -> None:
+        if tables:
+            self.report.notes.append(
+                f"orphans of {', '.join(tables)} not checked (and not repaired): they are found through "
+                f"{damaged}, which is damaged"
+            )
 
     def deletions(self) -> list[tuple[str, str]]:
         """(table, SQL predicate) for every table with duplicate copies or orphans to remove."""
         out = []
         for name in self.catalog.table_names():
+            if name in self.damaged:
+                continue
             parts = []
             if name in self.extra_rowids:
                 parts.append(f"_rowid IN ({', '.join(str(i) for i in self.extra_rowids[name])})")
@@ -226,6 +258,29 @@ class _Checker:
             )
         return frame
 
+    def _damage(self, name: str) -> bool:
+        """Record a damaged table (it does not open, misses its newest version, or its files do not
+        read) with the command that restores its newest version that reads."""
+        damage = inspect_table(self.catalog, name, scan=True)
+        if damage is None:
+            return False
+        message = f"DAMAGED: {damage.problem}; {self._damage_fix(name, damage.restore_to)}"
+        self.report.findings.append(Finding(name, "damaged", 1, message, repairable=False))
+        return True
+
+    def _damage_fix(self, name: str, restore_to: int | None) -> str:
+        store = self.catalog.root
+        if restore_to is not None:
+            return (
+                f"restore version {restore_to}, the newest that reads: "
+                f"`embedstore versions {store} --table {name} --restore {restore_to}`, then run "
+                "again the ingest or embed that wrote what was lost"
+            )
+        fix = f"no version of it reads: restore {self.catalog.table_path(name)} from a copy"
+        if name.startswith(EMBEDDING_PREFIX):
+            fix += f", or remove that folder and run `embedstore embed {store}` again"
+        return fix
+
     def _orphans(self, name: str, frame: pl.DataFrame, column: str, what: str) -> None:
         if frame.height == 0:
             return
@@ -276,16 +331,21 @@ class _Checker:
             )
 
     def _staging(self) -> None:
+        """Half-created tables: of a process that is gone (a problem), or still creating one (a note)."""
         staging = self.catalog.root / STAGING_DIR
-        if staging.is_dir():
-            self.staging_leftovers = sorted(p.name for p in staging.iterdir())
+        entries = sorted(p.name for p in staging.iterdir()) if staging.is_dir() else []
+        running = [entry for entry in entries if staging_owner_alive(entry)]
+        self.staging_leftovers = [entry for entry in entries if entry not in running]
+        if running:
+            self.report.notes.append(f"{len(running)} table(s) being created by running processes")
         if self.staging_leftovers:
             self.report.findings.append(
                 Finding(
                     STAGING_DIR,
                     "staging-leftovers",
                     len(self.staging_leftovers),
-                    f"{len(self.staging_leftovers)} half-created table(s) left by an interrupted run",
+                    f"{len(self.staging_leftovers)} half-created table(s) left by an interrupted run (the "
+                    "next table created on the machine that ran it removes them; so does --repair)",
                     self.staging_leftovers[:EXAMPLES],
                 )
             )

@@ -66,11 +66,26 @@ def os_error_line(error: BaseException) -> str | None:
 
 
 def first_line(error: BaseException) -> str:
-    """The first line of an error's message (its type's name when it has none)."""
+    """The first line of an error's message (its type's name when it has none), without Lance's source
+    locations (", /path/file.rs:1:2") and its "External error: " prefix."""
     text = (error.strerror if isinstance(error, OSError) and error.strerror else str(error)).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    line = text.splitlines()[0] if text else type(error).__name__
+    return line.split(", /")[0].removeprefix("External error: ")
 
 
 def _says(error: BaseException, words: tuple[str, ...]) -> bool:
     text = str(error).lower()
     return any(word in text for word in words)
+
+
+class TableDamagedError(EmbedstoreError):
+    """A table's files are missing or do not read; `embedstore check` names the version to restore."""
+
+    def __init__(self, table: str, problem: str, store: str) -> None:
+        self.table, self.problem, self.store = table, problem, store
+        super().__init__(
+            f"table {table!r} is damaged: {problem}; run `embedstore check {store}`, which names the fix"
+        )
+
+    def __reduce__(self) -> tuple:  # picklable (Ray workers raise it) despite its own arguments
+        return type(self), (self.table, self.problem, self.store)

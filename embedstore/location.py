@@ -158,6 +158,16 @@ def tree_size(path: Path | ObjectPath) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def human_bytes(size: int) -> str:
+    """A byte count as B, KiB, MiB or GiB."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
 class ObjectPath:
     """A key (or key prefix) in an object store, with the `Path` methods the store needs."""
 

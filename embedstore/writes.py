@@ -11,7 +11,9 @@ column of tables whose natural key has two parts. A crash, even kill -9, leaves 
 a re-run completes the row set exactly.
 
 Tables are created in a staging directory and renamed into place: creating one Lance dataset from two
-processes at once was measured to lose the first writer's rows, while a directory rename is atomic.
+processes at once was measured to lose the first writer's rows, while a directory rename is atomic. A
+staged table's name records its host and process, so that a process killed while creating one leaves a
+leftover that the next table creation on that host removes (and `check` tells from one in progress).
 Object stores have no rename; there Lance creates the table in place, and its first manifest is written
 with a conditional put, so of two creators one wins and the other opens the winner's table.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import socket
 import time
 import uuid
 from datetime import timedelta
@@ -46,8 +49,9 @@ def create_table(root: Path | ObjectPath, name: str, schema: pa.Schema) -> lance
     target = root / f"{name}.lance"
     if isinstance(target, ObjectPath):
         return _create_in_place(target, name, schema)
+    remove_dead_staging(root / STAGING_DIR)
     if not target.exists():
-        staging = root / STAGING_DIR / f"{name}-{uuid.uuid4().hex}.lance"
+        staging = root / STAGING_DIR / f"{name}~{socket.gethostname()}~{os.getpid()}~{uuid.uuid4().hex}.lance"
         staging.parent.mkdir(exist_ok=True)
         try:
             lance.write_dataset(schema.empty_table(), str(staging), mode="create")
@@ -60,6 +64,32 @@ def create_table(root: Path | ObjectPath, name: str, schema: pa.Schema) -> lance
             shutil.rmtree(staging, ignore_errors=True)
         hooks.fire("write.after_commit", table=name, rows=0)
     return lance.dataset(str(target))
+
+
+def staging_owner_alive(entry: str) -> bool | None:
+    """Whether the process that is creating a staged table (`name~host~pid~uuid.lance`) still runs:
+    True or False for one of this host, None when that cannot be told (another host, an older name)."""
+    parts = entry.removesuffix(".lance").rsplit("~", 3)
+    if len(parts) != 4 or parts[1] != socket.gethostname() or not parts[2].isdigit():
+        return None
+    try:
+        os.kill(int(parts[2]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, run by another user
+    return True
+
+
+def remove_dead_staging(staging: Path) -> list[str]:
+    """Remove the half-created tables of processes of this host that died (kill -9) while creating
+    them: nothing reads them, and the run that is re-done creates its table anew. Returns their names."""
+    if not staging.is_dir():
+        return []
+    dead = [entry.name for entry in staging.iterdir() if staging_owner_alive(entry.name) is False]
+    for name in dead:
+        shutil.rmtree(staging / name, ignore_errors=True)
+    return dead
 
 
 def _create_in_place(target: ObjectPath, name: str, schema: pa.Schema) -> lance.LanceDataset:

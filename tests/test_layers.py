@@ -29,6 +29,7 @@ LAYERS = {
     "embedstore.catalog": 1,
     "embedstore.versions": 1,
     "embedstore.writes": 1,
+    "embedstore.damage": 1,
     "embedstore.embedding_tables": 1,
     # L2 pixel primitives, backbones, where models run
     "embedstore.sources": 2,

@@ -57,11 +57,13 @@ def test_compaction_removes_old_versions_but_keeps_tagged(store, image_folder):
     before = len(store.versions("tiles"))
     report = store.compact(older_than=timedelta(0))
     after = store.versions("tiles")
-    assert report["tiles"]["versions_before"] == before > report["tiles"]["versions_after"] == len(after)
+    assert (
+        report.tables["tiles"].versions_before == before > report.tables["tiles"].versions_after == len(after)
+    )
     assert tagged in [v["version"] for v in after]
     assert store.read("tiles", version="keep").num_rows == 7
     assert store.read("tiles").num_rows == 10
-    assert store.compact(older_than=timedelta(days=7))["tiles"]["versions_after"] == len(after)
+    assert store.compact(older_than=timedelta(days=7)).tables["tiles"].versions_after == len(after)
 
 
 def test_labels_import_by_tile_id_and_by_position(store, image_folder, tmp_path):

@@ -12,7 +12,7 @@ SUMMARIES = {
     "labels": "Import labels of tiles for a task.",
     "info": "What a store holds: sources, files, tiles, tasks, tables.",
     "versions": "List, tag or restore table versions.",
-    "compact": "Merge fragments and drop old untagged versions.",
+    "compact": "Drop old untagged versions; merge fragments where that frees space.",
     "check": "Verify a store (duplicates, orphans, provenance); --repair fixes.",
     "upgrade": "Upgrade a store written by an older embedstore.",
     "backbones": "List the backbones embedstore can embed with.",
