@@ -340,7 +340,18 @@ def test_a_write_refused_outside_the_store_is_one_line_naming_the_path(read_only
     done = embedstore_cli(
         "search", read_only_store, "--backbone", BACKBONE, "--tile", tile, "-k", "2", "--export", export
     )
-    assert_one_line_error(done, "permission denied", str(export), "chmod/chown")
+    # output files are checked before the work (validation.output_file): refused before searching
+    assert_one_line_error(done, "--export", str(closed), "may not write")
+    assert not export.exists()
+
+
+def test_a_write_the_system_refuses_reads_as_permission_denied_naming_the_path():
+    """The last resort (cli.main) for a refusal no check foresaw: one line naming the path and the fix."""
+    from embedstore.errors import os_error_line
+
+    line = os_error_line(PermissionError(13, "Permission denied", "/data/store/x.lance"))
+    assert line is not None and line.startswith("permission denied: /data/store/x.lance")
+    assert "chmod/chown" in line
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full to stand for a full disk")

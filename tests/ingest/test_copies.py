@@ -94,7 +94,7 @@ def test_cli_reports_copies_and_conflicts_as_json(tmp_path, folder):
         app, ["ingest", str(tmp_path / "s"), str(folder), "--task", "m", "--json", "--no-progress"]
     )
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)  # the new-store notice goes to stderr
     assert report["tiles_added"] == 6 and report["copies"] == 2 and report["files_recorded"] == 8
     (conflict,) = report["label_conflicts"]
     assert conflict["kept"] == "atypical" and [c["label"] for c in conflict["claims"]] == [
