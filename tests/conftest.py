@@ -59,3 +59,15 @@ def s3():
 
     with s3_server() as endpoint:
         yield endpoint
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny models (`pytestmark = pytest.mark.usefixtures(...)`): small
+    batches run fastest on one thread and do not fight other processes for the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

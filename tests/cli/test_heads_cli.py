@@ -15,14 +15,7 @@ from tests.heads.test_train import KEY
 FAST = ("--epochs", 6, "--batch-size", 32, "--lr", 0.01, "--no-progress")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

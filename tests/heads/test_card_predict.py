@@ -27,14 +27,7 @@ N = 300
 FAST = {"epochs": 6, "batch_size": 32, "lr": 1e-2}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def labelled_store(path, n: int = N, seed: int = 0):

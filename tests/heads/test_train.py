@@ -25,15 +25,7 @@ TILES_N, DIM, SLIDES = 400, 16, 20
 FAST = {"epochs": 8, "batch_size": 32, "lr": 1e-2}  # a few hundred small steps: seconds on one thread
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny batches run fastest on one thread (and do not fight other processes for the cores)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def separable(n: int, dim: int = DIM, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

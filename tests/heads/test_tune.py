@@ -20,14 +20,7 @@ FAST = {"epochs": 4, "batch_size": 32, "patience": 2}
 SMALL = {"hidden": [8, 16]}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def overlapping(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
