@@ -58,12 +58,17 @@ def inspect_table(catalog: Catalog, name: str, scan: bool) -> TableDamage | None
 
 
 def missing_newest_version(catalog: Catalog, name: str, opened: int) -> int | None:
-    """The version Lance recorded as committed last, when no manifest of it (or later) is left."""
+    """The version Lance recorded as committed last, when no manifest of it (or later) is left.
+
+    A writer may have committed since the table was opened at `opened` (Lance writes the manifest, then
+    the hint): so a hint beyond `opened` is checked against the table opened again after reading it."""
     try:
         hinted = int(json.loads((catalog.table_path(name) / HINT_FILE).read_text())["version"])
     except (OSError, ValueError, KeyError, TypeError):
         return None  # no hint (older Lance, or not written): nothing to compare with
-    return hinted if hinted > opened else None
+    if hinted <= opened:
+        return None
+    return hinted if hinted > int(catalog.dataset(name).version) else None
 
 
 def _newest_readable(

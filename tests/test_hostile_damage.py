@@ -164,6 +164,15 @@ def test_newest_tiles_manifest_removed_is_reported_and_repair_deletes_nothing_el
     assert row_counts(store, others) == rows and table_versions(store) == versions
 
 
+def test_a_commit_made_while_check_runs_is_not_taken_for_a_missing_newest_version(store, tmp_path):
+    from embedstore.damage import missing_newest_version
+
+    opened = int(store.dataset("tiles").version)  # check opened the table here, then a writer commits
+    store.ingest([write_tiles(tmp_path / "later", 2, seed=3)], task="t", progress=False)
+    assert int(store.dataset("tiles").version) > opened
+    assert missing_newest_version(store, "tiles", opened) is None
+
+
 def test_the_printed_restore_then_the_same_ingest_make_the_store_whole_again(store, tmp_path):
     more = write_tiles(tmp_path / "more", 4, seed=1)
     store.ingest([more], task="t", progress=False)
