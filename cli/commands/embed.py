@@ -1,4 +1,4 @@
-"""`embedstore embed STORE --backbone KEY ...`: embed the tiles not yet embedded, per backbone."""
+"""`embedstore embed STORE --backbone KEY [--where SQL]`: embed the tiles not yet embedded, per backbone."""
 
 import click
 
@@ -22,7 +22,8 @@ from ..output import emit_json
 @from_options(EmbedOptions)
 @json_option
 def command(store: str, backbones: tuple[str, ...], as_json: bool, **options) -> None:
-    """Embed STORE's tiles with each --backbone into emb__<key> (only tiles not embedded yet).
+    """Embed STORE's tiles with each --backbone into emb__<key> (only tiles not embedded yet; with
+    --where, only those of them the expression matches).
 
     Several runs of the same backbone at once (or with an ingest) end with one row per tile and view.
     """

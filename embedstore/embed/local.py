@@ -12,19 +12,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import polars as pl
 import torch
 from tqdm.auto import tqdm
 
 from ..catalog import Catalog
-from ..embedding_tables import Provenance
 from ..errors import EmbedstoreError
 from ..runtime import reuse_freed_memory, torch_threads
 from ..validation import options_from
 from . import input as embed_input
 from .forward import Forward
 from .options import EmbedOptions, EmbedReport
-from .plan import check_backbones, checked_vectors, plan_run, sources_without_pixels
+from .plan import RunPlan, check_backbones, checked_vectors, plan_run, sources_without_pixels
 from .writer import ChunkedWriter, EmbeddingWriter
 
 __all__ = ["check_backbones", "embed"]
@@ -69,7 +67,7 @@ def embed(
         )
         pipeline_started = time.perf_counter()
         try:
-            _run(forward, decoder, plan.tiles_ds, plan.missing, options, workers, device, writer, wanted)
+            _run(forward, decoder, plan, options, workers, device, writer)
         finally:
             writer.close()
             report.rows_written, report.tiles_embedded = writer.rows_written, writer.tiles_written
@@ -83,21 +81,20 @@ def embed(
 def _run(
     forward: Forward,
     decoder: embed_input.DecodeTiles,
-    tiles_ds: Any,
-    missing: pl.DataFrame,
+    plan: RunPlan,
     options: EmbedOptions,
     workers: int,
     device: torch.device,
     writer: ChunkedWriter,
-    wanted: Provenance,
 ) -> None:
     """The loop: batches of pixels in, finite vectors out, buffered into chunks for the writer."""
-    reader = embed_input.TileReader(tiles_ds, missing, options.batch_size, decoder.slots.count)
+    missing, wanted = plan.missing, plan.wanted
+    reader = embed_input.TileReader(plan.tiles_ds, missing, options.batch_size, decoder.slots.count)
     loader = embed_input.make_loader(reader, decoder, workers, options.prefetch, device.type == "cpu")
     unit = "view" if options.views else "tile"
     bar = tqdm(
         total=missing.height,
-        desc=writer.name,
+        desc=plan.report.scope(),
         unit=unit,
         disable=not options.progress,
         dynamic_ncols=True,

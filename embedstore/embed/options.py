@@ -18,6 +18,7 @@ from ..validation import (
     NamesFrom,
     OneOf,
     PathValue,
+    SqlExpression,
     invalid,
     option,
     validate,
@@ -90,6 +91,13 @@ class EmbedOptions:
     limit: int | None = option(
         None, Interval(0, integer=True), optional=True, help="Embed at most this many tiles."
     )
+    where: str | None = option(
+        None,
+        SqlExpression(),
+        optional=True,
+        help="Embed only the tiles this SQL expression over tile columns matches, e.g. \"dataset = 'pcam'\" "
+        "[default: every tile]; later runs add the others.",
+    )
     on_chunk: Callable[[EmbedProgress], None] | None = option(None, Function(), optional=True, cli=False)
     engine: str = engine_option("Ray Data actors")
     address: str | None = address_option()
@@ -113,7 +121,9 @@ class EmbedReport:
     tiles_embedded: int = 0  # distinct tiles this run computed (and wrote, unless another run had)
     rows_present: int = 0  # rows the table already had for current tiles
     rows_written_elsewhere: int = 0  # rows this run computed that another process had written meanwhile
-    tiles_total: int = 0
+    tiles_total: int = 0  # tiles in the store
+    where: str | None = None  # the --where this run was restricted to
+    tiles_matched: int | None = None  # tiles --where matched (None without --where)
     views: int = 0
     seconds: float = 0.0  # the whole call
     pipeline_seconds: float = 0.0  # read + decode + forward + write, after the model is built
@@ -135,9 +145,16 @@ class EmbedReport:
     def rows_per_s(self) -> float:
         return self.rows_written / self.seconds if self.seconds > 0 else 0.0
 
+    def scope(self) -> str:
+        """The table's name, with the tiles --where matched when the run had one."""
+        if self.where is None:
+            return self.table
+        return f"{self.table} (--where {self.where!r}: {self.tiles_matched} of {self.tiles_total} tiles)"
+
     def summary(self) -> str:
         if self.rows_written == 0 and self.rows_written_elsewhere == 0:
-            line = f"{self.table}: up to date ({self.rows_present} rows for {self.tiles_total} tiles)"
+            tiles = self.tiles_total if self.tiles_matched is None else self.tiles_matched
+            line = f"{self.scope()}: up to date ({self.rows_present} rows for {tiles} tiles)"
         else:
             per_tile = f" x {self.views + 1} views" if self.views else ""
             per_tile += " computed" if self.rows_written_elsewhere else ""
@@ -145,7 +162,7 @@ class EmbedReport:
             if self.engine == "ray":
                 decode = f"{self.workers} Ray actor(s)"
             line = (
-                f"{self.table}: {self.rows_written} rows written ({self.tiles_embedded} tiles{per_tile}), "
+                f"{self.scope()}: {self.rows_written} rows written ({self.tiles_embedded} tiles{per_tile}), "
                 f"{self.rows_present} already present; {self.seconds:.1f} s, {self.tiles_per_s:.1f} tiles/s "
                 f"({self.precision}, {self.device}, batch {self.batch_size}, {decode}, "
                 f"{self.threads} torch thread(s){' each' if self.engine == 'ray' else ''}, "

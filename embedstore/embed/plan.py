@@ -17,6 +17,7 @@ import torch
 
 from ..catalog import Catalog
 from ..embedding_tables import Provenance, check_compatible, recorded_provenance, table_name
+from ..embeddings import tile_filter
 from ..errors import BackboneError, EmbedstoreError
 from ..runtime import default_workers, resolve_device
 from ..schema import SOURCES, TILES
@@ -35,7 +36,7 @@ class RunPlan:
 
     target: _Target
     tiles_ds: Any  # the tiles table, pinned: tiles added meanwhile wait for the next run
-    tiles: pl.DataFrame  # pos, tile_id, pixel_format, source_id
+    tiles: pl.DataFrame  # pos, tile_id, pixel_format, source_id (of the tiles --where matches)
     missing: pl.DataFrame  # pos, tile_id, view
     report: EmbedReport
     device: torch.device
@@ -59,6 +60,7 @@ def plan_run(catalog: Catalog, backbone_key: str, options: EmbedOptions) -> RunP
     tiles_ds = catalog.dataset(TILES)
     if tiles_ds.count_rows() == 0:
         raise EmbedstoreError("the store has no tiles; run `embedstore ingest` first")
+    tiles, total = selected_tiles(catalog, tiles_ds, options.where)
     target = _Target.resolve(catalog, backbone_key, options)
     device = resolve_device(options.device)
     workers = default_workers(device) if options.workers is None else options.workers
@@ -73,15 +75,40 @@ def plan_run(catalog: Catalog, backbone_key: str, options: EmbedOptions) -> RunP
         batch_size=options.batch_size,
         workers=workers,
     )
-    tiles = pl.from_arrow(tiles_ds.to_table(columns=["tile_id", "pixel_format", "source_id"]))
-    tiles = tiles.with_row_index("pos")
     present = present_rows(catalog, target.name)
     missing = embed_input.plan_missing(tiles.select("pos", "tile_id"), present, options.views, options.limit)
-    report.tiles_total = tiles.height
+    report.tiles_total, report.where = total, options.where
+    report.tiles_matched = tiles.height if options.where is not None else None
     report.rows_present = present.join(tiles.select("tile_id"), on="tile_id", how="semi").height
     if missing.height:
         target.record_augment(catalog, options.views)
     return RunPlan(target, tiles_ds, tiles, missing, report, device, workers, started)
+
+
+def selected_tiles(catalog: Catalog, tiles_ds: Any, where: str | None) -> tuple[pl.DataFrame, int]:
+    """(pos, tile_id, pixel_format, source_id) of the tiles `where` matches (all without it), `pos` their
+    row in the pinned tiles table, and how many tiles the table holds. A `where` that is not a filter over
+    the tile columns, or that matches no tile, is refused (EmbedstoreError) before any model is built."""
+    predicate = tile_filter(catalog, where) if where is not None else None
+    tiles = pl.from_arrow(tiles_ds.to_table(columns=["tile_id", "pixel_format", "source_id"]))
+    tiles = tiles.with_row_index("pos")
+    if predicate is None:
+        return tiles, tiles.height
+    matched = pl.from_arrow(tiles_ds.to_table(columns=["tile_id"], filter=predicate))
+    selected = tiles.join(matched, on="tile_id", how="semi").sort("pos")
+    if selected.height == 0:
+        raise EmbedstoreError(
+            f"nothing to embed: no tile matches --where {where!r} (of {tiles.height} tiles"
+            f"{_datasets(tiles_ds)}); check the expression"
+        )
+    return selected, tiles.height
+
+
+def _datasets(tiles_ds: Any, shown: int = 10) -> str:
+    """'; datasets: a, b' naming the store's datasets (the first `shown`), or '' when none is set."""
+    names = sorted({v for v in tiles_ds.to_table(columns=["dataset"]).column(0).to_pylist() if v})
+    more = ", ..." if len(names) > shown else ""
+    return f"; datasets: {', '.join(names[:shown])}{more}" if names else ""
 
 
 def present_rows(catalog: Catalog, name: str) -> pl.DataFrame:

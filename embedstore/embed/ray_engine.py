@@ -127,7 +127,7 @@ def embed_on_ray(
         fn_constructor_kwargs={"setup": setup},
         runtime_env={"env_vars": actor_env(catalog, bool(gpus), options.reuse_memory)},
     )
-    bar = tqdm(total=rows.num_rows, desc=plan.target.name, unit="row", disable=not options.progress)
+    bar = tqdm(total=rows.num_rows, desc=report.scope(), unit="row", disable=not options.progress)
     failures: list[str] = []
     started = time.perf_counter()
     tiles: set[str] = set()

@@ -344,3 +344,73 @@ def test_ray_cpu_actors_get_one_malloc_arena_unless_told_otherwise(store, monkey
     assert actor_env(store, on_gpu=False, reuse_memory=False) == {}
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     assert actor_env(store, on_gpu=False, reuse_memory=True) == {"MALLOC_ARENA_MAX": "4"}
+
+
+def _two_datasets(tmp_path: Path) -> embedstore.Store:
+    """A store of 4 tiles of dataset 'a' and 6 of dataset 'b'."""
+    store = _store(tmp_path, n=4, dataset="a")
+    more = write_tiles(tmp_path / "tiles_b", 6, seed=1)
+    store.ingest([more], embedstore.IngestOptions(task="t", dataset="b", progress=False))
+    return store
+
+
+def _dataset_of(store: embedstore.Store) -> dict[str, str]:
+    tiles = store.read("tiles", columns=["tile_id", "dataset"])
+    return dict(zip(tiles.column("tile_id").to_pylist(), tiles.column("dataset").to_pylist(), strict=True))
+
+
+def test_where_embeds_the_matching_tiles_and_a_later_run_adds_the_rest(tmp_path):
+    store = _two_datasets(tmp_path)
+    dataset = _dataset_of(store)
+    first = store.embed(FAST, where="dataset = 'a'", **OPTS)  # the Python API
+    assert (first.rows_written, first.tiles_matched, first.tiles_total) == (4, 4, 10)
+    assert {dataset[tile] for tile, _ in _rows(store)} == {"a"} and len(_rows(store)) == 4
+    assert "(--where \"dataset = 'a'\": 4 of 10 tiles): 4 rows written" in first.summary()
+    again = embed(store, FAST, where="dataset = 'a'", **OPTS)
+    assert again.rows_written == 0 and again.rows_present == 4
+    assert "4 of 10 tiles): up to date (4 rows for 4 tiles)" in again.summary()
+    rest = embed(store, FAST, where="dataset = 'b' OR x >= 0", **OPTS)  # matches every tile
+    assert (rest.rows_written, rest.rows_present, rest.tiles_matched) == (6, 4, 10)
+    rows = _rows(store)
+    assert len(rows) == len(set(rows)) == 10 and {tile for tile, _ in rows} == store.tile_ids()
+    assert embed(store, FAST, **OPTS).rows_written == 0
+
+
+def test_where_refuses_bad_sql_and_a_filter_matching_nothing_before_any_work(tmp_path, monkeypatch):
+    from embedstore.embed import plan
+
+    store = _two_datasets(tmp_path)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the backbone was resolved before --where was checked")
+
+    monkeypatch.setattr(plan, "resolve_backbone", no_model)
+    with pytest.raises(EmbedstoreError, match=r"--where 'colour = 1' is not a filter.*columns: .*dataset"):
+        embed(store, FAST, where="colour = 1", **OPTS)
+    with pytest.raises(EmbedstoreError, match="--where"):
+        EmbedOptions(where="x > 1; drop table tiles")
+    with pytest.raises(
+        EmbedstoreError,
+        match=r"nothing to embed: no tile matches --where \"dataset = 'c'\" \(of 10 tiles; datasets: a, b\)",
+    ):
+        embed(store, FAST, where="dataset = 'c'", **OPTS)
+    assert not store.has_table(table_name(FAST))
+
+
+def test_cli_where(tmp_path):
+    store = _two_datasets(tmp_path)
+    runner = CliRunner()
+    base = ["embed", str(store.root), "--backbone", FAST, "--no-progress", "--workers", "0"]
+    result = runner.invoke(app, [*base, "--where", "dataset = 'b'"])
+    assert result.exit_code == 0, result.output
+    assert "emb__handcrafted_color_texture (--where \"dataset = 'b'\": 6 of 10 tiles): 6 rows written" in (
+        result.output
+    )
+    result = runner.invoke(app, [*base, "--where", "dataset = 'none'"])
+    assert result.exit_code == 2 and "no tile matches --where" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    result = runner.invoke(app, [*base, "--where", "dataset = 'a' LIMIT 3"])
+    assert result.exit_code == 2 and "is not a filter over the tile columns" in result.output
+    result = runner.invoke(app, [*base, "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"rows_written": 4' in result.output and '"tiles_matched": null' in result.output
