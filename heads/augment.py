@@ -12,7 +12,8 @@ generator gives the same batches every run.
 - `noise:S`      x + S * std * N(0, 1), std per dimension from the training vectors.
 - `dropout:P`    zero each feature with probability P, scale kept ones by 1 / (1 - P) (inverted).
 - `mixup:A[:within|across]`  per sample lambda ~ Beta(A, A); x and y mixed with the same lambda;
-                 `across` (default) partners any sample of the batch, `within` one of the same class.
+                 `across` partners any sample of the batch, whatever its class (the default: `mixup:A`
+                 is `mixup:A:across`), `within` one of the same class (labels stay hard).
 - `smote:K`      per sample of a minority class (training count below the largest class's) with a hard
                  label: one extra sample x + u * (nbr - x), u ~ U(0, 1), nbr one of the K nearest (L2)
                  training vectors of its class other than x itself; label = the class. It runs before
@@ -30,7 +31,7 @@ import torch
 
 from .errors import HeadsError
 
-VALID = "noise:SCALE, dropout:P, mixup:ALPHA[:within|across], smote:K, views"
+VALID = "noise:SCALE, dropout:P, mixup:ALPHA[:within|across] (default: across classes), smote:K, views"
 RANGES = "SCALE > 0, 0 < P < 1, ALPHA > 0, K an integer >= 1"
 SMOTE_BANK_LIMIT = 50_000  # training vectors kept per minority class (a deterministic sample above it)
 SMOTE_DISTANCE_ROWS = 4096  # batch rows per distance block: bounds the (rows, bank) matrix

@@ -20,7 +20,8 @@ from ..options import OUTPUT_FILE, store_argument
     default="",
     metavar="SPEC",
     help="Feature-space augmentation, comma-separated: noise:SCALE, dropout:P, mixup:ALPHA[:within|across], "
-    "smote:K, views (e.g. noise:0.1,mixup:0.4,smote:5,views).",
+    "smote:K, views (e.g. noise:0.1,mixup:0.4,smote:5,views). mixup mixes partners across classes by default "
+    "(mixup:0.4 is mixup:0.4:across); :within mixes only tiles of the same class.",
 )
 @click.option("--tune", type=click.IntRange(min=1), metavar="N", help="Try N configurations; keep the best.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Most epochs (early stopping ends sooner).")

@@ -70,3 +70,10 @@ def test_bad_input_is_one_line_with_the_fix(trained, tmp_path):
     assert_clean_error(
         run("heatmap", path, "--head", "h", "--slide", "nope", "--out", tmp_path / "x.png"), "nope"
     )
+
+
+def test_aug_help_says_mixup_mixes_across_classes_by_default():
+    result = run("train-head", "--help")
+    assert result.exit_code == 0
+    words = " ".join(result.output.split())
+    assert "mixup mixes partners across classes by default (mixup:0.4 is mixup:0.4:across)" in words

@@ -54,7 +54,8 @@ def test_unknown_name_lists_the_valid_ones():
         parse_augmentations("noise:0.1,nois:0.2")
     message = str(caught.value)
     assert message.startswith("unknown augmentation 'nois'; valid: noise:SCALE, dropout:P,")
-    assert "mixup:ALPHA[:within|across], smote:K, views" in message and "\n" not in message
+    assert "mixup:ALPHA[:within|across] (default: across classes), smote:K, views" in message
+    assert "\n" not in message
 
 
 @pytest.mark.parametrize(
@@ -139,7 +140,9 @@ def _mixing_partners(out_x, out_y, x, y) -> list[tuple[int, float]]:
 def test_mixup_across_mixes_vectors_and_soft_labels_with_one_lambda():
     x_np, codes = labelled([10, 10, 10], dim=4)
     x, y = torch.from_numpy(x_np), one_hot(codes, 3)
-    out_x, out_y = parse_augmentations("mixup:0.4")(x, y, generator())
+    pipeline = parse_augmentations("mixup:0.4")  # no mode given: across, the default
+    assert pipeline.steps == [Mixup(0.4, within=False)]
+    out_x, out_y = pipeline(x, y, generator())
     assert out_x.shape == x.shape and out_y.shape == y.shape
     np.testing.assert_allclose(out_y.sum(dim=1).numpy(), 1.0, rtol=1e-6)
     assert (out_y >= 0).all()
