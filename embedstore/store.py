@@ -135,7 +135,9 @@ class Store(Catalog):
         return self._searcher_cache
 
     def info(self) -> dict[str, Any]:
-        """A summary: sources (ok / failed), files, tiles, tasks with label counts, tables, disk size."""
+        """A summary: sources (ok / failed), files, tiles, tasks with label counts, tables, the saved
+        indexes and heads with the table versions they are bound to and whether the table moved on since
+        (`indexes`, `heads`), disk size."""
         from .info import store_info
 
         return store_info(self)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from embedstore import saved
 from embedstore.catalog import Catalog
 from embedstore.embedding_tables import recorded_provenance, table_name
 from embedstore.location import ObjectPath, exclusive, remove_inside
@@ -28,8 +29,8 @@ from embedstore.validation import FileName, invalid
 
 from .errors import HeadsError
 
-HEADS_DIR = "heads"
-CARD = "card.json"
+HEADS_DIR = saved.HEADS_DIR  # the folder and file names `embedstore info` reads too
+CARD = saved.HEAD_CARD
 WEIGHTS = "head.pt"
 LOCK = ".lock"
 HEAD_KINDS = ("linear", "mlp")
@@ -62,6 +63,7 @@ class HeadCard:
     epochs: int = 0  # epochs run (early stopping may end before params["epochs"])
     best_epoch: int = 0  # whose weights were kept
     notes: list[str] = field(default_factory=list)
+    labels_version: int | None = None  # of the labels table when training began (None: older cards)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -29,6 +29,7 @@ from embedstore._version import __version__
 from embedstore.catalog import Catalog
 from embedstore.embedding_tables import recorded_provenance
 from embedstore.embeddings import EmbeddingQuery
+from embedstore.schema import LABELS
 from embedstore.validation import FileName, Name
 
 from .augment import parse_augmentations
@@ -121,6 +122,7 @@ def train(
     table_version = int(dataset.version)
     provenance = recorded_provenance(dataset.schema, table)
     query = EmbeddingQuery.of(store, backbone).at(table_version).columns()
+    labels_version = int(store.dataset(LABELS).version)  # before the split reads them
     if split is None:
         split = split_tiles(store, task, backbone, group_by, validation, seed)
     elif split.task != task:
@@ -189,6 +191,7 @@ def train(
         epochs=len(history),
         best_epoch=best.epoch,
         notes=notes,
+        labels_version=labels_version,
     )
     path = save_head(store, card, estimator, overwrite=overwrite)
     say(f"{card.summary()} ({time.perf_counter() - started:.1f} s); saved in {path}")

@@ -31,6 +31,7 @@ LAYERS = {
     "embedstore.writes": 1,
     "embedstore.damage": 1,
     "embedstore.embedding_tables": 1,
+    "embedstore.saved": 1,
     # L2 pixel primitives, backbones, where models run
     "embedstore.sources": 2,
     "embedstore.backbones": 2,

@@ -83,6 +83,9 @@ def test_search_index_and_heads_live_in_the_bucket(s3, tiles):
     assert (store.root / "heads" / "kind-head" / "card.json").is_file()
     predicted = heads.predict(embedstore.open(str(store.root)), "kind-head", progress=False)
     assert predicted.total_rows == 16 and trained.card.name == "kind-head"
+    info = embedstore.open(str(store.root)).info()  # `info` lists them from the bucket too
+    assert [(i["name"], i["status"]) for i in info["indexes"]] == [("auto", "current")]
+    assert [(h["name"], h["status"]) for h in info["heads"]] == [("kind-head", "current")]
 
 
 def test_the_cli_works_on_an_s3_uri(s3, tiles):

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.feather as feather
 
+from .. import saved
 from .._version import __version__
 from ..catalog import Catalog
 from ..embedding_tables import recorded_provenance
@@ -45,7 +46,7 @@ from .options import IndexOptions
 from .space import VectorSpace
 from .tuning import tune
 
-INDEX_DIR = "indexes"
+INDEX_DIR = saved.INDEX_DIR  # the folder `embedstore info` lists too
 LOCK = ".lock"  # held while one process writes an index (readers never wait)
 BUILDING = ".building-"  # a Lance copy being built, renamed once saved
 UNREFERENCED_GRACE = timedelta(hours=1)  # on object storage: age before an unnamed file is removed

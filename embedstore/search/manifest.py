@@ -18,8 +18,9 @@ import numpy as np
 
 from ..errors import EmbedstoreError
 from ..location import ObjectPath
+from ..saved import INDEX_MANIFEST
 
-MANIFEST = "manifest.json"
+MANIFEST = INDEX_MANIFEST  # the file `embedstore info` reads too
 
 
 @dataclass
