@@ -44,6 +44,9 @@ class IndexManifest:
     recall_queries: int
     files: dict[str, str]  # role -> file name in the index directory
     mean: list[float] | None = None  # the centring vector (cosine with centring)
+    centered_on: str | None = None  # "table" or "none" (None: written before it was recorded; see below)
+    mean_version: int | None = None  # the table version whose rows the mean was computed over
+    norms: bool = False  # the ids file holds each row's length before normalising (re-centring needs it)
     rows_added: int = 0  # rows added by updates since the build
     lance_version: int | None = None  # version of the Lance copy of the vectors (lancedb backend)
     created: str = ""
@@ -53,6 +56,27 @@ class IndexManifest:
     @property
     def exact(self) -> bool:
         return self.kind == "flat"
+
+    @property
+    def centring(self) -> str:
+        """What the stored vectors are centred on: "table", "none", or "l2" (no centring applies)."""
+        if self.metric != "cosine":
+            return "l2"
+        if self.centered_on is not None:
+            return self.centered_on
+        return "table" if self.center else "none"  # manifests written before `centered_on`
+
+    def described(self) -> str:
+        """e.g. "index 'flat' (faiss flat, built centred on the table's mean over 12,345 rows @ v7)"."""
+        how = {
+            "table": "centred on the table's mean",
+            "none": "uncentred",
+            "l2": "for l2",
+        }.get(self.centring, f"centred on {self.centring}")
+        return (
+            f"index {self.name!r} ({self.backend} {self.kind}, built {how} over {self.rows:,} rows "
+            f"@ v{self.table_version})"
+        )
 
     def mean_vector(self) -> np.ndarray | None:
         return None if self.mean is None else np.asarray(self.mean, dtype=np.float32)

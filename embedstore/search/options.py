@@ -8,6 +8,7 @@ from ..validation import FileName, Flag, Interval, Name, OneOf, SqlExpression, o
 from .configs import BACKENDS, KINDS, METRICS
 
 FUSIONS = ("mean", "rrf")
+CENTRINGS = ("pool", "index", "none")  # see centring.py
 
 
 @dataclass
@@ -72,6 +73,12 @@ class SearchOptions:
     )
     update: bool = option(
         True, Flag(), help="Add rows embedded since the index was built (otherwise refuse a stale index)."
+    )
+    center: str = option(
+        "pool",
+        OneOf(CENTRINGS),
+        help="Cosine centred on: pool (the mean of the tiles the filters leave; suits mixed stores), "
+        "index (what the index was built centred on), none (raw cosine). Not for l2.",
     )
 
     def __post_init__(self) -> None:
