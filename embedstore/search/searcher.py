@@ -247,6 +247,8 @@ class Searcher:
         scores = self._scores(candidates, positives, negative_vectors, options, centring)
         order = np.lexsort((candidates, -scores))[:k]
         hits = self._frame(candidates[order], scores[order])
+        notes += self.notes  # from choosing the centring (an older index's row lengths read)
+        self.notes = []
         return SearchResult(
             hits,
             self.manifest,
