@@ -15,6 +15,7 @@ from embedstore.embed.writer import EmbeddingWriter
 from embedstore.embedding_tables import Provenance, table_name
 from embedstore.errors import EmbedstoreError
 from embedstore.schema import TILES, TILES_SCHEMA
+from embedstore.search.configs import LanceConfig
 from tests.cli.test_cli import run
 from tests.helpers import vector_store
 
@@ -208,3 +209,31 @@ def test_cli_center_option_and_json(store):
     assert "scores: cosine centred on the pool's mean (1,000 tiles, after --where)" in text.stderr
     bad = run(*args, "--center", "dataset")
     assert bad.exit_code == 2 and "--center" in bad.output
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "lancedb"])
+def test_other_index_kinds_recentre_exactly(tmp_path, data, kind):
+    vectors, positive = data
+    store = vector_store(tmp_path / kind, vectors)
+    if kind == "lancedb":
+        store.index(KEY, backend="lancedb", config=LanceConfig(num_partitions=8))
+    else:
+        store.index(KEY, kind=kind)
+    queries = draws(positive, 1)[0]
+    even = np.arange(0, N, 2)
+    result = store.search(KEY, tiles=queries, k=30, where="dataset = 'even'")
+    assert ids(result) == numpy_search(vectors, rows_of(queries), 30, vectors[even].mean(axis=0), even)[0]
+
+
+def test_a_large_pool_takes_candidates_from_the_index(store, data, monkeypatch):
+    """Above EXACT_POOL tiles the index proposes candidates (re-scored exactly): close to exact here."""
+    from embedstore.search import searcher
+
+    vectors, positive = data
+    monkeypatch.setattr(searcher, "EXACT_POOL", 100)
+    queries = draws(positive, 1)[0]
+    even = np.arange(0, N, 2)
+    result = store.search(KEY, tiles=queries, k=30, where="dataset = 'even'")
+    expected, _ = numpy_search(vectors, rows_of(queries), 30, vectors[even].mean(axis=0), even)
+    assert len(set(ids(result)) & set(expected)) >= 27
+    assert (np.diff(result.hits["score"].to_numpy()) <= 1e-6).all()
