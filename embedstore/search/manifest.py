@@ -86,7 +86,7 @@ class IndexManifest:
 
     def summary(self) -> str:
         recall = "exact" if self.recall_at_10 is None else f"recall@10 {self.recall_at_10:.3f}"
-        centred = ", centred" if self.center and self.metric == "cosine" else ""
+        centred = {"table": ", centred on the table's mean", "none": ", uncentred"}.get(self.centring, "")
         return (
             f"index {self.name!r}: {self.backend} {self.kind} ({self.metric}{centred}) over {self.rows} "
             f"vectors of {self.table} v{self.table_version}, {recall}, built in {self.build_seconds:.1f} s"

@@ -20,7 +20,8 @@ class IndexOptions:
     center: bool = option(
         True,
         Flag(),
-        help="Centre vectors on the table's mean before cosine (better on histology; see README).",
+        help="Store vectors centred on the table's mean (cosine). Searches re-centre on the searched "
+        "tiles' mean by default either way (search --center).",
     )
     backend: str = option("faiss", OneOf(BACKENDS), help="faiss, or LanceDB's own vector index.")
     name: str | None = option(
