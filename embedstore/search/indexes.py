@@ -34,9 +34,10 @@ import pyarrow.feather as feather
 from .._version import __version__
 from ..catalog import Catalog
 from ..embedding_tables import recorded_provenance
-from ..embeddings import EmbeddingQuery
+from ..embeddings import EmbeddingQuery, tile_filter
 from ..errors import EmbedstoreError, ReadOnlyStoreError
 from ..location import ObjectPath, exclusive, is_inside, remove_inside
+from ..schema import TILES
 from ..validation import FileName, check_value
 from .configs import FlatConfig, IndexConfig, LanceConfig, config_for, config_from_dict, config_to_dict
 from .faiss_index import FaissIndex, check_device, faiss_version
@@ -110,9 +111,12 @@ def build_index(
     name = check_value(
         "--name", options.index_name(config.kind if options.kind != "auto" else None), FileName()
     )
+    centre_filter = tile_filter(catalog, options.center_on, "--center-on") if options.center_on else None
     say(f"reading the vectors of {query.table} (version {table_version})")
     raw, tile_ids, _ = query.at(table_version).to_numpy()
-    space = VectorSpace.fit(options.metric, options.center, raw)
+    space = VectorSpace.fit(
+        options.metric, options.center, _centre_rows(catalog, options, centre_filter, raw, tile_ids)
+    )
     vectors = space.prepare(raw)
     norms = space.lengths(raw)
     del raw
@@ -155,7 +159,8 @@ def build_index(
             recall_queries=queries,
             files={},
             mean=None if space.mean is None else [float(v) for v in space.mean],
-            centered_on="table" if space.mean is not None else "none",
+            centered_on=("subset" if options.center_on else "table") if space.mean is not None else "none",
+            centered_on_where=options.center_on if space.mean is not None else None,
             mean_version=table_version if space.mean is not None else None,
             created=now,
             updated=now,
@@ -167,6 +172,24 @@ def build_index(
         )
         _save(directory, manifest, backend, np.asarray(tile_ids).astype(str), token, norms)
     return manifest
+
+
+def _centre_rows(
+    catalog: Catalog, options: IndexOptions, predicate: str | None, raw: np.ndarray, tile_ids: np.ndarray
+) -> np.ndarray:
+    """The rows whose mean centres the index: all, or those of the tiles `--center-on` (checked and
+    parenthesised as `predicate`) selects."""
+    if predicate is None:
+        return raw
+    chosen = catalog.dataset(TILES).to_table(columns=["tile_id"], filter=predicate).column("tile_id")
+    mask = pc.is_in(pa.array(np.asarray(tile_ids).astype(str)), value_set=chosen.cast(pa.string()))
+    rows = raw[mask.to_numpy(zero_copy_only=False)]
+    if len(rows) == 0:
+        raise EmbedstoreError(
+            f"--center-on {options.center_on!r} selects no tile with a vector; check the expression "
+            "(e.g. \"dataset = 'pcam'\")"
+        )
+    return rows
 
 
 @contextlib.contextmanager

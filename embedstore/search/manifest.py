@@ -44,7 +44,8 @@ class IndexManifest:
     recall_queries: int
     files: dict[str, str]  # role -> file name in the index directory
     mean: list[float] | None = None  # the centring vector (cosine with centring)
-    centered_on: str | None = None  # "table" or "none" (None: written before it was recorded; see below)
+    centered_on: str | None = None  # "table", "subset" or "none" (None: written before it was recorded)
+    centered_on_where: str | None = None  # the subset's SQL (index --center-on)
     mean_version: int | None = None  # the table version whose rows the mean was computed over
     norms: bool = False  # the ids file holds each row's length before normalising (re-centring needs it)
     rows_added: int = 0  # rows added by updates since the build
@@ -59,7 +60,8 @@ class IndexManifest:
 
     @property
     def centring(self) -> str:
-        """What the stored vectors are centred on: "table", "none", or "l2" (no centring applies)."""
+        """What the stored vectors are centred on: "table", "subset" (centered_on_where), "none", or "l2"
+        (no centring applies)."""
         if self.metric != "cosine":
             return "l2"
         if self.centered_on is not None:
@@ -70,9 +72,10 @@ class IndexManifest:
         """e.g. "index 'flat' (faiss flat, built centred on the table's mean over 12,345 rows @ v7)"."""
         how = {
             "table": "centred on the table's mean",
+            "subset": f"centred on the mean of tiles where {self.centered_on_where}",
             "none": "uncentred",
             "l2": "for l2",
-        }.get(self.centring, f"centred on {self.centring}")
+        }[self.centring]
         return (
             f"index {self.name!r} ({self.backend} {self.kind}, built {how} over {self.rows:,} rows "
             f"@ v{self.table_version})"
@@ -86,7 +89,11 @@ class IndexManifest:
 
     def summary(self) -> str:
         recall = "exact" if self.recall_at_10 is None else f"recall@10 {self.recall_at_10:.3f}"
-        centred = {"table": ", centred on the table's mean", "none": ", uncentred"}.get(self.centring, "")
+        centred = {
+            "table": ", centred on the table's mean",
+            "subset": f", centred on tiles where {self.centered_on_where}",
+            "none": ", uncentred",
+        }.get(self.centring, "")
         return (
             f"index {self.name!r}: {self.backend} {self.kind} ({self.metric}{centred}) over {self.rows} "
             f"vectors of {self.table} v{self.table_version}, {recall}, built in {self.build_seconds:.1f} s"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import EmbedstoreError
 from ..validation import FileName, Flag, Interval, Name, OneOf, SqlExpression, option, validate
 from .configs import BACKENDS, KINDS, METRICS
 
@@ -23,6 +24,13 @@ class IndexOptions:
         help="Store vectors centred on the table's mean (cosine). Searches re-centre on the searched "
         "tiles' mean by default either way (search --center).",
     )
+    center_on: str | None = option(
+        None,
+        SqlExpression(),
+        optional=True,
+        help="Centre on the mean of the tiles this SQL expression selects (e.g. \"dataset = 'pcam'\") "
+        "instead of the whole table's; `search --where` with the same expression then needs no re-centring.",
+    )
     backend: str = option("faiss", OneOf(BACKENDS), help="faiss, or LanceDB's own vector index.")
     name: str | None = option(
         None,
@@ -34,6 +42,10 @@ class IndexOptions:
 
     def __post_init__(self) -> None:
         validate(self)
+        if self.center_on is not None and (not self.center or self.metric != "cosine"):
+            raise EmbedstoreError(
+                "--center-on centres cosine vectors: drop it, or drop --no-center / --metric l2"
+            )
 
     def index_name(self, kind: str | None = None) -> str:
         """The name given, or one made of the kind (`kind` overrides the option), backend and metric."""

@@ -340,20 +340,23 @@ class Searcher:
         if manifest.metric != "cosine":
             return Centring("l2", "-squared L2 distance (centring does not apply to l2)", own)
         index_mean = own.mean
-        unfiltered = not options.where and not options.exclude_task
-        same_as_index = options.center == "index" or (
-            options.center == "pool"
-            and unfiltered
-            and manifest.centring == "table"
-            and manifest.rows_added == 0
+        pool_is_index = manifest.rows_added == 0 and not options.exclude_task  # the index's own mean
+        pool_is_index &= (manifest.centring, options.where) in (
+            ("table", None),
+            ("subset", manifest.centered_on_where),
         )
+        same_as_index = options.center == "index" or (options.center == "pool" and pool_is_index)
         if same_as_index or (options.center == "none" and index_mean is None):
             if manifest.centring == "none":
                 text = "raw cosine (not centred)"
             else:
-                text = f"cosine centred on the index's mean ({manifest.centring} @ v{self._mean_version()})"
+                what = (
+                    "table" if manifest.centring == "table" else f"tiles where {manifest.centered_on_where}"
+                )
+                text = f"cosine centred on the index's mean ({what} @ v{self._mean_version()})"
             if options.center == "pool":
-                text += f", which is the pool's: no filter ({int(base.sum()):,} tiles)"
+                why = "no filter" if options.where is None else "the same --where"
+                text += f", which is the pool's: {why} ({int(base.sum()):,} tiles)"
             return Centring(manifest.centring, text, own)
         norms = self._norms()
         if options.center == "none":

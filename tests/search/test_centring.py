@@ -237,3 +237,32 @@ def test_a_large_pool_takes_candidates_from_the_index(store, data, monkeypatch):
     expected, _ = numpy_search(vectors, rows_of(queries), 30, vectors[even].mean(axis=0), even)
     assert len(set(ids(result)) & set(expected)) >= 27
     assert (np.diff(result.hits["score"].to_numpy()) <= 1e-6).all()
+
+
+def test_index_centred_on_a_subset_serves_the_same_where(tmp_path, data):
+    vectors, positive = data
+    store = vector_store(tmp_path / "subset", vectors)
+    built = run("index", store.root, "--backbone", KEY, "--kind", "flat", "--center-on", "dataset = 'even'")
+    assert built.exit_code == 0 and "centred on tiles where dataset = 'even'" in built.output, built.output
+    manifest = store.indexes()[0]
+    assert (manifest.centring, manifest.centered_on_where) == ("subset", "dataset = 'even'")
+    even = np.arange(0, N, 2)
+    np.testing.assert_allclose(manifest.mean_vector(), vectors[even].mean(axis=0), atol=1e-5)
+    queries = draws(positive, 1)[0]
+    result = store.search(KEY, tiles=queries, k=30, where="dataset = 'even'")
+    assert result.centring == "subset" and "which is the pool's: the same --where (1,000 tiles)" in (
+        result.centring_text
+    )
+    assert ids(result) == numpy_search(vectors, rows_of(queries), 30, vectors[even].mean(axis=0), even)[0]
+    other = store.search(KEY, tiles=queries, k=30, where="dataset = 'odd'")  # another pool: re-centred
+    assert other.centring == "pool"
+
+
+def test_center_on_refusals(store):
+    with pytest.raises(EmbedstoreError, match="--center-on .*drop --no-center"):
+        store.index(KEY, kind="flat", center=False, center_on="dataset = 'even'")
+    with pytest.raises(EmbedstoreError, match="--center-on \"dataset = 'none'\" selects no tile"):
+        store.index(KEY, kind="flat", name="x", center_on="dataset = 'none'")
+    with pytest.raises(EmbedstoreError, match="--center-on 'nocolumn = 1' is not a filter"):
+        store.index(KEY, kind="flat", name="y", center_on="nocolumn = 1")
+    assert [m.name for m in store.indexes()] == ["flat"]
