@@ -64,7 +64,7 @@ class Store(Catalog):
         **kwargs: Any,
     ) -> IndexManifest:
         """Build (or rebuild) a similarity index over `backbone`'s vectors; options: `IndexOptions`
-        (kind, metric, center, backend, name), `config`: one of `embedstore.search.configs`."""
+        (kind, metric, center, center_on, backend, name), `config`: one of `embedstore.search.configs`."""
         from .search.indexes import build_index
         from .search.options import IndexOptions
         from .validation import options_from
@@ -101,8 +101,9 @@ class Store(Catalog):
         **kwargs: Any,
     ) -> SearchResult:
         """Tiles most like the positives (tile ids, image files, vectors), best first; see `SearchOptions`
-        (k, fusion, negative_weight, exclude_query_slides, exclude_task, where, index, update).
-        Builds an `auto` index on first use when the backbone has none."""
+        (k, fusion, negative_weight, exclude_query_slides, exclude_task, where, index, update, center:
+        pool | index | none). Builds an `auto` index on first use when the backbone has none;
+        `result.described()` names the index and the centring used."""
         from .search.options import SearchOptions
         from .validation import options_from
 

@@ -55,8 +55,10 @@ def command(
 ) -> None:
     """Find the tiles of STORE most like the positives (--tile, --image, --vectors), best first.
 
-    Several positives are fused (--fusion); --negative tiles push their neighbours down. The first search
-    of a backbone without an index builds one (see `embedstore index`).
+    Several positives are fused (--fusion); --negative tiles push their neighbours down. Cosine scores
+    are centred on the mean of the tiles the filters leave (--center pool), as the index was built
+    (--center index) or not at all (none); the last line on stderr names the index and the centring. The
+    first search of a backbone without an index builds one (see `embedstore index`).
     """
     search_options = SearchOptions(**options)
     check_value("--review-task", review_task, FileName())  # before a search may build an index
@@ -73,13 +75,14 @@ def command(
     if html is not None:
         result.write_html(html, opened, review_task)
     if as_json:
-        emit_json(result.to_records())
+        click.echo(f"{result.hits.height} hit(s) from {result.described()}", err=True)
+        emit_json(result.to_records())  # each record names its index and centring
         return
     shown = [c for c in SHOWN_COLUMNS if c in result.hits.columns]
     frame = result.hits.select(shown)
     for row in frame.iter_rows(named=True):
         click.echo("  ".join(_cell(row[c], c) for c in shown))
-    click.echo(f"{result.hits.height} hit(s) from {result.index.summary()}", err=True)
+    click.echo(f"{result.hits.height} hit(s) from {result.described()}", err=True)
     if export is not None:
         click.echo(f"wrote {export}: `embedstore labels import {store} --task TASK {export}`", err=True)
     if html is not None:

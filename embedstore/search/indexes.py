@@ -2,6 +2,7 @@
 
     <store>/indexes/<table>/<name>/manifest.json    what, from which table version, how, recall
                                    index-<token>.faiss | vectors-<token>.lance, ids-<token>.arrow
+                                   (tile_id, and norm: each row's length before normalising)
 
 Opening an index compares it with its table: rows embedded since are added (where `update`), a table that
 lost rows or changed weights is refused with the command that rebuilds the index. A stale index is never
@@ -34,9 +35,10 @@ from .. import saved
 from .._version import __version__
 from ..catalog import Catalog
 from ..embedding_tables import recorded_provenance
-from ..embeddings import EmbeddingQuery
+from ..embeddings import EmbeddingQuery, tile_filter
 from ..errors import EmbedstoreError, ReadOnlyStoreError
 from ..location import ObjectPath, exclusive, is_inside, remove_inside
+from ..schema import TILES
 from ..validation import FileName, check_value
 from .configs import FlatConfig, IndexConfig, LanceConfig, config_for, config_from_dict, config_to_dict
 from .faiss_index import FaissIndex, check_device, faiss_version
@@ -70,6 +72,7 @@ class LoadedIndex:
     tile_ids: np.ndarray  # (rows,) str, position -> tile id
     directory: Path | ObjectPath
     device: str = "auto"
+    norms: np.ndarray | None = None  # (rows,) length of each row before normalising; None: older index
 
 
 def index_root(catalog: Catalog, table: str) -> Path | ObjectPath:
@@ -109,10 +112,14 @@ def build_index(
     name = check_value(
         "--name", options.index_name(config.kind if options.kind != "auto" else None), FileName()
     )
+    centre_filter = tile_filter(catalog, options.center_on, "--center-on") if options.center_on else None
     say(f"reading the vectors of {query.table} (version {table_version})")
     raw, tile_ids, _ = query.at(table_version).to_numpy()
-    space = VectorSpace.fit(options.metric, options.center, raw)
+    space = VectorSpace.fit(
+        options.metric, options.center, _centre_rows(catalog, options, centre_filter, raw, tile_ids)
+    )
     vectors = space.prepare(raw)
+    norms = space.lengths(raw)
     del raw
     directory = index_root(catalog, query.table) / name
     token = _token(table_version)
@@ -153,6 +160,9 @@ def build_index(
             recall_queries=queries,
             files={},
             mean=None if space.mean is None else [float(v) for v in space.mean],
+            centered_on=("subset" if options.center_on else "table") if space.mean is not None else "none",
+            centered_on_where=options.center_on if space.mean is not None else None,
+            mean_version=table_version if space.mean is not None else None,
             created=now,
             updated=now,
             versions={
@@ -161,8 +171,26 @@ def build_index(
                 "pylance": package_version("pylance"),
             },
         )
-        _save(directory, manifest, backend, np.asarray(tile_ids).astype(str), token)
+        _save(directory, manifest, backend, np.asarray(tile_ids).astype(str), token, norms)
     return manifest
+
+
+def _centre_rows(
+    catalog: Catalog, options: IndexOptions, predicate: str | None, raw: np.ndarray, tile_ids: np.ndarray
+) -> np.ndarray:
+    """The rows whose mean centres the index: all, or those of the tiles `--center-on` (checked and
+    parenthesised as `predicate`) selects."""
+    if predicate is None:
+        return raw
+    chosen = catalog.dataset(TILES).to_table(columns=["tile_id"], filter=predicate).column("tile_id")
+    mask = pc.is_in(pa.array(np.asarray(tile_ids).astype(str)), value_set=chosen.cast(pa.string()))
+    rows = raw[mask.to_numpy(zero_copy_only=False)]
+    if len(rows) == 0:
+        raise EmbedstoreError(
+            f"--center-on {options.center_on!r} selects no tile with a vector; check the expression "
+            "(e.g. \"dataset = 'pcam'\")"
+        )
+    return rows
 
 
 @contextlib.contextmanager
@@ -253,7 +281,7 @@ def refresh(catalog: Catalog, loaded: LoadedIndex, update: bool = True, say: Say
             added = _add_rows(catalog, loaded, current, new_ids, say) if len(new_ids) else 0
             manifest.table_version = current
             manifest.updated = datetime.now(UTC).isoformat(timespec="seconds")
-            _save(loaded.directory, manifest, loaded.backend, loaded.tile_ids, _token(current))
+            _save(loaded.directory, manifest, loaded.backend, loaded.tile_ids, _token(current), loaded.norms)
     if changed:
         before = len(loaded.tile_ids)
         vars(loaded).update(vars(_load(loaded.directory, loaded.device)))
@@ -282,10 +310,34 @@ def _add_rows(catalog: Catalog, loaded: LoadedIndex, version: int, new_ids: pa.A
             f"{loaded.manifest.name!r}"
         )
     loaded.backend.add(loaded.space.prepare(raw))
+    if loaded.norms is not None:
+        loaded.norms = np.concatenate([loaded.norms, loaded.space.lengths(raw)])
     loaded.tile_ids = np.concatenate([loaded.tile_ids, np.concatenate(ids)])
     loaded.manifest.rows = len(loaded.tile_ids)
     loaded.manifest.rows_added += len(raw)
     return len(raw)
+
+
+def norms_from_table(catalog: Catalog, loaded: LoadedIndex) -> np.ndarray:
+    """Each indexed row's length before normalising, from the raw vectors in the table at the index's
+    version (for indexes saved before they kept it)."""
+    query = EmbeddingQuery(catalog, loaded.manifest.table).columns().at(loaded.manifest.table_version)
+    lookup = pa.array(loaded.tile_ids)
+    norms = np.full(len(loaded.tile_ids), np.nan, dtype=np.float32)
+    for batch in query.to_batches():
+        flat = batch.column("vector").values.to_numpy(zero_copy_only=False)
+        raw = flat.reshape(batch.num_rows, -1)
+        at = pc.index_in(batch.column("tile_id"), value_set=lookup).fill_null(-1).to_numpy()
+        known = at >= 0
+        norms[at[known]] = loaded.space.lengths(raw[known])
+    missing = int(np.isnan(norms).sum())
+    if missing:
+        raise StaleIndexError(
+            f"index {loaded.manifest.name!r}: {missing} of its rows have no vector in "
+            f"{loaded.manifest.table} v{loaded.manifest.table_version}; rebuild it with `embedstore index "
+            f"{catalog.root} --backbone {loaded.manifest.backbone} --name {loaded.manifest.name}`"
+        )
+    return norms
 
 
 def _read_only(catalog: Catalog) -> bool:
@@ -335,7 +387,8 @@ def _load(directory: Path | ObjectPath, device: str, attempts: int = 2) -> Loade
         else:
             backend = FaissIndex.load(directory / manifest.files["index"], config, device)
         ids_file = directory / manifest.files["ids"]
-        ids = feather.read_table(io.BytesIO(ids_file.read_bytes())).column("tile_id")
+        ids_table = feather.read_table(io.BytesIO(ids_file.read_bytes()))
+        ids = ids_table.column("tile_id")
     except (OSError, KeyError, RuntimeError, ValueError) as error:
         if attempts > 1:
             return _load(directory, device, attempts - 1)
@@ -346,7 +399,10 @@ def _load(directory: Path | ObjectPath, device: str, attempts: int = 2) -> Loade
         ) from None
     space = VectorSpace(manifest.metric, manifest.mean_vector())
     tile_ids = ids.to_numpy(zero_copy_only=False).astype(str)
-    return LoadedIndex(manifest, backend, space, tile_ids, directory, device)
+    norms = (
+        ids_table.column("norm").to_numpy().astype(np.float32) if "norm" in ids_table.column_names else None
+    )
+    return LoadedIndex(manifest, backend, space, tile_ids, directory, device, norms)
 
 
 def _save(
@@ -355,11 +411,16 @@ def _save(
     backend: FaissIndex | LanceIndex,
     ids: np.ndarray,
     token: str,
+    norms: np.ndarray | None = None,
 ) -> None:
     """Write the index files under new names, then the manifest (atomically), then drop old files."""
     files = {"ids": f"ids-{token}.arrow"}
     buffer = io.BytesIO()
-    feather.write_feather(pa.table({"tile_id": pa.array(ids, pa.string())}), buffer)
+    columns = {"tile_id": pa.array(ids, pa.string())}
+    if norms is not None:
+        columns["norm"] = pa.array(np.asarray(norms, dtype=np.float32))
+    manifest.norms = norms is not None
+    feather.write_feather(pa.table(columns), buffer)
     (directory / files["ids"]).write_bytes(buffer.getvalue())
     if isinstance(backend, LanceIndex):
         if backend.name.startswith(BUILDING):

@@ -45,6 +45,10 @@ class IndexManifest:
     recall_queries: int
     files: dict[str, str]  # role -> file name in the index directory
     mean: list[float] | None = None  # the centring vector (cosine with centring)
+    centered_on: str | None = None  # "table", "subset" or "none" (None: written before it was recorded)
+    centered_on_where: str | None = None  # the subset's SQL (index --center-on)
+    mean_version: int | None = None  # the table version whose rows the mean was computed over
+    norms: bool = False  # the ids file holds each row's length before normalising (re-centring needs it)
     rows_added: int = 0  # rows added by updates since the build
     lance_version: int | None = None  # version of the Lance copy of the vectors (lancedb backend)
     created: str = ""
@@ -55,6 +59,29 @@ class IndexManifest:
     def exact(self) -> bool:
         return self.kind == "flat"
 
+    @property
+    def centring(self) -> str:
+        """What the stored vectors are centred on: "table", "subset" (centered_on_where), "none", or "l2"
+        (no centring applies)."""
+        if self.metric != "cosine":
+            return "l2"
+        if self.centered_on is not None:
+            return self.centered_on
+        return "table" if self.center else "none"  # manifests written before `centered_on`
+
+    def described(self) -> str:
+        """e.g. "index 'flat' (faiss flat, built centred on the table's mean over 12,345 rows @ v7)"."""
+        how = {
+            "table": "centred on the table's mean",
+            "subset": f"centred on the mean of tiles where {self.centered_on_where}",
+            "none": "uncentred",
+            "l2": "for l2",
+        }[self.centring]
+        return (
+            f"index {self.name!r} ({self.backend} {self.kind}, built {how} over {self.rows:,} rows "
+            f"@ v{self.table_version})"
+        )
+
     def mean_vector(self) -> np.ndarray | None:
         return None if self.mean is None else np.asarray(self.mean, dtype=np.float32)
 
@@ -63,7 +90,11 @@ class IndexManifest:
 
     def summary(self) -> str:
         recall = "exact" if self.recall_at_10 is None else f"recall@10 {self.recall_at_10:.3f}"
-        centred = ", centred" if self.center and self.metric == "cosine" else ""
+        centred = {
+            "table": ", centred on the table's mean",
+            "subset": f", centred on tiles where {self.centered_on_where}",
+            "none": ", uncentred",
+        }.get(self.centring, "")
         return (
             f"index {self.name!r}: {self.backend} {self.kind} ({self.metric}{centred}) over {self.rows} "
             f"vectors of {self.table} v{self.table_version}, {recall}, built in {self.build_seconds:.1f} s"

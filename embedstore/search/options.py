@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import EmbedstoreError
 from ..validation import FileName, Flag, Interval, Name, OneOf, SqlExpression, option, validate
 from .configs import BACKENDS, KINDS, METRICS
 
 FUSIONS = ("mean", "rrf")
+CENTRINGS = ("pool", "index", "none")  # see centring.py
 
 
 @dataclass
@@ -19,7 +21,15 @@ class IndexOptions:
     center: bool = option(
         True,
         Flag(),
-        help="Centre vectors on the table's mean before cosine (better on histology; see README).",
+        help="Store vectors centred on the table's mean (cosine). Searches re-centre on the searched "
+        "tiles' mean by default either way (search --center).",
+    )
+    center_on: str | None = option(
+        None,
+        SqlExpression(),
+        optional=True,
+        help="Centre on the mean of the tiles this SQL expression selects (e.g. \"dataset = 'pcam'\") "
+        "instead of the whole table's; `search --where` with the same expression then needs no re-centring.",
     )
     backend: str = option("faiss", OneOf(BACKENDS), help="faiss, or LanceDB's own vector index.")
     name: str | None = option(
@@ -32,6 +42,10 @@ class IndexOptions:
 
     def __post_init__(self) -> None:
         validate(self)
+        if self.center_on is not None and (not self.center or self.metric != "cosine"):
+            raise EmbedstoreError(
+                "--center-on centres cosine vectors: drop it, or drop --no-center / --metric l2"
+            )
 
     def index_name(self, kind: str | None = None) -> str:
         """The name given, or one made of the kind (`kind` overrides the option), backend and metric."""
@@ -72,6 +86,12 @@ class SearchOptions:
     )
     update: bool = option(
         True, Flag(), help="Add rows embedded since the index was built (otherwise refuse a stale index)."
+    )
+    center: str = option(
+        "pool",
+        OneOf(CENTRINGS),
+        help="Cosine centred on: pool (the mean of the tiles the filters leave; suits mixed stores), "
+        "index (what the index was built centred on), none (raw cosine). Not for l2.",
     )
 
     def __post_init__(self) -> None:

@@ -8,8 +8,15 @@ A searcher loads its index and the tiles' metadata once, then answers each query
 each search it checks the table's version (a cheap call): rows embedded meanwhile are added to the index
 (or, without `update`, the search is refused), so results never come from a stale index.
 
-Scores: every candidate the index proposes is re-scored exactly (cosine, or -squared L2, in the index's
-space). Several positives are fused by `mean` (one query: their normalised mean) or `rrf` (each
+Scores: every candidate is re-scored exactly (cosine, or -squared L2). Cosine is centred as
+`SearchOptions.center` says (see centring.py): `pool` (default) on the mean of the tiles the filters
+(--where, --exclude-task) leave, `index` as the index was built, `none` raw; queries are centred like the
+candidates. Exact and approximate: in the index's own centring (`index`, or `pool` with no filter on an
+index centred on the table with no row added since) candidates come from the index as before (exact for
+flat indexes). Otherwise the stored vectors are re-centred exactly (from each row's stored length); a pool
+of up to EXACT_POOL tiles is scanned whole, so the result is exact; in a larger pool the index proposes
+RECENTRED_FACTOR x more candidates, re-scored exactly, so a hit the index's own space ranks far lower
+can be missed. Several positives are fused by `mean` (one query: their normalised mean) or `rrf` (each
 positive ranks the candidates; score = sum of 1 / (60 + rank)). Negatives subtract `negative_weight` x
 the candidate's similarity to its nearest negative before ranking.
 """
@@ -33,14 +40,18 @@ from ..embeddings import METADATA_COLUMNS, tile_filter
 from ..errors import EmbedstoreError
 from ..schema import LABELS, TILES, task_predicate
 from ..validation import options_from, output_file
-from .indexes import IndexOptions, Say, build_index, open_index, refresh
+from .centring import Centring, pool_mean
+from .indexes import IndexOptions, Say, build_index, norms_from_table, open_index, refresh
 from .manifest import IndexManifest
 from .options import SearchOptions
+from .space import VectorSpace
 
 RRF_K = 60  # the usual reciprocal-rank-fusion constant
 POOL_FACTOR = 4  # candidates asked of the index per hit wanted, before filters and negatives
 MIN_POOL = 64
 EXACT_AFTER = 16_384  # when filters leave too few candidates in a pool this large, scan the allowed rows
+EXACT_POOL = 65_536  # re-centred searches scan pools up to this size whole (exact)
+RECENTRED_FACTOR = 8  # larger pools: this many times more candidates asked of the index
 SCAN_CHUNK = 65_536
 
 
@@ -55,6 +66,16 @@ class SearchResult:
     query_images: list[tuple[str, np.ndarray]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    centring: str = ""  # what the scores were centred on: pool | table | none | l2
+    centring_text: str = ""  # the same in words, e.g. "cosine centred on the pool's mean (2,000 tiles ...)"
+
+    @property
+    def index_name(self) -> str:
+        return self.index.name
+
+    def described(self) -> str:
+        """One line: which index and which centring produced the scores."""
+        return f"{self.index.described()}; scores: {self.centring_text}"
 
     @functools.cached_property
     def hits(self) -> pl.DataFrame:
@@ -64,8 +85,10 @@ class SearchResult:
         return frame
 
     def to_records(self) -> list[dict[str, Any]]:
-        """The hits as plain dicts (tile_id, score, rank and the tile metadata), for JSON."""
-        return self.table.to_pylist()
+        """The hits as plain dicts (tile_id, score, rank and the tile metadata), for JSON; each also names
+        the index and the centring of its score."""
+        extra = {"index": self.index.name, "centring": self.centring}
+        return [{**row, **extra} for row in self.table.to_pylist()]
 
     def export_labels(self, path: str | Path, label: str = "candidate") -> Path:
         """A CSV that `embedstore labels import` reads: tile_id, label (plus score and rank)."""
@@ -187,7 +210,16 @@ class Searcher:
             )
         query_positions = self._positions(tiles, "--tile")
         negative_positions = self._positions(negatives, "--negative")
-        parts = [self.loaded.backend.vectors(query_positions)] if len(query_positions) else []
+        rows = len(self.loaded.tile_ids)
+        if options.k > rows:
+            raise EmbedstoreError(
+                f"-k {options.k} is more than the {rows} vectors in {self.manifest.table}; "
+                f"use -k {rows} or less"
+            )
+        base_key, base = self._base(options)
+        centring = self._centring(options, base_key, base)
+        space = centring.space
+        parts = [self._stored(query_positions, centring)] if len(query_positions) else []
         query_images: list[tuple[str, np.ndarray]] = []
         if images:
             from ..embed.images import embed_image_files
@@ -196,22 +228,14 @@ class Searcher:
             parts.append(space.prepare(raw))
             query_images = [(Path(p).name, rgb) for p, rgb in zip(images, decoded, strict=True)]
         if vectors is not None:
-            parts.append(self._prepared_vectors(vectors))
+            parts.append(self._prepared_vectors(vectors, space))
         if not parts:
             raise EmbedstoreError(
                 "nothing to search with: give --tile ID, --image FILE or --vectors FILE.npy"
             )
         positives = np.concatenate(parts)
-        negative_vectors = (
-            self.loaded.backend.vectors(negative_positions) if len(negative_positions) else None
-        )
-        rows = len(self.loaded.tile_ids)
-        if options.k > rows:
-            raise EmbedstoreError(
-                f"-k {options.k} is more than the {rows} vectors in {self.manifest.table}; "
-                f"use -k {rows} or less"
-            )
-        allowed = self._allowed(options, query_positions, negative_positions)
+        negative_vectors = self._stored(negative_positions, centring) if len(negative_positions) else None
+        allowed = self._allowed(options, base, query_positions, negative_positions)
         total = int(allowed.sum())
         if total == 0:
             raise EmbedstoreError("the filters leave no tile to search; loosen --where / --exclude-* options")
@@ -219,10 +243,12 @@ class Searcher:
             notes.append(f"only {total} tiles pass the filters; returning {total} of the {options.k} asked")
         k = min(options.k, total)
         probes = positives if options.fusion == "rrf" and len(positives) > 1 else space.combine(positives)
-        candidates = self._candidates(probes, allowed, k, total)
-        scores = self._scores(candidates, positives, negative_vectors, options)
+        candidates = self._candidates(probes, allowed, k, total, centring)
+        scores = self._scores(candidates, positives, negative_vectors, options, centring)
         order = np.lexsort((candidates, -scores))[:k]
         hits = self._frame(candidates[order], scores[order])
+        notes += self.notes  # from choosing the centring (an older index's row lengths read)
+        self.notes = []
         return SearchResult(
             hits,
             self.manifest,
@@ -231,6 +257,8 @@ class Searcher:
             query_images=query_images,
             notes=notes,
             seconds=time.perf_counter() - started,
+            centring=centring.name,
+            centring_text=centring.text,
         )
 
     def _positions(self, tile_ids: list[str], flag: str) -> np.ndarray:
@@ -247,10 +275,10 @@ class Searcher:
             f"{self.catalog.root} --backbone {self.manifest.backbone}` first"
         )
 
-    def _prepared_vectors(self, vectors: np.ndarray) -> np.ndarray:
-        """Raw query vectors checked, then prepared like the index's; one line naming the first bad row."""
-        prepared = self.loaded.space.prepare(self._checked_vectors(vectors))
-        problem = self.loaded.space.query_problem(prepared)
+    def _prepared_vectors(self, vectors: np.ndarray, space: VectorSpace) -> np.ndarray:
+        """Raw query vectors checked, then prepared like the candidates; one line naming the first bad row."""
+        prepared = space.prepare(self._checked_vectors(vectors))
+        problem = space.query_problem(prepared)
         if problem is not None:
             raise EmbedstoreError(f"--vectors row {problem[0]} {problem[1]}; give another vector")
         return prepared
@@ -281,17 +309,23 @@ class Searcher:
             )
         return array.astype(np.float32)
 
-    def _allowed(self, options: SearchOptions, queries: np.ndarray, negatives: np.ndarray) -> np.ndarray:
-        """Positions a hit may take: in the store, passing the filters, neither a query nor a negative."""
+    def _base(self, options: SearchOptions) -> tuple[tuple, np.ndarray]:
+        """The pool: positions in the store passing the filters (the same for a series of queries)."""
         key = ("base", options.where, options.exclude_task, self._labels_version(options.exclude_task))
-        if key not in self._masks:  # the per-query part below touches only the queries' own slides
+        if key not in self._masks:
             base = self._valid.copy()
             if options.where:
                 base &= self._where_mask(options.where)
             if options.exclude_task:
                 base &= ~self._labelled_mask(options.exclude_task)
             self._masks[key] = base
-        allowed = self._masks[key].copy()
+        return key, self._masks[key]
+
+    def _allowed(
+        self, options: SearchOptions, base: np.ndarray, queries: np.ndarray, negatives: np.ndarray
+    ) -> np.ndarray:
+        """Positions a hit may take: in the pool, neither a query nor a negative (nor of their slides)."""
+        allowed = base.copy()  # the per-query part below touches only the queries' own slides
         if options.exclude_query_slides and len(queries):
             for code in np.unique(self._slide[queries]):
                 start, end = np.searchsorted(self._slide_sorted, [code, code + 1])
@@ -299,6 +333,66 @@ class Searcher:
         allowed[queries] = False
         allowed[negatives] = False
         return allowed
+
+    def _centring(self, options: SearchOptions, key: tuple, base: np.ndarray) -> Centring:
+        """The centring this search applies (see the module's docstring)."""
+        manifest, own = self.manifest, self.loaded.space
+        if manifest.metric != "cosine":
+            return Centring("l2", "-squared L2 distance (centring does not apply to l2)", own)
+        index_mean = own.mean
+        pool_is_index = manifest.rows_added == 0 and not options.exclude_task  # the index's own mean
+        pool_is_index &= (manifest.centring, options.where) in (
+            ("table", None),
+            ("subset", manifest.centered_on_where),
+        )
+        same_as_index = options.center == "index" or (options.center == "pool" and pool_is_index)
+        if same_as_index or (options.center == "none" and index_mean is None):
+            if manifest.centring == "none":
+                text = "raw cosine (not centred)"
+            else:
+                what = (
+                    "table" if manifest.centring == "table" else f"tiles where {manifest.centered_on_where}"
+                )
+                text = f"cosine centred on the index's mean ({what} @ v{self._mean_version()})"
+            if options.center == "pool":
+                why = "no filter" if options.where is None else "the same --where"
+                text += f", which is the pool's: {why} ({int(base.sum()):,} tiles)"
+            return Centring(manifest.centring, text, own)
+        norms = self._norms()
+        if options.center == "none":
+            space = VectorSpace("cosine", None)
+            return Centring("none", "raw cosine (not centred)", space, -index_mean)
+        mean_key = ("mean", *key)
+        if mean_key not in self._masks:
+            positions = np.flatnonzero(base)
+            self._masks[mean_key] = pool_mean(self.loaded.backend.vectors, norms, index_mean, positions)
+        mean = self._masks[mean_key]
+        filters = [
+            flag for flag, on in (("--where", options.where), ("--exclude-task", options.exclude_task)) if on
+        ]
+        after = f"after {' and '.join(filters)}" if filters else "all of the table"
+        text = f"cosine centred on the pool's mean ({int(base.sum()):,} tiles, {after})"
+        offset = mean - index_mean if index_mean is not None else mean
+        return Centring("pool", text, VectorSpace("cosine", mean, "the pool's mean"), offset)
+
+    def _mean_version(self) -> int:
+        return self.manifest.mean_version or self.manifest.built_from_version
+
+    def _norms(self) -> np.ndarray:
+        """Each row's stored length (read from the table once for an index saved before it kept them)."""
+        if self.loaded.norms is None:
+            self.loaded.norms = norms_from_table(self.catalog, self.loaded)
+            self.notes.append(
+                f"index {self.manifest.name!r} was saved before it kept row lengths: read them from "
+                f"{self.manifest.table} to re-centre (rebuild the index to skip this)"
+            )
+        return self.loaded.norms
+
+    def _stored(self, positions: np.ndarray, centring: Centring) -> np.ndarray:
+        """The index's vectors at `positions` as this search compares them."""
+        vectors = self.loaded.backend.vectors(positions)
+        norms = self.loaded.norms[positions] if centring.recentred and self.loaded.norms is not None else None
+        return centring.stored(vectors, norms)
 
     def _labels_version(self, task: str | None) -> int | None:
         return None if task is None else int(self.catalog.dataset(LABELS).version)
@@ -331,10 +425,17 @@ class Searcher:
         mask[positions[found]] = True
         return mask
 
-    def _candidates(self, probes: np.ndarray, allowed: np.ndarray, k: int, total: int) -> np.ndarray:
-        """Positions the index proposes that pass the filters: at least k of them, or every allowed one."""
+    def _candidates(
+        self, probes: np.ndarray, allowed: np.ndarray, k: int, total: int, centring: Centring
+    ) -> np.ndarray:
+        """Positions the index proposes that pass the filters: at least k of them, or every allowed one
+        (always every allowed one for a re-centred search of a pool up to EXACT_POOL tiles)."""
         rows = len(allowed)
         pool = max(POOL_FACTOR * k, MIN_POOL)
+        if centring.recentred:
+            if total <= EXACT_POOL:
+                return np.flatnonzero(allowed)
+            pool *= RECENTRED_FACTOR
         while True:
             found = self.loaded.backend.search(probes, min(pool, rows))
             found = np.unique(found[found >= 0])
@@ -351,15 +452,16 @@ class Searcher:
         positives: np.ndarray,
         negatives: np.ndarray | None,
         options: SearchOptions,
+        centring: Centring,
     ) -> np.ndarray:
         """Exact scores of the candidates (in chunks, so a filter-driven scan stays small in memory)."""
         if options.fusion == "rrf" and len(positives) > 1:
-            return self._rrf(candidates, positives, negatives, options)
+            return self._rrf(candidates, positives, negatives, options, centring)
         space = self.loaded.space
         query = space.combine(positives)
         out = np.empty(len(candidates), dtype=np.float32)
         for start in range(0, len(candidates), SCAN_CHUNK):
-            vectors = self.loaded.backend.vectors(candidates[start : start + SCAN_CHUNK])
+            vectors = self._stored(candidates[start : start + SCAN_CHUNK], centring)
             out[start : start + len(vectors)] = space.similarity(query, vectors)[0] - self._penalty(
                 negatives, vectors, options
             )
@@ -377,10 +479,11 @@ class Searcher:
         positives: np.ndarray,
         negatives: np.ndarray | None,
         options: SearchOptions,
+        centring: Centring,
     ) -> np.ndarray:
         """Sum over positives of 1 / (RRF_K + the candidate's rank by that positive)."""
         space = self.loaded.space
-        vectors = self.loaded.backend.vectors(candidates)
+        vectors = self._stored(candidates, centring)
         similarity = space.similarity(positives, vectors) - self._penalty(negatives, vectors, options)
         ranks = np.empty_like(similarity, dtype=np.int64)
         order = np.argsort(-similarity, axis=1, kind="stable")

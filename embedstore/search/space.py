@@ -1,8 +1,9 @@
 """The vector space an index lives in: cosine on (optionally centred) unit vectors, or plain L2.
 
 Histology embeddings share a large common component (every tile is "tissue"), so raw cosine similarity
-is dominated by it; subtracting the table's mean before normalising compares what differs between tiles.
-`benchmarks/search.py` measures both on real data; centring is the default because it retrieves better.
+is dominated by it; subtracting a mean before normalising compares what differs between tiles. An index
+stores its vectors centred on the table's mean (or uncentred) and keeps each row's length before
+normalising, so a search can re-centre them on another mean (the searched pool's: see `centring.py`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import numpy as np
 
 @dataclass(frozen=True)
 class VectorSpace:
-    """`metric` cosine or l2; `mean` the centring vector (cosine with centring), else None."""
+    """`metric` cosine or l2; `mean` the centring vector (cosine with centring), else None; `centred_on`
+    names the mean in messages."""
 
     metric: str
     mean: np.ndarray | None = None
+    centred_on: str = "the table's mean"
 
     @classmethod
     def fit(cls, metric: str, center: bool, vectors: np.ndarray) -> VectorSpace:
@@ -45,6 +48,18 @@ class VectorSpace:
         x /= np.maximum(norms, 1e-12)[:, None]
         return x
 
+    def lengths(self, vectors: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+        """(n,) float32 length of each row after this space's centring (accumulated in float64): with the
+        prepared unit rows, raw = mean + length * unit (cosine); inf for rows beyond float32's range."""
+        out = np.empty(len(vectors), dtype=np.float32)
+        for start in range(0, len(vectors), chunk):
+            x = np.asarray(vectors[start : start + chunk], dtype=np.float64)
+            if self.mean is not None:
+                x = x - self.mean
+            with np.errstate(over="ignore"):
+                out[start : start + len(x)] = np.sqrt(np.einsum("ij,ij->i", x, x))
+        return out
+
     def query_problem(self, prepared: np.ndarray) -> tuple[int, str] | None:
         """The first prepared row that cannot be a query here, and why (None when all can): a row with no
         direction (zero, or the centring mean itself) scores 0 against everything; for l2, a row whose
@@ -53,7 +68,7 @@ class VectorSpace:
         lengths = np.einsum("ij,ij->i", wide, wide)
         if self.metric == "cosine":
             bad = np.flatnonzero(~(lengths > 0.5))
-            why = "is zero after centring on the table's mean" if self.mean is not None else "is all zeros"
+            why = f"is zero after centring on {self.centred_on}" if self.mean is not None else "is all zeros"
             return (int(bad[0]), f"{why}: it has no direction to compare") if len(bad) else None
         bad = np.flatnonzero(~(lengths < np.finfo(np.float32).max))
         return (int(bad[0]), "is too long for l2 scores in float32; scale it down") if len(bad) else None

@@ -53,12 +53,15 @@ def test_exact_search_matches_numpy_brute_force(store, vectors):
 def test_raw_cosine_differs_from_centred(tmp_path, vectors):
     store = vector_store(tmp_path / "raw", vectors)
     store.index(KEY, kind="flat", center=False)
-    raw = ids_of(store.search(KEY, tiles=["t000005"], k=25))
+    raw = store.search(KEY, tiles=["t000005"], k=25, center="index")
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     scores = unit @ unit[5]
     scores[5] = -np.inf
-    assert raw == [f"t{i:06d}" for i in np.argsort(-scores, kind="stable")[:25]]
+    assert ids_of(raw) == [f"t{i:06d}" for i in np.argsort(-scores, kind="stable")[:25]]
+    assert raw.centring == "none" and "built uncentred" in raw.described()
     assert VectorSpace.fit("cosine", False, vectors).mean is None
+    pooled = store.search(KEY, tiles=["t000005"], k=25)  # the default re-centres the uncentred index
+    assert ids_of(pooled) == brute_force(vectors, [5], 25) and pooled.centring == "pool"
 
 
 def test_query_by_vectors_equals_query_by_tile(store, vectors):
