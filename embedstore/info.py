@@ -164,11 +164,18 @@ def _index(saved: SavedRecord, tables: _Tables) -> dict[str, Any]:
         "backend": record["backend"],
         "kind": record["kind"],
         "metric": record["metric"],
-        "centring": (on if isinstance(on, str) and on else "table") if centred else "none",
+        "centring": _centring(on, record.get("centered_on_where")) if centred else "none",
         "rows": record["rows"],
         "table_version": record["table_version"],
     }
     return {**entry, **tables.compare(record["table"], record["table_version"], record["weights_sha256"])}
+
+
+def _centring(on: Any, where: Any) -> str:
+    """table, none, or `subset: SQL` for an index built with --center-on (older manifests: table)."""
+    if on == "subset" and isinstance(where, str):
+        return f"subset: {where}"
+    return on if isinstance(on, str) and on else "table"
 
 
 def _head(saved: SavedRecord, tables: _Tables) -> dict[str, Any]:
