@@ -162,18 +162,40 @@ def _weighted_auroc(
     positive: np.ndarray, score: np.ndarray, local: np.ndarray, weights: np.ndarray
 ) -> np.ndarray:
     """(resamples,) AUROC with each tile counted by its group's weight: the share of (positive, negative)
-    pairs ordered right, tied scores counting half (the mid-rank AUROC with every weight 1)."""
+    pairs ordered right, tied scores counting half (the mid-rank AUROC with every weight 1).
+
+    With few groups the ordered pairs are a quadratic form in the group weights, w' C w, where C[g, h]
+    counts the pairs of a positive in g and a negative in h (one pass over the sorted tiles, then
+    resamples x groups^2); with many, the pairs are summed over the sorted tiles for every resample."""
     if positive.all() or not positive.any():
         return np.full(len(weights), np.nan)
+    groups = weights.shape[1]
     order = np.argsort(score, kind="mergesort")
     ordered = score[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # blocks of tied scores
-    tile_weights = weights[:, local[order]]  # (resamples, tiles), sorted by score
-    is_positive = positive[order]
-    pos = np.add.reduceat(np.where(is_positive, tile_weights, 0.0), starts, axis=1)
-    neg = np.add.reduceat(np.where(is_positive, 0.0, tile_weights), starts, axis=1)
-    below = np.cumsum(neg, axis=1) - neg
-    ordered_pairs = (pos * (below + 0.5 * neg)).sum(axis=1)
-    pairs = pos.sum(axis=1) * neg.sum(axis=1)
+    new_block = np.r_[True, ordered[1:] != ordered[:-1]]  # blocks of tied scores
+    is_positive, group = positive[order], local[order]
+    if groups * groups <= 4 * len(score):
+        block = np.cumsum(new_block) - 1
+        blocks = int(block[-1]) + 1
+        neg = _counts(block[~is_positive], group[~is_positive], blocks, groups)  # (blocks, groups)
+        below = np.cumsum(neg, axis=0) - 0.5 * neg  # negatives below each block, ties half
+        pos = _counts(group[is_positive], block[is_positive], groups, blocks)  # (groups, blocks)
+        ordered_pairs = ((weights @ (pos @ below)) * weights).sum(axis=1)
+        pairs = (weights @ pos.sum(axis=1)) * (weights @ neg.sum(axis=0))
+    else:
+        tile_weights = weights[:, group]  # (resamples, tiles), sorted by score
+        pos = tile_weights * is_positive
+        neg = tile_weights - pos
+        if not new_block.all():  # tied scores: sum each block
+            starts = np.flatnonzero(new_block)
+            pos, neg = np.add.reduceat(pos, starts, axis=1), np.add.reduceat(neg, starts, axis=1)
+        below = np.cumsum(neg, axis=1) - 0.5 * neg
+        ordered_pairs = (pos * below).sum(axis=1)
+        pairs = pos.sum(axis=1) * neg.sum(axis=1)
     with np.errstate(all="ignore"):
         return np.where(pairs > 0, ordered_pairs / pairs, np.nan)
+
+
+def _counts(rows: np.ndarray, columns: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(height, width) how often each (row, column) pair occurs."""
+    return np.bincount(rows * width + columns, minlength=height * width).reshape(height, width).astype(float)

@@ -223,12 +223,14 @@ def reference(metric: str, y: np.ndarray, p: np.ndarray, classes: int) -> float:
     return float(np.mean([roc_auc_score(y == c, p[:, c]) for c in range(classes)]))
 
 
-def test_weighted_metrics_equal_scikit_learn_on_repeated_tiles():
+@pytest.mark.parametrize("groups", [20, 300])  # AUROC: few groups (quadratic form) or many (per tile)
+@pytest.mark.parametrize("ties", [True, False])
+def test_weighted_metrics_equal_scikit_learn_on_repeated_tiles(groups, ties):
     rng = np.random.default_rng(3)
-    n, classes, groups = 300, 3, 20
+    n, classes = 300, 3
     codes = rng.integers(0, classes, n)
     group = rng.integers(0, groups, n).astype(str)
-    probabilities = rng.dirichlet(np.ones(classes), n).round(1)  # rounded: tied scores
+    probabilities = rng.dirichlet(np.ones(classes), n).round(1 if ties else 12)
     probabilities[np.arange(n), codes] += 0.2 * (rng.random(n) < 0.5)
     probabilities = probabilities.astype(np.float32)  # as the probes give them, and as kept
     split = type("Split", (), {"seed": 0, "fold": 0, "test": np.arange(n)})
