@@ -53,12 +53,12 @@ def draw_report(report: Any, path: Path) -> Path:
         ax.grid(axis="x", alpha=0.3)
         if with_curves:
             _curve(axes[1][column], report, probe, colours, metric)
-    figure.suptitle(
+    title = (
         f"probe on task {report.task}: {report.tiles} tiles, {report.groups} {report.group_by} groups; "
         "circles: the top group (not separated from the best, nor below one that is); open squares: "
-        "p >= alpha below a separated backbone",
-        fontsize=10,
+        "p >= alpha below a separated backbone"
     )
+    figure.suptitle(textwrap.fill(title, 65 * len(probes)), fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
