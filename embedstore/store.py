@@ -122,7 +122,8 @@ class Store(Catalog):
     ) -> ProbeReport:
         """Rank backbones on a labelled task with kNN, prototype and linear probes over the same
         group-aware folds, plus label-free indicators (alone when `task` is None); see `ProbeOptions`
-        (group_by, folds, seeds, probes, knn_k, rank_k, metric, shots, shot_draws, inner_folds, alpha)."""
+        (group_by, folds, seeds, probes, knn_k, rank_k, metric, shots, shot_draws, inner_folds, alpha,
+        bootstrap)."""
         from .probe.options import ProbeOptions
         from .probe.run import run_probe
         from .validation import options_from

@@ -43,6 +43,12 @@ class ProbeOptions:
     alpha: float = option(
         0.05, Interval(0.0, 1.0, open_low=True), help="Level of the paired test that separates backbones."
     )
+    bootstrap: int = option(
+        200,
+        Interval(0, integer=True),
+        help="Resamples of the groups (with replacement) counting how often each backbone comes out on "
+        "top; 0 to skip.",
+    )
 
     def __post_init__(self) -> None:
         validate(self)

@@ -1,8 +1,10 @@
 """The probe report as a PNG: one panel per probe (score per backbone with its interval), then the
-few-shot curves (score against labelled tiles per class)."""
+few-shot curves (score against labelled tiles per class). Each panel's title holds its verdict in words,
+and the share of group resamples each backbone wins is written at the panel's right edge."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +26,39 @@ def draw_report(report: Any, path: Path) -> Path:
     )
     colours = {key: plt.cm.tab10(i % 10) for i, key in enumerate(report.backbones)}
     metric = report.options.metric.replace("_", " ")
+    verdicts = {v["probe"]: v["text"] for v in report.verdicts()}
     for column, probe in enumerate(probes):
         ax = axes[0][column]
         ranked = report.ranking.filter(report.ranking["probe"] == probe).sort("rank", descending=True)
         for y, row in enumerate(ranked.to_dicts()):
             error = [[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]]
-            marker = "o" if row["rank"] == 1 or row["tied_with_best"] else "s"
-            ax.errorbar(row["mean"], y, xerr=error, fmt=marker, color=colours[row["backbone"]], capsize=3)
+            colour = colours[row["backbone"]]
+            marker = "o" if row["top_group"] else "s"
+            face = "white" if row["tied_with_best"] and not row["top_group"] else colour
+            ax.errorbar(row["mean"], y, xerr=error, fmt=marker, color=colour, mfc=face, capsize=3)
+            if row["top_share"] is not None:  # the bootstrap's share, at the panel's right edge
+                ax.annotate(
+                    f"{100 * row['top_share']:.0f} %",
+                    (1.01, y),
+                    xycoords=("axes fraction", "data"),
+                    fontsize=7,
+                    va="center",
+                )
         ax.set_yticks(range(ranked.height), [_short(k) for k in ranked["backbone"]], fontsize=8)
         title = f"kNN (k={report.options.rank_k})" if probe == "knn" else probe
-        ax.set_title(title)
-        ax.set_xlabel(f"{metric} (95 % CI)")
+        words = verdicts[probe].split(": ", 1)[-1]
+        ax.set_title(f"{title}\n" + textwrap.fill(words, 70), fontsize=7, loc="left")
+        shares = ranked["top_share"].is_not_null().any()
+        ax.set_xlabel(f"{metric} (95 % CI)" + ("; right: % of group resamples won" if shares else ""))
         ax.grid(axis="x", alpha=0.3)
         if with_curves:
             _curve(axes[1][column], report, probe, colours, metric)
-    figure.suptitle(
+    title = (
         f"probe on task {report.task}: {report.tiles} tiles, {report.groups} {report.group_by} groups; "
-        "circles: the best and those not distinguishable from it",
-        fontsize=10,
+        "circles: the top group (not separated from the best, nor below one that is); open squares: "
+        "p >= alpha below a separated backbone"
     )
+    figure.suptitle(textwrap.fill(title, 65 * len(probes)), fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -15,6 +15,7 @@ import polars as pl
 from ..validation import output_file
 from .metrics import Interval, corrected_interval, paired_p_value
 from .options import ProbeOptions
+from .verdicts import mark, stray_notes, verdicts
 
 RANKED = ("knn", "prototype", "linear")
 
@@ -26,8 +27,12 @@ class ProbeReport:
     - scores: backbone, seed, fold, probe (knn@k, prototype, linear), metric, value: one row per split;
     - summary: backbone, probe, metric, mean, ci_low, ci_high (95 %, corrected for overlapping folds);
     - ranking: probe (knn at rank_k, prototype, linear), rank, backbone, mean, ci_low, ci_high,
-      p_vs_best (paired corrected t-test over the shared splits), tied_with_best (p >= alpha);
+      p_vs_best (paired corrected t-test over the shared splits), tied_with_best (p >= alpha),
+      top_group (rank 1 and the contiguous ranks below it with p >= alpha; see `verdicts`), top_share
+      (share of the group resamples in which the backbone scores highest; null with bootstrap=0);
     - few_shot: backbone, probe, shots, mean, ci_low, ci_high (seed 0's folds x draws).
+
+    `verdicts()` says per probe in words which backbones the data cannot tell from the best.
     """
 
     task: str | None
@@ -64,6 +69,7 @@ class ProbeReport:
         options: ProbeOptions,
         folds: list[Any],
         seconds: float,
+        shares: dict[str, dict[str, float]] | None = None,
     ) -> ProbeReport:
         test_fraction = float(np.mean([len(s.test) / len(s.train) for s in folds]))
         classes = {f"f1:{i}": f"f1:{name}" for i, name in enumerate(tiles.classes)}
@@ -83,6 +89,8 @@ class ProbeReport:
         )
         report.summary = _summary(scores, test_fraction)
         report.ranking = _ranking(scores, keys, options, test_fraction)
+        report.ranking = mark(report.ranking, options.alpha, shares)
+        report.notes += stray_notes(report.ranking, options.alpha, options.rank_k)
         report.few_shot = _few_shot(shot_rows, test_fraction)
         return report
 
@@ -92,6 +100,11 @@ class ProbeReport:
         """The top-ranked backbone of `probe`."""
         top = self.ranking.filter((pl.col("probe") == probe) & (pl.col("rank") == 1))
         return str(top["backbone"][0])
+
+    def verdicts(self) -> list[dict[str, Any]]:
+        """Per ranked probe, in words: {probe, text, best, top_group, tied, decided, top_share}; see
+        `verdicts.verdicts`."""
+        return verdicts(self.ranking, self.options.alpha, self.options.rank_k)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -105,6 +118,7 @@ class ProbeReport:
             "seconds": round(self.seconds, 2),
             "notes": self.notes,
             "indicators": self.indicators,
+            "verdicts": self.verdicts(),
         }
         for name in ("ranking", "summary", "few_shot", "scores"):
             frame = getattr(self, name)
@@ -128,6 +142,8 @@ class ProbeReport:
             "rank",
             "p_vs_best",
             "tied_with_best",
+            "top_group",
+            "top_share",
         )
         self.summary.join(ranks, on=["probe", "backbone", "metric"], how="left").write_csv(path)
         return path

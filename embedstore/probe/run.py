@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -13,7 +13,7 @@ from ..catalog import Catalog
 from ..embeddings import EmbeddingQuery
 from ..search.space import VectorSpace
 from ..validation import Name, check_value
-from . import classifiers, splits
+from . import classifiers, splits, stability
 from .data import TaskTiles, aligned_vectors, resolve_backbones, task_tiles
 from .indicators import backbone_indicators
 from .metrics import split_scores
@@ -58,6 +58,7 @@ def run_probe(
     inner: dict[tuple[int, int], list] = {}  # (seed, fold) -> the linear probe's inner folds, one per split
     rows: list[dict] = []
     shot_rows: list[dict] = []
+    oof = _out_of_fold(tiles, options, folds)
     bar = tqdm(total=len(keys) * len(folds), desc="probe", unit="fold", disable=not progress, leave=False)
     for key in keys:
         x = aligned_vectors(catalog, key, tiles)
@@ -70,13 +71,16 @@ def run_probe(
                 inner[at] = _inner_folds(tiles, split, options.inner_folds)
             found = probe_split(x, tiles, split, options, previous_c, neighbours.get(at), inner.get(at))
             chosen_cs.append(found.linear_c)
+            if oof is not None:
+                oof.record(key, split.seed, split.fold, found.ranked)
             rows += [{"backbone": key, "seed": split.seed, "fold": split.fold, **r} for r in found.rows]
             bar.update()
         if options.shots:
             shot_rows += few_shot_curve(key, x, tiles, folds, options, _typical_c(chosen_cs))
     bar.close()
+    shares = stability.top_shares(oof, options.bootstrap) if oof is not None else None
     report = ProbeReport.build(
-        tiles, keys, rows, shot_rows, indicators, options, folds, time.perf_counter() - started
+        tiles, keys, rows, shot_rows, indicators, options, folds, time.perf_counter() - started, shares
     )
     report.notes += notes
     return report
@@ -100,10 +104,12 @@ def knn_depth_notes(options: ProbeOptions, folds: list[splits.Split]) -> list[st
 
 @dataclass
 class SplitScores:
-    """Every probe's metrics on one split ({probe, metric, value} rows) and the C the linear probe chose."""
+    """Every probe's metrics on one split ({probe, metric, value} rows), the C the linear probe chose and
+    the ranked probes' test probabilities (knn at rank_k, prototype, linear)."""
 
     rows: list[dict]
     linear_c: float | None
+    ranked: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def probe_split(
@@ -145,7 +151,9 @@ def probe_split(
         for probe, probabilities in found
         for metric, value in split_scores(y[split.test], probabilities, classes).items()
     ]
-    return SplitScores(rows, chosen_c)
+    ranked_names = {f"knn@{options.rank_k}": "knn", "prototype": "prototype", "linear": "linear"}
+    ranked = {ranked_names[probe]: p for probe, p in found if probe in ranked_names}
+    return SplitScores(rows, chosen_c, ranked)
 
 
 def few_shot_curve(
@@ -213,6 +221,15 @@ def _all_folds_neighbours(
         for split, positions in zip(of_seed, cross_fold_neighbours(unit, tests, deepest), strict=True):
             found[(seed, split.fold)] = positions
     return found
+
+
+def _out_of_fold(
+    tiles: TaskTiles, options: ProbeOptions, folds: list[splits.Split]
+) -> stability.OutOfFold | None:
+    """Where the ranked probes' test outputs are kept for the bootstrap (None when it is skipped)."""
+    if not options.bootstrap:
+        return None
+    return stability.OutOfFold.of(tiles.codes, tiles.groups, len(tiles.classes), options.metric, folds)
 
 
 def _inner_folds(tiles: TaskTiles, split: splits.Split, folds: int) -> list[tuple[np.ndarray, ...]]:

@@ -14,20 +14,11 @@ def format_report(report: Any) -> str:
             f"{', '.join(report.classes)}; {options.folds} folds x {options.seeds} seeds; {options.metric}, "
             f"mean [95 % CI]"
         )
+        verdicts = {v["probe"]: v["text"] for v in report.verdicts()}
         for probe in report.ranking["probe"].unique(maintain_order=True).to_list():
-            shown = f"knn (k={options.rank_k})" if probe == "knn" else probe
-            lines.append(f"\n{shown}")
-            rows = report.ranking.filter(report.ranking["probe"] == probe).to_dicts()
-            width = max(len(r["backbone"]) for r in rows)
-            for row in rows:
-                same = "best" if row["rank"] == 1 else "~ best" if row["tied_with_best"] else ""
-                lines.append(
-                    f"  {row['rank']:>2}  {row['backbone']:<{width}}  {row['mean']:.3f} "
-                    f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]  p={row['p_vs_best']:.3f}  {same}".rstrip()
-                )
-        lines.append(
-            f"\n~ best: not distinguishable from the best (paired corrected t-test, p >= {options.alpha:g})"
-        )
+            lines += _ranked(report, probe)
+            lines.append(f"  => {verdicts[probe]}")
+        lines += _legend(report)
         if report.few_shot.height:
             lines.append(_few_shot(report))
     if report.indicators:
@@ -35,6 +26,45 @@ def format_report(report: Any) -> str:
     lines += [f"note: {note}" for note in report.notes]
     lines.append(f"({report.seconds:.1f} s)")
     return "\n".join(lines)
+
+
+def _legend(report: Any) -> list[str]:
+    alpha, ranking = report.options.alpha, report.ranking
+    out = [
+        f"\n~ best: not separated from the best (paired corrected t-test, p >= {alpha:g}), nor ranked below "
+        "a backbone that is: the top group"
+    ]
+    if (ranking["tied_with_best"] & ~ranking["top_group"]).any():
+        out.append(f"*: p >= {alpha:g}, but ranked below a backbone separated from the best (see note)")
+    if ranking["top_share"].is_not_null().any():
+        out.append(
+            f"picked: share of {report.options.bootstrap} resamples of the {report.group_by} groups (with "
+            "replacement) in which the backbone scores highest"
+        )
+    return out
+
+
+def _ranked(report: Any, probe: str) -> list[str]:
+    """One probe's ranking: rank, backbone, mean [CI], picked share (with the bootstrap), p, tag."""
+    options = report.options
+    shown = f"knn (k={options.rank_k})" if probe == "knn" else probe
+    rows = report.ranking.filter(report.ranking["probe"] == probe).sort("rank").to_dicts()
+    width = max(len(r["backbone"]) for r in rows)
+    with_shares = any(r["top_share"] is not None for r in rows)
+    out = [f"\n{shown}"]
+    for row in rows:
+        if row["rank"] == 1:
+            tag = "best"
+        elif row["top_group"]:
+            tag = "~ best"
+        else:
+            tag = "*" if row["tied_with_best"] else ""
+        picked = f"  picked {100 * row['top_share']:>3.0f} %" if with_shares else ""
+        out.append(
+            f"  {row['rank']:>2}  {row['backbone']:<{width}}  {row['mean']:.3f} "
+            f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]{picked}  p={row['p_vs_best']:.3f}  {tag}".rstrip()
+        )
+    return out
 
 
 def _few_shot(report: Any) -> str:

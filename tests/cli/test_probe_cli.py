@@ -34,15 +34,18 @@ def test_probe_prints_the_ranking_and_writes_json_csv_png(store_path, tmp_path):
     assert len(re.findall(r"^\s+1\s+good\.v\s+0\.\d{3} \[", out, flags=re.M)) == 3  # first under each probe
     assert len(re.findall(r"^\s+2\s+noise\.v\s+0\.\d{3} \[.*p=0\.0\d\d\s*$", out, flags=re.M)) == 3
     assert "few-shot" in out and "label-free indicators" in out
+    assert out.count("good.v is best, clearly (every other p < 0.05; picked in 100 % of resamples)") == 3
     assert all(f"wrote {path}" in result.stderr for path in files.values())
 
     report = json.loads(files["json"].read_text())
     assert report["options"]["folds"] == 3 and report["options"]["shots"] == [4]
     assert {r["backbone"] for r in report["ranking"] if r["rank"] == 1} == {"good.v"}
     assert {r["shots"] for r in report["few_shot"]} == {4}
+    assert [v["decided"] for v in report["verdicts"]] == [True] * 3
     with files["csv"].open() as file:
         header = next(csv.reader(file))
-    assert {"backbone", "probe", "metric", "mean", "rank", "p_vs_best", "tied_with_best"} <= set(header)
+    wanted = {"backbone", "probe", "metric", "mean", "rank", "p_vs_best", "tied_with_best", "top_share"}
+    assert wanted <= set(header)
     assert files["plot"].read_bytes()[:8] == PNG_MAGIC
 
 
