@@ -78,6 +78,38 @@ def test_split_keeps_every_slide_on_one_side_and_every_class_on_both(toy):
     assert split_tiles(store, "tumour", KEY, seed=1).validation_ids != split.validation_ids
 
 
+def test_seeds_give_different_validation_slides_when_every_slide_has_its_own_class_mix(tmp_path):
+    """20 slides, each with its own share of tumour tiles: StratifiedGroupKFold's shuffle gave seeds 0 and
+    1 the same validation split here (the issue); the split now differs per seed, and each keeps slides
+    apart and every class on both sides."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    rng = np.random.default_rng(3)
+    share = rng.uniform(0.1, 0.9, SLIDES)
+    codes = (rng.random(TILES_N) < share[np.arange(TILES_N) % SLIDES]).astype(int)
+    vectors = rng.normal(size=(TILES_N, 4)).astype(np.float32) + 1
+    store = vector_store(tmp_path / "store", vectors, slides=SLIDES, key=KEY)
+    ids = [f"t{i:06d}" for i in range(TILES_N)]
+    add_task(store, "mixes", {t: "tumour" if c else "normal" for t, c in zip(ids, codes, strict=True)})
+    slides = np.arange(TILES_N) % SLIDES
+    old = [
+        [
+            tuple(test)
+            for _, test in StratifiedGroupKFold(5, shuffle=True, random_state=s).split(codes, codes, slides)
+        ]
+        for s in (0, 1)
+    ]
+    assert old[0] == old[1]
+    found = [split_tiles(store, "mixes", KEY, validation=0.2, seed=seed) for seed in range(3)]
+    assert len({frozenset(split.validation_ids) for split in found}) == 3
+    for split in found:
+        assert not {slide_of(t) for t in split.train_ids} & {slide_of(t) for t in split.validation_ids}
+        assert (
+            min(split.class_counts().values()) > 0
+            and min(split.class_counts(split.validation_ids).values()) > 0
+        )
+
+
 def test_split_holds_arrays_that_act_as_sets_and_mappings(toy):
     """The split's ids and codes are numpy arrays (no Python object per tile) behind the set and mapping
     interfaces the frozensets and dicts had."""
