@@ -79,27 +79,29 @@ def test_split_keeps_every_slide_on_one_side_and_every_class_on_both(toy):
 
 
 def test_seeds_give_different_validation_slides_when_every_slide_has_its_own_class_mix(tmp_path):
-    """20 slides, each with its own share of tumour tiles: StratifiedGroupKFold's shuffle gave seeds 0 and
-    1 the same validation split here (the issue); the split now differs per seed, and each keeps slides
-    apart and every class on both sides."""
+    """20 slides, each with its own mix of 3 classes and its own count of labelled tiles: scikit-learn's
+    StratifiedGroupKFold gave seeds 0, 1 and 2 the same folds here (the issue); the split now differs per
+    seed, and each keeps slides apart and every class on both sides."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    rng = np.random.default_rng(3)
-    share = rng.uniform(0.1, 0.9, SLIDES)
-    codes = (rng.random(TILES_N) < share[np.arange(TILES_N) % SLIDES]).astype(int)
-    vectors = rng.normal(size=(TILES_N, 4)).astype(np.float32) + 1
-    store = vector_store(tmp_path / "store", vectors, slides=SLIDES, key=KEY)
-    ids = [f"t{i:06d}" for i in range(TILES_N)]
-    add_task(store, "mixes", {t: "tumour" if c else "normal" for t, c in zip(ids, codes, strict=True)})
-    slides = np.arange(TILES_N) % SLIDES
+    rng = np.random.default_rng(5)
+    mixes = rng.dirichlet([1, 1, 1], SLIDES)
+    labelled = np.flatnonzero(
+        rng.random(TILES_N) < rng.uniform(0.3, 1.0, SLIDES)[np.arange(TILES_N) % SLIDES]
+    )
+    codes = np.array([rng.choice(3, p=mixes[i % SLIDES]) for i in range(TILES_N)])[labelled]
+    slides = labelled % SLIDES
     old = [
-        [
+        frozenset(
             tuple(test)
             for _, test in StratifiedGroupKFold(5, shuffle=True, random_state=s).split(codes, codes, slides)
-        ]
-        for s in (0, 1)
+        )
+        for s in range(3)
     ]
-    assert old[0] == old[1]
+    assert len(set(old)) == 1
+    vectors = rng.normal(size=(TILES_N, 4)).astype(np.float32) + 1
+    store = vector_store(tmp_path / "store", vectors, slides=SLIDES, key=KEY)
+    add_task(store, "mixes", {f"t{i:06d}": "abc"[c] for i, c in zip(labelled, codes, strict=True)})
     found = [split_tiles(store, "mixes", KEY, validation=0.2, seed=seed) for seed in range(3)]
     assert len({frozenset(split.validation_ids) for split in found}) == 3
     for split in found:
