@@ -189,3 +189,20 @@ def test_probe_on_distinct_mixes_runs_every_seed(tmp_path):
     report = store.probe("ab", "all", folds=5, seeds=3, probes=("prototype",), shots=None, indicators=False)
     assert report.distinct_splits == 15 and not any("distinct splits" in n for n in report.notes)
     assert report.summary["splits"].unique().to_list() == [15]
+
+
+def test_probe_where_seeds_repeat_some_folds_scores_each_kept_split_once(tmp_path):
+    """6 slides in 5 folds: later seeds repeat some of seed 0's test sets; kNN (which searches a seed's
+    folds together only when they partition the tiles) and the linear probe still score every kept split."""
+    rng = np.random.default_rng(2)
+    codes = (np.arange(120) // 6) % 2  # tile i is on slide i % 6: both classes on every slide
+    vectors = (codes[:, None] * 0.8 + rng.normal(size=(120, 8)) + 1).astype(np.float32)
+    store = vector_store(tmp_path / "store", vectors, slides=6, key="good.v")
+    add_task(store, "ab", {f"t{i:06d}": "ab"[c] for i, c in enumerate(codes)})
+    report = store.probe(
+        "ab", "good.v", folds=5, seeds=4, probes=("knn", "linear"), shots=None, indicators=False
+    )
+    kept = report.scores.filter((pl.col("probe") == "linear") & (pl.col("metric") == "balanced_accuracy"))
+    assert 5 < report.distinct_splits == kept.height < 20
+    assert report.scores.filter(pl.col("probe") == "knn@20")["value"].is_nan().sum() == 0
+    assert any(f"count {report.distinct_splits} distinct splits, not 20" in note for note in report.notes)
