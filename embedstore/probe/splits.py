@@ -78,9 +78,10 @@ def assign_groups(counts: np.ndarray, folds: int, seed: int, draws: int = DRAWS)
     A randomised greedy: each of `draws` draws visits the groups by size times a random factor in
     [0.5, 1.5) (so big groups come early, but in an order that differs per seed) and puts each group in
     the fold where it adds least to the spread of every class's share (and of the fold sizes) across
-    the folds; exact ties go to a random fold. The draw with the fewest folds missing a class, then the
-    most even shares, is kept. Every fold gets a group when there are at least `folds` groups (an empty
-    fold always costs least).
+    the folds; exact ties go to a random fold. Among the draws with the fewest folds missing a class,
+    one whose spread is within TOLERANCE x the least is kept, chosen at random (the very best alone
+    would give every seed the same folds when groups are few). Every fold gets a group when there are
+    at least `folds` groups (an empty fold always costs least).
     """
     n_groups = len(counts)
     if n_groups and (counts.sum(axis=1) == 1).all():
@@ -126,15 +127,12 @@ def distinct_splits(
     """`folds` without the splits whose test set an earlier split already had, and a note naming the
     seeds that repeated earlier folds (few groups leave few partitions): the statistics count distinct
     splits only."""
-    seen: dict[bytes, Split] = {}
+    seen: set[bytes] = set()
     kept, repeated = [], []
     for split in folds:
         key = np.sort(split.test).tobytes()
-        if key in seen:
-            repeated.append(split)
-        else:
-            seen[key] = split
-            kept.append(split)
+        (repeated if key in seen else kept).append(split)
+        seen.add(key)
     if not repeated:
         return kept, []
     of = f" ({groups} {group_by or ''} groups)".replace("  ", " ") if groups else ""
@@ -161,6 +159,10 @@ def _deal_tiles(classes: np.ndarray, folds: int, seed: int) -> np.ndarray:
 def _fold_of_tiles(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
     """The fold of each tile: its group's, from `assign_groups` over the sorted distinct groups."""
     names, group_of = np.unique(groups, return_inverse=True)
+    if len(names) < folds:
+        raise EmbedstoreError(
+            f"{len(names)} groups cannot fill {folds} folds; use at most {len(names)} folds"
+        )
     _, class_of = np.unique(labels, return_inverse=True)
     counts = np.zeros((len(names), int(class_of.max()) + 1 if len(class_of) else 0), dtype=np.int64)
     np.add.at(counts, (group_of, class_of), 1)

@@ -206,3 +206,10 @@ def test_probe_where_seeds_repeat_some_folds_scores_each_kept_split_once(tmp_pat
     assert 5 < report.distinct_splits == kept.height < 20
     assert report.scores.filter(pl.col("probe") == "knn@20")["value"].is_nan().sum() == 0
     assert any(f"count {report.distinct_splits} distinct splits, not 20" in note for note in report.notes)
+
+
+def test_fewer_groups_than_folds_is_one_line_error():
+    from embedstore.errors import EmbedstoreError
+
+    with pytest.raises(EmbedstoreError, match="2 groups cannot fill 3 folds; use at most 2 folds"):
+        splits.group_folds(np.array([0, 1, 0, 1]), np.array(["a", "a", "b", "b"]), 3, 0)
