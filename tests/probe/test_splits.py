@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 from sklearn.model_selection import StratifiedGroupKFold
 
+from embedstore.errors import EmbedstoreError
 from embedstore.probe import splits
 from embedstore.probe.metrics import corrected_interval, paired_p_value
 from tests.helpers import add_task, add_vectors, vector_store
@@ -209,7 +210,5 @@ def test_probe_where_seeds_repeat_some_folds_scores_each_kept_split_once(tmp_pat
 
 
 def test_fewer_groups_than_folds_is_one_line_error():
-    from embedstore.errors import EmbedstoreError
-
     with pytest.raises(EmbedstoreError, match="2 groups cannot fill 3 folds; use at most 2 folds"):
         splits.group_folds(np.array([0, 1, 0, 1]), np.array(["a", "a", "b", "b"]), 3, 0)
