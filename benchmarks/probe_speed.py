@@ -6,7 +6,7 @@ to the scikit-learn pipeline a user would write on the same folds, in the same r
 The store holds five "backbones" with the widths of real ones (1280, 1280, 1280, 680, 512): 4 nucleus-like
 classes (one scarce, 9 %) spread over 80 image groups, each backbone separating the classes to a different
 degree, with per-group offsets (a batch effect) so that group-aware folds matter. Both sides get the same
-folds (embedstore's StratifiedGroupKFold splits) and, for the linear probe, the same inner folds and C grid.
+folds (embedstore's group_folds splits) and, for the linear probe, the same inner folds and C grid.
 
 scikit-learn pipeline, per backbone and fold: `KNeighborsClassifier(n_neighbors=k, metric="cosine")` fitted
 and asked for probabilities once per k (1, 5, 10, 20, 50), and `make_pipeline(StandardScaler(),

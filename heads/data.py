@@ -78,10 +78,10 @@ def split_tiles(
 ) -> TileSplit:
     """Split the task's labelled tiles (those `backbone` embedded, when given) into train and validation.
 
-    Group-aware and stratified: scikit-learn's StratifiedGroupKFold with round(1 / validation) folds over
-    the group column (patient > slide > image > tile, the probe's rule, unless `group_by`), one fold held
-    out, the first whose both sides hold every class. HeadsError for an unknown task, one class, or groups
-    too few to give both sides every class.
+    Group-aware and stratified: the probe's `group_folds` with round(1 / validation) folds over the group
+    column (patient > slide > image > tile, the probe's rule, unless `group_by`), one fold held out, the
+    first whose both sides hold every class; each seed permutes the groups anew. HeadsError for an
+    unknown task, one class, or groups too few to give both sides every class.
     """
     checked("--validation", validation, Interval(0, 0.5, open_low=True))
     checked("--seed", seed, Interval(0, integer=True))

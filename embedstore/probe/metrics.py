@@ -2,8 +2,9 @@
 
 Cross-validation splits share training tiles, so the plain variance over folds understates the
 uncertainty. Intervals and tests use the corrected repeated k-fold t statistic (Nadeau & Bengio, 2003;
-Bouckaert & Frank, 2004): the variance over the J = folds x seeds splits is scaled by
-(1 / J + n_test / n_train), with J - 1 degrees of freedom.
+Bouckaert & Frank, 2004): the variance over the J distinct splits (folds x seeds, less any split whose
+test set an earlier seed already had) is scaled by (1 / J + n_test / n_train), with J - 1 degrees of
+freedom.
 """
 
 from __future__ import annotations

@@ -24,7 +24,12 @@ class ProbeOptions:
         "the first set for every labelled tile].",
     )
     folds: int = option(5, Interval(2, integer=True), help="Cross-validation folds.")
-    seeds: int = option(3, Interval(1, integer=True), help="Repetitions of the folds, each shuffled anew.")
+    seeds: int = option(
+        3,
+        Interval(1, integer=True),
+        help="Repetitions of the folds, each seed permuting the groups anew; "
+        "a split that an earlier seed already gave (too few groups to differ) is counted once.",
+    )
     probes: tuple[str, ...] = option(PROBES, NamesFrom(PROBES), help="Probes to run, comma-separated.")
     knn_k: tuple[int, ...] = option(KNN_KS, Integers(1), help="k of the kNN probe (one search per fold).")
     rank_k: int = option(20, Interval(1, integer=True), help="The kNN k that the ranking and plot show.")

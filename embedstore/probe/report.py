@@ -24,7 +24,8 @@ RANKED = ("knn", "prototype", "linear")
 class ProbeReport:
     """What `probe` found. Frames:
 
-    - scores: backbone, seed, fold, probe (knn@k, prototype, linear), metric, value: one row per split;
+    - scores: backbone, seed, fold, probe (knn@k, prototype, linear), metric, value: one row per distinct
+      split (a split whose test set an earlier seed already had is not run again, see `distinct_splits`);
     - summary: backbone, probe, metric, mean, ci_low, ci_high (95 %, corrected for overlapping folds);
     - ranking: probe (knn at rank_k, prototype, linear), rank, backbone, mean, ci_low, ci_high,
       p_vs_best (paired corrected t-test over the shared splits), tied_with_best (p >= alpha),
@@ -45,6 +46,7 @@ class ProbeReport:
     tiles: int = 0
     groups: int = 0
     notes: list[str] = field(default_factory=list)
+    distinct_splits: int = 0  # splits with a test set no other split had: the J of the intervals and tests
     scores: pl.DataFrame = field(default_factory=pl.DataFrame)
     summary: pl.DataFrame = field(default_factory=pl.DataFrame)
     ranking: pl.DataFrame = field(default_factory=pl.DataFrame)
@@ -85,6 +87,7 @@ class ProbeReport:
             tiles=len(tiles.keys),
             groups=len(np.unique(tiles.groups)),
             notes=list(tiles.notes),
+            distinct_splits=len({np.sort(s.test).tobytes() for s in folds}),
             scores=scores,
         )
         report.summary = _summary(scores, test_fraction)
@@ -117,6 +120,7 @@ class ProbeReport:
             "options": {k: v for k, v in vars(self.options).items()},
             "seconds": round(self.seconds, 2),
             "notes": self.notes,
+            "distinct_splits": self.distinct_splits,
             "indicators": self.indicators,
             "verdicts": self.verdicts(),
         }

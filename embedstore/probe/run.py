@@ -47,12 +47,14 @@ def run_probe(
     indicators = {}
     if options.indicators:  # over the task's tiles
         indicators = {key: backbone_indicators(_query(catalog, key, task)).to_dict() for key in keys}
-    folds = [
+    drawn = [
         split
         for seed in range(options.seeds)
         for split in splits.group_folds(tiles.codes, tiles.groups, options.folds, seed)
     ]
-    notes = knn_depth_notes(options, folds)
+    groups = len(np.unique(tiles.groups))
+    folds, notes = splits.distinct_splits(drawn, groups, tiles.group_by)  # the statistics count each once
+    notes += knn_depth_notes(options, folds)
     for note in notes:
         (say or (lambda _: None))(note)
     inner: dict[tuple[int, int], list] = {}  # (seed, fold) -> the linear probe's inner folds, one per split

@@ -78,6 +78,40 @@ def test_split_keeps_every_slide_on_one_side_and_every_class_on_both(toy):
     assert split_tiles(store, "tumour", KEY, seed=1).validation_ids != split.validation_ids
 
 
+def test_seeds_give_different_validation_slides_when_every_slide_has_its_own_class_mix(tmp_path):
+    """20 slides, each with its own mix of 3 classes and its own count of labelled tiles: scikit-learn's
+    StratifiedGroupKFold gave seeds 0, 1 and 2 the same folds here (the issue); the split now differs per
+    seed, and each keeps slides apart and every class on both sides."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    rng = np.random.default_rng(5)
+    mixes = rng.dirichlet([1, 1, 1], SLIDES)
+    labelled = np.flatnonzero(
+        rng.random(TILES_N) < rng.uniform(0.3, 1.0, SLIDES)[np.arange(TILES_N) % SLIDES]
+    )
+    codes = np.array([rng.choice(3, p=mixes[i % SLIDES]) for i in range(TILES_N)])[labelled]
+    slides = labelled % SLIDES
+    old = [
+        frozenset(
+            tuple(test)
+            for _, test in StratifiedGroupKFold(5, shuffle=True, random_state=s).split(codes, codes, slides)
+        )
+        for s in range(3)
+    ]
+    assert len(set(old)) == 1
+    vectors = rng.normal(size=(TILES_N, 4)).astype(np.float32) + 1
+    store = vector_store(tmp_path / "store", vectors, slides=SLIDES, key=KEY)
+    add_task(store, "mixes", {f"t{i:06d}": "abc"[c] for i, c in zip(labelled, codes, strict=True)})
+    found = [split_tiles(store, "mixes", KEY, validation=0.2, seed=seed) for seed in range(3)]
+    assert len({frozenset(split.validation_ids) for split in found}) == 3
+    for split in found:
+        assert not {slide_of(t) for t in split.train_ids} & {slide_of(t) for t in split.validation_ids}
+        assert (
+            min(split.class_counts().values()) > 0
+            and min(split.class_counts(split.validation_ids).values()) > 0
+        )
+
+
 def test_split_holds_arrays_that_act_as_sets_and_mappings(toy):
     """The split's ids and codes are numpy arrays (no Python object per tile) behind the set and mapping
     interfaces the frozensets and dicts had."""
