@@ -11,7 +11,7 @@ def format_report(report: Any) -> str:
         options = report.options
         lines.append(
             f"task {report.task}: {report.tiles} tiles in {report.groups} {report.group_by} groups, classes "
-            f"{', '.join(report.classes)}; {options.folds} folds x {options.seeds} seeds; {options.metric}, "
+            f"{', '.join(report.classes)}; {_splits(report)}; {options.metric}, "
             f"mean [95 % CI]"
         )
         verdicts = {v["probe"]: v["text"] for v in report.verdicts()}
@@ -111,3 +111,13 @@ def _indicators(indicators: dict[str, dict]) -> str:
         "same slide (chance: from slide sizes); views: nearest vector is a view of the same tile"
     )
     return "\n".join(out + warnings)
+
+
+def _splits(report: Any) -> str:
+    """ "5 folds x 3 seeds", with the distinct splits the statistics count when seeds repeated folds."""
+    options = report.options
+    text = f"{options.folds} folds x {options.seeds} seed{'s' if options.seeds != 1 else ''}"
+    planned = options.folds * options.seeds
+    if report.distinct_splits and report.distinct_splits < planned:
+        text += f" ({report.distinct_splits} distinct splits)"
+    return text

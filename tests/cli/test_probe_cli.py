@@ -28,7 +28,7 @@ def test_probe_prints_the_ranking_and_writes_json_csv_png(store_path, tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     out = result.stdout
-    assert "task toy: 240 tiles in 12 slide groups, classes c0, c1, c2; 3 folds x 1 seeds" in out
+    assert "task toy: 240 tiles in 12 slide groups, classes c0, c1, c2; 3 folds x 1 seed;" in out
     for header in ("knn (k=20)", "prototype", "linear"):
         assert f"\n{header}\n" in out
     assert len(re.findall(r"^\s+1\s+good\.v\s+0\.\d{3} \[", out, flags=re.M)) == 3  # first under each probe

@@ -143,6 +143,7 @@ def test_probe_with_one_possible_partition_counts_five_splits_not_fifteen(five_s
     assert report.distinct_splits == 5 and report.to_dict()["distinct_splits"] == 5
     assert any("the intervals count 5 distinct splits, not 15" in note for note in report.notes)
     assert "5 distinct splits, not 15" in report.format()
+    assert "5 folds x 3 seeds (5 distinct splits)" in report.format()
     chosen = report.scores.filter(pl.col("metric") == "balanced_accuracy")
     assert chosen.group_by("backbone").len()["len"].to_list() == [5, 5]
     assert set(chosen["seed"].to_list()) == {0}
