@@ -24,6 +24,7 @@ from PIL import Image
 from .embed import EmbedReport
 from .ingest import IngestOptions, IngestReport
 from .probe import ProbeReport
+from .probe.options import SHOTS
 from .samples import PCAM_POSITIVE, PCAM_SAMPLE_MPP, pcam_sample
 from .schema import LABELS, task_predicate
 from .store import Store, init
@@ -179,7 +180,9 @@ def probe_sample(store: Store, progress: bool = True, say=print) -> tuple[ProbeR
         say(f"embedding the PCam sample with {key} too, to rank backbones")
         store.embed(key, progress=progress)
     say(f"probing {len(PROBE_BACKBONES)} backbones on task {SAMPLE_TASK!r} (5 folds x 2 seeds)")
-    report = store.probe(SAMPLE_TASK, list(PROBE_BACKBONES), seeds=2, progress=progress)
+    report = store.probe(
+        SAMPLE_TASK, list(PROBE_BACKBONES), seeds=2, shots=SHOTS, indicators=True, progress=progress
+    )
     report.write_json(store.root / "probe.json")
     return report, report.plot(store.root / "probe.png")
 

@@ -25,7 +25,7 @@ from ..options import OUTPUT_FILE, from_options, open_existing, store_argument
 @from_options(ProbeOptions, exclude=("shots",))
 @click.option(
     "--shots",
-    default=",".join(str(s) for s in ProbeOptions().shots or ()),
+    default=",".join(str(s) for s in ProbeOptions().shots or ()) or "none",
     show_default=True,
     help=next(f for f in dataclasses.fields(ProbeOptions) if f.name == "shots").metadata["help"],
 )
@@ -47,8 +47,10 @@ def command(
     **options,
 ) -> None:
     """Rank STORE's backbones on --task with kNN, prototype and linear probes over the same group-aware
-    folds (no group in both train and test), with 95 % intervals, a paired test between backbones and a
-    few-shot curve; also label-free indicators (RankMe, view consistency, same-slide neighbours).
+    folds (no group in both train and test), with 95 % intervals, a paired test between backbones, a
+    verdict in words and how often each backbone wins when groups are resampled. Heavier analyses on
+    request: --shots 4,16,64,256 (few-shot curve), --indicators (RankMe, view consistency, same-slide
+    neighbours; without --task they are all that is reported), more --seeds.
     """
     if plot_file is not None and task is None:
         raise click.UsageError("--plot needs --task (the indicators alone are a table)")

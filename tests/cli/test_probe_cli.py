@@ -24,7 +24,8 @@ def test_probe_prints_the_ranking_and_writes_json_csv_png(store_path, tmp_path):
     files = {"json": tmp_path / "p.json", "csv": tmp_path / "p.csv", "plot": tmp_path / "p.png"}
     result = run(
         "probe", store_path, "--task", "toy", "--backbones", "good.v,noise.v", "--folds", 3, "--seeds", 1,
-        "--shots", 4, "--no-progress", *[a for name, path in files.items() for a in (f"--{name}", path)],
+        "--shots", 4, "--indicators", "--no-progress",
+        *[a for name, path in files.items() for a in (f"--{name}", path)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     out = result.stdout

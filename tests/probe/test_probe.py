@@ -83,7 +83,9 @@ def ranked(toy):
 
 @pytest.fixture(scope="module")
 def shot_report(toy):
-    return toy.store.probe("toy", "good.v,noise.v", folds=3, seeds=1, shots=(4, 16, 64), shot_draws=2)
+    return toy.store.probe(
+        "toy", "good.v,noise.v", folds=3, seeds=1, shots=(4, 16, 64), shot_draws=2, indicators=True
+    )
 
 
 def score(report, backbone: str, seed: int, fold: int, probe: str, metric: str = "balanced_accuracy"):
@@ -598,3 +600,13 @@ def test_without_task_reports_the_indicators_alone(toy):
     assert "label-free indicators" in text and "knn" not in text
     with pytest.raises(ValueError, match="without a task"):
         report.plot(Path("unused.png"))
+
+
+def test_defaults_rank_over_two_seeds_and_leave_the_heavier_analyses_to_options(toy):
+    report = toy.store.probe("toy", "good.v,noise.v", probes=("prototype",))
+    assert report.options.seeds == 2 and set(report.scores["seed"].unique().to_list()) == {0, 1}
+    assert report.few_shot.height == 0 and report.indicators == {}
+    assert "few-shot" not in report.format() and "label-free indicators" not in report.format()
+    assert report.best("prototype") == "good.v"
+    fuller = toy.store.probe("toy", "good.v,noise.v", probes=("prototype",), shots=(4,), indicators=True)
+    assert fuller.few_shot.height > 0 and set(fuller.indicators) == {"good.v", "noise.v"}
