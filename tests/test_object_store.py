@@ -94,7 +94,7 @@ def test_the_cli_works_on_an_s3_uri(s3, tiles):
     def run(*args: str) -> str:
         result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
         assert result.exit_code == 0, result.output
-        return result.output
+        return result.stdout  # what a user pipes: --json on stdout, notes and summaries on stderr
 
     run("init", uri)
     run("ingest", uri, tiles, "--task", "kind", "--no-progress")
