@@ -1,4 +1,5 @@
-"""Every fold's nearest training neighbours at once, when the folds' test sets partition the rows.
+"""Exact nearest neighbours: a brute-force search, a sample of query rows, and every fold's nearest
+training neighbours at once when the folds' test sets partition the rows.
 
 In k-fold cross-validation the training set of fold f is every row outside fold f, so the similarities
 between folds f and g serve twice: f's rows searching g's, and g's rows searching f's. Computing each
@@ -12,6 +13,21 @@ from collections.abc import Sequence
 import numpy as np
 
 CHUNK_ROWS, CHUNK_COLUMNS = 2048, 8192  # a similarity block of at most 64 MB
+RECALL_QUERIES = 500  # vectors of the table used as queries when measuring recall
+
+
+def sample_queries(rows: int, count: int = RECALL_QUERIES, seed: int = 0) -> np.ndarray:
+    """Row numbers of the vectors used as queries (sorted, at most `rows`)."""
+    return np.sort(np.random.default_rng(seed).choice(rows, min(count, rows), replace=False))
+
+
+def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, metric: str, k: int) -> np.ndarray:
+    """(q, k) positions of the exact nearest neighbours (brute force with FAISS's BLAS kernels)."""
+    import faiss
+
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+    _, positions = faiss.knn(queries, vectors, k, metric=faiss_metric)
+    return positions
 
 
 def cross_fold_neighbours(unit: np.ndarray, test_sets: Sequence[np.ndarray], k: int) -> list[np.ndarray]:
