@@ -257,7 +257,7 @@ class TaskData:
             rng = np.random.default_rng([seed, 5])
             chosen = np.sort(rng.choice(positives, size=min(keep, len(positives)), replace=False))
             return np.sort(np.concatenate([negatives, chosen])), test
-        from embedstore.probe.splits import group_folds
+        from embedstore.evaluate.folds import group_folds
 
         fold = group_folds(self.y, self.groups, OUTER_FOLDS, seed)[0]
         return fold.train, fold.test

@@ -39,8 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import embedstore  # noqa: E402
-from embedstore.probe import classifiers, splits  # noqa: E402
-from embedstore.probe.metrics import split_scores  # noqa: E402
+from embedstore.evaluate import folds as splits  # noqa: E402
+from embedstore.evaluate.metrics import split_scores  # noqa: E402
+from embedstore.probe import classifiers  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 WIDTHS = (
@@ -172,7 +173,7 @@ def main() -> int:
         order = np.argsort(ids.astype(str))
         x, labels = x[order], labels[order]
         if tiles is None:
-            from embedstore.probe.data import task_tiles
+            from embedstore.evaluate.tasks import task_tiles
 
             tiles = task_tiles(store, TASK, keys, None)
             folds = splits.group_folds(tiles.codes, tiles.groups, args.folds, 0)

@@ -63,7 +63,8 @@ import polars as pl
 import embedstore
 from embedstore import IngestOptions
 from embedstore.embedding_tables import table_name
-from embedstore.probe import classifiers, splits
+from embedstore.evaluate import folds as splits
+from embedstore.probe import classifiers
 from embedstore.schema import LABELS, TILES
 
 ROOT = Path(__file__).resolve().parents[1]

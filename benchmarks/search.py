@@ -56,10 +56,11 @@ import pyarrow as pa
 import embedstore
 from embedstore.embed.writer import EmbeddingWriter
 from embedstore.embedding_tables import Provenance, table_name
+from embedstore.evaluate.neighbours import exact_neighbours
+from embedstore.evaluate.space import VectorSpace
 from embedstore.schema import TILES, TILES_SCHEMA
 from embedstore.search import faiss_index
-from embedstore.search.space import VectorSpace
-from embedstore.search.tuning import exact_neighbours, recall_at_k
+from embedstore.search.tuning import recall_at_k
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

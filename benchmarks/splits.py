@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from embedstore.probe import splits
+from embedstore.evaluate import folds as splits
 
 SEEDS = 5
 

@@ -26,8 +26,8 @@ from embedstore.catalog import Catalog
 from embedstore.embedding_tables import table_name
 from embedstore.embeddings import EmbeddingQuery
 from embedstore.errors import EmbedstoreError
+from embedstore.evaluate import group_folds, task_tiles
 from embedstore.ids import id_bytes
-from embedstore.probe import group_folds, task_tiles
 from embedstore.validation import Interval, check_value
 
 from .errors import HeadsError

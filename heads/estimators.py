@@ -44,7 +44,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
-from embedstore.probe import split_scores
+from embedstore.evaluate import split_scores
 from embedstore.runtime import memory_available
 
 from .augment import AugmentationPipeline, column_stats, parse_augmentations

@@ -25,6 +25,7 @@ LAYERS = {
     "embedstore.tabular": 0,
     "embedstore.hooks": 0,
     "embedstore.location": 0,
+    "embedstore._moved": 0,
     # L1 the store directory: tables, versions, keyed writes, the embedding-table format
     "embedstore.catalog": 1,
     "embedstore.versions": 1,
@@ -46,7 +47,8 @@ LAYERS = {
     "embedstore.embeddings": 3,
     "embedstore.ingest": 3,
     "embedstore.embed": 3,
-    # L4 tasks over stored embeddings
+    # L4 tasks over stored embeddings; evaluate sits below the others (BELOW)
+    "embedstore.evaluate": 4,
     "embedstore.search": 4,
     "embedstore.probe": 4,
     "embedstore.samples": 0,
@@ -56,7 +58,14 @@ LAYERS = {
     "embedstore": 5,
 }
 # Siblings of one layer that must not reach into each other.
-SEPARATE = [("embedstore.ingest", "embedstore.embed")]
+SEPARATE = [("embedstore.ingest", "embedstore.embed"), ("embedstore.probe", "embedstore.search")]
+# Within a layer or across packages: (module, what it must not import). Shared evaluation sits below probe,
+# search and heads, which use it rather than each other.
+BELOW = [
+    ("embedstore.evaluate", "embedstore.probe"),
+    ("embedstore.evaluate", "embedstore.search"),
+    ("heads", "embedstore.probe"),
+]
 
 
 def module_name(path: Path) -> str:
@@ -130,6 +139,23 @@ def test_separate_siblings_do_not_import_each_other():
         if (name.startswith(a) and target.startswith(b)) or (name.startswith(b) and target.startswith(a))
     ]
     assert not crossing, "\n".join(crossing)
+
+
+def test_shared_evaluation_sits_below_probe_search_and_heads():
+    """evaluate imports neither probe nor search; heads takes folds and scores from evaluate, not probe; probe
+    and search do not import each other (SEPARATE)."""
+    wrong = [
+        f"{name} imports {target}"
+        for name, targets in GRAPH.items()
+        for target in targets
+        for low, high in BELOW
+        if _within(name, low) and _within(target, high)
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def _within(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
 
 
 def test_embedstore_never_imports_cli_or_heads_and_heads_uses_the_public_api():

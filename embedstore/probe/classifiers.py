@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
-from ..search.space import VectorSpace
-from ..search.tuning import exact_neighbours
+from ..evaluate.neighbours import exact_neighbours
+from ..evaluate.space import VectorSpace
 
 PROTOTYPE_TEMPERATURE = 0.1  # softmax over cosines in [-1, 1]; only AUROC sees it (rank within a class)
 C_GRID = tuple(float(c) for c in np.logspace(-4, 4, 10))  # scikit-learn's LogisticRegressionCV default

@@ -3,7 +3,7 @@ strongly neighbours cluster by slide rather than by content. `embedstore probe` 
 these alone.
 
 Neighbours are exact (FAISS brute force) in the space embedstore's search uses: cosine on vectors centred
-on their mean, then unit-normalised (`embedstore.search.space.VectorSpace`). RankMe, as in its paper, is
+on their mean, then unit-normalised (`embedstore.evaluate.space.VectorSpace`). RankMe, as in its paper, is
 computed on the raw vectors.
 """
 
@@ -18,8 +18,8 @@ import pyarrow as pa
 
 from ..embeddings import EmbeddingQuery
 from ..errors import EmbedstoreError
-from ..search.space import VectorSpace
-from ..search.tuning import exact_neighbours, sample_queries
+from ..evaluate.neighbours import exact_neighbours, sample_queries
+from ..evaluate.space import VectorSpace
 
 RANKME_EPS = 1e-7  # the paper's epsilon, added to each normalised singular value
 WARN_EXCESS = 0.5  # chance-corrected same-slide share at which `slide_clustering` warns (see there)

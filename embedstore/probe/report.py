@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ..evaluate.metrics import Interval, corrected_interval, paired_p_value
 from ..validation import output_file
-from .metrics import Interval, corrected_interval, paired_p_value
 from .options import ProbeOptions
 from .verdicts import mark, stray_notes, verdicts
 

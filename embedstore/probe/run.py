@@ -11,13 +11,14 @@ from tqdm.auto import tqdm
 
 from ..catalog import Catalog
 from ..embeddings import EmbeddingQuery
-from ..search.space import VectorSpace
+from ..evaluate import folds as splits
+from ..evaluate.metrics import split_scores
+from ..evaluate.neighbours import cross_fold_neighbours, is_partition
+from ..evaluate.space import VectorSpace
+from ..evaluate.tasks import TaskTiles, aligned_vectors, resolve_backbones, task_tiles
 from ..validation import Name, check_value
-from . import classifiers, splits, stability
-from .data import TaskTiles, aligned_vectors, resolve_backbones, task_tiles
+from . import classifiers, stability
 from .indicators import backbone_indicators
-from .metrics import split_scores
-from .neighbours import cross_fold_neighbours, is_partition
 from .options import ProbeOptions
 from .report import ProbeReport
 

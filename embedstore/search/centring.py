@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .space import VectorSpace
+from ..evaluate.space import VectorSpace
 
 CHUNK = 65_536
 

@@ -37,6 +37,7 @@ from ..catalog import Catalog
 from ..embedding_tables import recorded_provenance
 from ..embeddings import EmbeddingQuery, tile_filter
 from ..errors import EmbedstoreError, ReadOnlyStoreError
+from ..evaluate.space import VectorSpace
 from ..location import ObjectPath, exclusive, is_inside, remove_inside
 from ..schema import TILES
 from ..validation import FileName, check_value
@@ -45,7 +46,6 @@ from .faiss_index import FaissIndex, check_device, faiss_version
 from .lance_index import LanceIndex
 from .manifest import MANIFEST, IndexManifest
 from .options import IndexOptions
-from .space import VectorSpace
 from .tuning import tune
 
 INDEX_DIR = saved.INDEX_DIR  # the folder `embedstore info` lists too

@@ -38,13 +38,13 @@ import pyarrow.compute as pc
 from ..catalog import Catalog
 from ..embeddings import METADATA_COLUMNS, tile_filter
 from ..errors import EmbedstoreError
+from ..evaluate.space import VectorSpace
 from ..schema import LABELS, TILES, task_predicate
 from ..validation import options_from, output_file
 from .centring import Centring, pool_mean
 from .indexes import IndexOptions, Say, build_index, norms_from_table, open_index, refresh
 from .manifest import IndexManifest
 from .options import SearchOptions
-from .space import VectorSpace
 
 RRF_K = 60  # the usual reciprocal-rank-fusion constant
 POOL_FACTOR = 4  # candidates asked of the index per hit wanted, before filters and negatives

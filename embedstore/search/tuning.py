@@ -4,28 +4,24 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import faiss
 import numpy as np
 
-RECALL_QUERIES = 500  # vectors of the table used as queries when measuring recall
+from .._moved import forward
+from ..evaluate import neighbours as _neighbours
+
 K = 10
+# exact_neighbours, sample_queries and RECALL_QUERIES moved to embedstore.evaluate.neighbours
+# (this path warns, for one release)
+__getattr__ = forward(
+    "embedstore.search.tuning",
+    "embedstore.evaluate.neighbours",
+    {"exact_neighbours", "sample_queries", "RECALL_QUERIES"},
+)
 
 
 class Tunable(Protocol):
     def search(self, queries: np.ndarray, k: int) -> np.ndarray: ...
     def widen(self) -> bool: ...
-
-
-def sample_queries(rows: int, count: int = RECALL_QUERIES, seed: int = 0) -> np.ndarray:
-    """Row numbers of the vectors used as queries (sorted, at most `rows`)."""
-    return np.sort(np.random.default_rng(seed).choice(rows, min(count, rows), replace=False))
-
-
-def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, metric: str, k: int) -> np.ndarray:
-    """(q, k) positions of the exact nearest neighbours (brute force with FAISS's BLAS kernels)."""
-    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
-    _, positions = faiss.knn(queries, vectors, k, metric=faiss_metric)
-    return positions
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray, own: np.ndarray | None = None, k: int = K) -> float:
@@ -44,9 +40,9 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray, own: np.ndarray | None = N
 def tune(index: Tunable, vectors: np.ndarray, metric: str, target: float) -> tuple[float, int]:
     """Widen the index's search until recall@10 on a sample reaches `target` (or nothing is left to
     widen); returns (recall measured with the settings kept, queries used)."""
-    rows = sample_queries(len(vectors))
+    rows = _neighbours.sample_queries(len(vectors))
     queries = vectors[rows]
-    truth = exact_neighbours(vectors, queries, metric, K + 1)
+    truth = _neighbours.exact_neighbours(vectors, queries, metric, K + 1)
     while True:
         recall = recall_at_k(index.search(queries, K + 1), truth, rows)
         if recall >= target or not index.widen():

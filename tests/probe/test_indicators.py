@@ -11,13 +11,13 @@ import pytest
 from embedstore.embed.writer import EmbeddingWriter
 from embedstore.embedding_tables import recorded_provenance, table_name
 from embedstore.errors import EmbedstoreError
+from embedstore.evaluate.neighbours import sample_queries
 from embedstore.probe.indicators import (
     backbone_indicators,
     rankme,
     slide_clustering,
     view_consistency,
 )
-from embedstore.search.tuning import sample_queries
 from tests.helpers import vector_store
 
 KEY = "synthetic.vectors"

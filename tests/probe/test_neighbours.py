@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embedstore.probe import neighbours
-from embedstore.probe.neighbours import cross_fold_neighbours
-from embedstore.search.tuning import exact_neighbours
+from embedstore.evaluate import neighbours
+from embedstore.evaluate.neighbours import cross_fold_neighbours, exact_neighbours
 
 
 def unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:

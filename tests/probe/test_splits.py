@@ -12,8 +12,8 @@ import pytest
 from sklearn.model_selection import StratifiedGroupKFold
 
 from embedstore.errors import EmbedstoreError
-from embedstore.probe import splits
-from embedstore.probe.metrics import corrected_interval, paired_p_value
+from embedstore.evaluate import folds as splits
+from embedstore.evaluate.metrics import corrected_interval, paired_p_value
 from tests.helpers import add_task, add_vectors, vector_store
 
 
