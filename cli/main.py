@@ -35,10 +35,24 @@ class EmbedstoreGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl(list(SUMMARIES.items()))
 
-    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
-        extra.pop("standalone_mode", None)
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,  # ignored: errors are always reported here, as one line
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
         try:
-            code = super().main(args, prog_name or "embedstore", standalone_mode=False, **extra)
+            code = super().main(
+                args,
+                prog_name or "embedstore",
+                complete_var=complete_var,
+                standalone_mode=False,
+                windows_expand_args=windows_expand_args,
+                **extra,
+            )
         except EmbedstoreError as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(2)
@@ -46,7 +60,8 @@ class EmbedstoreGroup(click.Group):
             click.echo("aborted", err=True)
             sys.exit(1)
         except click.ClickException as error:
-            where = f" (see `{error.ctx.command_path} --help`)" if getattr(error, "ctx", None) else ""
+            ctx = getattr(error, "ctx", None)  # a UsageError's
+            where = f" (see `{ctx.command_path} --help`)" if ctx else ""
             click.echo(f"error: {error.format_message()}{where}", err=True)
             sys.exit(2)
         except Exception as error:  # the last resort: OS-level failures in one line, bugs marked as such

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 
-def forward(old: str, new: str, names: set[str] | None = None) -> Callable[[str], Any]:
+def forward(old: str, new: str, names: set[str] | None = None) -> Callable[..., Any]:
     """A module `__getattr__` for `old` whose contents (or only `names`) moved to the module `new`: each use
     of a moved name warns (DeprecationWarning, naming the new place) and returns the new module's
     object (`stacklevel` 3 when called from another module `__getattr__`)."""

@@ -334,7 +334,7 @@ def _new_marker() -> str:
     return json.dumps(marker, indent=2) + "\n"
 
 
-def read_marker(root: Path | ObjectPath, shown: str | Path) -> dict[str, Any]:
+def read_marker(root: Path | ObjectPath, shown: str | os.PathLike | ObjectPath) -> dict[str, Any]:
     """The store's format marker; NotAStoreError when there is none or it is damaged."""
     marker_path = root / MARKER_FILE
     if not marker_path.exists():

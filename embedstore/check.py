@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 import pyarrow as pa
@@ -230,7 +230,8 @@ class _Checker:
         }
         columns[FILES] = ["uri", "source_id"]
         wanted = columns.get(name, [key, "tile_id"] if "tile_id" in dataset.schema.names else [key])
-        frame = pl.from_arrow(dataset.to_table(columns=list(dict.fromkeys([key, *wanted])), with_row_id=True))
+        arrow = dataset.to_table(columns=list(dict.fromkeys([key, *wanted])), with_row_id=True)
+        frame = cast(pl.DataFrame, pl.from_arrow(arrow))  # a Table gives a DataFrame
         self.report.rows[name] = frame.height
         if declared_key(dataset.schema) != key:
             self.report.findings.append(

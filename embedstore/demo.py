@@ -22,7 +22,9 @@ import numpy as np
 from PIL import Image
 
 from .embed import EmbedReport
+from .errors import EmbedstoreError
 from .ingest import IngestOptions, IngestReport
+from .location import ObjectPath
 from .probe import ProbeReport
 from .probe.options import SHOTS
 from .samples import PCAM_POSITIVE, PCAM_SAMPLE_MPP, pcam_sample
@@ -174,6 +176,14 @@ def run_demo(store_path: str | Path, progress: bool = True, download: bool = Tru
     return result
 
 
+def local_folder(store: Store) -> Path:
+    """The store's folder, where the demo writes its pages: the page writers take local files only, so a
+    store on an object store is refused here (EmbedstoreError, as the writers would)."""
+    if isinstance(store.root, ObjectPath):
+        raise EmbedstoreError(f"{store.root}: the demo writes its pages beside the store; use a local folder")
+    return store.root
+
+
 def probe_sample(store: Store, progress: bool = True, say=print) -> tuple[ProbeReport, Path]:
     """Rank PROBE_BACKBONES on the PCam sample's labels (kNN, prototype, linear; 5 folds x 2 seeds)."""
     for key in PROBE_BACKBONES[1:]:
@@ -183,8 +193,9 @@ def probe_sample(store: Store, progress: bool = True, say=print) -> tuple[ProbeR
     report = store.probe(
         SAMPLE_TASK, list(PROBE_BACKBONES), seeds=2, shots=SHOTS, indicators=True, progress=progress
     )
-    report.write_json(store.root / "probe.json")
-    return report, report.plot(store.root / "probe.png")
+    folder = local_folder(store)
+    report.write_json(folder / "probe.json")
+    return report, report.plot(folder / "probe.png")
 
 
 def search_sample(store: Store, say=print) -> DemoSearch:
@@ -201,7 +212,7 @@ def search_sample(store: Store, say=print) -> DemoSearch:
     where = f"dataset = '{SAMPLE_DATASET}'"
     plain = store.search(DEMO_BACKBONE, tiles=positives, k=CANDIDATES, where=where)
     pushed = store.search(DEMO_BACKBONE, tiles=positives, negatives=negatives, k=CANDIDATES, where=where)
-    page = pushed.write_html(store.root / "review.html", store, task="review")
+    page = pushed.write_html(local_folder(store) / "review.html", store, task="review")
 
     def tumour_hits(result) -> int:
         return sum(label_of.get(t) == PCAM_POSITIVE for t in result.hits["tile_id"].to_list())

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeAlias
 
 import pyarrow.fs as pafs
 
@@ -38,7 +39,7 @@ def is_uri(text: str | os.PathLike) -> bool:
     return bool(sep) and scheme.lower() != "file"
 
 
-def store_location(path: str | os.PathLike) -> Path | ObjectPath:
+def store_location(path: str | os.PathLike | ObjectPath) -> StorePath:
     """A local path made absolute, or an ObjectPath for a URI (EmbedstoreError for an unknown scheme)."""
     if isinstance(path, ObjectPath):
         return path
@@ -329,6 +330,10 @@ class ObjectPath:
             )
 
 
+StorePath: TypeAlias = Path | ObjectPath
+"""Where a store, or a file beside its tables, lives: a local `Path` or an object-store `ObjectPath`."""
+
+
 @functools.cache
 def _filesystem(scheme: str, bucket: str, settings: tuple) -> pafs.FileSystem:
     """One filesystem per bucket and settings (`settings`, the relevant environment, keys the cache)."""
@@ -347,6 +352,8 @@ def _filesystem(scheme: str, bucket: str, settings: tuple) -> pafs.FileSystem:
 
 def _has_credentials(scheme: str) -> bool:
     """Whether any of the usual credential settings is present (env variables or config files)."""
+    names: tuple[str, ...]
+    files: tuple[str, ...]
     if scheme == "s3":
         names = (
             "AWS_ACCESS_KEY_ID",

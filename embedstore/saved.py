@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .catalog import Catalog
+from .location import StorePath
 
 INDEX_DIR = "indexes"
 INDEX_MANIFEST = "manifest.json"
@@ -60,12 +61,13 @@ class SavedRecord:
 def index_records(catalog: Catalog) -> list[SavedRecord]:
     """The manifests of the store's indexes (every table's), by table and name."""
     root = catalog.root / INDEX_DIR
-    return [_read(path, INDEX_FIELDS) for path in sorted(root.glob(f"*/*/{INDEX_MANIFEST}"))]
+    paths: list[StorePath] = sorted(root.glob(f"*/*/{INDEX_MANIFEST}"))
+    return [_read(path, INDEX_FIELDS) for path in paths]
 
 
 def head_records(catalog: Catalog) -> list[SavedRecord]:
     """The cards of the store's heads, by name (folders of heads being saved, '.'-named, left out)."""
-    paths = sorted((catalog.root / HEADS_DIR).glob(f"*/{HEAD_CARD}"))
+    paths: list[StorePath] = sorted((catalog.root / HEADS_DIR).glob(f"*/{HEAD_CARD}"))
     return [_read(path, HEAD_FIELDS) for path in paths if not path.parent.name.startswith(".")]
 
 

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from .catalog import Catalog, read_marker
 from .errors import NotAStoreError
-from .location import ObjectPath, require_writable, store_location
+from .location import ObjectPath, StorePath, require_writable, store_location
 from .schema import (
     EMBEDDING_PREFIX,
     FILES,
@@ -53,7 +53,8 @@ def upgrade(path: str | Path) -> list[str]:
         if declared_key(dataset.schema) != key:
             dataset.update_field_metadata({key: {"lance-schema:unenforced-primary-key": "true"}})
             done.append(f"{name}: {key} declared as the key")
-    for table in sorted(root.glob("*.lance")):
+    tables: list[StorePath] = sorted(root.glob("*.lance"))
+    for table in tables:
         name = table.name[: -len(".lance")]
         if name == LABELS:
             done.append(_add_row_key(table, ("tile_id", "task")))

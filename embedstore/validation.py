@@ -20,6 +20,7 @@ import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from .errors import EmbedstoreError
@@ -271,7 +272,7 @@ def output_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
-def output_file(flag: str, path: str | os.PathLike, make_folder: bool = False) -> Any:
+def output_file(flag: str, path: str | os.PathLike, make_folder: bool = False) -> Path:
     """`path` as a Path when a file can be written there, else the one-line error naming `flag` and why:
     the one rule for every output file option (--json FILE, --csv, --plot, --html, --out, --export,
     --export-geojson), checked before the work, so that a command never fails at its end. A missing

@@ -6,7 +6,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lance
 
@@ -31,7 +31,7 @@ def list_versions(dataset: lance.LanceDataset) -> list[dict[str, Any]]:
     return [
         {
             "version": int(v["version"]),
-            "timestamp": v["timestamp"].isoformat(timespec="seconds"),
+            "timestamp": cast(datetime, v["timestamp"]).isoformat(timespec="seconds"),
             "rows": int(v["metadata"].get("total_rows", 0)),
             "tags": sorted(tags.get(int(v["version"]), [])),
         }
@@ -169,7 +169,11 @@ def _versions_kept_after_compaction(dataset: lance.LanceDataset, older_than: tim
     when none, so that compacting frees the files the newest version reads now."""
     tagged = set(_tags_by_version(dataset))
     cutoff = datetime.now() - older_than
-    young = [v for v in dataset.versions() if v["timestamp"] > cutoff and int(v["version"]) not in tagged]
+    young = [
+        v
+        for v in dataset.versions()
+        if cast(datetime, v["timestamp"]) > cutoff and int(v["version"]) not in tagged
+    ]
     reasons = []
     if young:
         reasons.append(f"{len(young)} version(s) younger than {duration_text(older_than)}")

@@ -46,9 +46,9 @@ _RETRY_TIMEOUT = timedelta(minutes=5)
 
 def create_table(root: Path | ObjectPath, name: str, schema: pa.Schema) -> lance.LanceDataset:
     """The table `name` under `root`, created empty with `schema` unless another writer made it first."""
+    if isinstance(root, ObjectPath):
+        return _create_in_place(root / f"{name}.lance", name, schema)
     target = root / f"{name}.lance"
-    if isinstance(target, ObjectPath):
-        return _create_in_place(target, name, schema)
     remove_dead_staging(root / STAGING_DIR)
     if not target.exists():
         staging = root / STAGING_DIR / f"{name}~{socket.gethostname()}~{os.getpid()}~{uuid.uuid4().hex}.lance"

@@ -161,8 +161,8 @@ class Mixup(Step):
             return x, y
         partner = self.partners(y, generator)
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=x.device).item())
-        lam = np.random.default_rng(seed).beta(self.alpha, self.alpha, size=len(x)).astype(np.float32)
-        lam = torch.from_numpy(lam).to(x.device)[:, None]
+        draws = np.random.default_rng(seed).beta(self.alpha, self.alpha, size=len(x)).astype(np.float32)
+        lam = torch.from_numpy(draws).to(x.device)[:, None]
         return lam * x + (1 - lam) * x[partner], lam * y + (1 - lam) * y[partner]
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from embedstore import saved
 from embedstore.catalog import Catalog
 from embedstore.embedding_tables import recorded_provenance, table_name
-from embedstore.location import ObjectPath, exclusive, remove_inside
+from embedstore.location import ObjectPath, StorePath, exclusive, remove_inside
 from embedstore.validation import FileName, invalid
 
 from .errors import HeadsError
@@ -259,7 +259,8 @@ def check_table(store: Catalog, card: HeadCard) -> None:
 def list_heads(store: Catalog) -> list[HeadCard]:
     """Cards of the store's heads, by name (damaged ones left out)."""
     cards = []
-    for path in sorted(heads_root(store).glob(f"*/{CARD}")):
+    paths: list[StorePath] = sorted(heads_root(store).glob(f"*/{CARD}"))
+    for path in paths:
         if path.parent.name.startswith("."):
             continue
         with contextlib.suppress(json.JSONDecodeError, TypeError, OSError):

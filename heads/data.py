@@ -131,13 +131,13 @@ def split_tiles(
             f"{n_groups} {tiles.group_by} groups: validating on one of {folds} folds "
             f"(about {1 / folds:.0%} of the tiles) instead of {validation:.0%}"
         )
-    keys = tiles.keys  # sorted and unique, so are its subsets at sorted positions
+    tile_keys = tiles.keys  # sorted and unique, so are its subsets at sorted positions
     return TileSplit(
         task=task,
         classes=list(tiles.classes),
-        codes=TileCodes(TileIds.from_sorted(keys), tiles.codes.astype(np.int64, copy=False)),
-        train_ids=TileIds.from_sorted(keys[chosen.train]),
-        validation_ids=TileIds.from_sorted(keys[chosen.test]),
+        codes=TileCodes(TileIds.from_sorted(tile_keys), tiles.codes.astype(np.int64, copy=False)),
+        train_ids=TileIds.from_sorted(tile_keys[chosen.train]),
+        validation_ids=TileIds.from_sorted(tile_keys[chosen.test]),
         group_by=tiles.group_by,
         notes=notes,
     )
@@ -171,6 +171,7 @@ class TileIds(Set):
     Python call per row). Iterating gives str; `|`, `&`, `-` give frozensets."""
 
     __slots__ = ("sorted",)
+    sorted: np.ndarray  # the ids as UTF-8 bytes ("S"), sorted, unique
 
     def __init__(self, ids: Iterable[str] | pa.Array | pa.ChunkedArray | np.ndarray = ()) -> None:
         """ids: an Arrow string array, a numpy bytes array, or any iterable of str (a dict gives its keys)."""

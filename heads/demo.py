@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embedstore import Store
-from embedstore.demo import DEMO_BACKBONE, SAMPLE_TASK
+from embedstore.demo import DEMO_BACKBONE, SAMPLE_TASK, local_folder
 
 from .prediction import PredictReport, predict
 from .spatial import export_geojson, heatmap
@@ -67,6 +67,7 @@ def demo_head(store: Store, progress: bool = True, say: Callable[[str], None] = 
         return DemoHead(trained, predicted, None, None, None)
     say(f"drawing the head's scores over {slide}")
     stem = Path(slide).stem
-    drawn = heatmap(store, DEMO_HEAD, slide, store.root / f"heatmap-{stem}.png")
-    geojson = export_geojson(store, DEMO_HEAD, slide, store.root / f"heatmap-{stem}.geojson")
+    folder = local_folder(store)
+    drawn = heatmap(store, DEMO_HEAD, slide, folder / f"heatmap-{stem}.png")
+    geojson = export_geojson(store, DEMO_HEAD, slide, folder / f"heatmap-{stem}.geojson")
     return DemoHead(trained, predicted, slide, drawn, geojson)

@@ -115,6 +115,9 @@ class HeadModule(torch.nn.Module):
 
     Dropout draws its masks from the generator passed to `forward` (no global RNG)."""
 
+    mean: torch.Tensor  # standardisation buffers, registered in __init__
+    scale: torch.Tensor
+
     def __init__(
         self, n_features: int, n_classes: int, hidden: tuple[int, ...] = (), dropout: float = 0.0, norm=None
     ) -> None:
@@ -158,8 +161,9 @@ def _initialise(module: HeadModule, generator: torch.Generator) -> None:
             linear.weight.uniform_(-bound, bound, generator=generator)
             linear.bias.uniform_(-bound, bound, generator=generator)
         for norm in module.norms:
-            if hasattr(norm, "reset_parameters"):
-                norm.reset_parameters()
+            reset = getattr(norm, "reset_parameters", None)
+            if reset is not None:
+                reset()
 
 
 # -- thresholds and early stopping -------------------------------------------------------------------
@@ -491,6 +495,8 @@ class BaseHead(ClassifierMixin, BaseEstimator):
                 self.history_.append(record)
         self.best_epoch_ = self.n_iter_
         if stopper is not None:
+            # epochs >= 1, so update() ran and kept a best epoch
+            assert stopper.best_state is not None and stopper.best_epoch is not None
             self.load_state_dict(stopper.best_state)
             self.best_epoch_ = stopper.best_epoch
             self.validation_ = {
@@ -682,10 +688,11 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         """The head `to_state` described (BaseHead.from_state picks LinearHead or MLPHead by kind)."""
         if state.get("format") != STATE_FORMAT:
             raise HeadsError(f"not a head state (format {state.get('format')!r}, expected {STATE_FORMAT!r})")
-        kinds = {"linear": LinearHead, "mlp": MLPHead}
+        kinds: dict[str | None, type[BaseHead]] = {"linear": LinearHead, "mlp": MLPHead}
         target = kinds.get(state.get("kind"))
         if target is None:
-            raise HeadsError(f"unknown head kind {state.get('kind')!r}; known: {', '.join(kinds)}")
+            known = ", ".join(str(kind) for kind in kinds)
+            raise HeadsError(f"unknown head kind {state.get('kind')!r}; known: {known}")
         if cls is not BaseHead and cls is not target:
             raise HeadsError(
                 f"the state holds a {target.__name__}; load it with {target.__name__}.from_state"

@@ -381,7 +381,8 @@ def _thumbnail(predictions: SlidePredictions) -> tuple[np.ndarray, tuple[int, in
             f"({str(error).removeprefix(predictions.uri + ': ')}); restore the file there or re-ingest it"
         ) from None
     try:
-        return thumbnail_rgb(handle), tuple(int(v) for v in handle.dimensions)
+        width, height = handle.dimensions
+        return thumbnail_rgb(handle), (int(width), int(height))
     finally:
         handle.close()
 

@@ -29,6 +29,7 @@ from embedstore._version import __version__
 from embedstore.catalog import Catalog
 from embedstore.embedding_tables import recorded_provenance
 from embedstore.embeddings import EmbeddingQuery
+from embedstore.location import StorePath
 from embedstore.schema import LABELS
 from embedstore.validation import FileName, Name
 
@@ -61,7 +62,7 @@ class TrainResult:
     history: list[dict[str, float]]
     validation: dict[str, float]
     threshold: float
-    path: Path
+    path: StorePath
     split: TileSplit
     counters: StreamCounters  # what the training stream read and held
     notes: list[str] = field(default_factory=list)
@@ -238,6 +239,7 @@ def _epochs(estimator, stream: BatchStream, checking: BatchStream, classes, name
             history.append(record)
             stop = stopper.update(epoch, scores, estimator)
             if stopper.best_epoch == epoch:
+                assert stopper.best_state is not None  # kept by the update that made this epoch best
                 best = _Best(epoch, scores, stopper.best_state, probabilities, codes)
             shown = {"epoch": epoch, "train_loss": f"{record['train_loss']:.4f}"}
             bar.set_postfix({**shown, f"val_{stopper.metric}": f"{scores[stopper.metric]:.4f}"})

@@ -53,7 +53,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from embedstore.catalog import Catalog
-from embedstore.location import remove_inside
+from embedstore.location import StorePath, remove_inside
 from embedstore.validation import Name, output_file
 
 from .augment import parse_augmentations
@@ -84,7 +84,7 @@ DEFAULT_SPACE: dict[str, Any] = {
     "augment": "auto",
 }
 MLP_ONLY = ("hidden", "dropout")
-CLASS_HANDLING = {
+CLASS_HANDLING: dict[str, dict[str, Any]] = {
     "balanced": {"class_weight": "balanced", "loss": "ce"},
     "focal": {"class_weight": "balanced", "loss": "focal"},
     "none": {"class_weight": None, "loss": "ce"},
@@ -130,7 +130,7 @@ class TuneResult:
         return self.best.card
 
     @property
-    def path(self) -> Path:
+    def path(self) -> StorePath:
         return self.best.path
 
     @property
@@ -359,7 +359,7 @@ def tune(
     )
     path = save_head(store, card, best.estimator, overwrite=overwrite)
     best = dataclasses.replace(best, card=card, path=path)
-    result = TuneResult(
+    tuned = TuneResult(
         trials=trials,
         best=best,
         best_trial=best_trial,
@@ -371,8 +371,8 @@ def tune(
         seconds=elapsed,
         notes=notes,
     )
-    say(result.summary() + f"; saved in {path}")
-    return result
+    say(tuned.summary() + f"; saved in {path}")
+    return tuned
 
 
 # -- the space ----------------------------------------------------------------------------------------------

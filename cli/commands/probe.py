@@ -54,7 +54,11 @@ def command(
     """
     if plot_file is not None and task is None:
         raise click.UsageError("--plot needs --task (the indicators alone are a table)")
-    probe_options = ProbeOptions(**options, shots=None if shots.strip().lower() == "none" else shots)
+    probe_options = ProbeOptions(
+        **options,
+        # the text "4,16,64" is parsed by the shots option's declaration (a dataclass field has one type)
+        shots=None if shots.strip().lower() == "none" else shots,  # type: ignore[arg-type]
+    )
     opened = open_existing(store)
     report = opened.probe(task, backbones, probe_options, progress=progress)
     click.echo(report.format())

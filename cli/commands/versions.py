@@ -32,10 +32,12 @@ def command(
     opened = open_existing(store)
     _check_combination(store, table_name, restore_version, tag_name, version)
     if restore_version is not None:
+        assert table_name is not None  # _check_combination asks for --table
         new = opened.restore(table_name, restore_version)
         click.echo(f"{table_name}: version {restore_version} restored as version {new}")
         return
     if tag_name is not None:
+        assert table_name is not None  # _check_combination asks for --table
         tagged = opened.tag(table_name, tag_name, version)
         click.echo(f"{table_name}: version {tagged} tagged {tag_name!r}")
         return
@@ -54,8 +56,8 @@ def command(
             )
             continue
         for v in versions:
-            tags = f"  [{', '.join(v['tags'])}]" if v["tags"] else ""
-            click.echo(f"{v['version']:>6}  {v['timestamp']}  {v['rows']:>10} rows{tags}")
+            tagged_as = f"  [{', '.join(v['tags'])}]" if v["tags"] else ""
+            click.echo(f"{v['version']:>6}  {v['timestamp']}  {v['rows']:>10} rows{tagged_as}")
 
 
 def _check_combination(

@@ -47,6 +47,9 @@ class PixelInput(nn.Module):
     Accepts uint8 or float tensors (B, 3, S, S) holding 0..255 values, in any memory format.
     """
 
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
+
     def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
         self.net = net

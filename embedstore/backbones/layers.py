@@ -44,10 +44,11 @@ def layer_name(stages: Iterable[int]) -> str:
 
 def stage_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """("stage0", module), ... of a timm model; BackboneError if it has no stages this module knows."""
-    if isinstance(getattr(model, "blocks", None), nn.Module):
-        found = list(model.blocks.children())
-    elif isinstance(getattr(model, "stages", None), nn.Module):
-        found = list(model.stages.children())
+    blocks, stages = getattr(model, "blocks", None), getattr(model, "stages", None)
+    if isinstance(blocks, nn.Module):
+        found = list(blocks.children())
+    elif isinstance(stages, nn.Module):
+        found = list(stages.children())
     elif all(isinstance(getattr(model, f"layer{i}", None), nn.Module) for i in range(1, 5)):
         found = [getattr(model, f"layer{i}") for i in range(1, 5)]
     else:

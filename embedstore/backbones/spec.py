@@ -22,7 +22,7 @@ def _triple(name: str, value: Any, key: str) -> tuple[float, float, float]:
         raise BackboneError(
             f"backbone {key!r}: {name} must be 3 numbers (one per RGB channel), got {value!r}"
         )
-    return triple  # type: ignore[return-value]
+    return triple
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -18,6 +18,15 @@ from embedstore.errors import BackboneError
 
 RANDOM_TAG = "random"
 RANDOM_SEED = 0
+
+
+class _TimmModel(Protocol):
+    """What embedstore uses of a timm model beyond `nn.Module` (timm types `create_model` as a Module)."""
+
+    pretrained_cfg: dict[str, Any]
+    num_features: int
+
+    def reset_classifier(self, num_classes: int) -> None: ...
 
 
 def is_timm_architecture(architecture: str) -> bool:
@@ -51,7 +60,7 @@ def pretrained_cfg(architecture: str, tag: str | None = None) -> dict[str, Any] 
 
 
 def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
-    names = model.pretrained_cfg.get("classifier") or ()
+    names = cast(_TimmModel, model).pretrained_cfg.get("classifier") or ()
     names = (names,) if isinstance(names, str) else tuple(names)
     return tuple(f"{name}." for name in names)
 
@@ -67,7 +76,7 @@ def _meta_shapes_and_dim(architecture: str, input_size: int) -> tuple[Shapes, in
     try:
         dim = int(model(torch.empty(1, 3, input_size, input_size, device="meta")).shape[-1])
     except Exception:  # an op without a meta kernel: fall back to what timm reports
-        dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
+        dim = int(getattr(model, "head_hidden_size", None) or cast(_TimmModel, model).num_features)
     return shapes, dim
 
 
@@ -93,7 +102,7 @@ def timm_from_state_dict(
         model = timm.create_model(architecture, pretrained=False, num_classes=int(state[heads[0]].shape[0]))
     else:
         state = {k: v for k, v in state.items() if not (prefixes and k.startswith(prefixes))}
-        model.reset_classifier(0)
+        cast(_TimmModel, model).reset_classifier(0)
     check_fits(
         {k: tuple(v.shape) for k, v in model.state_dict().items()}, _shapes(state), source, architecture
     )
@@ -119,7 +128,7 @@ class TimmRandomBackbone(Backbone):
             torch.manual_seed(self.seed)
             model = timm.create_model(self.spec.architecture, pretrained=False)
         if not with_classifier:
-            model.reset_classifier(0)
+            cast(_TimmModel, model).reset_classifier(0)
         return model.float().eval()
 
     def _compute_sha256(self) -> str:

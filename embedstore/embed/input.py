@@ -244,7 +244,12 @@ def make_loader(
         init = _idle_worker_init if beside_cpu_model else _worker_init
         extra = {"multiprocessing_context": method, "prefetch_factor": prefetch, "worker_init_fn": init}
     return DataLoader(
-        decoder, batch_size=None, sampler=reader, num_workers=workers, collate_fn=_keep, **extra
+        decoder,
+        batch_size=None,
+        sampler=reader,
+        num_workers=workers,
+        collate_fn=_keep,  # type: ignore[arg-type]  # batch_size=None: items, not lists (the stub's case)
+        **extra,
     )
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import polars as pl
@@ -90,11 +90,14 @@ def selected_tiles(catalog: Catalog, tiles_ds: Any, where: str | None) -> tuple[
     row in the pinned tiles table, and how many tiles the table holds. A `where` that is not a filter over
     the tile columns, or that matches no tile, is refused (EmbedstoreError) before any model is built."""
     predicate = tile_filter(catalog, where) if where is not None else None
-    tiles = pl.from_arrow(tiles_ds.to_table(columns=["tile_id", "pixel_format", "source_id"]))
+    # from_arrow of a Table is a DataFrame (a Series only for an Array): the casts below say so
+    tiles = cast(
+        pl.DataFrame, pl.from_arrow(tiles_ds.to_table(columns=["tile_id", "pixel_format", "source_id"]))
+    )
     tiles = tiles.with_row_index("pos")
     if predicate is None:
         return tiles, tiles.height
-    matched = pl.from_arrow(tiles_ds.to_table(columns=["tile_id"], filter=predicate))
+    matched = cast(pl.DataFrame, pl.from_arrow(tiles_ds.to_table(columns=["tile_id"], filter=predicate)))
     selected = tiles.join(matched, on="tile_id", how="semi").sort("pos")
     if selected.height == 0:
         raise EmbedstoreError(
@@ -116,7 +119,7 @@ def present_rows(catalog: Catalog, name: str) -> pl.DataFrame:
     if not catalog.has_table(name):
         return pl.DataFrame(schema={"tile_id": pl.String, "view": pl.Int16})
     found = catalog.read(name, columns=["tile_id", "view"])
-    return pl.from_arrow(found).cast({"view": pl.Int16})  # type: ignore[return-value]
+    return cast(pl.DataFrame, pl.from_arrow(found)).cast({"view": pl.Int16})
 
 
 def library_versions() -> dict[str, str]:

@@ -62,7 +62,7 @@ def group_folds(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -
 
 def inner_folds(
     labels: np.ndarray, groups: np.ndarray, folds: int, seed: int
-) -> list[tuple[np.ndarray, ...]]:
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, validation) positions inside a training set; fewer folds when its groups are few."""
     spread = min(len(np.unique(groups[labels == c])) for c in np.unique(labels))
     counts = np.unique(labels, return_counts=True)[1]
@@ -128,7 +128,8 @@ def distinct_splits(
     seeds that repeated earlier folds (few groups leave few partitions): the statistics count distinct
     splits only."""
     seen: set[bytes] = set()
-    kept, repeated = [], []
+    kept: list[Split] = []
+    repeated: list[Split] = []
     for split in folds:
         key = np.sort(split.test).tobytes()
         (repeated if key in seen else kept).append(split)

@@ -56,7 +56,9 @@ def cross_fold_neighbours(unit: np.ndarray, test_sets: Sequence[np.ndarray], k: 
 
 def is_partition(test_sets: Sequence[np.ndarray], rows: int) -> bool:
     """Whether every one of `rows` rows is in exactly one of `test_sets`."""
-    covered = np.concatenate([np.asarray(t, dtype=np.int64) for t in test_sets]) if test_sets else []
+    covered: np.ndarray | list[int] = (
+        np.concatenate([np.asarray(t, dtype=np.int64) for t in test_sets]) if test_sets else []
+    )
     return len(covered) == rows and len(np.unique(covered)) == rows
 
 
@@ -68,7 +70,7 @@ def _heap(values: np.ndarray, positions: np.ndarray):  # noqa: ANN202 (a FAISS S
     heap.nh, heap.k = values.shape
     heap.val, heap.ids = faiss.swig_ptr(values), faiss.swig_ptr(positions)
     heap.heapify()
-    heap.keepalive = (values, positions)
+    heap.keepalive = (values, positions)  # type: ignore[attr-defined]  # SWIG objects take new attributes
     return heap
 
 

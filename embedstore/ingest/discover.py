@@ -117,6 +117,7 @@ def _slide_jobs(path: Path) -> list[SourceJob]:
 def _imagefolder_jobs(root: Path) -> list[SourceJob]:
     """root/<class>/*.png, or root/<split>/<class>/*.png when the first level is named like splits."""
     jobs: list[SourceJob] = []
+    splits: list[tuple[str | None, Path]]
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if subdirs and all(d.name.lower() in SPLIT_NAMES for d in subdirs):
         splits = [(d.name, d) for d in subdirs]
@@ -125,7 +126,7 @@ def _imagefolder_jobs(root: Path) -> list[SourceJob]:
     for split, split_dir in splits:
         for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
             for image in _images_in(class_dir, recursive=True):
-                groups = {"image": str(image.relative_to(root)), "split": split}
+                groups: dict[str, str | None] = {"image": str(image.relative_to(root)), "split": split}
                 jobs.append(SourceJob(image, "image", class_dir.name, "folder", groups))
     return jobs
 

@@ -122,7 +122,7 @@ def _choose_c(
 
     def loss_at(index: int, neighbour: float | None) -> float:
         c = float(cs[index])
-        params = problem.fit(rows, c, path.get(neighbour))
+        params = problem.fit(rows, c, path.get(neighbour) if neighbour is not None else None)
         probabilities = problem.probabilities(problem.x, params)
         losses[c] = sum(
             float(-np.log(np.maximum(probabilities[fold, held_out, problem.y[held_out]], 1e-15)).mean())

@@ -66,7 +66,7 @@ def run_probe(
     for key in keys:
         x = aligned_vectors(catalog, key, tiles)
         neighbours = _all_folds_neighbours(x, folds, options) if "knn" in options.probes else {}
-        chosen_cs = []
+        chosen_cs: list[float | None] = []
         for split in folds:
             previous_c = chosen_cs[-1] if chosen_cs else None
             at = (split.seed, split.fold)
@@ -122,7 +122,7 @@ def probe_split(
     options: ProbeOptions,
     previous_c: float | None = None,
     knn_neighbours: np.ndarray | None = None,
-    inner: list[tuple[np.ndarray, ...]] | None = None,
+    inner: list[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> SplitScores:
     """Scores of every probe on one split; the linear probe's search for C starts at `previous_c`, the C
     an earlier split of the same backbone chose (see `classifiers.linear_probabilities`). kNN uses
@@ -235,7 +235,7 @@ def _out_of_fold(
     return stability.OutOfFold.of(tiles.codes, tiles.groups, len(tiles.classes), options.metric, folds)
 
 
-def _inner_folds(tiles: TaskTiles, split: splits.Split, folds: int) -> list[tuple[np.ndarray, ...]]:
+def _inner_folds(tiles: TaskTiles, split: splits.Split, folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The linear probe's (train, validation) folds inside `split`'s training rows."""
     y, groups = tiles.codes[split.train], tiles.groups[split.train]
     return splits.inner_folds(y, groups, folds, 1000 * split.seed + split.fold)

@@ -96,7 +96,7 @@ def _verdict(probe: str, rows: list[dict], alpha: float, rank_k: int) -> dict[st
             f"{name}: {len(group)} of {len(rows)} backbones are within the noise of the best "
             f"(p >= {alpha:g}): {listed}; "
         )
-        favourite = max(shares, key=shares.get) if shares else None
+        favourite = max(shares, key=shares.__getitem__) if shares else None
         if favourite is not None and shares[favourite] >= LIKELY:
             text += (
                 f"the paired test cannot separate them, though the bootstrap favours {favourite} (picked "

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import faiss
 import numpy as np
@@ -120,7 +121,7 @@ class FaissIndex:
     def _blas_scan(self, queries: np.ndarray, k: int) -> np.ndarray:
         """Exact top-k of a few queries as one BLAS product over the flat index's own memory (no copy)."""
         rows, dim = self.rows, self.index.d
-        stored = faiss.rev_swig_ptr(self.index.get_xb(), rows * dim).reshape(rows, dim)
+        stored = faiss.rev_swig_ptr(cast(faiss.IndexFlat, self.index).get_xb(), rows * dim).reshape(rows, dim)
         cost = -(stored @ queries.T).T  # (q, rows): lower is nearer
         if self.index.metric_type == faiss.METRIC_L2:
             if self._squared_norms is None or len(self._squared_norms) != rows:
@@ -140,7 +141,7 @@ class FaissIndex:
     def vectors(self, positions: np.ndarray) -> np.ndarray:
         """Stored vectors at `positions`; exact for every kind (IVF-PQ keeps them to refine)."""
         exact = (
-            faiss.downcast_index(self.index.refine_index)
+            faiss.downcast_index(cast(faiss.IndexRefine, self.index).refine_index)
             if isinstance(self.config, IvfPqConfig)
             else self.index
         )
@@ -172,11 +173,11 @@ class FaissIndex:
         if isinstance(config, IvfConfig | IvfPqConfig):
             faiss.extract_index_ivf(self.index).nprobe = config.nprobe
             if self._searcher is not self.index:
-                self._searcher.nprobe = config.nprobe
+                self._searcher.nprobe = config.nprobe  # type: ignore[attr-defined]  # a GPU IVF index: not in the stub
         if isinstance(config, IvfPqConfig):
-            self.index.k_factor = float(config.refine_factor)
+            cast(faiss.IndexRefine, self.index).k_factor = float(config.refine_factor)
         if isinstance(config, HnswConfig):
-            self.index.hnsw.efSearch = config.ef_search
+            cast(faiss.IndexHNSW, self.index).hnsw.efSearch = config.ef_search
 
     def _gpu_copy(self) -> faiss.Index:
         resources = faiss.StandardGpuResources()
@@ -185,16 +186,17 @@ class FaissIndex:
 
 def _knobs(config: IndexConfig) -> list[tuple[str, int, int, int]]:
     """(field, value, its default, ceiling) of each search-time setting tuning may raise."""
-    defaults = type(config)()
     if isinstance(config, IvfConfig):
+        defaults = type(config)()
         return [("nprobe", config.nprobe, defaults.nprobe, config.nlist or 1)]
     if isinstance(config, IvfPqConfig):
+        pq_defaults = type(config)()
         return [
-            ("nprobe", config.nprobe, defaults.nprobe, config.nlist or 1),
-            ("refine_factor", config.refine_factor, defaults.refine_factor, MAX_REFINE),
+            ("nprobe", config.nprobe, pq_defaults.nprobe, config.nlist or 1),
+            ("refine_factor", config.refine_factor, pq_defaults.refine_factor, MAX_REFINE),
         ]
     if isinstance(config, HnswConfig):
-        return [("ef_search", config.ef_search, defaults.ef_search, MAX_EF_SEARCH)]
+        return [("ef_search", config.ef_search, type(config)().ef_search, MAX_EF_SEARCH)]
     return []
 
 
@@ -206,18 +208,21 @@ def _empty(config: IndexConfig, dim: int, metric: int) -> faiss.Index:
         index.hnsw.efConstruction = config.ef_construction
         return index
     quantizer = faiss.IndexFlatIP(dim) if metric == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(dim)
+    # nlist (and m) are set from the rows by `config.resolved` before an index is built
     if isinstance(config, IvfConfig):
-        index = faiss.IndexIVFFlat(quantizer, dim, config.nlist, metric)
-        index.own_fields = True
-        quantizer.this.disown()
-        return index
+        assert config.nlist is not None
+        ivf = faiss.IndexIVFFlat(quantizer, dim, config.nlist, metric)
+        ivf.own_fields = True
+        quantizer.this.disown()  # type: ignore[union-attr]  # SWIG's ownership handle: not in the stub
+        return ivf
     if isinstance(config, IvfPqConfig):
+        assert config.nlist is not None and config.m is not None
         base = faiss.IndexIVFPQ(quantizer, dim, config.nlist, config.m, config.nbits, metric)
         base.own_fields = True
-        quantizer.this.disown()
+        quantizer.this.disown()  # type: ignore[union-attr]  # SWIG's ownership handle: not in the stub
         refined = faiss.IndexRefineFlat(base)
         refined.own_fields = True
-        base.this.disown()
+        base.this.disown()  # type: ignore[attr-defined]  # SWIG's ownership handle: not in the stub
         refined.k_factor = float(config.refine_factor)
         return refined
     raise EmbedstoreError(f"faiss cannot build a {type(config).__name__}; use --backend lancedb for it")

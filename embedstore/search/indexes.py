@@ -38,7 +38,7 @@ from ..embedding_tables import recorded_provenance
 from ..embeddings import EmbeddingQuery, tile_filter
 from ..errors import EmbedstoreError, ReadOnlyStoreError
 from ..evaluate.space import VectorSpace
-from ..location import ObjectPath, exclusive, is_inside, remove_inside
+from ..location import ObjectPath, StorePath, exclusive, is_inside, remove_inside
 from ..schema import TILES
 from ..validation import FileName, check_value
 from .configs import FlatConfig, IndexConfig, LanceConfig, config_for, config_from_dict, config_to_dict
@@ -83,7 +83,8 @@ def list_indexes(catalog: Catalog, table: str | None = None) -> list[IndexManife
     """Manifests of the store's indexes (of one embedding table, or all)."""
     root = catalog.root / INDEX_DIR
     pattern = f"{table}/*/{MANIFEST}" if table else f"*/*/{MANIFEST}"
-    return [IndexManifest.load(path.parent) for path in sorted(root.glob(pattern))]
+    paths: list[StorePath] = sorted(root.glob(pattern))
+    return [IndexManifest.load(path.parent) for path in paths]
 
 
 def build_index(
@@ -423,7 +424,7 @@ def _save(
     feather.write_feather(pa.table(columns), buffer)
     (directory / files["ids"]).write_bytes(buffer.getvalue())
     if isinstance(backend, LanceIndex):
-        if backend.name.startswith(BUILDING):
+        if isinstance(directory, Path) and backend.name.startswith(BUILDING):  # local stores only
             backend.move_to(directory / f"vectors-{token}.lance")
         files["vectors"] = backend.name
         manifest.lance_version = backend.version

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import lance
 import numpy as np
@@ -34,7 +35,7 @@ class LanceIndex:
         cls, config: LanceConfig, vectors: np.ndarray, metric: str, path: Path | ObjectPath
     ) -> LanceIndex:
         dataset = lance.write_dataset(_rows(vectors, 0), str(path), mode="overwrite")
-        options = {"num_partitions": config.num_partitions}
+        options: dict[str, Any] = {"num_partitions": config.num_partitions}
         if config.index_type == "IVF_PQ":
             options["num_sub_vectors"] = config.num_sub_vectors
         dataset.create_index("vector", index_type=config.index_type, metric=LANCE_METRICS[metric], **options)

@@ -360,6 +360,7 @@ class Searcher:
             return Centring(manifest.centring, text, own)
         norms = self._norms()
         if options.center == "none":
+            assert index_mean is not None  # the case without an index mean returned above
             space = VectorSpace("cosine", None)
             return Centring("none", "raw cosine (not centred)", space, -index_mean)
         mean_key = ("mean", *key)
