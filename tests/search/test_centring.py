@@ -130,7 +130,8 @@ def test_pool_after_rows_added_centres_on_the_current_table(store, data):
     result = store.search(KEY, tiles=["t000004"], k=30)
     assert result.centring == "pool" and "2,200 tiles, all of the table" in result.centring_text
     assert ids(result) == numpy_search(grown, np.array([4]), 30, grown.mean(axis=0))[0]
-    assert store.indexes()[0].norms  # the rows added kept their lengths too
+    saved = store.indexes()[0]  # the rows added were saved with their lengths
+    assert saved.rows == N + 200 and saved.norms
     again = embedstore.open(store.root).search(KEY, tiles=["t000004"], k=30, where="dataset = 'new'")
     assert not again.notes and ids(again) == numpy_search(grown, np.array([4]), 30, extra.mean(axis=0),
                                                           np.arange(N, N + 200))[0]  # fmt: skip
