@@ -1,4 +1,6 @@
-"""The one way to read stored embeddings: a query over one backbone's table, joined with tile metadata.
+"""The one door to embedding tables: a query over one backbone's vectors joined with tile metadata
+(`EmbeddingQuery`), and a handle on the table itself at one version (`EmbeddingTable`: ids, views, dimension,
+version, provenance). No module but this one, the writers and the store's maintenance opens an `emb__` table.
 
     query = store.embeddings("tf_efficientnet_lite0.in1k").where("split = 'train'").task("pcam")
     for batch in query.to_batches():      # RecordBatches: tile_id, view, vector, metadata..., label
@@ -11,23 +13,30 @@ Each method returns a new query; nothing is read until `to_batches`, `to_numpy`,
 `to_arrow` or `count`. Vectors are streamed with the Lance scanner (never the whole table at once for
 batches); only the tile metadata (no pixels) of the tiles that pass `where`, and the task's labels, are
 held in memory for the join. Search, probes and heads all read through this.
+
+    table = EmbeddingTable.of(catalog, "uni")          # pinned at the newest version
+    table.dim, table.version, table.provenance, table.has_views()
+    table.tile_ids(views=(0,))                         # the tiles embedded (view 0)
+    query = table.query().tiles(some_ids)              # a query pinned at the table's version
+    for X, batch in query.to_numpy_batches(): ...     # float32 (b, dim) and the RecordBatch
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .catalog import Catalog
-from .embedding_tables import table_name
+from .embedding_tables import Provenance, dtype_name, recorded_provenance, table_name
 from .errors import EmbedstoreError
-from .ids import id_bytes
+from .ids import IdLookup
 from .schema import EMBEDDING_PREFIX, LABELS, TILES, TILES_SCHEMA, task_predicate
 from .validation import Interval, Name, SqlExpression, check_value
 
@@ -46,6 +55,13 @@ class EmbeddingArrays(NamedTuple):
     labels: np.ndarray | None
 
 
+class VectorBatch(NamedTuple):
+    """One streamed batch: `X` float32 (b, dim) and the RecordBatch it came from (tile_id, view, ...)."""
+
+    X: np.ndarray
+    batch: pa.RecordBatch
+
+
 @dataclasses.dataclass(frozen=True)
 class EmbeddingQuery:
     """Stored vectors of one backbone with tile metadata; refine with where / task / views / at / columns."""
@@ -57,18 +73,12 @@ class EmbeddingQuery:
     view_ids: tuple[int, ...] | None = (0,)
     version: int | str | None = None
     metadata_columns: tuple[str, ...] = METADATA_COLUMNS
+    tile_set: IdLookup | None = dataclasses.field(default=None, compare=False)  # restriction by `tiles`
 
     @classmethod
     def of(cls, catalog: Catalog, backbone: str) -> EmbeddingQuery:
         """A query over the embeddings of `backbone` (a key, or a table name `emb__...`)."""
-        check_value("--backbone", backbone, Name())
-        name = backbone if backbone.startswith(EMBEDDING_PREFIX) else table_name(backbone)
-        if not catalog.has_table(name):
-            raise EmbedstoreError(
-                f"no embeddings for {backbone!r} in {catalog.root}; "
-                f"run `embedstore embed {catalog.root} --backbone {backbone}`"
-            )
-        return cls(catalog, name)
+        return cls(catalog, _existing(catalog, backbone))
 
     # -- refining ---------------------------------------------------------------------------------------
 
@@ -99,6 +109,18 @@ class EmbeddingQuery:
         self.catalog.dataset(self.table, version)  # fail now, naming the versions that exist
         return dataclasses.replace(self, version=version)
 
+    def tiles(self, ids: Any) -> EmbeddingQuery:
+        """Keep only the tiles `ids` (an Arrow string array, a numpy array or any sequence of str; calls
+        intersect)."""
+        keep = IdLookup(ids)
+        if self.tile_set is not None:
+            keep = IdLookup(self.tile_set.sorted[keep.contains(self.tile_set.sorted)])
+        return dataclasses.replace(self, tile_set=keep)
+
+    def embedding_table(self) -> EmbeddingTable:
+        """The table this query reads, at the query's version (the newest when none was set)."""
+        return EmbeddingTable(self.catalog, self.table, self.catalog.dataset(self.table, self.version))
+
     def columns(self, *names: str) -> EmbeddingQuery:
         """Which tile metadata columns to join (default: all but the pixels)."""
         unknown = [c for c in names if c not in METADATA_COLUMNS]
@@ -113,12 +135,16 @@ class EmbeddingQuery:
     def to_batches(self, batch_size: int = 8192) -> Iterator[pa.RecordBatch]:
         """Stream RecordBatches: tile_id, view, vector, the metadata columns, and `label` with a task."""
         check_value("batch_size", batch_size, Interval(1, integer=True))
-        dataset = self.catalog.dataset(self.table, self.version)
-        metadata = self._metadata()
-        return _joined(dataset, metadata, self._view_filter(), batch_size)
+        dataset = self._open()
+        return _joined(dataset, self._metadata(), self._view_filter(), batch_size)
+
+    def to_numpy_batches(self, batch_size: int = 8192) -> Iterator[VectorBatch]:
+        """Stream (X float32 (b, dim), the RecordBatch of `to_batches` it came from)."""
+        for batch in self.to_batches(batch_size):
+            yield VectorBatch(vectors(batch.column("vector")), batch)
 
     def to_arrow(self) -> pa.Table:
-        dataset = self.catalog.dataset(self.table, self.version)
+        dataset = self._open()
         metadata = self._metadata()
         batches = _joined(dataset, metadata, self._view_filter(), 8192)
         return pa.Table.from_batches(list(batches), schema=_schema(dataset, metadata))
@@ -130,25 +156,31 @@ class EmbeddingQuery:
 
     def to_numpy(self) -> EmbeddingArrays:
         """(X, tile_ids, labels): vectors as float32 (n, dim); labels None without a task."""
-        dim = self.catalog.dataset(self.table).schema.field("vector").type.list_size
-        return _arrays(self.to_batches(), dim, self.task_name is not None)
+        dataset = self._open()  # one version for the vectors and their dimension
+        batches = _joined(dataset, self._metadata(), self._view_filter(), 8192)
+        return _arrays(batches, _dim(dataset.schema), self.task_name is not None)
 
     def count(self) -> int:
         """How many rows the query gives, without reading vectors."""
-        dataset = self.catalog.dataset(self.table, self.version)
-        index = _IdIndex(self._metadata().column("tile_id"))
+        dataset = self._open()
+        index = IdLookup(self._metadata().column("tile_id"))
         total = 0
         for batch in dataset.to_batches(columns=["tile_id"], filter=self._view_filter()):
-            total += int(index.lookup(batch.column("tile_id"))[1].sum())
+            total += int(index.contains(batch.column("tile_id")).sum())
         return total
 
+    def _open(self):
+        return self.catalog.dataset(self.table, self.version)
+
     def _view_filter(self) -> str | None:
-        return None if self.view_ids is None else f"view IN ({', '.join(str(v) for v in self.view_ids)})"
+        return _view_filter(self.view_ids)
 
     def _metadata(self) -> pa.Table:
         """tile_id + the metadata columns of the tiles that pass `where` (and are labelled for the task)."""
         predicate = " AND ".join(self.predicates) or None  # each checked and parenthesised by `where`
         tiles = self.catalog.read(TILES, columns=["tile_id", *self.metadata_columns], filter=predicate)
+        if self.tile_set is not None:
+            tiles = tiles.filter(pa.array(self.tile_set.contains(tiles.column("tile_id"))))
         if self.task_name is None:
             return tiles
         labels = self.catalog.read(
@@ -162,6 +194,110 @@ class EmbeddingQuery:
         at = pc.index_in(labels.column("tile_id"), value_set=tiles.column("tile_id").combine_chunks())
         keep = pc.is_valid(at)
         return tiles.take(at.filter(keep)).append_column("label", labels.column("label").filter(keep))
+
+
+class EmbeddingTable:
+    """One embedding table at one version (all reads of a handle see that version): its ids, views,
+    dimension, provenance, and queries over its vectors. `latest()` gives a handle on the newest version."""
+
+    def __init__(self, catalog: Catalog, name: str, dataset: Any) -> None:
+        self.catalog, self.name, self._dataset = catalog, name, dataset
+
+    @classmethod
+    def of(cls, catalog: Catalog, backbone: str, version: int | str | None = None) -> EmbeddingTable:
+        """The table of `backbone` (a key, or a table name `emb__...`) at `version` (default the newest);
+        EmbedstoreError naming the `embed` command when there is none."""
+        name = _existing(catalog, backbone)
+        return cls(catalog, name, catalog.dataset(name, version))
+
+    def __repr__(self) -> str:
+        return f"EmbeddingTable({self.name!r}, version={self.version})"
+
+    # -- versions ---------------------------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        """The version this handle reads."""
+        return int(self._dataset.version)
+
+    def latest_version(self) -> int:
+        """The table's newest version now (the handle keeps reading its own)."""
+        return int(self._dataset.latest_version)
+
+    def latest(self) -> EmbeddingTable:
+        """A handle on the newest version."""
+        return EmbeddingTable(self.catalog, self.name, self.catalog.dataset(self.name))
+
+    def at(self, version: int | str) -> EmbeddingTable:
+        """A handle on `version` (a number or a tag); EmbedstoreError naming the versions that exist."""
+        return EmbeddingTable(self.catalog, self.name, self.catalog.dataset(self.name, version))
+
+    # -- what the table holds ---------------------------------------------------------------------------
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self._dataset.schema
+
+    @property
+    def dim(self) -> int:
+        """The vectors' dimension."""
+        return _dim(self.schema)
+
+    @property
+    def store_dtype(self) -> str:
+        """How the vectors are stored: float32 or float16."""
+        return dtype_name(self.schema.field("vector").type.value_type)
+
+    @functools.cached_property
+    def provenance(self) -> Provenance:
+        """What produced the vectors; EmbedstoreError when the table records none."""
+        return recorded_provenance(self.schema, self.name)
+
+    @property
+    def backbone(self) -> str:
+        """The backbone key: the provenance's, else the name without its prefix."""
+        found = Provenance.from_metadata(self.schema.metadata)
+        return found.backbone if found else self.name[len(EMBEDDING_PREFIX) :]
+
+    def count(self, views: tuple[int, ...] | None = None) -> int:
+        """Rows (of the given views; None: every view)."""
+        return int(self._dataset.count_rows(filter=_view_filter(views)))
+
+    def has_views(self) -> bool:
+        """Whether any augmented view (view > 0) is stored."""
+        return self._dataset.count_rows(filter="view > 0") > 0
+
+    def views_present(self) -> list[int]:
+        """The view numbers stored (0 = the tile itself)."""
+        column = self._dataset.to_table(columns=["view"]).column("view")
+        return sorted(pc.unique(column).to_pylist())
+
+    def tile_ids(self, views: tuple[int, ...] | None = (0,)) -> pa.ChunkedArray:
+        """The tile ids of the rows of the given views (default view 0: each embedded tile once)."""
+        return self._dataset.to_table(columns=["tile_id"], filter=_view_filter(views)).column("tile_id")
+
+    def to_batches(
+        self,
+        columns: tuple[str, ...] = ("tile_id", "view"),
+        views: tuple[int, ...] | None = None,
+        batch_size: int = 8192,
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream the table's own columns (no join with tile metadata), e.g. ids and views."""
+        return self._dataset.to_batches(
+            columns=list(columns), filter=_view_filter(views), batch_size=batch_size
+        )
+
+    def query(self) -> EmbeddingQuery:
+        """A query over the vectors at this handle's version."""
+        return EmbeddingQuery(self.catalog, self.name, version=self.version)
+
+
+def vectors(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A vector column (fixed-size lists) as float32 (n, dim): the one conversion of vectors to numpy."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    flat = column.flatten().to_numpy(zero_copy_only=False)
+    return flat.reshape(-1, column.type.list_size).astype(np.float32, copy=False)
 
 
 def tile_filter(catalog: Catalog, predicate: str, flag: str = "--where") -> str:
@@ -208,39 +344,18 @@ def _schema(dataset, metadata: pa.Table) -> pa.Schema:
     return pa.schema(fields, metadata=own.metadata)
 
 
-class _IdIndex:
-    """Row positions of tile ids in the metadata, by binary search over the sorted ids.
-
-    Built once (O(n log n)); each batch then costs O(batch log n), where a hash join against the whole
-    metadata would rebuild its hash table for every batch.
-    """
-
-    def __init__(self, ids: pa.ChunkedArray | pa.Array) -> None:
-        keys = id_bytes(ids)  # from the Arrow buffers, no Python object per id
-        self.order = np.argsort(keys, kind="stable")
-        self.sorted = keys[self.order]
-
-    def lookup(self, ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-        """(row of each id, whether it was found)."""
-        keys = id_bytes(ids)
-        if len(self.sorted) == 0:
-            return np.zeros(len(keys), np.int64), np.zeros(len(keys), bool)
-        at = np.searchsorted(self.sorted, keys).clip(max=len(self.sorted) - 1)
-        return self.order[at], self.sorted[at] == keys
-
-
 def _joined(
     dataset, metadata: pa.Table, scan_filter: str | None, batch_size: int
 ) -> Iterator[pa.RecordBatch]:
     """Stream (tile_id, view, vector) and attach each row's metadata; rows without metadata are dropped."""
     schema = _schema(dataset, metadata)
-    index = _IdIndex(metadata.column("tile_id"))
+    index = IdLookup(metadata.column("tile_id"))  # built once; O(batch log n) per batch
     extra = metadata.drop_columns(["tile_id"]).combine_chunks()
     scanner = dataset.to_batches(
         columns=["tile_id", "view", "vector"], filter=scan_filter, batch_size=batch_size
     )
     for batch in scanner:
-        rows, found = index.lookup(batch.column("tile_id"))
+        rows, found = index.find(batch.column("tile_id"))
         if not found.all():
             batch, rows = batch.filter(pa.array(found)), rows[found]
         if batch.num_rows == 0:
@@ -251,15 +366,34 @@ def _joined(
 
 
 def _arrays(batches: Iterator[pa.RecordBatch], dim: int, with_labels: bool) -> EmbeddingArrays:
-    vectors, ids, labels = [], [], []
+    vectors_, ids, labels = [], [], []
     for batch in batches:
-        flat = batch.column("vector").values.to_numpy(zero_copy_only=False)
-        vectors.append(flat.reshape(-1, dim).astype(np.float32, copy=False))
+        vectors_.append(vectors(batch.column("vector")))
         ids.append(batch.column("tile_id").to_numpy(zero_copy_only=False))
         if with_labels:
             labels.append(batch.column("label").to_numpy(zero_copy_only=False))
-    X = np.concatenate(vectors) if vectors else np.empty((0, dim), np.float32)
+    X = np.concatenate(vectors_) if vectors_ else np.empty((0, dim), np.float32)
     tile_ids = np.concatenate(ids) if ids else np.empty(0, object)
     if not with_labels:
         return EmbeddingArrays(X, tile_ids, None)
     return EmbeddingArrays(X, tile_ids, np.concatenate(labels) if labels else np.empty(0, object))
+
+
+def _existing(catalog: Catalog, backbone: str) -> str:
+    """The table name of `backbone` (a key or a table name); EmbedstoreError naming `embed` if absent."""
+    check_value("--backbone", backbone, Name())
+    name = backbone if backbone.startswith(EMBEDDING_PREFIX) else table_name(backbone)
+    if not catalog.has_table(name):
+        raise EmbedstoreError(
+            f"no embeddings for {backbone!r} in {catalog.root}; "
+            f"run `embedstore embed {catalog.root} --backbone {backbone}`"
+        )
+    return name
+
+
+def _view_filter(views: tuple[int, ...] | None) -> str | None:
+    return None if views is None else f"view IN ({', '.join(str(v) for v in views)})"
+
+
+def _dim(schema: pa.Schema) -> int:
+    return schema.field("vector").type.list_size

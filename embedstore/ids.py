@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import pyarrow as pa
@@ -80,3 +81,58 @@ def encoded_ids(ids) -> np.ndarray:
         return ids.astype("S")  # ASCII, in C
     except UnicodeEncodeError:
         return np.char.encode(ids, "utf-8").astype("S")
+
+
+def id_keys(ids) -> np.ndarray:
+    """Ids in any form as a numpy bytes array ("S", UTF-8): an Arrow string array or chunked array, a
+    numpy bytes array (kept), a numpy str/object array or any sequence of str."""
+    if isinstance(ids, pa.Array | pa.ChunkedArray):
+        return id_bytes(ids)
+    if isinstance(ids, np.ndarray) and ids.dtype.kind == "S":
+        return ids
+    return encoded_ids(ids)
+
+
+class IdLookup:
+    """Positions of ids in a fixed array of ids, by binary search over their sorted UTF-8 bytes: built once
+    (O(n log n)), then each lookup costs O(batch log n) with no Python object per id. The one sorted-id
+    lookup of the project (the tables' join, the searcher, the probe and the heads all use it).
+
+    `sorted` holds the ids sorted; `order[i]` is the position in the ids given of `sorted[i]` (None when
+    they were given sorted and unique, `from_sorted`). Ids may repeat: `find` gives the first position of
+    a repeated id, or the last with `last=True`.
+    """
+
+    __slots__ = ("order", "sorted")
+
+    def __init__(self, ids=()) -> None:
+        """ids: an Arrow string array, a numpy bytes or str array, or any sequence of str."""
+        keys = id_keys(ids)
+        self.order: np.ndarray | None = np.argsort(keys, kind="stable")
+        self.sorted = keys[self.order]
+
+    @classmethod
+    def from_sorted(cls, keys: np.ndarray) -> Self:
+        """Ids already sorted and unique as a numpy bytes array (kept, not copied): positions are theirs."""
+        made = cls.__new__(cls)
+        made.order, made.sorted = None, keys
+        return made
+
+    def __len__(self) -> int:
+        return len(self.sorted)
+
+    def find(self, ids, *, last: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(position of each id among those given, whether it is there); ids in any form `id_keys` takes."""
+        keys = id_keys(ids)
+        if len(self.sorted) == 0 or len(keys) == 0:
+            return np.zeros(len(keys), np.int64), np.zeros(len(keys), bool)
+        if last:
+            at = (np.searchsorted(self.sorted, keys, side="right") - 1).clip(min=0)
+        else:
+            at = np.searchsorted(self.sorted, keys).clip(max=len(self.sorted) - 1)
+        found = self.sorted[at] == keys
+        return (at if self.order is None else self.order[at]), found
+
+    def contains(self, ids) -> np.ndarray:
+        """Whether each id is one of the set."""
+        return self.find(ids)[1]

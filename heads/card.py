@@ -23,7 +23,8 @@ import numpy as np
 
 from embedstore import saved
 from embedstore.catalog import Catalog
-from embedstore.embedding_tables import recorded_provenance, table_name
+from embedstore.embedding_tables import table_name
+from embedstore.embeddings import EmbeddingTable
 from embedstore.location import ObjectPath, StorePath, exclusive, remove_inside
 from embedstore.validation import FileName, invalid
 
@@ -243,7 +244,7 @@ def check_table(store: Catalog, card: HeadCard) -> None:
             f"head {card.name!r} needs the embeddings of {card.backbone!r}, which {store.root} lacks; "
             f"run `embedstore embed {store.root} --backbone {card.backbone}`"
         )
-    provenance = recorded_provenance(store.dataset(card.table).schema, card.table)
+    provenance = EmbeddingTable.of(store, card.table).provenance
     if provenance.weights_sha256 != card.weights_sha256:
         raise HeadsError(
             f"head {card.name!r} was trained on vectors of weights sha256 {card.weights_sha256[:12]}…, "

@@ -24,10 +24,10 @@ import pyarrow as pa
 
 from embedstore.catalog import Catalog
 from embedstore.embedding_tables import table_name
-from embedstore.embeddings import EmbeddingQuery
+from embedstore.embeddings import EmbeddingQuery, vectors
 from embedstore.errors import EmbedstoreError
 from embedstore.evaluate import group_folds, task_tiles
-from embedstore.ids import id_bytes
+from embedstore.ids import IdLookup, id_keys
 from embedstore.validation import Interval, check_value
 
 from .errors import HeadsError
@@ -165,33 +165,22 @@ def checked(flag: str, value, constraint):
 # -- tile ids as arrays -----------------------------------------------------------------------------------
 
 
-class TileIds(Set):
-    """A set of tile ids held as one sorted numpy bytes array (UTF-8, "S"): no Python object per id, and
-    looked up by binary search, O(batch log n) per Arrow batch (a hash set of Python strings would cost a
-    Python call per row). Iterating gives str; `|`, `&`, `-` give frozensets."""
+class TileIds(IdLookup, Set):
+    """A set of tile ids: embedstore's `IdLookup` over ids sorted and unique (one numpy bytes array, UTF-8,
+    "S"; no Python object per id; O(batch log n) per Arrow batch). Iterating gives str; `|`, `&`, `-` give
+    frozensets."""
 
-    __slots__ = ("sorted",)
-    sorted: np.ndarray  # the ids as UTF-8 bytes ("S"), sorted, unique
+    __slots__ = ()
 
     def __init__(self, ids: Iterable[str] | pa.Array | pa.ChunkedArray | np.ndarray = ()) -> None:
         """ids: an Arrow string array, a numpy bytes array, or any iterable of str (a dict gives its keys)."""
-        if isinstance(ids, TileIds):
-            self.sorted = ids.sorted
-            return
-        if isinstance(ids, np.ndarray) and ids.dtype.kind == "S":
-            keys = ids
+        if isinstance(ids, IdLookup):
+            keys = ids.sorted
+        elif isinstance(ids, np.ndarray | pa.Array | pa.ChunkedArray):
+            keys = id_keys(ids)
         else:
-            if not isinstance(ids, pa.Array | pa.ChunkedArray):
-                ids = pa.array(list(ids), pa.string())
-            keys = id_bytes(ids)
-        self.sorted = np.unique(keys) if len(keys) else np.empty(0, "S1")
-
-    @classmethod
-    def from_sorted(cls, keys: np.ndarray) -> TileIds:
-        """Ids already sorted and unique as a numpy bytes array (kept, not copied)."""
-        made = cls.__new__(cls)
-        made.sorted = keys
-        return made
+            keys = id_keys(pa.array(list(ids), pa.string()))
+        self.order, self.sorted = None, (np.unique(keys) if len(keys) else np.empty(0, "S1"))
 
     @classmethod
     def _from_iterable(cls, iterable):
@@ -221,11 +210,7 @@ class TileIds(Set):
 
     def lookup(self, ids: pa.Array | pa.ChunkedArray | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(position of each id in the sorted set, whether it is in the set); ids: Arrow or numpy bytes."""
-        keys = ids if isinstance(ids, np.ndarray) else id_bytes(ids)
-        if len(self.sorted) == 0:
-            return np.zeros(len(keys), np.int64), np.zeros(len(keys), bool)
-        at = np.searchsorted(self.sorted, keys).clip(max=len(self.sorted) - 1)
-        return at, self.sorted[at] == keys
+        return self.find(ids)
 
 
 TileLookup = TileIds  # its former name: positions of tile ids in a fixed set
@@ -247,7 +232,7 @@ class TileCodes(Mapping):
         """`codes` as TileCodes (itself when it is one already)."""
         if isinstance(codes, TileCodes):
             return codes
-        keys = id_bytes(pa.array(list(codes), pa.string())) if len(codes) else np.empty(0, "S1")
+        keys = id_keys(pa.array(list(codes), pa.string())) if len(codes) else np.empty(0, "S1")
         values = np.fromiter(codes.values(), np.int64, len(codes))
         order = np.argsort(keys, kind="stable")
         return cls(TileIds.from_sorted(keys[order]), values[order])
@@ -333,7 +318,7 @@ class BatchStream:
         self.views, self.seed, self.read_batch = views, seed, read_batch
         wanted = TileCodes.of(codes)
         self.index, self.codes = wanted.ids, wanted.codes  # codes in the order of index.sorted
-        self.dim = query.catalog.dataset(query.table).schema.field("vector").type.list_size
+        self.dim = query.embedding_table().dim
         self.counters = StreamCounters()
         self._view_table: _ViewTable | None = None
 
@@ -363,9 +348,8 @@ class BatchStream:
             if not found.any():
                 continue
             keep = np.flatnonzero(found)
-            flat = batch.column("vector").values.to_numpy(zero_copy_only=False).reshape(-1, self.dim)
             self.counters.rows_kept += len(keep)
-            yield flat[keep].astype(np.float32, copy=False), at[keep]
+            yield vectors(batch.column("vector"))[keep], at[keep]
 
     def _views(self) -> _ViewTable:
         if self._view_table is None:
@@ -437,9 +421,8 @@ class _ViewTable:
 
     @classmethod
     def read(cls, query: EmbeddingQuery, index: TileIds) -> _ViewTable:
-        dataset = query.catalog.dataset(query.table, query.version)
         positions, views = [], []
-        for batch in dataset.to_batches(columns=["tile_id", "view"], batch_size=8 * READ_BATCH):
+        for batch in query.embedding_table().to_batches(("tile_id", "view"), batch_size=8 * READ_BATCH):
             at, found = index.lookup(batch.column("tile_id"))
             positions.append(at[found])
             views.append(batch.column("view").to_numpy()[found].astype(np.int64))

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from embedstore.catalog import Catalog
-from embedstore.embeddings import EmbeddingQuery
+from embedstore.embeddings import EmbeddingQuery, vectors
 from embedstore.location import exclusive
 from embedstore.schema import SOURCES, TILES, key_field
 from embedstore.validation import Interval, output_file
@@ -113,8 +113,7 @@ def predict(
             if found.all():
                 continue
             batch = batch.filter(pa.array(~found))
-            flat = batch.column("vector").values.to_numpy(zero_copy_only=False)
-            x = np.array(flat.reshape(batch.num_rows, -1), dtype=np.float32)  # writable, for torch
+            x = np.array(vectors(batch.column("vector")))  # writable, for torch
             pending.append(_rows(card, estimator.predict_proba(x), batch.column("tile_id"), schema))
             held += batch.num_rows
             if held >= COMMIT_ROWS:

@@ -27,8 +27,7 @@ from tqdm.auto import tqdm
 
 from embedstore._version import __version__
 from embedstore.catalog import Catalog
-from embedstore.embedding_tables import recorded_provenance
-from embedstore.embeddings import EmbeddingQuery
+from embedstore.embeddings import EmbeddingTable
 from embedstore.location import StorePath
 from embedstore.schema import LABELS
 from embedstore.validation import FileName, Name
@@ -119,10 +118,10 @@ def train(
     table = require_embeddings(store, backbone)
     estimator = _estimator(cls, head, augment, seed, epochs, batch_size, head_params)
     pipeline = parse_augmentations(augment)
-    dataset = store.dataset(table)
-    table_version = int(dataset.version)
-    provenance = recorded_provenance(dataset.schema, table)
-    query = EmbeddingQuery.of(store, backbone).at(table_version).columns()
+    embeddings = EmbeddingTable.of(store, table)  # one version for the provenance, views and vectors
+    table_version = embeddings.version
+    provenance = embeddings.provenance
+    query = embeddings.query().columns()
     labels_version = int(store.dataset(LABELS).version)  # before the split reads them
     if split is None:
         split = split_tiles(store, task, backbone, group_by, validation, seed)
@@ -130,7 +129,7 @@ def train(
         raise HeadsError(f"the split given is of task {split.task!r}, not {task!r}")
     estimator.check_memory(provenance.dim, len(split.classes))  # before reading vectors
     notes = list(split.notes)
-    views = pipeline.uses_views and _has_views(store, table, table_version)
+    views = pipeline.uses_views and embeddings.has_views()
     if pipeline.uses_views and not views:
         notes.append(
             f"augment 'views': {table} holds no stored views, so every epoch reads view 0; embed views "
@@ -279,11 +278,6 @@ def _estimator(cls, head: str, augment: str, seed: int, epochs, batch_size, para
     estimator = cls(**given)
     estimator.check_params()  # fail before reading any vector (begin checks them again)
     return estimator
-
-
-def _has_views(store: Catalog, table: str, version: int) -> bool:
-    dataset = store.dataset(table, version)
-    return dataset.count_rows(filter="view > 0") > 0
 
 
 def _named(scores: dict[str, float], classes: list[str]) -> dict[str, float]:

@@ -53,6 +53,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from embedstore.catalog import Catalog
+from embedstore.embeddings import EmbeddingTable
 from embedstore.location import StorePath, remove_inside
 from embedstore.validation import Name, output_file
 
@@ -283,7 +284,7 @@ def tune(
     if not overwrite:
         refuse_existing(store, name)
     table = require_embeddings(store, backbone)
-    views = store.dataset(table).count_rows(filter="view > 0") > 0
+    views = EmbeddingTable.of(store, table).has_views()
     split = split_tiles(store, task, backbone, group_by, validation, seed)
     notes = list(split.notes)
     for note in notes:

@@ -2,6 +2,21 @@
 
 Imports are read from the source (AST), including those inside functions and under TYPE_CHECKING, so a
 lazy or typing-only import cannot hide a dependency that points the wrong way.
+
+One door to embedding tables: only `embedstore.embeddings` (EmbeddingQuery, EmbeddingTable), the embed verb
+that writes them and the store's maintenance (DOOR_EXEMPT) open an `emb__` table. A module *opens* an
+embedding table when, in the AST,
+  - it calls `<x>.dataset(t, ...)`, `<x>.read(t, ...)` or `<x>.count(t)` (the catalog's table readers) where
+    `t` names an embedding table: a call of `table_name(...)` or `require_embeddings(...)`, a string or
+    f-string starting with `emb__` or built with `EMBEDDING_PREFIX`, an attribute `.table` (what queries,
+    index manifests and head cards call their embedding table), or a local name bound to one of these (by
+    assignment, or as the loop variable over `embedding_table_names()`) in the same function; or
+  - it reads provenance from a table's schema itself: a call of `recorded_provenance(...)` or
+    `Provenance.from_metadata(...)`.
+A table name that arrives as a plain parameter is not traced (the rule reads one function at a time).
+
+One sorted-id lookup: `np.searchsorted` is called only in `embedstore/ids.py` (`IdLookup`), except at the
+listed places that search arrays other than ids (SEARCHSORTED_ELSEWHERE).
 """
 
 from __future__ import annotations
@@ -220,3 +235,141 @@ def test_the_walker_sees_relative_lazy_and_typing_only_imports(tmp_path, source,
     module = tmp_path / "local.py"
     module.write_text(source + "\n")
     assert imported("embedstore.embed.local", module) == expected
+
+
+# -- the one door to embedding tables ---------------------------------------------------------------------
+
+DOOR = "embedstore.embeddings"
+DOOR_EXEMPT = {
+    DOOR: "the door",
+    "embedstore.embedding_tables": "the embedding-table format (names, schema, provenance record)",
+    "embedstore.catalog": "the catalog's table readers themselves",
+    "embedstore.writes": "keyed writes",
+    "embedstore.embed.writer": "writes vectors",
+    "embedstore.embed.plan": "the embed verb: which rows exist, the provenance to check and record",
+    "embedstore.embed.local": "the embed verb: reports the version it wrote",
+    "embedstore.embed.ray_engine": "the embed verb: reports the version it wrote",
+    "embedstore.check": "store maintenance",
+    "embedstore.damage": "store maintenance",
+    "embedstore.versions": "store maintenance",
+    "embedstore.info": "store maintenance",
+    "embedstore.upgrade": "store maintenance",
+}
+TABLE_READERS = ("dataset", "read", "count")
+NAMING_CALLS = ("table_name", "require_embeddings")
+PROVENANCE_READS = ("recorded_provenance", "from_metadata")
+
+
+def _called(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Call):
+        func = node.func
+        return (
+            func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+        )
+    return None
+
+
+def _names_embedding_table(node: ast.AST, bound: set[str]) -> bool:
+    if _called(node) in NAMING_CALLS:
+        return True
+    if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("emb__"):
+        return True
+    if isinstance(node, ast.JoinedStr | ast.BinOp):
+        parts = list(ast.walk(node))
+        if any(isinstance(p, ast.Name) and p.id == "EMBEDDING_PREFIX" for p in parts):
+            return True
+        first = node.values[0] if isinstance(node, ast.JoinedStr) and node.values else None
+        return isinstance(first, ast.Constant) and str(first.value).startswith("emb__")
+    if isinstance(node, ast.Attribute) and node.attr == "table":
+        return True
+    return isinstance(node, ast.Name) and node.id in bound
+
+
+def _bound_names(function: ast.AST) -> set[str]:
+    """Local names bound to an embedding table's name in `function` (to a fixed point)."""
+    bound: set[str] = set()
+    while True:
+        before = len(bound)
+        for node in ast.walk(function):
+            if isinstance(node, ast.Assign) and _names_embedding_table(node.value, bound):
+                bound.update(t.id for t in node.targets if isinstance(t, ast.Name))
+            loop = isinstance(node, ast.For | ast.comprehension) and isinstance(node.target, ast.Name)
+            if loop and _called(node.iter) == "embedding_table_names":
+                bound.add(node.target.id)
+        if len(bound) == before:
+            return bound
+
+
+def embedding_table_opens(source: str) -> list[str]:
+    """Where `source` opens an embedding table directly (see the module docstring): 'line: call'."""
+    tree = ast.parse(source)
+    scopes = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    found = set()
+    for scope in [tree, *scopes]:
+        bound = _bound_names(scope) if scope is not tree else set()
+        for node in ast.walk(scope):
+            name = _called(node)
+            if name in PROVENANCE_READS:
+                found.add(f"{node.lineno}: {name}(...)")
+            elif name in TABLE_READERS and node.args and isinstance(node.func, ast.Attribute):
+                if not _names_embedding_table(node.args[0], bound):
+                    continue
+                found.add(f"{node.lineno}: .{name}({ast.unparse(node.args[0])})")
+    return sorted(found, key=lambda s: int(s.split(":")[0]))
+
+
+def test_only_the_door_opens_embedding_tables():
+    opened = [
+        f"{name} line {where}"
+        for name, path in MODULES.items()
+        if name not in DOOR_EXEMPT
+        for where in embedding_table_opens(path.read_text())
+    ]
+    assert not opened, "read embedding tables through embedstore.embeddings (EmbeddingTable):\n" + "\n".join(
+        opened
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "count"),
+    [
+        ("catalog.dataset(table_name(key))", 1),
+        ("def f(store):\n    table = require_embeddings(store, b)\n    store.dataset(table).schema", 1),
+        ("query.catalog.dataset(query.table, query.version)", 1),
+        ("store.read(f'emb__{key}', columns=['tile_id'])", 1),
+        ("def f(c):\n    for n in c.embedding_table_names():\n        c.dataset(n)", 1),
+        ("recorded_provenance(dataset.schema, name)", 1),
+        ("Provenance.from_metadata(schema.metadata)", 1),
+        ("catalog.dataset(TILES)\ncatalog.read(LABELS, columns=['tile_id'])", 0),
+        ("EmbeddingTable.of(catalog, key).provenance", 0),
+    ],
+)
+def test_the_door_rule_sees_direct_opens(source, count):
+    """The rule itself: what counts as opening an embedding table, and what does not."""
+    assert len(embedding_table_opens(source)) == count
+
+
+# -- one sorted-id lookup -----------------------------------------------------------------------------------
+
+SEARCHSORTED_ELSEWHERE = {"embedstore.search.searcher": "slide codes (the hits per slide), not ids"}
+
+
+def test_one_sorted_id_lookup():
+    """`np.searchsorted` over ids lives in `embedstore.ids.IdLookup` only; every other lookup uses it."""
+    searching = []
+    for name, path in MODULES.items():
+        calls = [
+            n.lineno
+            for n in ast.walk(ast.parse(path.read_text()))
+            if isinstance(n, ast.Call) and _called(n) == "searchsorted"
+        ]
+        if calls and name not in ("embedstore.ids", *SEARCHSORTED_ELSEWHERE):
+            searching.append(f"{name} line {calls[0]}")
+    assert not searching, "look ids up with embedstore.ids.IdLookup:\n" + "\n".join(searching)
+    tree = ast.parse(MODULES["embedstore.ids"].read_text())
+    lookups = [
+        n.name
+        for n in tree.body
+        if isinstance(n, ast.ClassDef) and any(_called(c) == "searchsorted" for c in ast.walk(n))
+    ]
+    assert lookups == ["IdLookup"]

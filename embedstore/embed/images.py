@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..catalog import Catalog
-from ..embedding_tables import recorded_provenance
+from ..embeddings import EmbeddingTable
 from ..errors import BackboneError
 from ..sources.regions import load_rgb
 from .forward import Forward
@@ -21,7 +21,7 @@ def embed_image_files(
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """(vectors float32 (n, dim), the decoded RGB images) of image files, with the backbone, weights,
     input size, resize method, normalisation and precision that `table`'s provenance records."""
-    provenance = recorded_provenance(catalog.dataset(table).schema, table)
+    provenance = EmbeddingTable.of(catalog, table).provenance
     images = [load_rgb(Path(p)) for p in paths]  # SourceError naming an unreadable file
     from ..backbones import get_backbone
 

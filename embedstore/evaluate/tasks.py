@@ -9,11 +9,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..catalog import Catalog
-from ..embedding_tables import Provenance, table_name
-from ..embeddings import EmbeddingQuery
+from ..embedding_tables import table_name
+from ..embeddings import EmbeddingQuery, EmbeddingTable
 from ..errors import EmbedstoreError
-from ..ids import encoded_ids, id_bytes, id_strings
-from ..schema import EMBEDDING_PREFIX, LABELS, TILES, task_predicate
+from ..ids import IdLookup, id_bytes, id_strings
+from ..schema import LABELS, TILES, task_predicate
 
 DEFAULT_GROUP_KEYS = ("patient", "slide", "image")  # the coarsest one set for every tile wins
 
@@ -42,7 +42,7 @@ class TaskTiles:
 def resolve_backbones(catalog: Catalog, backbones: str | list[str] | tuple[str, ...]) -> list[str]:
     """Backbone keys: "all" (every embedding table), a comma-separated string or a list; each must have
     embeddings (else the `embed` command to run; an unknown key or layer is named as such)."""
-    stored = {_key_of(catalog, name): name for name in catalog.embedding_table_names()}
+    stored = {EmbeddingTable.of(catalog, name).backbone: name for name in catalog.embedding_table_names()}
     if backbones == "all" or backbones == ["all"] or backbones == ("all",):
         if not stored:
             raise EmbedstoreError(
@@ -107,7 +107,7 @@ def task_tiles(catalog: Catalog, task: str, keys: list[str], group_by: str | Non
 def aligned_vectors(catalog: Catalog, key: str, tiles: TaskTiles) -> np.ndarray:
     """The backbone's vectors (view 0) in the order of `tiles.tile_ids`."""
     x, ids, _ = EmbeddingQuery.of(catalog, key).task(tiles.task).columns().to_numpy()
-    rows, found = _last_positions(encoded_ids(ids), tiles.keys)
+    rows, found = IdLookup(ids).find(tiles.keys, last=True)  # a repeated id: its last row
     if not found.all():
         raise KeyError(id_strings(tiles.keys[~found][:1])[0])
     return np.ascontiguousarray(x[rows], dtype=np.float32)
@@ -127,24 +127,6 @@ def _labels_by_tile(labels: pa.Table) -> tuple[np.ndarray, np.ndarray, list[str]
     return raw[last], index[last], names.to_pylist()
 
 
-def _last_positions(keys: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(position in `keys` of each of `wanted`, the last one where an id repeats; whether it is there)."""
-    if len(keys) == 0:
-        return np.zeros(len(wanted), np.int64), np.zeros(len(wanted), bool)
-    order = np.argsort(keys, kind="stable")
-    at = np.searchsorted(keys[order], wanted, side="right") - 1
-    found = at >= 0
-    at = at.clip(min=0)
-    found &= keys[order[at]] == wanted
-    return order[at], found
-
-
-def _member(keys: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(position in the sorted `ids` of each of `keys`, whether it is one of them)."""
-    at = np.searchsorted(ids, keys).clip(max=len(ids) - 1)
-    return at, ids[at] == keys
-
-
 def _groups(catalog: Catalog, ids: np.ndarray, group_by: str | None) -> tuple[np.ndarray, str]:
     from ..schema import GROUP_KEYS
 
@@ -157,7 +139,7 @@ def _groups(catalog: Catalog, ids: np.ndarray, group_by: str | None) -> tuple[np
         return id_strings(ids), "tile"
     candidates = [group_by] if group_by else list(DEFAULT_GROUP_KEYS)
     table = catalog.read(TILES, columns=["tile_id", *candidates])
-    at, found = _member(id_bytes(table.column("tile_id")), ids)
+    at, found = IdLookup.from_sorted(ids).find(table.column("tile_id"))
     rows = np.full(len(ids), -1, np.int64)  # the tiles table's row of each tile (-1: none)
     rows[at[found]] = np.flatnonzero(found)
     unknown = rows < 0
@@ -184,13 +166,4 @@ def _as_str(values: pa.ChunkedArray) -> np.ndarray:
 
 def _embedded(catalog: Catalog, key: str, ids: np.ndarray) -> np.ndarray:
     """Whether the backbone embedded (view 0) each of the sorted `ids`."""
-    dataset = catalog.dataset(table_name(key))
-    embedded = np.unique(id_bytes(dataset.to_table(columns=["tile_id"], filter="view = 0").column("tile_id")))
-    if len(embedded) == 0:
-        return np.zeros(len(ids), bool)
-    return _member(ids, embedded)[1]
-
-
-def _key_of(catalog: Catalog, name: str) -> str:
-    provenance = Provenance.from_metadata(catalog.dataset(name).schema.metadata)
-    return provenance.backbone if provenance else name[len(EMBEDDING_PREFIX) :]
+    return IdLookup(EmbeddingTable.of(catalog, key).tile_ids(views=(0,))).contains(ids)

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..embeddings import EmbeddingQuery
+from ..embeddings import vectors as vector_array
 from ..errors import EmbedstoreError
 from ..evaluate.neighbours import exact_neighbours, sample_queries
 from ..evaluate.space import VectorSpace
@@ -222,9 +223,7 @@ def backbone_indicators(
         if rate < 1:
             batch = batch.filter(pa.array(_kept(batch_ids, rate, seed)))
             batch_ids = batch.column("tile_id").to_numpy(zero_copy_only=False)
-        vector = batch.column("vector")
-        flat = vector.flatten().to_numpy(zero_copy_only=False)
-        vectors.append(flat.reshape(-1, vector.type.list_size).astype(np.float32, copy=False))
+        vectors.append(vector_array(batch.column("vector")))
         ids.append(batch_ids)
         views.append(batch.column("view").to_numpy(zero_copy_only=False))
         slides.append(np.asarray(batch.column("slide").to_pylist(), dtype=object))

@@ -34,10 +34,10 @@ import pyarrow.feather as feather
 from .. import saved
 from .._version import __version__
 from ..catalog import Catalog
-from ..embedding_tables import recorded_provenance
-from ..embeddings import EmbeddingQuery, tile_filter
+from ..embeddings import EmbeddingQuery, EmbeddingTable, tile_filter
 from ..errors import EmbedstoreError, ReadOnlyStoreError
 from ..evaluate.space import VectorSpace
+from ..ids import IdLookup
 from ..location import ObjectPath, StorePath, exclusive, is_inside, remove_inside
 from ..schema import TILES
 from ..validation import FileName, check_value
@@ -99,11 +99,11 @@ def build_index(
     say = say or (lambda _: None)
     check_device(options.device)  # before anything is read or created
     catalog.require_writable()
-    query = EmbeddingQuery.of(catalog, backbone).columns()
-    dataset = catalog.dataset(query.table)
-    table_version = int(dataset.version)
-    provenance = recorded_provenance(dataset.schema, query.table)
-    rows = query.at(table_version).count()
+    table = EmbeddingTable.of(catalog, backbone)  # one version for the count, the vectors and the manifest
+    query = table.query().columns()
+    table_version = table.version
+    provenance = table.provenance
+    rows = query.count()
     if rows == 0:
         raise EmbedstoreError(
             f"{query.table} holds no vectors of tiles in the store; run `embedstore embed {catalog.root} "
@@ -115,7 +115,7 @@ def build_index(
     )
     centre_filter = tile_filter(catalog, options.center_on, "--center-on") if options.center_on else None
     say(f"reading the vectors of {query.table} (version {table_version})")
-    raw, tile_ids, _ = query.at(table_version).to_numpy()
+    raw, tile_ids, _ = query.to_numpy()
     space = VectorSpace.fit(
         options.metric, options.center, _centre_rows(catalog, options, centre_filter, raw, tile_ids)
     )
@@ -236,26 +236,25 @@ def open_index(
 ) -> LoadedIndex | None:
     """The index `name` of `backbone`'s table (None: the only one, or `auto`), as saved; None when the
     table has none. Call `refresh` before searching it."""
-    table = EmbeddingQuery.of(catalog, backbone).table
-    directory = _find(catalog, table, name)
+    directory = _find(catalog, EmbeddingQuery.of(catalog, backbone).table, name)
     return None if directory is None else _load(directory, device)
 
 
 def refresh(catalog: Catalog, loaded: LoadedIndex, update: bool = True, say: Say | None = None) -> int:
     """Compare the index with its table now; add new rows (with `update`), or refuse. Returns rows added."""
     manifest = loaded.manifest
-    dataset = catalog.dataset(manifest.table)
-    current = int(dataset.version)
+    table = EmbeddingTable.of(catalog, manifest.table)
+    current = table.version
     if current == manifest.table_version:
         return 0
-    provenance = recorded_provenance(dataset.schema, manifest.table)
+    provenance = table.provenance
     rebuild = f"`embedstore index {catalog.root} --backbone {manifest.backbone} --name {manifest.name}`"
     if provenance.weights_sha256 != manifest.weights_sha256:
         raise StaleIndexError(
             f"index {manifest.name!r} was built from other weights than {manifest.table} now holds; "
             f"rebuild it with {rebuild}"
         )
-    present = dataset.to_table(columns=["tile_id"], filter="view = 0").column("tile_id")
+    present = table.tile_ids(views=(0,))
     indexed = pa.array(loaded.tile_ids)
     lost = int(pc.sum(pc.invert(pc.is_in(indexed, value_set=present))).as_py() or 0)
     if lost:
@@ -292,19 +291,10 @@ def refresh(catalog: Catalog, loaded: LoadedIndex, update: bool = True, say: Say
 
 def _add_rows(catalog: Catalog, loaded: LoadedIndex, version: int, new_ids: pa.Array, say: Say | None) -> int:
     """Read the new rows' vectors (streamed, tiles in the store only) and add them to the index."""
-    wanted = new_ids.cast(pa.string())
-    query = EmbeddingQuery(catalog, loaded.manifest.table).columns().at(version)
-    vectors, ids = [], []
-    for batch in query.to_batches():
-        keep = pc.is_in(batch.column("tile_id"), value_set=wanted)
-        batch = batch.filter(keep)
-        if batch.num_rows:
-            flat = batch.column("vector").values.to_numpy(zero_copy_only=False)
-            vectors.append(flat.reshape(batch.num_rows, -1).astype(np.float32, copy=False))
-            ids.append(batch.column("tile_id").to_numpy(zero_copy_only=False).astype(str))
-    if not vectors:
+    query = EmbeddingTable.of(catalog, loaded.manifest.table, version).query().columns()
+    raw, ids, _ = query.tiles(new_ids).to_numpy()
+    if len(raw) == 0:
         return 0
-    raw = np.concatenate(vectors)
     if say:
         say(
             f"adding {len(raw)} rows embedded since version {loaded.manifest.table_version} to index "
@@ -313,7 +303,7 @@ def _add_rows(catalog: Catalog, loaded: LoadedIndex, version: int, new_ids: pa.A
     loaded.backend.add(loaded.space.prepare(raw))
     if loaded.norms is not None:
         loaded.norms = np.concatenate([loaded.norms, loaded.space.lengths(raw)])
-    loaded.tile_ids = np.concatenate([loaded.tile_ids, np.concatenate(ids)])
+    loaded.tile_ids = np.concatenate([loaded.tile_ids, np.asarray(ids).astype(str)])
     loaded.manifest.rows = len(loaded.tile_ids)
     loaded.manifest.rows_added += len(raw)
     return len(raw)
@@ -322,14 +312,11 @@ def _add_rows(catalog: Catalog, loaded: LoadedIndex, version: int, new_ids: pa.A
 def norms_from_table(catalog: Catalog, loaded: LoadedIndex) -> np.ndarray:
     """Each indexed row's length before normalising, from the raw vectors in the table at the index's
     version (for indexes saved before they kept it)."""
-    query = EmbeddingQuery(catalog, loaded.manifest.table).columns().at(loaded.manifest.table_version)
-    lookup = pa.array(loaded.tile_ids)
+    table = EmbeddingTable.of(catalog, loaded.manifest.table, loaded.manifest.table_version)
+    lookup = IdLookup(loaded.tile_ids)
     norms = np.full(len(loaded.tile_ids), np.nan, dtype=np.float32)
-    for batch in query.to_batches():
-        flat = batch.column("vector").values.to_numpy(zero_copy_only=False)
-        raw = flat.reshape(batch.num_rows, -1)
-        at = pc.index_in(batch.column("tile_id"), value_set=lookup).fill_null(-1).to_numpy()
-        known = at >= 0
+    for raw, batch in table.query().columns().to_numpy_batches():
+        at, known = lookup.find(batch.column("tile_id"))
         norms[at[known]] = loaded.space.lengths(raw[known])
     missing = int(np.isnan(norms).sum())
     if missing:

@@ -36,9 +36,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..catalog import Catalog
-from ..embeddings import METADATA_COLUMNS, tile_filter
+from ..embeddings import METADATA_COLUMNS, EmbeddingTable, tile_filter
 from ..errors import EmbedstoreError
 from ..evaluate.space import VectorSpace
+from ..ids import IdLookup
 from ..schema import LABELS, TILES, task_predicate
 from ..validation import options_from, output_file
 from .centring import Centring, pool_mean
@@ -133,10 +134,10 @@ class Searcher:
             loaded = open_index(catalog, backbone, manifest.name, device)
         assert loaded is not None
         self.loaded = loaded
-        self._table = catalog.dataset(loaded.manifest.table)
+        self._table = EmbeddingTable.of(catalog, loaded.manifest.table)
         self._tiles = catalog.dataset(TILES)
         self._masks: dict[tuple, np.ndarray] = {}
-        if self._table.latest_version != loaded.manifest.table_version:
+        if self._table.latest_version() != loaded.manifest.table_version:
             self._bring_up_to_date()
         self._load_metadata()
 
@@ -148,7 +149,7 @@ class Searcher:
 
     def _check_fresh(self) -> None:
         """Bring the index up to date when the table changed; reload metadata when the tiles changed."""
-        table_version = self._table.latest_version
+        table_version = self._table.latest_version()
         tiles_version = self._tiles.latest_version
         if table_version != self.manifest.table_version:
             self._bring_up_to_date()
@@ -160,7 +161,7 @@ class Searcher:
         added = refresh(self.catalog, self.loaded, self.update, self.say)
         if added:
             self.notes.append(f"added {added} rows embedded since the index was built")
-        self._table = self.catalog.dataset(self.manifest.table)
+        self._table = self._table.latest()
 
     def _load_metadata(self) -> None:
         """Tile metadata (no pixels) aligned to index positions; positions whose tile left the store are
@@ -169,8 +170,8 @@ class Searcher:
         self._tiles_version = self._tiles.latest_version
         tiles = self._tiles.to_table(columns=["tile_id", *METADATA_COLUMNS])
         ids = self.loaded.tile_ids
-        self._position = _IdLookup(ids)
-        rows, found = _IdLookup(tiles.column("tile_id").to_numpy(zero_copy_only=False).astype(str)).find(ids)
+        self._position = IdLookup(ids)
+        rows, found = IdLookup(tiles.column("tile_id")).find(ids)
         self._metadata = tiles.combine_chunks()
         self._meta_row = rows
         self._valid = found
@@ -422,7 +423,7 @@ class Searcher:
 
     def _mask_of(self, tile_ids: pa.ChunkedArray) -> np.ndarray:
         mask = np.zeros(len(self.loaded.tile_ids), dtype=bool)
-        positions, found = self._position.find(tile_ids.to_numpy(zero_copy_only=False).astype(str))
+        positions, found = self._position.find(tile_ids)
         mask[positions[found]] = True
         return mask
 
@@ -498,19 +499,3 @@ class Searcher:
         rows = self._metadata.take(pa.array(self._meta_row[positions])).combine_chunks()
         rows = rows.add_column(1, "score", pa.array(scores.astype(np.float64)))
         return rows.add_column(0, "rank", pa.array(np.arange(1, len(positions) + 1, dtype=np.int64)))
-
-
-class _IdLookup:
-    """Positions of string ids in a fixed array, by binary search (vectorised)."""
-
-    def __init__(self, ids: np.ndarray) -> None:
-        keys = np.asarray(ids).astype("S")
-        self.order = np.argsort(keys, kind="stable")
-        self.sorted = keys[self.order]
-
-    def find(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        keys = np.asarray(ids).astype("S")
-        if len(self.sorted) == 0 or len(keys) == 0:
-            return np.zeros(len(keys), np.int64), np.zeros(len(keys), bool)
-        at = np.searchsorted(self.sorted, keys).clip(max=len(self.sorted) - 1)
-        return self.order[at], self.sorted[at] == keys
