@@ -24,7 +24,7 @@ HEAD_KINDS = ("linear", "mlp")
 DEFAULT_HEAD = "linear"  # heads.train, heads.tune and train-head (the README documents the CLI's)
 METRICS = ("auroc", "balanced_accuracy", "macro_f1", "loss")
 LOSSES = ("ce", "focal")
-MLP_ONLY = ("hidden", "dropout", "norm")
+MLP_PARAMS = ("hidden", "dropout", "norm")  # what LinearHead does not take
 
 # The --aug grammar, in one place (heads.augment parses it: the one parser).
 AUGMENT_VALID = (
@@ -172,7 +172,9 @@ class AugmentSpec(Constraint):
 class HeadOptions:
     """An estimator's parameters (LinearHead takes all but hidden, dropout and norm)."""
 
-    hidden: tuple[int, ...] = option((256,), Widths(), help="MLP hidden layer widths, e.g. 256 or 512,128.")
+    hidden: tuple[int, ...] = option(
+        (256,), Widths(), help="MLP hidden layer widths, e.g. 256 or 512,128.", metavar="N[,N]"
+    )
     dropout: float = option(0.2, Fraction(), help="MLP dropout.")
     norm: str | None = option(
         "layer", Choice(("layer", "batch"), words=True), optional=True, cli=False, help="MLP norm layer."
@@ -184,7 +186,7 @@ class HeadOptions:
     class_weight: Any = option("balanced", ClassWeight(), cli=False, help="Class weights.")
     loss: str = option("ce", Choice(LOSSES, words=True), help="Cross-entropy or focal loss.")
     focal_gamma: float = option(2.0, Interval(0), cli=False, help="Focal loss gamma.")
-    augment: str = option("", AugmentSpec(), flag="--aug", help=AUGMENT_HELP)
+    augment: str = option("", AugmentSpec(), flag="--aug", help=AUGMENT_HELP, metavar="SPEC")
     patience: int | None = option(5, Integer(1), optional=True, cli=False, help="Epochs without gain.")
     early_stopping: str = option("auroc", Choice(METRICS), cli=False, help="Metric to stop early on.")
     seed: int = option(0, Integer(0), help="Seed of the split, weights, shuffling and augmentation.")
@@ -204,7 +206,11 @@ class TrainOptions:
 
     head: str = option(DEFAULT_HEAD, Choice(HEAD_KINDS), help="Head kind.")
     group_by: str | None = option(
-        None, Name(), optional=True, help="Group column for the split [default: patient/slide/image]."
+        None,
+        Name(),
+        optional=True,
+        metavar="COLUMN",
+        help="Group column for the split [default: patient/slide/image].",
     )
     validation: float = option(0.2, Interval(0, 0.5, open_low=True), help="Share of groups held out.")
     overwrite: bool = option(False, Flag(), help="Replace a head of the same name.")
