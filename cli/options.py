@@ -85,7 +85,10 @@ def _click_option(field: dataclasses.Field) -> Callable[[Callable], Callable]:
     elif isinstance(constraint, NamesFrom | Integers):
         default = ",".join(str(v) for v in default) if default else default
     show = default is not None and default != ""
-    return click.option(flag, field.name, type=kind, default=default, show_default=show, help=help_text)
+    extra = {"metavar": field.metadata["metavar"]} if field.metadata.get("metavar") else {}
+    return click.option(
+        flag, field.name, type=kind, default=default, show_default=show, help=help_text, **extra
+    )
 
 
 def open_existing(path: str) -> Store:

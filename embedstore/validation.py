@@ -384,13 +384,16 @@ def option(
     flag: str | None = None,
     cli: bool = True,
     default_factory: Callable[[], Any] | None = None,
+    metavar: str | None = None,
 ) -> Any:
     """A dataclass field with its constraint and CLI help.
 
     optional: None is accepted too; flag: the CLI spelling (default `--field-name`); cli: False keeps a
-    field out of the command line (tuning knobs, callbacks).
+    field out of the command line (tuning knobs, callbacks); metavar: the CLI's name for the value.
     """
     metadata = {"constraint": constraint, "help": help, "optional": optional, "flag": flag, "cli": cli}
+    if metavar is not None:
+        metadata["metavar"] = metavar
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)

@@ -30,9 +30,10 @@ import numpy as np
 import torch
 
 from .errors import HeadsError
+from .options import AUGMENT_HELP as HELP  # noqa: F401 (the grammar in words lives there)
+from .options import AUGMENT_RANGES as RANGES
+from .options import AUGMENT_VALID as VALID
 
-VALID = "noise:SCALE, dropout:P, mixup:ALPHA[:within|across] (default: across classes), smote:K, views"
-RANGES = "SCALE > 0, 0 < P < 1, ALPHA > 0, K an integer >= 1"
 SMOTE_BANK_LIMIT = 50_000  # training vectors kept per minority class (a deterministic sample above it)
 SMOTE_DISTANCE_ROWS = 4096  # batch rows per distance block: bounds the (rows, bank) matrix
 

@@ -29,12 +29,12 @@ from embedstore.location import ObjectPath, StorePath, exclusive, remove_inside
 from embedstore.validation import FileName, invalid
 
 from .errors import HeadsError
+from .options import HEAD_KINDS
 
 HEADS_DIR = saved.HEADS_DIR  # the folder and file names `embedstore info` reads too
 CARD = saved.HEAD_CARD
 WEIGHTS = "head.pt"
 LOCK = ".lock"
-HEAD_KINDS = ("linear", "mlp")
 TRAIN_COMMAND = "embedstore train-head {root} --backbone {backbone} --task {task} --name {name} --overwrite"
 
 

@@ -49,45 +49,22 @@ from embedstore.runtime import memory_available
 
 from .augment import AugmentationPipeline, column_stats, parse_augmentations
 from .errors import HeadsError
+from .options import DEFAULTS, LOSSES, METRICS, HeadsParameterError, check_head_params  # noqa: F401 (their old home)
 
 STATE_FORMAT = "embedstore.heads.state/1"
 PREDICT_ROWS = 8192  # rows per forward pass in predict_proba, at most
 PREDICT_BYTES = 256 * 2**20  # activations per forward pass in predict_proba, at most (wide heads: fewer rows)
-METRICS = ("auroc", "balanced_accuracy", "macro_f1", "loss")
-LOSSES = ("ce", "focal")
 NORMS = ("layer", "batch", None)
-
-
-class HeadsParameterError(HeadsError, ValueError):
-    """A bad parameter or input of a head: one line in the CLI (HeadsError), a ValueError to scikit-learn."""
 
 
 # -- parameter checks ---------------------------------------------------------------------------------
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_integer(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _require(ok: bool, name: str, valid: str, value: Any) -> None:
-    if not ok:
-        raise HeadsParameterError(f"{name} must be {valid}, got {value!r}")
-
-
 def _resolve_device(device: Any) -> torch.device:
-    valid = "'auto', 'cpu', 'cuda' or 'cuda:N'"
-    _require(isinstance(device, str), "device", valid, device)
+    check_head_params({"device": device})
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise HeadsParameterError(f"device must be {valid}, got {device!r}") from None
-    _require(resolved.type in ("cpu", "cuda"), "device", valid, device)
+    resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise HeadsParameterError(f"device={device!r} but CUDA is not available; use device='auto' or 'cpu'")
     return resolved
@@ -204,7 +181,7 @@ class EarlyStopping:
     improvement (never with patience=None). A NaN score never counts as an improvement."""
 
     def __init__(self, metric: str = "auroc", patience: int | None = 5) -> None:
-        _require(metric in METRICS, "early_stopping", f"one of {', '.join(METRICS)}", metric)
+        check_head_params({"early_stopping": metric})
         self.metric = metric
         self.patience = patience
         self.best_epoch: int | None = None
@@ -243,9 +220,6 @@ class BaseHead(ClassifierMixin, BaseEstimator):
     def _architecture(self) -> dict[str, Any]:
         return {"hidden": (), "dropout": 0.0, "norm": None}
 
-    def _check_architecture(self) -> None:
-        pass
-
     # -- parameters ---------------------------------------------------------------------------------
 
     def check_params(self) -> AugmentationPipeline:
@@ -254,51 +228,9 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         return self._check_params()
 
     def _check_params(self) -> AugmentationPipeline:
-        """Every parameter, in one place; the parsed augmentation pipeline."""
-        _require(_is_number(self.lr) and self.lr > 0, "lr", "a number > 0", self.lr)
-        _require(
-            _is_number(self.weight_decay) and self.weight_decay >= 0,
-            "weight_decay",
-            "a number >= 0",
-            self.weight_decay,
-        )
-        _require(_is_integer(self.epochs) and self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
-        _require(
-            _is_integer(self.batch_size) and self.batch_size >= 1,
-            "batch_size",
-            "an integer >= 1",
-            self.batch_size,
-        )
-        weights_ok = self.class_weight is None or (
-            isinstance(self.class_weight, str) and self.class_weight == "balanced"
-        )
-        if isinstance(self.class_weight, Mapping):
-            weights_ok = all(_is_number(w) and w > 0 for w in self.class_weight.values())
-        _require(
-            weights_ok, "class_weight", "'balanced', None or a dict label -> weight > 0", self.class_weight
-        )
-        _require(self.loss in LOSSES, "loss", "'ce' or 'focal'", self.loss)
-        _require(
-            _is_number(self.focal_gamma) and self.focal_gamma >= 0,
-            "focal_gamma",
-            "a number >= 0",
-            self.focal_gamma,
-        )
-        _require(
-            self.patience is None or (_is_integer(self.patience) and self.patience >= 1),
-            "patience",
-            "an integer >= 1 or None",
-            self.patience,
-        )
-        _require(
-            self.early_stopping in METRICS,
-            "early_stopping",
-            f"one of {', '.join(METRICS)}",
-            self.early_stopping,
-        )
-        _require(_is_integer(self.seed) and self.seed >= 0, "seed", "an integer >= 0", self.seed)
+        """Every parameter by its `heads.options.HeadOptions` declaration; the parsed augmentation."""
+        check_head_params(self.get_params(deep=False))
         _resolve_device(self.device)
-        self._check_architecture()
         try:
             return parse_augmentations(self.augment)
         except HeadsError as error:
@@ -566,7 +498,8 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         labels = np.asarray(list(classes))
         if len(labels) < 2 or len(np.unique(labels)) != len(labels):
             raise HeadsParameterError(f"classes must be at least 2 distinct labels, got {labels.tolist()}")
-        _require(_is_integer(n_features) and n_features >= 1, "n_features", "an integer >= 1", n_features)
+        if isinstance(n_features, bool) or not isinstance(n_features, numbers.Integral) or n_features < 1:
+            raise HeadsParameterError(f"n_features must be an integer >= 1, got {n_features!r}")
         unknown = [k for k in class_counts if k not in labels.tolist()]
         if unknown:
             raise HeadsParameterError(
@@ -747,18 +680,18 @@ class LinearHead(BaseHead):
     def __init__(
         self,
         *,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        epochs: int = 30,
-        batch_size: int = 256,
-        class_weight: str | dict | None = "balanced",
-        loss: str = "ce",
-        focal_gamma: float = 2.0,
-        augment: str = "",
-        patience: int | None = 5,
-        early_stopping: str = "auroc",
-        seed: int = 0,
-        device: str = "auto",
+        lr: float = DEFAULTS["lr"],
+        weight_decay: float = DEFAULTS["weight_decay"],
+        epochs: int = DEFAULTS["epochs"],
+        batch_size: int = DEFAULTS["batch_size"],
+        class_weight: str | dict | None = DEFAULTS["class_weight"],
+        loss: str = DEFAULTS["loss"],
+        focal_gamma: float = DEFAULTS["focal_gamma"],
+        augment: str = DEFAULTS["augment"],
+        patience: int | None = DEFAULTS["patience"],
+        early_stopping: str = DEFAULTS["early_stopping"],
+        seed: int = DEFAULTS["seed"],
+        device: str = DEFAULTS["device"],
     ) -> None:
         self.lr = lr
         self.weight_decay = weight_decay
@@ -782,21 +715,21 @@ class MLPHead(BaseHead):
     def __init__(
         self,
         *,
-        hidden: tuple[int, ...] = (256,),
-        dropout: float = 0.2,
-        norm: str | None = "layer",
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        epochs: int = 30,
-        batch_size: int = 256,
-        class_weight: str | dict | None = "balanced",
-        loss: str = "ce",
-        focal_gamma: float = 2.0,
-        augment: str = "",
-        patience: int | None = 5,
-        early_stopping: str = "auroc",
-        seed: int = 0,
-        device: str = "auto",
+        hidden: tuple[int, ...] = DEFAULTS["hidden"],
+        dropout: float = DEFAULTS["dropout"],
+        norm: str | None = DEFAULTS["norm"],
+        lr: float = DEFAULTS["lr"],
+        weight_decay: float = DEFAULTS["weight_decay"],
+        epochs: int = DEFAULTS["epochs"],
+        batch_size: int = DEFAULTS["batch_size"],
+        class_weight: str | dict | None = DEFAULTS["class_weight"],
+        loss: str = DEFAULTS["loss"],
+        focal_gamma: float = DEFAULTS["focal_gamma"],
+        augment: str = DEFAULTS["augment"],
+        patience: int | None = DEFAULTS["patience"],
+        early_stopping: str = DEFAULTS["early_stopping"],
+        seed: int = DEFAULTS["seed"],
+        device: str = DEFAULTS["device"],
     ) -> None:
         self.hidden = hidden
         self.dropout = dropout
@@ -820,14 +753,3 @@ class MLPHead(BaseHead):
             "dropout": float(self.dropout),
             "norm": self.norm,
         }
-
-    def _check_architecture(self) -> None:
-        hidden_ok = isinstance(self.hidden, tuple | list) and len(self.hidden) > 0
-        hidden_ok = hidden_ok and all(_is_integer(h) and h >= 1 for h in self.hidden)
-        _require(hidden_ok, "hidden", "a non-empty tuple of integers >= 1, e.g. (256,)", self.hidden)
-        _require(
-            _is_number(self.dropout) and 0 <= self.dropout < 1, "dropout", "a number in [0, 1)", self.dropout
-        )
-        _require(self.norm in NORMS, "norm", "'layer', 'batch' or None", self.norm)
-        if self.norm == "batch":
-            _require(self.batch_size >= 2, "batch_size", "an integer >= 2 with norm='batch'", self.batch_size)

@@ -14,10 +14,12 @@ by an earlier training of the same name (retrained with --overwrite) is rebuilt.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +29,7 @@ from tqdm.auto import tqdm
 from embedstore.catalog import Catalog
 from embedstore.embeddings import EmbeddingQuery, vectors
 from embedstore.location import exclusive
+from embedstore.reports import JsonReport
 from embedstore.schema import SOURCES, TILES, key_field
 from embedstore.validation import Interval, output_file
 
@@ -43,7 +46,7 @@ EXPORT_COLUMNS = ("source", "source_id", "slide", "x", "y", "size0", "level", "p
 
 
 @dataclass
-class PredictReport:
+class PredictReport(JsonReport):
     head: str
     table: str
     new_rows: int  # inserted by this run
@@ -57,6 +60,9 @@ class PredictReport:
             f"head {self.head!r}: {self.new_rows} new prediction(s), {self.total_rows} in {self.table}"
             f"{rebuilt} ({self.seconds:.1f} s)"
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 def predictions_table(name: str) -> str:

@@ -29,10 +29,10 @@ from embedstore._version import __version__
 from embedstore.catalog import Catalog
 from embedstore.embeddings import EmbeddingTable
 from embedstore.location import StorePath
+from embedstore.reports import JsonReport
 from embedstore.schema import LABELS
 from embedstore.validation import FileName, Name
 
-from .augment import parse_augmentations
 from .card import HeadCard, check_name, head_class, json_ready, open_store, refuse_existing, save_head
 from .data import (
     READ_BATCH,
@@ -47,12 +47,13 @@ from .data import (
     split_tiles,
 )
 from .errors import HeadsError
+from .options import DEFAULTS, TRAIN_DEFAULTS
 
 Say = Callable[[str], None]
 
 
 @dataclass
-class TrainResult:
+class TrainResult(JsonReport):
     """A trained (and saved) head: the estimator with the best epoch's weights, its card, per-epoch
     history, validation scores at the best epoch, and the threshold (0.5 for multi-class heads)."""
 
@@ -69,6 +70,18 @@ class TrainResult:
     def summary(self) -> str:
         return self.card.summary()
 
+    def to_dict(self) -> dict[str, Any]:
+        """The card, per-epoch history and notes (what `train-head --json` writes), with the validation
+        scores, threshold and where the head was saved."""
+        return {
+            "card": self.card.to_dict(),
+            "history": self.history,
+            "notes": self.notes,
+            "validation": self.validation,
+            "threshold": self.threshold,
+            "path": str(self.path),
+        }
+
 
 def default_name(task: str, backbone: str, head: str) -> str:
     """`<task>-<backbone>-<kind>` as a valid head name: characters a head name refuses replaced by '_',
@@ -83,14 +96,14 @@ def train(
     task: str,
     *,
     name: str | None = None,
-    head: str = "linear",
-    augment: str = "",
-    group_by: str | None = None,
-    validation: float = 0.2,
-    seed: int = 0,
+    head: str = TRAIN_DEFAULTS["head"],
+    augment: str = DEFAULTS["augment"],
+    group_by: str | None = TRAIN_DEFAULTS["group_by"],
+    validation: float = TRAIN_DEFAULTS["validation"],
+    seed: int = DEFAULTS["seed"],
     epochs: int | None = None,
     batch_size: int | None = None,
-    overwrite: bool = False,
+    overwrite: bool = TRAIN_DEFAULTS["overwrite"],
     progress: bool = False,
     split: TileSplit | None = None,
     shuffle_buffer: int = SHUFFLE_BUFFER,
@@ -116,8 +129,7 @@ def train(
     if not overwrite:
         refuse_existing(store, name)
     table = require_embeddings(store, backbone)
-    estimator = _estimator(cls, head, augment, seed, epochs, batch_size, head_params)
-    pipeline = parse_augmentations(augment)
+    estimator, pipeline = _estimator(cls, head, augment, seed, epochs, batch_size, head_params)
     embeddings = EmbeddingTable.of(store, table)  # one version for the provenance, views and vectors
     table_version = embeddings.version
     provenance = embeddings.provenance
@@ -276,8 +288,7 @@ def _estimator(cls, head: str, augment: str, seed: int, epochs, batch_size, para
             f"{head} head has no parameter {', '.join(unknown)}; its parameters: {', '.join(valid)}"
         )
     estimator = cls(**given)
-    estimator.check_params()  # fail before reading any vector (begin checks them again)
-    return estimator
+    return estimator, estimator.check_params()  # fail before reading any vector (begin checks again)
 
 
 def _named(scores: dict[str, float], classes: list[str]) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """Tuning a head: N configurations on one group-aware split, the best kept.
 
-    result = tune(store, "uni", "tumour", 16, head="mlp", epochs=30)
+    result = tune(store, "uni", "tumour", 16, head="mlp", epochs=30)   # head: "linear" by default
     print(result.format()); result.table; result.best.card; result.write_json("tuning.json")
 
 Every trial trains with `heads.train` on the SAME TileSplit (made once by `heads.data.split_tiles` from
@@ -55,7 +55,8 @@ from tqdm.auto import tqdm
 from embedstore.catalog import Catalog
 from embedstore.embeddings import EmbeddingTable
 from embedstore.location import StorePath, remove_inside
-from embedstore.validation import Name, output_file
+from embedstore.reports import JsonReport
+from embedstore.validation import Name
 
 from .augment import parse_augmentations
 from .card import (
@@ -71,6 +72,7 @@ from .card import (
 )
 from .data import TileSplit, checked, require_embeddings, split_tiles
 from .errors import HeadsError
+from .options import DEFAULTS, TRAIN_DEFAULTS
 from .training import TrainResult, default_name, train
 
 Say = Callable[[str], None]
@@ -112,7 +114,7 @@ REDRAWS = 20  # attempts to draw a configuration not tried yet
 
 
 @dataclass
-class TuneResult:
+class TuneResult(JsonReport):
     """Every trial (config, validation metrics, seconds) and the best one, saved as `best.card.name`."""
 
     trials: list[dict[str, Any]]  # one flat dict per trial, in trial order
@@ -170,11 +172,6 @@ class TuneResult:
             "notes": list(self.notes),
             "trials": json_ready(self.trials),
         }
-
-    def write_json(self, path: str | Path) -> Path:
-        path = output_file("--json", path, make_folder=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        return path
 
     def format(self) -> str:
         """A terminal table of the trials; '*' marks the best, 'b' the baseline."""
@@ -251,12 +248,12 @@ def tune(
     n: int,
     *,
     name: str | None = None,
-    head: str = "mlp",
+    head: str = TRAIN_DEFAULTS["head"],
     space: Mapping[str, Any] | None = None,
-    group_by: str | None = None,
-    validation: float = 0.2,
-    seed: int = 0,
-    overwrite: bool = False,
+    group_by: str | None = TRAIN_DEFAULTS["group_by"],
+    validation: float = TRAIN_DEFAULTS["validation"],
+    seed: int = DEFAULTS["seed"],
+    overwrite: bool = TRAIN_DEFAULTS["overwrite"],
     progress: bool = False,
     say: Say | None = None,
     **fixed: Any,

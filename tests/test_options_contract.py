@@ -14,6 +14,7 @@ from cli.commands.labels import import_command as labels_import_command
 from cli.commands.preview import command as preview_command
 from cli.commands.probe import command as probe_command
 from cli.commands.search import command as search_command
+from cli.commands.train_head import command as train_head_command
 from embedstore.embed.options import EmbedOptions
 from embedstore.errors import EmbedstoreError
 from embedstore.ingest.options import IngestOptions
@@ -22,6 +23,7 @@ from embedstore.probe.options import ProbeOptions
 from embedstore.search.options import IndexOptions, SearchOptions
 from embedstore.sources.grid import GridSettings
 from embedstore.validation import Integers, flag_of
+from heads.options import HeadOptions, TrainOptions
 
 OPTIONS_CLASSES = [
     GridSettings,
@@ -31,6 +33,8 @@ OPTIONS_CLASSES = [
     IndexOptions,
     SearchOptions,
     ProbeOptions,
+    HeadOptions,
+    TrainOptions,
 ]
 HAND_MADE = {"groups"}  # --group KEY=COLUMN (repeatable), parsed by the ingest command
 FIELDS = [(cls, field) for cls in OPTIONS_CLASSES for field in dataclasses.fields(cls)]
@@ -82,6 +86,8 @@ def test_valid_values_are_normalised():
         (index_command, IndexOptions),
         (search_command, SearchOptions),
         (probe_command, ProbeOptions),
+        (train_head_command, HeadOptions),
+        (train_head_command, TrainOptions),
     ],
 )
 def test_the_cli_takes_defaults_choices_and_help_from_the_options(command, cls):

@@ -44,7 +44,7 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tuned(store):
-    return tune(store, KEY, "scarce", 4, name="scarce-tuned", space=SMALL, seed=0, **FAST)
+    return tune(store, KEY, "scarce", 4, head="mlp", name="scarce-tuned", space=SMALL, seed=0, **FAST)
 
 
 def test_n_trials_on_one_split_the_baseline_first_and_the_best_never_worse(tuned):
@@ -88,7 +88,7 @@ def test_best_is_saved_with_the_tuning_table_and_loads(store, tuned, tmp_path):
 
 
 def test_same_seed_same_trials_other_seed_other_draws(store, tuned):
-    again = tune(store, KEY, "scarce", 4, name="again", space=SMALL, seed=0, **FAST)
+    again = tune(store, KEY, "scarce", 4, head="mlp", name="again", space=SMALL, seed=0, **FAST)
     strip = [{k: v for k, v in t.items() if k != "seconds"} for t in tuned.trials]
     assert [{k: v for k, v in t.items() if k != "seconds"} for t in again.trials] == strip
     space = {**DEFAULT_SPACE, **{"hidden": [(8,), (16,)]}}
