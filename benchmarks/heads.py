@@ -70,6 +70,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from harness import say, t_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -122,21 +123,6 @@ TARGET_GAIN, TARGET_TASKS = 0.10, 2
 TARGET_SPEEDUP = 1000.0
 TARGET_RSS_GB, TARGET_FLAT = 1.5, 1.25
 TARGET_THROUGHPUT = 0.5
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def t_interval(values: list[float]) -> dict[str, Any]:
-    """Mean and 95 % t-interval (as benchmarks/proxy_selection.py)."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    mean = float(v.mean())
-    sd = float(v.std(ddof=1)) if len(v) > 1 else 0.0
-    half = float(stats.t.ppf(0.975, len(v) - 1) * sd / math.sqrt(len(v))) if len(v) > 1 else 0.0
-    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "sd": sd, "n": len(v)}
 
 
 def _status(field: str) -> int:

@@ -2,6 +2,7 @@
 
     python benchmarks/probe_defaults.py [--tiles 3000] [--repeats 3] [--out FILE.json]
     python benchmarks/probe_defaults.py --store mystore --task nuclei [--backbones a,b,c]
+    python benchmarks/probe_defaults.py --smoke   # 300 tiles, 1 run a setting, a temporary store
 
 Without --store it builds the synthetic store of `probe_speed.py` (five backbones 1280, 1280, 1280, 680
 and 512 dims wide; 4 nucleus-like classes over 80 image groups) with --tiles tiles. It then times, in one
@@ -19,25 +20,17 @@ backbones on a few thousand tiles in well under a minute on 2 cores.
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import dataclasses
-import json
-import os
-import platform
-import sys
-import time
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
+import harness
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+import embedstore
+from embedstore.probe.options import SHOTS, ProbeOptions
 
-import embedstore  # noqa: E402
-from embedstore.probe.options import SHOTS, ProbeOptions  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = harness.RESULTS
 TARGET_SECONDS = 60.0
 
 
@@ -51,26 +44,32 @@ def settings() -> dict[str, dict]:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = harness.parser(__doc__)
     parser.add_argument("--tiles", type=int, default=3000, help="tiles of the synthetic store")
     parser.add_argument("--store", type=Path, help="time an existing store instead (with --task)")
     parser.add_argument("--task", default=None)
     parser.add_argument("--backbones", default="all")
     parser.add_argument("--repeats", type=int, default=3, help="runs per setting; the median counts")
     parser.add_argument("--out", type=Path, default=RESULTS / "probe_defaults.json")
-    args = parser.parse_args()
-    if args.store is not None:
-        if args.task is None:
-            parser.error("--store needs --task")
-        store = embedstore.open(args.store)
-        task = args.task
-    else:
+    args = parser.parse_args(argv)
+    if args.store is not None and args.task is None:
+        parser.error("--store needs --task")
+    if args.smoke:
+        args.tiles, args.repeats, args.store = 300, 1, None
+    with contextlib.ExitStack() as stack:
+        if args.store is not None:
+            return measure(args, embedstore.open(args.store), args.task)
         from probe_speed import TASK, build_store
 
-        path = RESULTS / "probe-defaults-store"
+        folder = stack.enter_context(harness.scratch("probe-defaults-")) if args.smoke else RESULTS
+        path = folder / "probe-defaults-store"
         print(f"building a store of {args.tiles} tiles x 5 backbones at {path}")
-        store, task = build_store(path, args.tiles), TASK
+        return measure(args, build_store(path, args.tiles), TASK)
+
+
+def measure(args, store: embedstore.Store, task: str) -> int:
+    """Time each setting on `task`, write the JSON."""
     keys = store.probe(task, args.backbones, seeds=1, shots=None, indicators=False, bootstrap=0).backbones
     tiles = store.probe(task, keys, seeds=1, shots=None, indicators=False, bootstrap=0).tiles
     print(f"task {task!r}: {tiles} tiles, {len(keys)} backbones")
@@ -79,12 +78,7 @@ def main() -> int:
     results = []
     for name, overrides in settings().items():
         options = dataclasses.replace(defaults, **overrides)
-        runs = []
-        for _ in range(args.repeats):
-            started = time.perf_counter()
-            store.probe(task, keys, options)
-            runs.append(time.perf_counter() - started)
-        seconds = float(np.median(runs))
+        seconds, runs = harness.median_seconds(lambda o=options: store.probe(task, keys, o), args.repeats)
         results.append(
             {
                 "setting": name,
@@ -97,11 +91,8 @@ def main() -> int:
 
     default_seconds = results[0]["seconds"]
     result = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "load_average": os.getloadavg(),
-        },
+        "machine": harness.machine(),
+        "smoke": args.smoke,
         "store": str(args.store) if args.store else f"synthetic, {args.tiles} tiles",
         "task": task,
         "tiles": tiles,
@@ -115,11 +106,10 @@ def main() -> int:
             }
         ],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1, default=list))
+    harness.write_json(args.out, result)
     print(f"\ndefaults {default_seconds:.1f} s, full {results[-1]['seconds']:.1f} s; wrote {args.out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -2,6 +2,7 @@
 to the scikit-learn pipeline a user would write on the same folds, in the same run.
 
     python benchmarks/probe_speed.py [--tiles 10000] [--folds 5] [--repeats 3] [--out FILE.json]
+    python benchmarks/probe_speed.py --smoke   # 300 tiles, 3 folds, 1 run, the store in a temporary folder
 
 The store holds five "backbones" with the widths of real ones (1280, 1280, 1280, 680, 512): 4 nucleus-like
 classes (one scarce, 9 %) spread over 80 image groups, each backbone separating the classes to a different
@@ -23,27 +24,21 @@ probe).
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import shutil
-import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
+import harness
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import embedstore
+from embedstore.evaluate import folds as splits
+from embedstore.evaluate.metrics import split_scores
+from embedstore.probe import classifiers
 
-import embedstore  # noqa: E402
-from embedstore.evaluate import folds as splits  # noqa: E402
-from embedstore.evaluate.metrics import split_scores  # noqa: E402
-from embedstore.probe import classifiers  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = harness.RESULTS
 WIDTHS = (
     ("sim.lite0", 1280, 0.9),
     ("sim.lite1", 1280, 0.7),
@@ -144,25 +139,36 @@ def _add(found: dict, probe: str, scores: dict[str, float]) -> None:
         found.setdefault(probe, {}).setdefault(metric, []).append(scores[metric])
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = harness.parser(__doc__)
     parser.add_argument("--tiles", type=int, default=10_000)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--store", type=Path, default=RESULTS / "probe-speed-store")
     parser.add_argument("--repeats", type=int, default=3, help="embedstore runs; the median counts")
     parser.add_argument("--out", type=Path, default=RESULTS / "probe_speed.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.smoke:
+        with harness.scratch("probe-speed-") as tmp:
+            args.tiles, args.folds, args.repeats, args.store = 300, 3, 1, tmp / "store"
+            return measure(args)
+    return measure(args)
+
+
+def measure(args) -> int:
+    """Build the store, time both sides, write the JSON."""
     print(f"building a store of {args.tiles} tiles x {len(WIDTHS)} backbones at {args.store}")
     store = build_store(args.store, args.tiles)
     keys = [k for k, _, _ in WIDTHS]
 
-    runs = []
-    for run in range(args.repeats):  # the machine is shared: the median of a few runs, all of them kept
-        started = time.perf_counter()
-        report = store.probe(TASK, keys, folds=args.folds, seeds=1, shots=None, indicators=False)
-        runs.append(time.perf_counter() - started)
-        print(f"embedstore probe, run {run + 1}/{args.repeats}: {runs[-1]:.1f} s")
-    ours_seconds = float(np.median(runs))
+    reports = []
+
+    def probe() -> None:
+        reports.append(store.probe(TASK, keys, folds=args.folds, seeds=1, shots=None, indicators=False))
+
+    # the machine is shared: the median of a few runs, all of them kept
+    ours_seconds, runs = harness.median_seconds(probe, args.repeats)
+    report = reports[-1]
+    print(f"embedstore probe: {', '.join(f'{r:.1f}' for r in runs)} s")
 
     tiles = None
     theirs_seconds = 0.0
@@ -218,11 +224,8 @@ def main() -> int:
         },
     ]
     result = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "load_average": os.getloadavg(),
-        },
+        "machine": harness.machine(),
+        "smoke": args.smoke,
         "tiles": args.tiles,
         "folds": args.folds,
         "backbones": {k: d for k, d, _ in WIDTHS},
@@ -239,14 +242,11 @@ def main() -> int:
             "both sides use the same outer folds, the same inner folds and C grid for the linear probe",
         ],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(f"\n{'target':<55} {'value':>9}  pass")
-    for target in targets:
-        print(f"{target['target']:<55} {target['value']:>9}  {target['pass']}")
+    harness.write_json(args.out, result)
+    harness.print_targets(targets)
     print(f"embedstore {ours_seconds:.1f} s vs scikit-learn {theirs_seconds:.1f} s; wrote {args.out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,6 +1,7 @@
 """Speed of the probe's bootstrap stability (the top pick's share of group resamples), alone.
 
     python benchmarks/probe_stability.py [--tiles 5000] [--backbones 5] [--resamples 200] [--out FILE.json]
+    python benchmarks/probe_stability.py --smoke   # 300 tiles, 2 backbones, 20 resamples, 1 run each
 
 Synthetic out-of-fold outputs (no probe is fitted: this times only `stability.top_shares`): --tiles tiles
 in 100 groups (and, the worst case, one group per tile), 5 group folds x 1 and x 3 seeds (the seeds'
@@ -11,18 +12,14 @@ two for 5 backbones x 5k tiles x 200 resamples.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-import time
+from collections.abc import Sequence
 from pathlib import Path
 
+import harness
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from embedstore.probe import stability  # noqa: E402
+from embedstore.probe import stability
 
 
 def synthetic(tiles: int, groups: int, classes: int, seeds: int, backbones: int, metric: str):
@@ -47,37 +44,40 @@ def synthetic(tiles: int, groups: int, classes: int, seeds: int, backbones: int,
     return oof
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = harness.parser(__doc__)
     parser.add_argument("--tiles", type=int, default=5000)
     parser.add_argument("--backbones", type=int, default=5)
     parser.add_argument("--resamples", type=int, default=200)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=harness.RESULTS / "probe_stability.json")
+    args = parser.parse_args(argv)
+    runs = 3
+    if args.smoke:
+        args.tiles, args.backbones, args.resamples, runs = 300, 2, 20, 1
     rows = []
     for metric in ("balanced_accuracy", "auroc"):
         for classes in (2, 4):
             for groups in (100, args.tiles):
                 for seeds in (1, 3):
                     oof = synthetic(args.tiles, groups, classes, seeds, args.backbones, metric)
-                    times = []
-                    for _ in range(3):
-                        started = time.perf_counter()
-                        stability.top_shares(oof, args.resamples)
-                        times.append(time.perf_counter() - started)
+                    seconds, _ = harness.median_seconds(
+                        lambda o=oof: stability.top_shares(o, args.resamples), runs
+                    )
                     row = {
                         "metric": metric,
                         "classes": classes,
                         "groups": groups,
                         "seeds": seeds,
                         "probes": 3,
-                        "seconds": round(float(np.median(times)), 3),
+                        "seconds": round(seconds, 3),
                     }
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-    if args.out:
-        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}))
+    args_json = {k: str(v) for k, v in vars(args).items()}
+    harness.write_json(args.out, {"machine": harness.machine(), "args": args_json, "rows": rows})
+    print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -59,6 +59,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from harness import t_interval
 
 import embedstore
 from embedstore import IngestOptions
@@ -464,21 +465,6 @@ def bootstrap_ci(y: np.ndarray, prob: np.ndarray, seed: int = 0) -> dict[str, tu
     return {
         "balanced_accuracy": (float(np.percentile(bacc, 2.5)), float(np.percentile(bacc, 97.5))),
         "auroc": (float(np.percentile(auc, 2.5)), float(np.percentile(auc, 97.5))),
-    }
-
-
-def t_interval(values: list[float]) -> dict[str, Any]:
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    mean = float(v.mean())
-    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else 0.0
-    return {
-        "mean": mean,
-        "ci_low": mean - half,
-        "ci_high": mean + half,
-        "sd": float(v.std(ddof=1)),
-        "n": len(v),
     }
 
 

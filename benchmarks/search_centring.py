@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import sys
 import time
@@ -37,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from harness import t_interval
 
 import embedstore
 from embedstore import IngestOptions
@@ -127,14 +127,6 @@ def prepare(args: argparse.Namespace, store_path: Path) -> dict[str, Any]:
         say(report.summary().splitlines()[0])
         out["embed"] = {"tiles": report.tiles_embedded, "seconds": round(report.seconds, 1)}
     return out
-
-
-def t_interval(values: list[float]) -> dict[str, float]:
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else 0.0
-    return {"mean": float(v.mean()), "ci_low": float(v.mean() - half), "ci_high": float(v.mean() + half)}
 
 
 def numpy_top(raw: np.ndarray, rows: np.ndarray, queries: np.ndarray, centre: np.ndarray | None, k: int):

@@ -2,18 +2,21 @@
 shapes of task: how evenly classes spread over the test folds, how even the fold sizes are, how many of 5
 seeds give distinct partitions, and the time of one call.
 
-    python benchmarks/splits.py
+    python benchmarks/splits.py [--out FILE.json] [--smoke]
 
 stratification: the largest, over classes, of the standard deviation across folds of the class's share
 of the fold (`splits.stratification`), mean over 5 seeds; size-cv: standard deviation of the fold sizes
 over the mean fold size. Synthetic data made here; seconds to run (scikit-learn's side is the slow one).
+--smoke: 2 seeds, the shapes under 2,000 tiles.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
+import harness
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
@@ -51,22 +54,44 @@ def theirs(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> lis
     return [test for _, test in splitter.split(labels, labels, groups)]
 
 
-def measure(labels: np.ndarray, groups: np.ndarray, folds: int, splitter) -> str:
+Splitter = Callable[[np.ndarray, np.ndarray, int, int], list[np.ndarray]]
+
+
+def measure(labels: np.ndarray, groups: np.ndarray, folds: int, splitter: Splitter, seeds: int) -> dict:
     started = time.perf_counter()
-    found = [splitter(labels, groups, folds, seed) for seed in range(SEEDS)]
-    ms = 1000 * (time.perf_counter() - started) / SEEDS
-    spread = np.mean([splits.stratification(labels, tests) for tests in found])
-    size_cv = np.mean([np.std([len(t) for t in tests]) / (len(labels) / folds) for tests in found])
-    distinct = len({frozenset(np.sort(t).tobytes() for t in tests) for tests in found})
-    return f"stratification {spread:.4f}  size-cv {size_cv:.3f}  distinct {distinct}/{SEEDS}  {ms:7.1f} ms"
+    found = [splitter(labels, groups, folds, seed) for seed in range(seeds)]
+    return {
+        "ms": 1000 * (time.perf_counter() - started) / seeds,
+        "stratification": float(np.mean([splits.stratification(labels, tests) for tests in found])),
+        "size_cv": float(
+            np.mean([np.std([len(t) for t in tests]) / (len(labels) / folds) for tests in found])
+        ),
+        "distinct": len({frozenset(np.sort(t).tobytes() for t in tests) for tests in found}),
+    }
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = harness.parser(__doc__)
+    parser.add_argument("--out", type=Path, default=harness.RESULTS / "splits.json")
+    args = parser.parse_args(argv)
+    seeds = 2 if args.smoke else SEEDS
+    rows = []
     for name, labels, groups, folds in shapes():
+        if args.smoke and len(labels) >= 2000:
+            continue
         print(f"{name} ({len(labels)} tiles, {len(np.unique(groups))} groups, {folds} folds)")
-        print(f"  embedstore    {measure(labels, groups, folds, ours)}")
-        print(f"  scikit-learn  {measure(labels, groups, folds, theirs)}")
+        row = {"shape": name, "tiles": len(labels), "folds": folds, "seeds": seeds}
+        for side, splitter in (("embedstore", ours), ("scikit-learn", theirs)):
+            m = row[side] = measure(labels, groups, folds, splitter, seeds)
+            print(
+                f"  {side:<13} stratification {m['stratification']:.4f}  size-cv {m['size_cv']:.3f}  "
+                f"distinct {m['distinct']}/{seeds}  {m['ms']:7.1f} ms"
+            )
+        rows.append(row)
+    harness.write_json(args.out, {"machine": harness.machine(), "smoke": args.smoke, "shapes": rows})
+    print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
