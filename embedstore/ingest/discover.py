@@ -7,6 +7,7 @@ import string
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -129,6 +130,36 @@ def _imagefolder_jobs(root: Path) -> list[SourceJob]:
                 groups: dict[str, str | None] = {"image": str(image.relative_to(root)), "split": split}
                 jobs.append(SourceJob(image, "image", class_dir.name, "folder", groups))
     return jobs
+
+
+@dataclass
+class _TableRows:
+    """What a manifest or point table gives every row: where its image is found, its label, its groups."""
+
+    finder: _FileFinder
+    label_column: str | None
+    labels: list[str | None]
+    group_columns: dict[str, str]
+
+    @classmethod
+    def of(cls, path: Path, frame: pl.DataFrame, columns: TableColumns) -> _TableRows:
+        label_column = _label_column(path, frame, columns)
+        return cls(
+            _FileFinder(path, columns.images_dir),
+            label_column,
+            _labels(path, frame, label_column, columns),
+            _group_columns(frame, columns),
+        )
+
+    def groups(self, row: dict[str, Any], image: str) -> dict[str, Any]:
+        """The row's group keys (the image itself when no image column is given)."""
+        groups = {key: row[col] for key, col in self.group_columns.items()}
+        groups.setdefault("image", image)
+        return groups
+
+    def empty(self, label: str | None) -> int:
+        """1 when the table has a label column and this row's cell is empty."""
+        return int(self.label_column is not None and label is None)
 
 
 def _group_columns(frame: pl.DataFrame, columns: TableColumns) -> dict[str, str]:
@@ -260,22 +291,18 @@ def _manifest_jobs(path: Path, columns: TableColumns) -> list[SourceJob]:
     frame = read_table(path)
     if frame.height == 0:
         raise EmbedstoreError(f"{path}: the manifest has no rows")
-    finder = _FileFinder(path, columns.images_dir)
-    label_column = _label_column(path, frame, columns)
-    labels = _labels(path, frame, label_column, columns)
-    group_columns = _group_columns(frame, columns)
-    require_columns(path, frame, list(group_columns.values()), "fix --group KEY=COLUMN")
+    table = _TableRows.of(path, frame, columns)
+    require_columns(path, frame, list(table.group_columns.values()), "fix --group KEY=COLUMN")
     jobs, missing = [], []
-    rows = zip(_manifest_paths(path, frame, columns), labels, frame.iter_rows(named=True), strict=True)
+    rows = zip(_manifest_paths(path, frame, columns), table.labels, frame.iter_rows(named=True), strict=True)
     for number, (value, label, row) in enumerate(rows, start=1):
-        found = finder.find(value, number)
+        found = table.finder.find(value, number)
         if found is None:
             missing.append(value)
             continue
-        groups = {key: row[col] for key, col in group_columns.items()}
-        groups.setdefault("image", value)
-        job = SourceJob(found, "image", label, "manifest" if label is not None else None, groups)
-        job.empty_labels = int(label_column is not None and label is None)
+        origin = "manifest" if label is not None else None
+        job = SourceJob(found, "image", label, origin, table.groups(row, value))
+        job.empty_labels = table.empty(label)
         job.table_row = f"{path.name} row {number}"
         jobs.append(job)
     if missing:
@@ -289,27 +316,23 @@ def _points_jobs(path: Path, columns: TableColumns) -> list[SourceJob]:
     require_columns(path, frame, [columns.image_column, "x", "y"], "point tables need image, x, y columns")
     if frame.height == 0:
         raise EmbedstoreError(f"{path}: the point table has no rows")
-    finder = _FileFinder(path, columns.images_dir)
-    label_column = _label_column(path, frame, columns)
-    labels = _labels(path, frame, label_column, columns)
-    group_columns = _group_columns(frame, columns)
+    table = _TableRows.of(path, frame, columns)
     images = _text_cells(path, frame, columns.image_column)
     offset = 1.0 if columns.one_based else 0.0
     by_image: dict[str, SourceJob] = {}
     missing = []
-    rows = zip(images, labels, frame.iter_rows(named=True), strict=True)
+    rows = zip(images, table.labels, frame.iter_rows(named=True), strict=True)
     for number, (image, label, row) in enumerate(rows, start=1):
         if image not in by_image:
-            found = finder.find(image, number)
+            found = table.finder.find(image, number)
             if found is None:
                 missing.append(image)
                 by_image[image] = SourceJob(Path(image), "points")
                 continue
-            groups = {key: row[col] for key, col in group_columns.items()}
-            groups.setdefault("image", image)
+            groups = table.groups(row, image)
             by_image[image] = SourceJob(found, "points", label_origin="points", groups=groups)
         by_image[image].points.append((row["x"] - offset, row["y"] - offset, label))
-        by_image[image].empty_labels += int(label_column is not None and label is None)
+        by_image[image].empty_labels += table.empty(label)
     if missing:
         raise _missing_files_error(path, missing)
     return list(by_image.values())
