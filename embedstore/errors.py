@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from collections.abc import Sequence
 
 _REFUSED = (errno.EACCES, errno.EPERM, errno.EROFS)
 # How Lance (`... (os error 13)`) and object stores (S3 `AccessDenied`, HTTP 403) word a refused write.
@@ -19,6 +20,11 @@ _REFUSED_WORDS = (
 _NO_SPACE_WORDS = ("no space left on device", "os error 28")
 # How torch words an allocation that failed (CUDA's OutOfMemoryError, the CPU allocator's RuntimeError).
 _NO_MEMORY_WORDS = ("out of memory", "can't allocate memory", "not enough memory")
+
+
+def a_few(items: Sequence[object], shown: int = 3) -> str:
+    """The first `shown` items, comma-separated, with " ..." when there are more: for naming bad rows."""
+    return ", ".join(str(item) for item in items[:shown]) + (" ..." if len(items) > shown else "")
 
 
 class EmbedstoreError(Exception):

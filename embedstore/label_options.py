@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import EmbedstoreError
+from .errors import EmbedstoreError, a_few
 from .validation import Flag, OneOf, option, validate
 
 LABEL_CONFLICT_POLICIES = ("first", "drop", "error")
@@ -46,7 +46,7 @@ def is_empty_label(label: str | None) -> bool:
 
 def empty_labels_error(path: Path, column: str, rows: Sequence[int], fix: str) -> EmbedstoreError:
     """The refusal of a file with empty labels: how many rows, the first few (1-based, after the header)."""
-    shown = ", ".join(str(row) for row in rows[:5]) + (" ..." if len(rows) > 5 else "")
+    shown = a_few(rows, 5)
     return EmbedstoreError(
         f"{path}: {len(rows)} row(s) have an empty {column!r} (row {shown}); fill them in, or pass "
         f"--skip-empty-labels to {fix}; nothing was written"

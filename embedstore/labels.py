@@ -14,7 +14,7 @@ import polars as pl
 import pyarrow as pa
 
 from .catalog import Catalog
-from .errors import EmbedstoreError
+from .errors import EmbedstoreError, a_few
 from .label_options import (
     Claims,
     LabelImportOptions,
@@ -70,7 +70,7 @@ def _tile_ids(catalog: Catalog, path: Path, frame: pl.DataFrame) -> list[str]:
             f"{path}: needs a tile_id column, or source, x, y columns (has: {', '.join(frame.columns)})"
         )
     if unknown:
-        shown = ", ".join(unknown[:3]) + (" ..." if len(unknown) > 3 else "")
+        shown = a_few(unknown)
         raise EmbedstoreError(
             f"{path}: {len(unknown)} row(s) name tiles that are not in the store ({shown}); "
             "ingest them first or fix the file; nothing was written"

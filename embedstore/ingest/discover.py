@@ -11,7 +11,7 @@ from typing import Any
 
 import polars as pl
 
-from ..errors import EmbedstoreError
+from ..errors import EmbedstoreError, a_few
 from ..label_options import empty_labels_error, is_empty_label
 from ..schema import GROUP_KEYS
 from ..sources.slides import IMAGE_SUFFIXES, READABLE_SUFFIXES
@@ -280,7 +280,7 @@ def _number_if(cell: str, wanted: bool) -> str | int | float:
 
 
 def _missing_files_error(path: Path, missing: list[str]) -> EmbedstoreError:
-    shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
+    shown = a_few(missing)
     return EmbedstoreError(
         f"{path}: {len(missing)} listed file(s) not found ({shown}); fix the paths or pass --images-dir"
     )

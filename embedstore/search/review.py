@@ -20,7 +20,7 @@ import polars as pl
 from PIL import Image
 
 from ..catalog import Catalog
-from ..errors import EmbedstoreError
+from ..errors import EmbedstoreError, a_few
 from ..schema import SOURCES, TILES, sql_string
 from ..sources.tile_pixels import TILE_COLUMNS, TilePixels
 from ..validation import FileName, check_value
@@ -76,7 +76,7 @@ def _tile_rows(catalog: Catalog, tile_ids: list[str]) -> dict[str, dict[str, Any
     found = {row["tile_id"]: row for row in table.to_pylist()}
     unknown = [t for t in wanted if t not in found]
     if unknown:
-        shown = ", ".join(unknown[:3]) + (" ..." if len(unknown) > 3 else "")
+        shown = a_few(unknown)
         raise EmbedstoreError(
             f"{len(unknown)} tile(s) to review are not in the store {catalog.root} ({shown}); "
             "search this store, or ingest them first"
