@@ -10,13 +10,7 @@ import torch
 from heads.augment import AugmentationPipeline, Mixup, Smote, column_stats, parse_augmentations
 from heads.errors import HeadsError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/heads/conftest.py
 
 
 def generator(seed: int = 0) -> torch.Generator:

@@ -28,13 +28,7 @@ FAST = {"lr": 0.05, "epochs": 15, "batch_size": 64}  # small data: few steps per
 HEADS = [LinearHead, MLPHead]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two shared cores: torch's thread pool only slows these small products down."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/heads/conftest.py
 
 
 def blobs(
