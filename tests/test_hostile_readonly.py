@@ -151,6 +151,17 @@ def test_a_writing_command_on_a_read_only_store_says_so_in_one_line_and_changes_
     assert snapshot(read_only_store) == before
 
 
+def search_read_only(root: Path, tile: str, k: int):
+    """`embedstore search` run while the store is read-only: (the run, a snapshot from just before it)."""
+    set_writable(root, False)
+    before = snapshot(root)
+    try:
+        done = embedstore_cli("search", root, "--backbone", BACKBONE, "--tile", tile, "-k", str(k))
+    finally:
+        set_writable(root, True)
+    return done, before
+
+
 def test_search_that_would_build_the_first_index_of_a_read_only_store_is_refused(
     tmp_path: Path, permissions_bind
 ):
@@ -158,12 +169,7 @@ def test_search_that_would_build_the_first_index_of_a_read_only_store_is_refused
     store.ingest([write_tiles(tmp_path / "tiles", 6, seed=3)], progress=False)
     store.embed(BACKBONE, progress=False)
     tile = store.read("tiles", columns=["tile_id"]).column("tile_id")[0].as_py()
-    set_writable(store.root, False)
-    before = snapshot(store.root)
-    try:
-        done = embedstore_cli("search", store.root, "--backbone", BACKBONE, "--tile", tile, "-k", "2")
-    finally:
-        set_writable(store.root, True)
+    done, before = search_read_only(store.root, tile, 2)
     assert_one_line_error(done, "read-only", str(store.root))
     assert snapshot(store.root) == before
 
@@ -196,12 +202,7 @@ def test_search_on_a_read_only_store_adds_rows_embedded_since_its_index_in_memor
     store.ingest([write_tiles(tmp_path / "later", 2, seed=11)], progress=False)
     store.embed(BACKBONE, progress=False)
     later = sorted(set(store.read("tiles", columns=["tile_id"]).column("tile_id").to_pylist()) - indexed)
-    set_writable(store.root, False)
-    before = snapshot(store.root)
-    try:
-        done = embedstore_cli("search", store.root, "--backbone", BACKBONE, "--tile", later[0], "-k", "8")
-    finally:
-        set_writable(store.root, True)
+    done, before = search_read_only(store.root, later[0], 8)
     assert done.returncode == 0 and "added 2 rows" in done.stderr, done.stderr
     assert later[1] in done.stdout
     assert snapshot(store.root) == before
