@@ -159,16 +159,21 @@ def _index(saved: SavedRecord, tables: _Tables) -> dict[str, Any]:
     on = record.get("centered_on")
     entry = {
         "name": saved.name,
-        "table": record["table"],
-        "backbone": record["backbone"],
-        "backend": record["backend"],
-        "kind": record["kind"],
-        "metric": record["metric"],
+        **_picked(record, "table", "backbone", "backend", "kind", "metric"),
         "centring": _centring(on, record.get("centered_on_where")) if centred else "none",
-        "rows": record["rows"],
-        "table_version": record["table_version"],
+        **_picked(record, "rows", "table_version"),
     }
-    return {**entry, **tables.compare(record["table"], record["table_version"], record["weights_sha256"])}
+    return {**entry, **_table_now(record, tables)}
+
+
+def _picked(record: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """The record's values of `keys`, in that order."""
+    return {key: record[key] for key in keys}
+
+
+def _table_now(record: dict[str, Any], tables: _Tables) -> dict[str, Any]:
+    """How the embedding table an index or head was made from stands now (its version, its weights)."""
+    return tables.compare(record["table"], record["table_version"], record["weights_sha256"])
 
 
 def _centring(on: Any, where: Any) -> str:
@@ -192,11 +197,7 @@ def _head(saved: SavedRecord, tables: _Tables) -> dict[str, Any]:
     labels_now = labels.get("version")
     entry = {
         "name": saved.name,
-        "task": record["task"],
-        "backbone": record["backbone"],
-        "kind": record["kind"],
-        "table": record["table"],
-        "table_version": record["table_version"],
+        **_picked(record, "task", "backbone", "kind", "table", "table_version"),
         "labels_version": labels_then if isinstance(labels_then, int) else None,
         "labels_version_now": labels_now,
         "validation": {"metric": metric, "value": scores.get(metric) if metric else None},
@@ -204,7 +205,7 @@ def _head(saved: SavedRecord, tables: _Tables) -> dict[str, Any]:
     entry["labels_changed"] = (
         None if entry["labels_version"] is None or labels_now is None else labels_now != labels_then
     )
-    return {**entry, **tables.compare(record["table"], record["table_version"], record["weights_sha256"])}
+    return {**entry, **_table_now(record, tables)}
 
 
 def _aligned(rows: list[list[str]], damaged: list[tuple[str, str]], indent: str = "  ") -> list[str]:
