@@ -23,33 +23,15 @@ generator gives the same batches every run.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .errors import HeadsError
-from .options import AUGMENT_HELP as HELP  # noqa: F401 (the grammar in words lives there)
-from .options import AUGMENT_RANGES as RANGES
-from .options import AUGMENT_VALID as VALID
+from .augment_spec import HELP, RANGES, VALID, StepSpec, parse_spec  # noqa: F401 (the grammar's home)
 
 SMOTE_BANK_LIMIT = 50_000  # training vectors kept per minority class (a deterministic sample above it)
 SMOTE_DISTANCE_ROWS = 4096  # batch rows per distance block: bounds the (rows, bank) matrix
-
-
-def _fail(problem: str) -> HeadsError:
-    return HeadsError(f"{problem}; valid: {VALID} ({RANGES})")
-
-
-def _number(item: str, name: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise _fail(f"augmentation '{item}': {name} must be a number, got '{text}'") from None
-    if not math.isfinite(value):
-        raise _fail(f"augmentation '{item}': {name} must be finite, got '{text}'")
-    return value
 
 
 def _canonical(value: float) -> str:
@@ -239,39 +221,17 @@ class Views(Step):
     name = "views"
 
 
-def _parse_step(item: str) -> Step:
-    name, *params = [part.strip() for part in item.split(":")]
-    forms = {"noise": 1, "dropout": 1, "mixup": 2, "smote": 1, "views": 0}
-    if name not in forms:
-        raise _fail(f"unknown augmentation '{name}'")
-    required = 0 if name == "views" else 1
-    if not required <= len(params) <= forms[name]:
-        form = next(f for f in VALID.split(", ") if f.split(":")[0] == name)
-        raise _fail(f"augmentation '{item}' takes the form {form}")
-    if name == "views":
+def _step(spec: StepSpec) -> Step:
+    """The step a parsed spec names."""
+    if spec.name == "views":
         return Views()
-    if name == "noise":
-        scale = _number(item, "SCALE", params[0])
-        if scale <= 0:
-            raise _fail(f"augmentation '{item}': SCALE must be > 0")
-        return Noise(scale)
-    if name == "dropout":
-        p = _number(item, "P", params[0])
-        if not 0 < p < 1:
-            raise _fail(f"augmentation '{item}': P must be in (0, 1)")
-        return Dropout(p)
-    if name == "mixup":
-        alpha = _number(item, "ALPHA", params[0])
-        if alpha <= 0:
-            raise _fail(f"augmentation '{item}': ALPHA must be > 0")
-        mode = params[1] if len(params) > 1 else "across"
-        if mode not in ("within", "across"):
-            raise _fail(f"augmentation '{item}': mode must be within or across, got '{mode}'")
-        return Mixup(alpha, within=mode == "within")
-    k = _number(item, "K", params[0])
-    if k < 1 or k != int(k):
-        raise _fail(f"augmentation '{item}': K must be an integer >= 1")
-    return Smote(int(k))
+    if spec.name == "noise":
+        return Noise(float(spec.params[0]))
+    if spec.name == "dropout":
+        return Dropout(float(spec.params[0]))
+    if spec.name == "mixup":
+        return Mixup(float(spec.params[0]), within=spec.params[1] == "within")
+    return Smote(int(spec.params[0]))
 
 
 class AugmentationPipeline:
@@ -320,16 +280,4 @@ class AugmentationPipeline:
 
 def parse_augmentations(spec: str) -> AugmentationPipeline:
     """Steps from "name[:param[:param]],..." ("" = none); HeadsError naming valid names on a bad one."""
-    if spec is None:
-        spec = ""
-    if not isinstance(spec, str):
-        raise _fail(f"augmentation spec must be a string, got {type(spec).__name__}")
-    steps: list[Step] = []
-    for item in (part.strip() for part in spec.split(",")):
-        if not item:
-            continue
-        step = _parse_step(item)
-        if any(s.name == step.name for s in steps):
-            raise _fail(f"augmentation '{step.name}' given twice in '{spec}'")
-        steps.append(step)
-    return AugmentationPipeline(steps)
+    return AugmentationPipeline([_step(step) for step in parse_spec(spec)])

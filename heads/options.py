@@ -18,6 +18,7 @@ from typing import Any
 from embedstore.errors import EmbedstoreError
 from embedstore.validation import Constraint, Flag, Integers, Interval, Name, OneOf, option, validate
 
+from .augment_spec import HELP, parse_spec
 from .errors import HeadsError
 
 HEAD_KINDS = ("linear", "mlp")
@@ -25,18 +26,6 @@ DEFAULT_HEAD = "linear"  # heads.train, heads.tune and train-head (the README do
 METRICS = ("auroc", "balanced_accuracy", "macro_f1", "loss")
 LOSSES = ("ce", "focal")
 MLP_PARAMS = ("hidden", "dropout", "norm")  # what LinearHead does not take
-
-# The --aug grammar, in one place (heads.augment parses it: the one parser).
-AUGMENT_VALID = (
-    "noise:SCALE, dropout:P, mixup:ALPHA[:within|across] (default: across classes), smote:K, views"
-)
-AUGMENT_RANGES = "SCALE > 0, 0 < P < 1, ALPHA > 0, K an integer >= 1"
-AUGMENT_HELP = (
-    "Feature-space augmentation, comma-separated: noise:SCALE, dropout:P, mixup:ALPHA[:within|across], "
-    "smote:K, views (e.g. noise:0.1,mixup:0.4,smote:5,views). mixup mixes partners across classes by default "
-    "(mixup:0.4 is mixup:0.4:across); :within mixes only tiles of the same class."
-)  # the --aug grammar in words: the CLI's help; errors name AUGMENT_VALID and AUGMENT_RANGES
-
 
 class HeadsParameterError(HeadsError, ValueError):
     """A bad parameter or input of a head: one line in the CLI (HeadsError), a ValueError to scikit-learn."""
@@ -143,23 +132,21 @@ class Device(Constraint):
 
 @dataclasses.dataclass(frozen=True)
 class AugmentSpec(Constraint):
-    """An augmentation spec in the `--aug` grammar (heads.augment: the one parser)."""
+    """An augmentation spec in the `--aug` grammar (heads.augment_spec: the one parser)."""
 
     def accepts(self, value: Any) -> bool:
         return self.problem(value) is None
 
     @staticmethod
     def problem(value: Any) -> str | None:
-        from .augment import parse_augmentations
-
         try:
-            parse_augmentations(value)
+            parse_spec(value)
         except HeadsError as error:
             return str(error)
         return None
 
     def describe(self) -> str:
-        return AUGMENT_HELP
+        return HELP
 
     def refusal(self, value: Any) -> str:
         return f"an augmentation spec: {self.problem(value) or self.describe()}"
@@ -186,7 +173,7 @@ class HeadOptions:
     class_weight: Any = option("balanced", ClassWeight(), cli=False, help="Class weights.")
     loss: str = option("ce", Choice(LOSSES, words=True), help="Cross-entropy or focal loss.")
     focal_gamma: float = option(2.0, Interval(0), cli=False, help="Focal loss gamma.")
-    augment: str = option("", AugmentSpec(), flag="--aug", help=AUGMENT_HELP, metavar="SPEC")
+    augment: str = option("", AugmentSpec(), flag="--aug", help=HELP, metavar="SPEC")
     patience: int | None = option(5, Integer(1), optional=True, cli=False, help="Epochs without gain.")
     early_stopping: str = option("auroc", Choice(METRICS), cli=False, help="Metric to stop early on.")
     seed: int = option(0, Integer(0), help="Seed of the split, weights, shuffling and augmentation.")
