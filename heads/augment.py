@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .augment_spec import HELP, RANGES, VALID, StepSpec, parse_spec  # noqa: F401 (the grammar's home)
+from .errors import HeadsError
 
 SMOTE_BANK_LIMIT = 50_000  # training vectors kept per minority class (a deterministic sample above it)
 SMOTE_DISTANCE_ROWS = 4096  # batch rows per distance block: bounds the (rows, bank) matrix

@@ -27,6 +27,7 @@ METRICS = ("auroc", "balanced_accuracy", "macro_f1", "loss")
 LOSSES = ("ce", "focal")
 MLP_PARAMS = ("hidden", "dropout", "norm")  # what LinearHead does not take
 
+
 class HeadsParameterError(HeadsError, ValueError):
     """A bad parameter or input of a head: one line in the CLI (HeadsError), a ValueError to scikit-learn."""
 
