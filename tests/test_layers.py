@@ -15,6 +15,9 @@ embedding table when, in the AST,
     `Provenance.from_metadata(...)`.
 A table name that arrives as a plain parameter is not traced (the rule reads one function at a time).
 
+heads and cli use embedstore's public API: each import of embedstore names a module listed in PUBLIC, and
+no module or name starting with `_`.
+
 One sorted-id lookup: `np.searchsorted` is called only in `embedstore/ids.py` (`IdLookup`), except at the
 listed places that search arrays other than ids (SEARCHSORTED_ELSEWHERE).
 """
@@ -205,11 +208,8 @@ PUBLIC = {
     "embedstore.evaluate": "the folds and scores heads share with probe",
     "embedstore.sources": "slides, tissue and tile grids",
     "embedstore.backbones": "the backbone listing",
-    "embedstore.ingest": "IngestOptions (the cli builds its flags from it)",
-    "embedstore.embed": "EmbedOptions, check_backbones",
-    "embedstore.search": "IndexOptions, SearchOptions",
-    "embedstore.probe": "ProbeOptions",
-    "embedstore.label_options": "LabelImportOptions",
+    "embedstore.embed": "EmbedOptions and check_backbones (fail fast before embedding)",
+    "embedstore.search": "IndexOptions, SearchOptions (the cli builds its flags from them)",
     "embedstore.info": "the info listing's text",
     "embedstore.upgrade": "the format upgrade",
     "embedstore.demo": "the demo the heads demo continues",

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import click
 
+from embedstore import IngestOptions
 from embedstore.errors import EmbedstoreError
-from embedstore.ingest import IngestOptions
 
 from ..options import from_options, json_option, store_argument
 from ..output import emit

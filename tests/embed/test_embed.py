@@ -97,9 +97,9 @@ def test_other_weights_for_the_same_key_are_refused(tmp_path):
 
 def test_views_are_deterministic_and_view0_is_the_plain_embedding(tmp_path):
     plain = _store(tmp_path, n=4, name="plain")
-    embed(plain, FAST, **OPTS)
+    embed(plain.catalog, FAST, **OPTS)
     viewed = _store(tmp_path, n=4, name="viewed")
-    report = embed(viewed, FAST, views=2, augment="flip,rot90,hed-jitter,blur", **OPTS)
+    report = embed(viewed.catalog, FAST, views=2, augment="flip,rot90,hed-jitter,blur", **OPTS)
     assert report.rows_written == 12 and report.tiles_embedded == 4
     assert sorted(v for _, v in _rows(viewed)) == [0] * 4 + [1] * 4 + [2] * 4
     view0, base = _vectors(viewed, view=0), _vectors(plain)
@@ -109,20 +109,20 @@ def test_views_are_deterministic_and_view0_is_the_plain_embedding(tmp_path):
     view2 = _vectors(viewed, view=2)
     assert any(not np.allclose(view2[t], view0[t]) for t in base)
     viewed.catalog.delete(table_name(FAST), "view = 2")  # lose a view, as a crash would
-    assert embed(viewed, FAST, views=2, **OPTS).rows_written == 4
+    assert embed(viewed.catalog, FAST, views=2, **OPTS).rows_written == 4
     again = _vectors(viewed, view=2)
     for tile in base:
         np.testing.assert_allclose(again[tile], view2[tile], rtol=1e-6)
     recorded = Provenance.from_metadata(viewed.catalog.dataset(table_name(FAST)).schema.metadata)
     assert recorded.augment == ("flip", "rot90", "hed-jitter", "blur")
     assert Provenance.from_metadata(plain.catalog.dataset(table_name(FAST)).schema.metadata).augment == ()
-    assert embed(plain, FAST, views=1, augment="flip,blur", **OPTS).rows_written == 4
+    assert embed(plain.catalog, FAST, views=1, augment="flip,blur", **OPTS).rows_written == 4
     assert Provenance.from_metadata(plain.catalog.dataset(table_name(FAST)).schema.metadata).augment == (
         "flip",
         "blur",
     )
     with pytest.raises(EmbedstoreError, match="--augment flip,blur"):
-        embed(plain, FAST, views=2, augment="rot90", **OPTS)
+        embed(plain.catalog, FAST, views=2, augment="rot90", **OPTS)
 
 
 def test_augment_view_is_seeded_per_tile_and_view():
@@ -171,7 +171,7 @@ def test_bf16_matches_fp32_closely(tmp_path):
     embed(store.catalog, KEY, **OPTS)
     other = embedstore.init(tmp_path / "other")
     other.ingest([tmp_path / "tiles_0"], embedstore.IngestOptions(progress=False))
-    report = embed(other, KEY, precision="bf16", **OPTS)
+    report = embed(other.catalog, KEY, precision="bf16", **OPTS)
     assert report.precision == "bf16"
     a, b = _vectors(store, KEY), _vectors(other, KEY)
     cosine = [a[t] @ b[t] / np.linalg.norm(a[t]) / np.linalg.norm(b[t]) for t in a]
@@ -182,8 +182,8 @@ def test_tiles_without_pixels_are_read_from_their_source(tmp_path):
     with_pixels = _store(tmp_path, n=4, name="pixels")
     without = _store(tmp_path, n=4, name="refs", codec="none")
     assert without.catalog.read("tiles", columns=["pixels"]).column("pixels").null_count == 4
-    embed(with_pixels, FAST, views=1, **OPTS)
-    embed(without, FAST, views=1, workers=0, **{k: v for k, v in OPTS.items() if k != "workers"})
+    embed(with_pixels.catalog, FAST, views=1, **OPTS)
+    embed(without.catalog, FAST, views=1, workers=0, **{k: v for k, v in OPTS.items() if k != "workers"})
     for view in (0, 1):
         a, b = _vectors(with_pixels, view=view), _vectors(without, view=view)
         assert set(a) == set(b)
@@ -276,10 +276,14 @@ def test_a_table_made_meanwhile_by_another_run_must_match_this_runs_provenance(t
     store = _store(tmp_path, n=2)
     base = dict(backbone="x.y", weights_sha256="0" * 64, dim=3, input_size=8, mean=(0.5,) * 3, std=(0.5,) * 3)
     run_a = EmbeddingWriter(
-        store, "emb__x_y", Provenance(**base, resize="bicubic", precision="fp32", store_dtype="float32")
+        store.catalog,
+        "emb__x_y",
+        Provenance(**base, resize="bicubic", precision="fp32", store_dtype="float32"),
     )
     run_b = EmbeddingWriter(
-        store, "emb__x_y", Provenance(**base, resize="bicubic", precision="bf16", store_dtype="float32")
+        store.catalog,
+        "emb__x_y",
+        Provenance(**base, resize="bicubic", precision="bf16", store_dtype="float32"),
     )
     vectors = np.ones((2, 3), np.float32)
     assert run_b.write(["t1", "t2"], np.zeros(2, np.int16), vectors) == 2

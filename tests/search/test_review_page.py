@@ -65,7 +65,11 @@ def test_marks_by_click_and_keyboard_download_and_import_as_labels(store, tmp_pa
     query_tile = hits["tile_id"][0]
     query_image = ("query.png", np.full((40, 30, 3), 180, dtype=np.uint8))
     page_path = write_review_page(
-        store, hits, tmp_path / "out" / "review.html", query_tile_ids=[query_tile], query_images=[query_image]
+        store.catalog,
+        hits,
+        tmp_path / "out" / "review.html",
+        query_tile_ids=[query_tile],
+        query_images=[query_image],
     )
     text = page_path.read_text()
     assert not re.search(r"https?://|(src|href|url)[=(][\"']?//", text), "the page must not reach out"
