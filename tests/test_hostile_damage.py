@@ -170,7 +170,7 @@ def test_a_commit_made_while_check_runs_is_not_taken_for_a_missing_newest_versio
     opened = int(store.catalog.dataset("tiles").version)  # check opened the table here, then a writer commits
     store.ingest([write_tiles(tmp_path / "later", 2, seed=3)], task="t", progress=False)
     assert int(store.catalog.dataset("tiles").version) > opened
-    assert missing_newest_version(store, "tiles", opened) is None
+    assert missing_newest_version(store.catalog, "tiles", opened) is None
 
 
 def test_the_printed_restore_then_the_same_ingest_make_the_store_whole_again(store, tmp_path):
