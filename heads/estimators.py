@@ -394,7 +394,11 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         self.n_iter_ = self.best_epoch_ = len(run.epochs)
         if run.best is not None:
             threshold = self._keep_best(run)
-            self.validation_ = {"epoch": self.best_epoch_, "metric": self.early_stopping, **run.best.scores}
+            self.validation_ = {
+                "epoch": self.best_epoch_,
+                "metric": self.early_stopping,
+                **(run.best.scores or {}),
+            }
             if threshold:
                 self.validation_.update({"positive_class": self.classes_.tolist()[1], **threshold})
         return self
