@@ -5,8 +5,8 @@
 
 The task's labelled tiles are split by group (no patient / slide on both sides); the training tiles'
 vectors stream from the backbone's table (pinned at its version when training starts) in shuffled
-batches, one estimator step per batch (`heads.estimators` streaming hooks); after each epoch the
-validation tiles are streamed and scored (`embedstore.probe.metrics.split_scores`), and training stops
+batches through the one training loop (`heads.loop`, which fit and partial_fit use too); after each epoch
+the validation tiles are streamed and scored (`embedstore.evaluate.split_scores`), and training stops
 after `patience` epochs without improvement, keeping the best epoch's weights. A binary head's threshold
 is then tuned on the validation tiles for the positive class's F1. The head is saved with its card under
 `<store>/heads/<name>/`.
