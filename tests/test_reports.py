@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +85,5 @@ def test_the_probe_summary_is_still_its_frame(results):
     probe = results["probe"]
     assert probe.summary.height > 0 and "ci_low" in probe.summary.columns
     assert probe.summary() == probe.format()
+    for again in (copy.deepcopy(probe), pickle.loads(pickle.dumps(probe))):
+        assert again.summary.equals(probe.summary) and again.summary() == probe.format()

@@ -73,6 +73,10 @@ class ProbeReport:
             value._report = self
         super().__setattr__(name, value)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:  # pickle, copy: the summary frame re-bound
+        for name, value in state.items():
+            setattr(self, name, value)
+
     # -- building -------------------------------------------------------------------------------------
 
     @classmethod
