@@ -183,11 +183,11 @@ def fake_shared_data(root: Path, per_class: int = 12) -> Path:
         atypical = uid % 4 == 0  # 25 % Atypical
         folder = data / "ami_br" / "AMi-Br" / ("Atypical" if atypical else "Normal")
         _noise_image(folder / f"MIDOG21_{uid}.png", rng, 64)
-        rows.append(f"{uid},{uid % 6:03d}.tiff,MIDOG21,{uid},10,10,{atypical}")
+        rows.append(f"{uid},{uid % 10:03d}.tiff,MIDOG21,{uid},10,10,{atypical}")
     (data / "ami_br" / "AMI-BR.csv").write_text("\n".join(rows) + "\n")
     classes = ("epithelial", "fibroblast", "inflammatory", "others")
     points = ["image,split,x,y,label"]
-    for image in range(1, 5):
+    for image in range(1, 7):
         _noise_image(data / "crc_nuclei" / "images" / f"img{image}.png", rng, 200)
         for n in range(per_class):
             x, y = rng.uniform(33, 167, 2)
