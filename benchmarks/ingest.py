@@ -83,7 +83,7 @@ SMOKE_JOBS = [
 SMOKE_LABELS = {
     "pcam": {"0": 15, "1": 15},
     "atypical": {"False": 36, "True": 12},
-    "cell_type": {"epithelial": 12, "fibroblast": 12, "inflammatory": 12, "others": 12},
+    "cell_type": {"epithelial": 18, "fibroblast": 18, "inflammatory": 18, "others": 18},
 }
 
 

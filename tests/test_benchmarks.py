@@ -24,7 +24,7 @@ KEYS = {
     "probe_defaults": {"machine", "settings", "targets"},
     "probe_speed": {"machine", "embedstore_seconds", "sklearn_seconds", "targets", "per_backbone"},
     "probe_stability": {"machine", "args", "rows"},
-    "proxy_selection": {"machine", "prepare", "embed", "downstream", "proxy", "report"},
+    "proxy_selection": {"machine", "prepare", "embedding", "downstream", "proxy", "report"},
     "scale": {"machine", "runs", "rounds", "same_rows_local_vs_ray", "ingest_local_vs_ray", "targets"},
     "search": {"machine", "speed", "targets", "quality"},
     "search_centring": {"machine", "summary", "numpy_overlap_top200"},
