@@ -61,6 +61,7 @@ a 2,000-row memory table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import resource
@@ -138,26 +139,14 @@ TARGET_RSS_GB, TARGET_FLAT = 1.5, 1.25
 TARGET_THROUGHPUT = 0.5
 
 
-def _status(field: str) -> int:
-    """A /proc/self/status memory field in bytes (0 where there is none)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(f"{field}:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def peak_rss_bytes() -> int:
     """This process's peak resident set: VmHWM (the high-water mark of its own address space; getrusage's
     ru_maxrss would also count the parent's RSS at fork, carried across exec), else ru_maxrss."""
-    return _status("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return harness.rss_bytes("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def current_rss_bytes() -> int:
-    return _status("VmRSS")
+    return harness.rss_bytes("VmRSS")
 
 
 # -- the data ---------------------------------------------------------------------------------------------
@@ -1097,7 +1086,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.key, args.heads_store = KEY, HEADS_STORE
     args.memory_store = RESULTS / ("heads-memory-store-quick" if args.quick else "heads-memory-store")
     if args.smoke:
-        with harness.scratch("heads-") as tmp:
+        import torch
+
+        threads = torch.get_num_threads()  # --smoke may run inside another program (the tests): restored
+        with harness.scratch("heads-") as tmp, contextlib.ExitStack() as stack:
+            stack.callback(torch.set_num_threads, threads)
             smoke_source(tmp)
             args.key, args.source, args.heads_store = (
                 harness.SMOKE_BACKBONE,
@@ -1152,8 +1145,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     result.setdefault("phase_seconds", {})
 
     def save() -> None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1, default=str))
+        harness.write_json(out, result)
 
     runners = {"scarce": scarce_phase, "speed": speed_phase, "memory": memory_phase}
     for phase in PHASES:

@@ -12,8 +12,7 @@ Phases (`--phases`, comma-separated; default all, in this order; each is resumab
               Sampling is deterministic (--seed); the sample is recorded next to the store
               (<store>-inputs/sample.json) and a store built from another sample is refused.
   embed       `store.embed(key)` for every variant (incremental: done tiles are skipped); tiles/s per
-              variant. Keys `get_backbone` does not know (layer keys `KEY@stageN` before they exist) are
-              skipped with a note: re-run later to add them.
+              variant. Keys `get_backbone` does not know are skipped with its reason.
   downstream  per variant, a linear head: embedstore's linear probe (standardised, class-balanced L2
               logistic regression; equal to scikit-learn's LogisticRegressionCV on the same folds within
               0.005), C chosen on validation log-loss by 3 inner folds over C_GRID = 1e-4 .. 1e4
@@ -348,7 +347,7 @@ def usable_variants(variants: list[str]) -> tuple[list[str], dict[str, str]]:
         try:
             get_backbone(key)
             ok.append(key)
-        except Exception as error:  # noqa: BLE001 - any refusal means: not available yet
+        except Exception as error:  # noqa: BLE001 - an unknown key is skipped with the reason
             skipped[key] = str(error).splitlines()[0]
     return ok, skipped
 
@@ -945,8 +944,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     result.setdefault("last_run_seconds", {})
 
     def save() -> None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1, default=str))
+        harness.write_json(out, result)
 
     store: embedstore.Store | None = None
     if "prepare" in phases:

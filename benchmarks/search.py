@@ -104,17 +104,6 @@ PCAM_PREVALENCE = 0.05
 # -- process memory ---------------------------------------------------------------------------------------
 
 
-def _status(field: str) -> int:
-    """A VmRSS / VmHWM line of /proc/self/status, in bytes (0 where unreadable)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def release_memory() -> None:
     """Give freed memory back to the OS (Python, glibc malloc, Arrow's pool), so RSS growth measured
     next is not hidden by memory an earlier phase freed but the allocators kept."""
@@ -130,10 +119,10 @@ class PeakRss:
 
     def __enter__(self) -> PeakRss:
         release_memory()
-        self.start = _status("VmRSS")
+        self.start = harness.rss_bytes("VmRSS")
         try:
             Path("/proc/self/clear_refs").write_text("5")
-            self.hwm = _status("VmHWM") <= self.start + (64 << 20)
+            self.hwm = harness.rss_bytes("VmHWM") <= self.start + (64 << 20)
         except OSError:
             self.hwm = False
         self.sampled, self._stop = self.start, threading.Event()
@@ -143,12 +132,12 @@ class PeakRss:
 
     def _sample(self) -> None:
         while not self._stop.wait(0.02):
-            self.sampled = max(self.sampled, _status("VmRSS"))
+            self.sampled = max(self.sampled, harness.rss_bytes("VmRSS"))
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        peak = max(self.sampled, _status("VmHWM") if self.hwm else 0)
+        peak = max(self.sampled, harness.rss_bytes("VmHWM") if self.hwm else 0)
         self.growth = max(0, peak - self.start)
         self.method = "VmHWM after clear_refs" if self.hwm else "VmRSS sampled every 20 ms"
 
@@ -545,8 +534,6 @@ def measure_index(
     record["latency"] = latency(timings(lambda q: backend.search(q, K), single))
     record["latency"]["threads"] = (
         f"embedstore's choice: 1 OpenMP thread below {faiss_index.PARALLEL_FROM} queries"
-        if backend_name == "faiss" and hasattr(faiss_index, "PARALLEL_FROM")
-        else faiss.omp_get_max_threads()
         if backend_name == "faiss"
         else "lance default"
     )
@@ -1196,7 +1183,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.report:
         result = json.loads(out.read_text())
         result["targets"] = evaluate_targets([r for r in result["speed"] if r])
-        out.write_text(json.dumps(result, indent=1, default=str))
+        harness.write_json(out, result)
         plot([r for r in result["speed"] if r], png)
         print_summary(result)
         return 0
@@ -1266,8 +1253,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             harness.say(f"resuming from {out}: {', '.join(result['resumed_from']['runs']) or 'nothing'}")
 
     def save() -> None:  # partial results as we go: a killed run can be resumed with --resume
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1, default=str))
+        harness.write_json(out, result)
 
     result["speed"] = []
     for data in datasets:
@@ -1300,8 +1286,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     result["machine"]["load_average_end"] = os.getloadavg()
     result["total_seconds"] = round(time.perf_counter() - started, 1)
     result["speed_seconds_all_sessions"] = round(sum(r["seconds"] for r in result["speed"]), 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, default=str))
+    harness.write_json(out, result)
     plot(result["speed"], png)
     print_summary(result)
     print(f"\nwrote {out} and {png}; total {result['total_seconds']:.0f} s")
