@@ -42,7 +42,7 @@ proxy-store-quick) and prints a summary.
     .venv/bin/python benchmarks/proxy_selection.py --smoke [--out FILE.json]
 
 --smoke: every phase on harness.fake_shared_data in a temporary folder, with SMOKE counts, 1 seed and
-three tiny seeded-random timm backbones (no download).
+two tiny seeded-random timm backbones (no download).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ CRC_TILE = 64  # px at 20x
 MPP = {"crc_nuclei": 0.5, "pcam": 0.97, "amibr": 0.25}  # um/px of the files (see ../shared/data/README.md)
 QUICK = {"crc_nuclei": 160, "pcam_train": 40, "pcam_valid": 100, "amibr": 150}
 SMOKE = {"crc_nuclei": 60, "pcam_train": 20, "pcam_valid": 6, "amibr": 40, "seeds": 1}
-SMOKE_VARIANTS = (harness.SMOKE_BACKBONE, "test_vit.random", "test_resnet.random")
+SMOKE_VARIANTS = (harness.SMOKE_BACKBONE, "test_vit.random")
 WAIT_FOR = "benchmarks/search.py"
 
 
