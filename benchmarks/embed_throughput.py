@@ -19,7 +19,7 @@ forward-only rate. Writes benchmarks/results/embed_throughput.json and prints a 
     .venv/bin/python benchmarks/embed_throughput.py --smoke   # 8 generated tiles, a tiny timm CNN, CPU
 
 --smoke: harness.fake_pcam tiles, harness.SMOKE_BACKBONE (a tiny timm CNN, seeded weights, no
-download), batch 8, fp32, on CPU, the first two layouts.
+download), batch 8, fp32, on CPU (also where there is a GPU), the first two layouts.
 """
 
 from __future__ import annotations
@@ -83,8 +83,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    args.device = "auto"  # `embed` on CUDA where there is one (the forward-only rates are on CPU)
     if args.smoke:
-        vars(args).update(SMOKE, precisions="fp32")
+        vars(args).update(SMOKE, precisions="fp32", device="cpu")
     return args
 
 
@@ -152,6 +153,7 @@ def run_backbone(store, key: str, args: argparse.Namespace) -> tuple[list[dict],
             limit=args.tiles,
             compile=args.compile,
             progress=False,
+            device=args.device,
         )
         after = forward_rate(forward, pixels, args.forward_tiles)
         reference = (before + after) / 2
@@ -220,6 +222,7 @@ def run_layouts(store, key: str, args: argparse.Namespace) -> list[dict]:
                 workers=workers,
                 precision=precision,
                 progress=False,
+                device=args.device,
             )
             with torch_threads(cpus):
                 after = forward_rate(forward, pixels, args.forward_tiles // 2)
