@@ -24,17 +24,17 @@ Phases (`--only`, comma-separated; default all; results merge into the JSON, so 
           prevalence (negatives counted 19x), since its test set is balanced.
           Target: tuned >= +10 % relative F1 over strong on at least two of the three tasks with
           non-overlapping intervals.
-  speed   one epoch of head training streamed from the store (BatchStream + estimator.step over the
-          amibr tiles; median of 3 epochs; also a whole `heads.train(epochs=1)` call) against one epoch
-          of fine-tuning tf_efficientnet_lite0 end to end on the same tiles' pixels (decoded from the
+  speed   one epoch of head training streamed from the store (BatchStream + the estimator's _step, as
+          heads.train does, over the amibr tiles; median of 3 epochs; also a whole
+          `heads.train(epochs=1)` call) against one epoch of fine-tuning tf_efficientnet_lite0 end to end on the same tiles' pixels (decoded from the
           store, resized to 224 px; CPU; forward + backward + AdamW step, batch 32; --finetune-tiles
           timed after one warm-up batch; decoding timed apart), per tile, as a ratio. Target >= 1000x.
   memory  a synthetic Lance table of 1280-d float32 vectors (written once with embedstore's
           EmbeddingWriter under results/heads-memory-store, grown in 50k-row commits: 100k, then 300k,
           then 1M rows; the table version at each size is recorded and read back pinned), 20 %
           positives, 1000 slide groups, one task per size. In a fresh subprocess per measurement:
-            stream  the pipeline heads.train runs (split, augmentation sample, BatchStream +
-                    estimator.step for one epoch, streamed validation) at the version holding N rows:
+            stream  the pipeline heads.train runs (split, augmentation sample, BatchStream + the
+                    estimator's _step for one epoch, streamed validation) at the version holding N rows:
                     peak RSS (VmHWM of the child) and training rows/s;
             memory  (100k, 300k) the same training rows read into a numpy array first, then the same
                     estimator, batch size and steps over shuffled in-memory batches: rows/s;
@@ -515,14 +515,14 @@ def speed_phase(args: argparse.Namespace, result: dict[str, Any], save) -> None:
     sample = augmentation_sample(query, codes, 2, seed=0)
     head = head_class(args.head)(seed=0)
     counts = {"0": int((data.y == 0).sum()), "1": int((data.y == 1).sum())}
-    head.begin(["0", "1"], sample[0].shape[1], counts, augmentation_sample=sample)
+    head._begin(["0", "1"], sample[0].shape[1], counts, augmentation_sample=sample)
     stream = BatchStream(query, codes, head.batch_size, seed=0)
     epochs = []
     for epoch in range(1, 4):
         started = time.perf_counter()
         rows = 0
         for x, y, _ in stream.epoch(epoch):
-            head.step(x, y)
+            head._step(x, y)
             rows += len(x)
         epochs.append(time.perf_counter() - started)
     head_per_tile = float(np.median(epochs)) / rows
@@ -730,7 +730,7 @@ def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
     sample = augmentation_sample(query, train_codes, len(split.classes), seed=0)
     out["sample_rows"], out["peak_rss_after_sample"] = len(sample[0]), peak_rss_bytes()
     head = head_class(spec["head"])(seed=0, epochs=1)
-    head.begin(split.classes, MEMORY_DIM, split.class_counts(), augmentation_sample=sample)
+    head._begin(split.classes, MEMORY_DIM, split.class_counts(), augmentation_sample=sample)
     del sample
     out["setup_seconds"] = time.perf_counter() - started
     out["rss_after_setup"] = current_rss_bytes()
@@ -738,7 +738,7 @@ def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
         stream = BatchStream(query, train_codes, head.batch_size, seed=0)
         started, rows = time.perf_counter(), 0
         for x, y, _ in stream.epoch(1):
-            head.step(x, y)
+            head._step(x, y)
             rows += len(x)
         out["epoch_seconds"] = time.perf_counter() - started
         started = time.perf_counter()
@@ -769,7 +769,7 @@ def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
         started, rows = time.perf_counter(), 0
         for start in range(0, filled, head.batch_size):
             index = order[start : start + head.batch_size]
-            head.step(x_all[index], y_all[index])
+            head._step(x_all[index], y_all[index])
             rows += len(index)
         out["epoch_seconds"] = time.perf_counter() - started
     out.update(epoch_rows=rows, rows_per_second=rows / out["epoch_seconds"], peak_rss=peak_rss_bytes())
