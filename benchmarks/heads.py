@@ -25,10 +25,11 @@ Phases (`--only`, comma-separated; default all; results merge into the JSON, so 
           Target: tuned >= +10 % relative F1 over strong on at least two of the three tasks with
           non-overlapping intervals.
   speed   one epoch of head training streamed from the store (BatchStream + the estimator's _step, as
-          heads.train does, over the amibr tiles; median of 3 epochs; also a whole
-          `heads.train(epochs=1)` call) against one epoch of fine-tuning tf_efficientnet_lite0 end to end on the same tiles' pixels (decoded from the
-          store, resized to 224 px; CPU; forward + backward + AdamW step, batch 32; --finetune-tiles
-          timed after one warm-up batch; decoding timed apart), per tile, as a ratio. Target >= 1000x.
+          heads.train does, over the amibr tiles; median of 3 epochs; also a whole `heads.train(epochs=1)`
+          call) against one epoch of fine-tuning tf_efficientnet_lite0 end to end on the same tiles' pixels
+          (decoded from the store, resized to 224 px; CPU; forward + backward + AdamW step, batch 32;
+          --finetune-tiles timed after one warm-up batch; decoding timed apart), per tile, as a ratio. Target
+          >= 1000x.
   memory  a synthetic Lance table of 1280-d float32 vectors (written once with embedstore's
           EmbeddingWriter under results/heads-memory-store, grown in 50k-row commits: 100k, then 300k,
           then 1M rows; the table version at each size is recorded and read back pinned), 20 %
