@@ -16,25 +16,26 @@ Then the decode-worker / torch-thread layouts are compared on the first backbone
 forward-only rate. Writes benchmarks/results/embed_throughput.json and prints a table.
 
     .venv/bin/python benchmarks/embed_throughput.py [--tiles 2000] [--backbones a,b] [--batch-size 64]
+    .venv/bin/python benchmarks/embed_throughput.py --smoke   # 8 generated tiles, a tiny timm CNN, CPU
+
+--smoke: harness.fake_pcam tiles, harness.SMOKE_BACKBONE (a tiny timm CNN, seeded weights, no
+download), batch 8, fp32, on CPU (also where there is a GPU), the first two layouts.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import sys
-import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+import harness
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "pcam"
-RESULTS = ROOT / "benchmarks" / "results" / "embed_throughput.json"
+DATA = harness.DATA / "pcam"
+RESULTS = harness.RESULTS / "embed_throughput.json"
 BACKBONES = (
     "tf_efficientnet_lite0.in1k",
     "tf_efficientnet_lite2.in1k",
@@ -54,24 +55,19 @@ def native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 TARGET = 0.9
 WRITE_OVERHEAD_TARGET = 0.10
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from write_path import replay_cost  # noqa: E402
+SMOKE = {
+    "tiles": 8,
+    "backbones": harness.SMOKE_BACKBONE,
+    "batch_size": 8,
+    "forward_tiles": 16,
+    "layout_tiles": 8,
+}
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = harness.parser(__doc__)
     parser.add_argument("--tiles", type=int, default=2000, help="tiles embedded per run")
     parser.add_argument("--backbones", default=",".join(BACKBONES), help="comma-separated backbone keys")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -86,7 +82,11 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=RESULTS)
-    return parser.parse_args()
+    args = parser.parse_args(argv)
+    args.device = "auto"  # `embed` on CUDA where there is one (the forward-only rates are on CPU)
+    if args.smoke:
+        vars(args).update(SMOKE, precisions="fp32", device="cpu")
+    return args
 
 
 def sample_pixels(store, size: int, n: int) -> torch.Tensor:
@@ -153,6 +153,7 @@ def run_backbone(store, key: str, args: argparse.Namespace) -> tuple[list[dict],
             limit=args.tiles,
             compile=args.compile,
             progress=False,
+            device=args.device,
         )
         after = forward_rate(forward, pixels, args.forward_tiles)
         reference = (before + after) / 2
@@ -175,7 +176,7 @@ def run_backbone(store, key: str, args: argparse.Namespace) -> tuple[list[dict],
                 "load_avg": os.getloadavg()[0],
             }
         )
-        writes = replay_cost(store, table_name(key), EmbedOptions().chunk_rows)
+        writes = harness.replay_cost(store, table_name(key), EmbedOptions().chunk_rows)
         rows[-1]["write_path"] = writes
         rows[-1]["write_overhead_share"] = (writes["keyed"] - writes["append"]) / report.seconds
         X, ids, _ = store.embeddings(key).to_numpy()
@@ -204,6 +205,8 @@ def run_layouts(store, key: str, args: argparse.Namespace) -> list[dict]:
     model = backbone.build()
     cpus = cpu_count()
     layouts = [(cpus, 0), (cpus, 1), (max(1, cpus - 1), 1), (cpus, 2)]
+    if args.smoke:  # inline decoding and one decode worker: each layout starts its own workers
+        layouts = layouts[:2]
     rows = []
     for precision in args.precisions:
         forward = Forward(model, torch.device("cpu"), precision, True, False, args.batch_size)
@@ -219,6 +222,7 @@ def run_layouts(store, key: str, args: argparse.Namespace) -> list[dict]:
                 workers=workers,
                 precision=precision,
                 progress=False,
+                device=args.device,
             )
             with torch_threads(cpus):
                 after = forward_rate(forward, pixels, args.forward_tiles // 2)
@@ -324,22 +328,16 @@ def print_tables(results: dict) -> None:
     )
 
 
-def main() -> int:
-    args = parse_args()
-    if not args.data.is_dir():
-        print(
-            f"{args.data} is missing: this benchmark needs the PCam tiles in ../shared/data/pcam "
-            "(see ../shared/data/README.md)",
-            file=sys.stderr,
-        )
-        return 2
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.smoke and not args.data.is_dir():
+        return harness.missing_data(args.data, "the PCam tiles")
     if args.precisions == "auto":
         args.precisions = list(PRECISIONS) if native_bf16() or torch.cuda.is_available() else ["fp32"]
         if "bf16" not in args.precisions:
-            print(f"note: {cpu_model()} has no native bf16 (AVX-512 BF16 / AMX): measuring fp32 only")
+            print(f"note: {harness.cpu_model()} has no native bf16 (AVX-512 BF16 / AMX): measuring fp32 only")
     else:
         args.precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
-    sys.path.insert(0, str(ROOT))
     import embedstore
     from embedstore.runtime import cpu_count
 
@@ -351,23 +349,23 @@ def main() -> int:
         "batch_size": args.batch_size,
         "target_ratio": TARGET,
         "precisions": args.precisions,
-        "machine": {
-            "cpu": cpu_model(),
-            "native_bf16": native_bf16(),
-            "cpus": cpu_count(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "load_avg_start": os.getloadavg()[0],
-        },
+        "smoke": args.smoke,
+        "machine": harness.machine(
+            native_bf16=native_bf16(),
+            cpus=cpu_count(),
+            torch=torch.__version__,
+            torch_threads=torch.get_num_threads(),
+            load_avg_start=os.getloadavg()[0],
+        ),
         "allocator": None,
         "throughput": [],
         "agreement": [],
         "layouts": [],
     }
-    with tempfile.TemporaryDirectory(prefix="embed-bench-") as tmp:
-        store = embedstore.init(Path(tmp) / "store")
-        store.ingest([args.data], embedstore.IngestOptions(task="pcam", progress=False))
+    with harness.scratch("embed-bench-") as tmp:
+        data = harness.fake_pcam(tmp, SMOKE["tiles"]) if args.smoke else args.data
+        store = embedstore.init(tmp / "store")
+        store.ingest([data], embedstore.IngestOptions(task="pcam", progress=False))
         print(f"ingested {len(store.tile_ids())} PCam tiles; embedding {args.tiles} per run", flush=True)
         if keys:
             results["allocator"] = malloc_effect(store, keys[0], args)
@@ -380,12 +378,11 @@ def main() -> int:
             results["layouts"] = run_layouts(store, keys[0], args)
     results["seconds"] = time.perf_counter() - started
     results["machine"]["load_avg_end"] = os.getloadavg()[0]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    harness.write_json(args.out, results, indent=2)
     print_tables(results)
     print(f"JSON: {args.out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -29,10 +29,13 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
+# the checkout first, ahead of benchmarks/ (where `python benchmarks/x.py` starts): benchmarks/heads.py
+# must not hide the `heads` package
+if sys.path[:1] != [str(ROOT)]:
     sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 DATA = ROOT.parent / "shared" / "data"
+SMOKE_BACKBONE = "test_efficientnet.random"  # timm's tiny test CNN (160 px), seeded weights: no download
 SMOKE_HELP = "a run of seconds on tiny generated data (no ../shared/data): checks the code path, not speed"
 
 
@@ -165,6 +168,45 @@ def fake_pcam(root: Path, per_class: int, side: int = 96) -> Path:
         count = per_class if split == "train" else max(2, per_class // 4)
         write_jpegs(pcam / split / label, count, seed=seed, side=side, prefix=f"{split}{label}_")
     return pcam
+
+
+def fake_shared_data(root: Path, per_class: int = 12) -> Path:
+    """A tiny stand-in for ../shared/data at `root/data` with the same layout and file formats: pcam/
+    (see fake_pcam), ami_br/ (AMI-BR.csv + AMi-Br/{Atypical,Normal}/<dataset>_<uid>.png), crc_nuclei/
+    (nuclei_labels.csv of points on images/img<i>.png, 4 classes) and idc/<patient>/{0,1}/*.png.
+    Returns the data folder."""
+    data = root / "data"
+    fake_pcam(data, per_class)
+    rng = np.random.default_rng(1)
+    rows = ["index,slide,dataset,uid,x,y,majority_atypical"]
+    for uid in range(4 * per_class):
+        atypical = uid % 4 == 0  # 25 % Atypical
+        folder = data / "ami_br" / "AMi-Br" / ("Atypical" if atypical else "Normal")
+        _noise_image(folder / f"MIDOG21_{uid}.png", rng, 64)
+        rows.append(f"{uid},{uid % 10:03d}.tiff,MIDOG21,{uid},10,10,{atypical}")
+    (data / "ami_br" / "AMI-BR.csv").write_text("\n".join(rows) + "\n")
+    classes = ("epithelial", "fibroblast", "inflammatory", "others")
+    points = ["image,split,x,y,label"]
+    for image in range(1, 7):
+        _noise_image(data / "crc_nuclei" / "images" / f"img{image}.png", rng, 200)
+        for n in range(per_class):
+            x, y = rng.uniform(33, 167, 2)
+            points.append(f"images/img{image}.png,train,{x:.2f},{y:.2f},{classes[(n + image) % 4]}")
+    (data / "crc_nuclei" / "nuclei_labels.csv").write_text("\n".join(points) + "\n")
+    for patient in ("100", "200"):
+        for label in ("0", "1"):
+            for n in range(max(2, per_class // 2)):
+                name = f"{patient}_idx5_x{50 * n}_y0_class{label}.png"
+                _noise_image(data / "idc" / patient / label / name, rng, 50)
+    return data
+
+
+def _noise_image(path: Path, rng: np.random.Generator, side: int) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.clip(rng.integers(60, 200, 3) + rng.normal(0, 40, (side, side, 3)), 0, 255)
+    Image.fromarray(pixels.astype(np.uint8)).save(path)
 
 
 # -- write path and start-up (ingest, embed_throughput) ------------------------------------------------

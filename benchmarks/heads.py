@@ -24,17 +24,18 @@ Phases (`--only`, comma-separated; default all; results merge into the JSON, so 
           prevalence (negatives counted 19x), since its test set is balanced.
           Target: tuned >= +10 % relative F1 over strong on at least two of the three tasks with
           non-overlapping intervals.
-  speed   one epoch of head training streamed from the store (BatchStream + estimator.step over the
-          amibr tiles; median of 3 epochs; also a whole `heads.train(epochs=1)` call) against one epoch
-          of fine-tuning tf_efficientnet_lite0 end to end on the same tiles' pixels (decoded from the
-          store, resized to 224 px; CPU; forward + backward + AdamW step, batch 32; --finetune-tiles
-          timed after one warm-up batch; decoding timed apart), per tile, as a ratio. Target >= 1000x.
+  speed   one epoch of head training streamed from the store (BatchStream + the estimator's _step, as
+          heads.train does, over the amibr tiles; median of 3 epochs; also a whole `heads.train(epochs=1)`
+          call) against one epoch of fine-tuning tf_efficientnet_lite0 end to end on the same tiles' pixels
+          (decoded from the store, resized to 224 px; CPU; forward + backward + AdamW step, batch 32;
+          --finetune-tiles timed after one warm-up batch; decoding timed apart), per tile, as a ratio. Target
+          >= 1000x.
   memory  a synthetic Lance table of 1280-d float32 vectors (written once with embedstore's
           EmbeddingWriter under results/heads-memory-store, grown in 50k-row commits: 100k, then 300k,
           then 1M rows; the table version at each size is recorded and read back pinned), 20 %
           positives, 1000 slide groups, one task per size. In a fresh subprocess per measurement:
-            stream  the pipeline heads.train runs (split, augmentation sample, BatchStream +
-                    estimator.step for one epoch, streamed validation) at the version holding N rows:
+            stream  the pipeline heads.train runs (split, augmentation sample, BatchStream + the
+                    estimator's _step for one epoch, streamed validation) at the version holding N rows:
                     peak RSS (VmHWM of the child) and training rows/s;
             memory  (100k, 300k) the same training rows read into a numpy array first, then the same
                     estimator, batch size and steps over shuffled in-memory batches: rows/s;
@@ -49,6 +50,11 @@ views) go into a copy, benchmarks/results/heads-store. memory needs no data.
 Writes benchmarks/results/heads.json and heads.png (--quick: heads_quick.*, a smaller memory store
 heads-memory-store-quick) and prints the tables.
 
+--smoke: every phase in a temporary folder: the cached store made by proxy_selection.py's prepare and
+embed phases from harness.fake_shared_data with harness.SMOKE_BACKBONE (which also stands in for
+tf_efficientnet_lite0 when fine-tuning), 1 seed, 2 epochs, one augmentation, tune 2, 8 tiles fine-tuned,
+a 2,000-row memory table measured in this process instead of fresh children.
+
     .venv/bin/python benchmarks/heads.py [--only scarce,speed,memory] [--seeds 5] [--tune-n 16]
         [--views 2] [--threads 2] [--quick]
 """
@@ -56,30 +62,28 @@ heads-memory-store-quick) and prints the tables.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
-import os
-import platform
 import resource
 import shutil
 import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import harness
 import numpy as np
 from harness import say, t_interval
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import embedstore
+from embedstore.embedding_tables import table_name
+from embedstore.schema import LABELS, TILES
 
-import embedstore  # noqa: E402
-from embedstore.embedding_tables import table_name  # noqa: E402
-from embedstore.schema import LABELS, TILES  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = harness.RESULTS
 SOURCE_STORE = RESULTS / "proxy-store"
 HEADS_STORE = RESULTS / "heads-store"
 PHASES = ("scarce", "speed", "memory")
@@ -119,45 +123,44 @@ QUICK = {
     "finetune_tiles": 32,
     "memory_sizes": (5_000, 15_000, 50_000),
 }
+SMOKE = {
+    **QUICK,
+    "tune_n": 2,
+    "epochs": 2,
+    "patience": 1,
+    "seeds": 1,
+    "finetune_tiles": 8,
+    "memory_sizes": (2_000,),
+    "augments": ["noise:0.1"],
+}
+SMOKE_COUNTS = ["--crc-nuclei", "60", "--pcam-train", "80", "--pcam-valid", "20", "--amibr", "40"]
 TARGET_GAIN, TARGET_TASKS = 0.10, 2
 TARGET_SPEEDUP = 1000.0
 TARGET_RSS_GB, TARGET_FLAT = 1.5, 1.25
 TARGET_THROUGHPUT = 0.5
 
 
-def _status(field: str) -> int:
-    """A /proc/self/status memory field in bytes (0 where there is none)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(f"{field}:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def peak_rss_bytes() -> int:
     """This process's peak resident set: VmHWM (the high-water mark of its own address space; getrusage's
     ru_maxrss would also count the parent's RSS at fork, carried across exec), else ru_maxrss."""
-    return _status("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return harness.rss_bytes("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def current_rss_bytes() -> int:
-    return _status("VmRSS")
+    return harness.rss_bytes("VmRSS")
 
 
 # -- the data ---------------------------------------------------------------------------------------------
 
 
-def source_problems(source: Path) -> list[str]:
+def source_problems(source: Path, key: str) -> list[str]:
     """What the cached store lacks for scarce/speed (empty when it is usable)."""
     if not (source / "embedstore.json").is_file():
         return [f"no store at {source}"]
     store = embedstore.open(source)
     problems = []
-    if not store.has_table(table_name(KEY)):
-        problems.append(f"no {KEY} embeddings in {source}")
+    if not store.has_table(table_name(key)):
+        problems.append(f"no {key} embeddings in {source}")
     tasks = set(store.read(LABELS, columns=["task"]).column("task").to_pylist())
     problems += [f"no task {t!r} in {source}" for t in ("amibr", "pcam", "crc_nuclei") if t not in tasks]
     return problems
@@ -182,22 +185,22 @@ def explain_missing_data(source: Path, data: Path, problems: list[str]) -> str:
     return "\n".join(lines)
 
 
-def derive_settings(source: Path) -> dict[str, Any]:
+def derive_settings(source: Path, key: str) -> dict[str, Any]:
     return {
         "source": str(source),
-        "key": KEY,
+        "key": key,
         "tasks": {k: {**v, "names": list(v["names"])} for k, v in TASKS.items()},
         "pcam_share": PCAM_SHARE,
         "outer_folds": OUTER_FOLDS,
     }
 
 
-def heads_store(source: Path, path: Path) -> embedstore.Store:
+def heads_store(source: Path, path: Path, key: str) -> embedstore.Store:
     """The copy of the cached store the benchmark writes into (derived tasks, views, heads): the tables
     it needs, copied once; rebuilt when the derivation settings change."""
     inputs = path.with_name(path.name + "-inputs")
     recorded = inputs / "settings.json"
-    settings = derive_settings(source)
+    settings = derive_settings(source, key)
     if path.exists() and (not recorded.is_file() or json.loads(recorded.read_text()) != settings):
         say(f"{path} was derived with other settings: rebuilding it")
         shutil.rmtree(path)
@@ -207,7 +210,7 @@ def heads_store(source: Path, path: Path) -> embedstore.Store:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         shutil.copy2(source / "embedstore.json", staging / "embedstore.json")
-        for table in ("tiles", "labels", "sources", "files", table_name(KEY)):
+        for table in ("tiles", "labels", "sources", "files", table_name(key)):
             if (source / f"{table}.lance").is_dir():
                 shutil.copytree(source / f"{table}.lance", staging / f"{table}.lance")
         staging.rename(path)
@@ -255,7 +258,8 @@ def derived_task(store: embedstore.Store, data: TaskData, seed: int, tasks: set[
     name = f"hb-{data.task}-s{seed}"
     if name not in tasks:
         names = TASKS[data.task]["names"]
-        csv = HEADS_STORE.with_name(HEADS_STORE.name + "-inputs") / f"{name}.csv"
+        root = Path(store.root)
+        csv = root.with_name(root.name + "-inputs") / f"{name}.csv"
         csv.parent.mkdir(parents=True, exist_ok=True)
         csv.write_text(
             "tile_id,label\n" + "".join(f"{data.ids[i]},{names[data.y[i]]}\n" for i in train.tolist())
@@ -269,14 +273,14 @@ def store_tasks(store: embedstore.Store) -> set[str]:
     return set(store.read(LABELS, columns=["task"]).column("task").to_pylist())
 
 
-def has_views(store: embedstore.Store) -> bool:
-    return store.dataset(table_name(KEY)).count_rows(filter="view > 0") > 0
+def has_views(store: embedstore.Store, key: str) -> bool:
+    return store.dataset(table_name(key)).count_rows(filter="view > 0") > 0
 
 
-def embed_views(store: embedstore.Store, views: int, threads: int) -> dict[str, Any]:
+def embed_views(store: embedstore.Store, key: str, views: int, threads: int) -> dict[str, Any]:
     """`views` augmented views per tile into the copy (incremental: only what is missing)."""
     started = time.perf_counter()
-    report = store.embed(KEY, views=views, progress=False, threads=threads)
+    report = store.embed(key, views=views, progress=False, threads=threads)
     say(report.summary().splitlines()[0])
     return {
         "views": views,
@@ -328,7 +332,7 @@ def scarce_run(
     common = {"head": args.head, "seed": seed, "overwrite": True, "epochs": args.epochs}
     if args.patience is not None:
         common["patience"] = args.patience
-    split = split_tiles(store, task, KEY, None, 0.2, seed)
+    split = split_tiles(store, task, args.key, None, 0.2, seed)
     configs: list[tuple[str, dict[str, Any]]] = [("plain", {"class_weight": None}), ("strong", {})]
     configs += [(f"+{a}", {"augment": a}) for a in augments]
     out: dict[str, Any] = {
@@ -346,7 +350,7 @@ def scarce_run(
     for j, (label, params) in enumerate(configs):
         name = f"{task}-c{j}"
         started = time.perf_counter()
-        result = train(store, KEY, task, name=name, split=split, **common, **params)
+        result = train(store, args.key, task, name=name, split=split, **common, **params)
         seconds = time.perf_counter() - started
         threshold = 0.5 if label == "plain" else result.threshold
         scores = test_scores(result.estimator, threshold, x_test, y_test, reweight)
@@ -363,7 +367,7 @@ def scarce_run(
     extra = {"patience": args.patience} if args.patience is not None else {}
     tuned = tune(
         store,
-        KEY,
+        args.key,
         task,
         args.tune_n,
         head=args.head,
@@ -397,16 +401,16 @@ def scarce_run(
 
 
 def scarce_phase(args: argparse.Namespace, result: dict[str, Any], save) -> None:
-    problems = source_problems(args.source)
+    problems = source_problems(args.source, args.key)
     if problems:
         print(explain_missing_data(args.source, args.data, problems), file=sys.stderr)
         raise SystemExit(2)
-    store = heads_store(args.source, HEADS_STORE)
+    store = heads_store(args.source, args.heads_store, args.key)
     section = result.setdefault("scarce", {})
-    if args.views and not has_views(store):
-        say(f"embedding {args.views} augmented views per tile into {HEADS_STORE} (the `views` augmentation)")
-        section["views_embedding"] = embed_views(store, args.views, args.threads)
-    views = has_views(store)
+    if args.views and not has_views(store, args.key):
+        say(f"embedding {args.views} augmented views per tile into {store.root} (the `views` augmentation)")
+        section["views_embedding"] = embed_views(store, args.key, args.views, args.threads)
+    views = has_views(store, args.key)
     augments = [a for a in args.augments if a != "views" or views]
     settings = {
         "head": args.head,
@@ -415,7 +419,7 @@ def scarce_phase(args: argparse.Namespace, result: dict[str, Any], save) -> None
         "tune_n": args.tune_n,
         "augments": augments,
         "views_in_table": views,
-        "derive": derive_settings(args.source),
+        "derive": derive_settings(args.source, args.key),
     }
     if section.get("settings") != settings:
         section.clear()
@@ -428,7 +432,7 @@ def scarce_phase(args: argparse.Namespace, result: dict[str, Any], save) -> None
     runs = section.setdefault("runs", {})
     from embedstore.embeddings import EmbeddingQuery
 
-    x, ids, _ = EmbeddingQuery.of(store, KEY).views(0).columns().to_numpy()
+    x, ids, _ = EmbeddingQuery.of(store, args.key).views(0).columns().to_numpy()
     vectors = dict(zip(ids.tolist(), x, strict=True))
     tasks = store_tasks(store)
     for task in TASKS:
@@ -501,25 +505,25 @@ def speed_phase(args: argparse.Namespace, result: dict[str, Any], save) -> None:
     from heads.data import BatchStream, augmentation_sample
     from heads.training import train
 
-    problems = source_problems(args.source)
+    problems = source_problems(args.source, args.key)
     if problems:
         print(explain_missing_data(args.source, args.data, problems), file=sys.stderr)
         raise SystemExit(2)
-    store = heads_store(args.source, HEADS_STORE)
+    store = heads_store(args.source, args.heads_store, args.key)
     data = TaskData(store, "amibr")
     codes = {t: int(c) for t, c in zip(data.ids.tolist(), data.y.tolist(), strict=True)}
-    query = EmbeddingQuery.of(store, KEY).columns()
+    query = EmbeddingQuery.of(store, args.key).columns()
     sample = augmentation_sample(query, codes, 2, seed=0)
     head = head_class(args.head)(seed=0)
     counts = {"0": int((data.y == 0).sum()), "1": int((data.y == 1).sum())}
-    head.begin(["0", "1"], sample[0].shape[1], counts, augmentation_sample=sample)
+    head._begin(["0", "1"], sample[0].shape[1], counts, augmentation_sample=sample)
     stream = BatchStream(query, codes, head.batch_size, seed=0)
     epochs = []
     for epoch in range(1, 4):
         started = time.perf_counter()
         rows = 0
         for x, y, _ in stream.epoch(epoch):
-            head.step(x, y)
+            head._step(x, y)
             rows += len(x)
         epochs.append(time.perf_counter() - started)
     head_per_tile = float(np.median(epochs)) / rows
@@ -528,11 +532,11 @@ def speed_phase(args: argparse.Namespace, result: dict[str, Any], save) -> None:
         f"({head_per_tile * 1e6:.1f} us/tile)"
     )
     started = time.perf_counter()
-    whole = train(store, KEY, "amibr", name="hb-speed", head=args.head, epochs=1, overwrite=True, seed=0)
+    whole = train(store, args.key, "amibr", name="hb-speed", head=args.head, epochs=1, overwrite=True, seed=0)
     train_wall = time.perf_counter() - started
     shutil.rmtree(head_dir(store, "hb-speed"), ignore_errors=True)
 
-    backbone = get_backbone(KEY)
+    backbone = get_backbone(args.key)
     size = backbone.spec.input_size
     wanted = data.ids[: FINETUNE_BATCH + args.finetune_tiles].tolist()
     rows_by_id = {
@@ -578,7 +582,7 @@ def speed_phase(args: argparse.Namespace, result: dict[str, Any], save) -> None:
             "train_call_seconds_per_tile": train_wall / whole.card.tiles_train,
         },
         "finetune": {
-            "backbone": KEY,
+            "backbone": args.key,
             "input_size": size,
             "batch_size": FINETUNE_BATCH,
             "timed_tiles": sum(n for _, n in timed),
@@ -727,7 +731,7 @@ def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
     sample = augmentation_sample(query, train_codes, len(split.classes), seed=0)
     out["sample_rows"], out["peak_rss_after_sample"] = len(sample[0]), peak_rss_bytes()
     head = head_class(spec["head"])(seed=0, epochs=1)
-    head.begin(split.classes, MEMORY_DIM, split.class_counts(), augmentation_sample=sample)
+    head._begin(split.classes, MEMORY_DIM, split.class_counts(), augmentation_sample=sample)
     del sample
     out["setup_seconds"] = time.perf_counter() - started
     out["rss_after_setup"] = current_rss_bytes()
@@ -735,7 +739,7 @@ def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
         stream = BatchStream(query, train_codes, head.batch_size, seed=0)
         started, rows = time.perf_counter(), 0
         for x, y, _ in stream.epoch(1):
-            head.step(x, y)
+            head._step(x, y)
             rows += len(x)
         out["epoch_seconds"] = time.perf_counter() - started
         started = time.perf_counter()
@@ -766,7 +770,7 @@ def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
         started, rows = time.perf_counter(), 0
         for start in range(0, filled, head.batch_size):
             index = order[start : start + head.batch_size]
-            head.step(x_all[index], y_all[index])
+            head._step(x_all[index], y_all[index])
             rows += len(index)
         out["epoch_seconds"] = time.perf_counter() - started
     out.update(epoch_rows=rows, rows_per_second=rows / out["epoch_seconds"], peak_rss=peak_rss_bytes())
@@ -778,7 +782,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=harness.ROOT,
     )
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
@@ -817,7 +821,8 @@ def memory_phase(args: argparse.Namespace, result: dict[str, Any], save) -> None
             "threads": args.threads,
         }
         started = time.perf_counter()
-        measured = run_child(spec)
+        # --smoke measures in this process (the code path; its RSS says nothing): a child costs seconds
+        measured = memory_child(spec) if args.smoke else run_child(spec)
         measured["wall_seconds"] = round(time.perf_counter() - started, 1)
         section["measurements"].append(measured)
         if "error" in measured:
@@ -1058,10 +1063,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
 # -- main ---------------------------------------------------------------------------------------------------
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = harness.parser(__doc__)
     parser.add_argument("--only", default=",".join(PHASES), help=f"comma-separated, from {', '.join(PHASES)}")
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="the shared data")
+    parser.add_argument("--data", type=Path, default=harness.DATA, help="the shared data")
     parser.add_argument("--source", type=Path, default=SOURCE_STORE, help="the cached store (read-only)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds (outer splits, subsamples, training)")
     parser.add_argument("--tune-n", type=int, default=16, help="configurations heads.tune tries")
@@ -1076,22 +1081,57 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 seeds, tune 3, tiny memory sizes")
     parser.add_argument("--out", type=Path, default=None, help="JSON path [results/heads.json]")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.child is not None:
         print(json.dumps(memory_child(json.loads(args.child))))
         return 0
+    args.key, args.heads_store = KEY, HEADS_STORE
+    args.memory_store = RESULTS / ("heads-memory-store-quick" if args.quick else "heads-memory-store")
+    if args.smoke:
+        import torch
+
+        threads = torch.get_num_threads()  # --smoke may run inside another program (the tests): restored
+        with harness.scratch("heads-") as tmp, contextlib.ExitStack() as stack:
+            stack.callback(torch.set_num_threads, threads)
+            smoke_source(tmp)
+            args.key, args.source, args.heads_store = (
+                harness.SMOKE_BACKBONE,
+                tmp / "source",
+                tmp / "heads-store",
+            )
+            args.memory_store, args.only, args.views = tmp / "memory-store", ",".join(PHASES), 0
+            vars(args).update(SMOKE)
+            return run(args, parser)
+    return run(args, parser)
+
+
+def smoke_source(tmp: Path) -> None:
+    """The cached store for --smoke at tmp/source, made as for a real run: proxy_selection.py's prepare
+    and embed phases, here on harness.fake_shared_data with harness.SMOKE_BACKBONE."""
+    import proxy_selection
+
+    data = harness.fake_shared_data(tmp, per_class=40)
+    argv = ["--phases", "prepare,embed", "--data", str(data), "--store", str(tmp / "source"), *SMOKE_COUNTS]
+    argv += ["--variants", harness.SMOKE_BACKBONE, "--no-wait", "--out", str(tmp / "proxy_selection.json")]
+    if proxy_selection.main(argv) != 0:
+        raise SystemExit("error: --smoke could not make its cached store")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The phases asked for; the JSON saved after each."""
     import torch
 
-    args.memory_sizes = tuple(int(s) for s in args.memory_sizes.split(",") if s.strip())
-    if args.quick:
+    if isinstance(args.memory_sizes, str):
+        args.memory_sizes = tuple(int(s) for s in args.memory_sizes.split(",") if s.strip())
+    if args.quick and not args.smoke:
         args.seeds, args.tune_n, args.epochs = QUICK["seeds"], QUICK["tune_n"], QUICK["epochs"]
         args.patience, args.views, args.threads = QUICK["patience"], QUICK["views"], QUICK["threads"]
         args.finetune_tiles, args.memory_sizes = QUICK["finetune_tiles"], QUICK["memory_sizes"]
     args.threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    args.augments = [a.strip() for a in args.augments.split(",") if a.strip()]
+    if isinstance(args.augments, str):
+        args.augments = [a.strip() for a in args.augments.split(",") if a.strip()]
     args.source = args.source.resolve()
-    args.memory_store = RESULTS / ("heads-memory-store-quick" if args.quick else "heads-memory-store")
     phases = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = [p for p in phases if p not in PHASES]
     if unknown:
@@ -1100,20 +1140,14 @@ def main() -> int:
     png = out.with_suffix(".png")
     result: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
     result.update(
-        machine={
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "load_average": os.getloadavg(),
-        },
+        smoke=args.smoke,
+        machine=harness.machine(torch=torch.__version__),
         args={k: str(v) for k, v in vars(args).items() if k != "child"},
     )
     result.setdefault("phase_seconds", {})
 
     def save() -> None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1, default=str))
+        harness.write_json(out, result)
 
     runners = {"scarce": scarce_phase, "speed": speed_phase, "memory": memory_phase}
     for phase in PHASES:
@@ -1139,4 +1173,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -5,25 +5,22 @@ same rows (target: at most 10 % of the ingest's wall time), and the wall time of
 and `embedstore info STORE` on the benchmark store (target: at most 0.5 s each).
 
 Writes benchmarks/results/ingest.json and prints a summary. Needs ../shared/data (see its README).
+--smoke: the image, PCam, AMi-Br and point jobs on harness.fake_shared_data (no slides), one start-up run.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+
+import harness
 
 import embedstore
 from embedstore import IngestOptions
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from write_path import replay_cost, startup_seconds  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data"
+DATA = harness.DATA
 
 # (name, kind, paths, options). The TCGA SVS has no µm/px in its metadata: it is heavily down-sampled,
 # 4 µm/px is assumed; the OCELOT region is 0.778 µm/px per its metadata JSON; the lung sections are
@@ -56,7 +53,7 @@ JOBS = [
         dict(
             task="atypical",
             path_template="{dataset}_{uid}.png",
-            images_dir=DATA / "ami_br/AMi-Br",
+            images_dir=Path("ami_br/AMi-Br"),  # under the data folder
             label_column="majority_atypical",
         ),
     ),
@@ -78,12 +75,24 @@ EXPECTED_LABELS = {
     # 17,801 points; 3 share a pixel with another point (2 of them with another label): 17,798 tiles
     "cell_type": {"epithelial": 6229, "fibroblast": 4536, "inflammatory": 5199, "others": 1834},
 }
+# --smoke: the jobs harness.fake_shared_data can stand in for (plain images: its PCam normal tiles)
+SMOKE_JOBS = [
+    ("tiles: H&E unlabelled", "images", ["pcam/train/0"], dict()),
+    *(job for job in JOBS if job[1] in ("imagefolder", "manifest", "points")),
+]
+SMOKE_LABELS = {
+    "pcam": {"0": 15, "1": 15},
+    "atypical": {"False": 36, "True": 12},
+    "cell_type": {"epithelial": 18, "fibroblast": 18, "inflammatory": 18, "others": 18},
+}
 
 
-def run(store: embedstore.Store) -> list[dict]:
+def run(store: embedstore.Store, data: Path, jobs: list) -> list[dict]:
     rows = []
-    for name, kind, paths, options in JOBS:
-        report = store.ingest([DATA / p for p in paths], IngestOptions(kind=kind, progress=False, **options))
+    for name, kind, paths, options in jobs:
+        if "images_dir" in options:
+            options = {**options, "images_dir": data / options["images_dir"]}
+        report = store.ingest([data / p for p in paths], IngestOptions(kind=kind, progress=False, **options))
         rows.append(
             {
                 "source": name,
@@ -99,34 +108,36 @@ def run(store: embedstore.Store) -> list[dict]:
     return rows
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ingest.json")
-    args = parser.parse_args()
-    if not DATA.is_dir():
-        print(
-            f"error: {DATA} not found; this benchmark needs the shared data folder (see its README)",
-            file=sys.stderr,
-        )
-        return 2
-    with tempfile.TemporaryDirectory() as tmp:
-        store = embedstore.init(Path(tmp) / "store")
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = harness.parser(__doc__)
+    parser.add_argument("--out", type=Path, default=harness.RESULTS / "ingest.json")
+    args = parser.parse_args(argv)
+    if not args.smoke and not DATA.is_dir():
+        return harness.missing_data(DATA)
+    jobs, expected, runs = (SMOKE_JOBS, SMOKE_LABELS, 1) if args.smoke else (JOBS, EXPECTED_LABELS, 5)
+    with harness.scratch("ingest-") as tmp:
+        data = harness.fake_shared_data(tmp) if args.smoke else DATA
+        store = embedstore.init(tmp / "store")
         started = time.perf_counter()
-        first = run(store)
+        first = run(store, data, jobs)
         first_seconds = time.perf_counter() - started
         info = store.info()
-        second = run(store)
+        second = run(store, data, jobs)
         ids = store.read("tiles", columns=["tile_id"]).column("tile_id").to_pylist()
         check = store.check()
-        writes = {name: replay_cost(store, name, CHUNK) for name in ("tiles", "labels", "files", "sources")}
+        tables = ("tiles", "labels", "files", "sources")
+        writes = {name: harness.replay_cost(store, name, CHUNK) for name in tables}
+        lance = [sys.executable, "-c", "import lance"]
         startup = {
-            "help": startup_seconds(["--help"]),
-            "info": startup_seconds(["info", str(store.root)]),
+            "help": harness.startup_seconds(["--help"], runs),
+            "info": harness.startup_seconds(["info", str(store.root)], runs),
             # the floor for any command that reads a Lance table: Python importing lance (and pyarrow)
-            "python -c 'import lance'": startup_seconds([], command=[sys.executable, "-c", "import lance"]),
+            "python -c 'import lance'": harness.startup_seconds([], runs, command=lance),
         }
     extra = sum(w["keyed"] - w["append"] for w in writes.values())
     result = {
+        "machine": harness.machine(),
+        "smoke": args.smoke,
         "first_run": first,
         "second_run": second,
         "first_run_seconds": round(first_seconds, 1),
@@ -135,7 +146,7 @@ def main() -> int:
         "tiles_after_second_run": len(ids),
         "tasks": info["tasks"],
         "store_bytes": info["disk_bytes"],
-        "labels_as_expected": {t: info["tasks"].get(t) == c for t, c in EXPECTED_LABELS.items()},
+        "labels_as_expected": {t: info["tasks"].get(t) == c for t, c in expected.items()},
         "second_run_added": sum(r["tiles_added"] for r in second),
         "check_ok": check.ok,
         "write_path": {
@@ -149,8 +160,7 @@ def main() -> int:
         "startup_seconds": startup,
         "startup_target_s": STARTUP_TARGET_S,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    harness.write_json(args.out, result, indent=2)
 
     print(f"{'source':24} {'sources':>8} {'tiles':>7} {'seconds':>8} {'tiles/s':>8}   second run added")
     for a, b in zip(first, second, strict=True):
@@ -191,4 +201,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

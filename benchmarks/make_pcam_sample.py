@@ -5,6 +5,9 @@ from `train/0` (-> normal/) and 200 from `train/1` (-> tumor/) at random with nu
 and copies their JPEG bytes unchanged, keeping the file names. Should the copies exceed MAX_BYTES, they
 are re-encoded (quality REENCODE_QUALITY) instead. Prints the sample's size; exits 2 when the data is
 absent. SOURCE.md and LICENSE beside the sample are written by hand, not by this script.
+
+--smoke: the same on a generated PCam folder (harness.fake_pcam), 4 tiles a class, into a temporary
+folder; --out is then the JSON summary (counts, bytes, how) instead of the sample folder.
 """
 
 from __future__ import annotations
@@ -12,14 +15,14 @@ from __future__ import annotations
 import argparse
 import io
 import shutil
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+import harness
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data" / "pcam"
-OUT = ROOT / "embedstore" / "samples" / "pcam"
+DATA = harness.DATA / "pcam"
+OUT = harness.ROOT / "embedstore" / "samples" / "pcam"
 
 SEED = 0
 PER_CLASS = 200
@@ -50,25 +53,30 @@ def reencode(path: Path, quality: int) -> bytes:
         return buffer.getvalue()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = harness.parser(__doc__)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--data", type=Path, default=DATA, help="the PCam folder (with train/0, train/1)")
-    parser.add_argument("--out", type=Path, default=OUT, help="where the sample goes")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=OUT, help="where the sample goes (--smoke: the JSON)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        with harness.scratch("pcam-sample-") as tmp:
+            summary = make(harness.fake_pcam(tmp, 6), tmp / "sample", per_class=4)
+        harness.write_json(args.out, {"machine": harness.machine(), "smoke": True, **summary})
+        return 0
     if not (args.data / "train" / "0").is_dir() or not (args.data / "train" / "1").is_dir():
-        print(
-            f"error: {args.data} (with train/0 and train/1) not found; this script needs the shared "
-            "data folder ../shared/data/pcam (see its README)",
-            file=sys.stderr,
-        )
-        return 2
-    chosen = choose(args.data)
+        return harness.missing_data(args.data, "the PCam tiles (train/0 and train/1)")
+    make(args.data, args.out)
+    return 0
+
+
+def make(data: Path, out: Path, per_class: int = PER_CLASS) -> dict:
+    """Write the sample from `data` into `out`; print and return what was written."""
+    chosen = choose(data, per_class=per_class)
     total = sum(p.stat().st_size for files in chosen.values() for p in files)
     keep_bytes = total <= MAX_BYTES
     for name, files in chosen.items():
-        folder = args.out / name
+        folder = out / name
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
@@ -77,12 +85,12 @@ def main() -> int:
                 shutil.copyfile(path, folder / path.name)
             else:
                 (folder / path.name).write_bytes(reencode(path, REENCODE_QUALITY))
-    written = sum(p.stat().st_size for p in args.out.glob("*/*.jpg"))
+    written = sum(p.stat().st_size for p in out.glob("*/*.jpg"))
     how = "original JPEG bytes" if keep_bytes else f"re-encoded at quality {REENCODE_QUALITY}"
     counts = ", ".join(f"{len(files)} {name}" for name, files in chosen.items())
-    print(f"wrote {counts} to {args.out} ({how}; {written / 1024 / 1024:.2f} MiB, seed {SEED})")
-    return 0
+    print(f"wrote {counts} to {out} ({how}; {written / 1024 / 1024:.2f} MiB, seed {SEED})")
+    return {"counts": {name: len(files) for name, files in chosen.items()}, "bytes": written, "how": how}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -2,7 +2,7 @@
 
     python benchmarks/probe_defaults.py [--tiles 3000] [--repeats 3] [--out FILE.json]
     python benchmarks/probe_defaults.py --store mystore --task nuclei [--backbones a,b,c]
-    python benchmarks/probe_defaults.py --smoke   # 300 tiles, 1 run a setting, a temporary store
+    python benchmarks/probe_defaults.py --smoke   # 160 tiles, 2 narrow backbones, 1 run a setting
 
 Without --store it builds the synthetic store of `probe_speed.py` (five backbones 1280, 1280, 1280, 680
 and 512 dims wide; 4 nucleus-like classes over 80 image groups) with --tiles tiles. It then times, in one
@@ -56,16 +56,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.store is not None and args.task is None:
         parser.error("--store needs --task")
     if args.smoke:
-        args.tiles, args.repeats, args.store = 300, 1, None
+        args.repeats, args.store = 1, None
     with contextlib.ExitStack() as stack:
         if args.store is not None:
             return measure(args, embedstore.open(args.store), args.task)
-        from probe_speed import TASK, build_store
+        from probe_speed import SMOKE_TILES, SMOKE_WIDTHS, TASK, WIDTHS, build_store
 
         folder = stack.enter_context(harness.scratch("probe-defaults-")) if args.smoke else RESULTS
         path = folder / "probe-defaults-store"
-        print(f"building a store of {args.tiles} tiles x 5 backbones at {path}")
-        return measure(args, build_store(path, args.tiles), TASK)
+        tiles, widths = (SMOKE_TILES, SMOKE_WIDTHS) if args.smoke else (args.tiles, WIDTHS)
+        args.tiles = tiles
+        print(f"building a store of {tiles} tiles x {len(widths)} backbones at {path}")
+        return measure(args, build_store(path, tiles, widths=widths), TASK)
 
 
 def measure(args, store: embedstore.Store, task: str) -> int:

@@ -2,7 +2,7 @@
 to the scikit-learn pipeline a user would write on the same folds, in the same run.
 
     python benchmarks/probe_speed.py [--tiles 10000] [--folds 5] [--repeats 3] [--out FILE.json]
-    python benchmarks/probe_speed.py --smoke   # 300 tiles, 3 folds, 1 run, the store in a temporary folder
+    python benchmarks/probe_speed.py --smoke   # 160 tiles, 2 folds, 2 narrow backbones, a temporary store
 
 The store holds five "backbones" with the widths of real ones (1280, 1280, 1280, 680, 512): 4 nucleus-like
 classes (one scarce, 9 %) spread over 80 image groups, each backbone separating the classes to a different
@@ -48,14 +48,16 @@ WIDTHS = (
 )
 CLASS_SHARES = (0.40, 0.30, 0.21, 0.09)
 IMAGES = 80
+SMOKE_WIDTHS = tuple((key, dim // 20, signal) for key, dim, signal in WIDTHS[::4])  # --smoke: 64, 25 dims
+SMOKE_TILES = 160
 TASK = "nuclei"
 KS = (1, 5, 10, 20, 50)
 TARGET_SECONDS, TARGET_SPEEDUP, TARGET_AGREEMENT = 30.0, 3.0, 0.005
 
 
-def build_store(path: Path, tiles: int, seed: int = 0) -> embedstore.Store:
-    """Five backbones' tables over the same tiles (tile i on image group i % IMAGES, its `slide`), and
-    the task's labels."""
+def build_store(path: Path, tiles: int, seed: int = 0, widths: tuple = WIDTHS) -> embedstore.Store:
+    """Five backbones' tables (`widths`: key, dimensions, signal) over the same tiles (tile i on image
+    group i % IMAGES, its `slide`), and the task's labels."""
     import pyarrow as pa
 
     from embedstore.embed.writer import EmbeddingWriter
@@ -82,7 +84,7 @@ def build_store(path: Path, tiles: int, seed: int = 0) -> embedstore.Store:
         for i, t in enumerate(ids)
     ]
     store.insert_missing(TILES, pa.Table.from_pylist(rows, schema=TILES_SCHEMA))
-    for key, dim, signal in WIDTHS:
+    for key, dim, signal in widths:
         provenance = Provenance.given(key, dim)
         writer = EmbeddingWriter(store, table_name(key), provenance)
         writer.write(ids, np.zeros(tiles, np.int16), _vectors(rng, labels, dim, signal))
@@ -102,7 +104,9 @@ def _vectors(rng: np.random.Generator, labels: np.ndarray, dim: int, signal: flo
     return np.maximum(x, 0).astype(np.float32)  # post-ReLU pooled features are non-negative
 
 
-def sklearn_pipeline(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: list) -> tuple[dict, float]:
+def sklearn_pipeline(
+    x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: list, max_iter: int = 1000
+) -> tuple[dict, float]:
     """Per probe (knn@k, linear): metric -> per-fold values; and the seconds it took."""
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.neighbors import KNeighborsClassifier
@@ -127,7 +131,7 @@ def sklearn_pipeline(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: li
                     cv=inner,
                     scoring="neg_log_loss",
                     class_weight="balanced",
-                    max_iter=1000,
+                    max_iter=max_iter,
                 ),
             ).fit(x[train], y[train])
         _add(found, "linear", split_scores(y[test], model.predict_proba(x[test]), classes))
@@ -149,16 +153,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         with harness.scratch("probe-speed-") as tmp:
-            args.tiles, args.folds, args.repeats, args.store = 300, 3, 1, tmp / "store"
+            args.tiles, args.folds, args.repeats, args.store = SMOKE_TILES, 2, 1, tmp / "store"
             return measure(args)
     return measure(args)
 
 
 def measure(args) -> int:
     """Build the store, time both sides, write the JSON."""
-    print(f"building a store of {args.tiles} tiles x {len(WIDTHS)} backbones at {args.store}")
-    store = build_store(args.store, args.tiles)
-    keys = [k for k, _, _ in WIDTHS]
+    widths = SMOKE_WIDTHS if args.smoke else WIDTHS
+    print(f"building a store of {args.tiles} tiles x {len(widths)} backbones at {args.store}")
+    store = build_store(args.store, args.tiles, widths=widths)
+    keys = [k for k, _, _ in widths]
 
     reports = []
 
@@ -183,7 +188,8 @@ def measure(args) -> int:
 
             tiles = task_tiles(store, TASK, keys, None)
             folds = splits.group_folds(tiles.codes, tiles.groups, args.folds, 0)
-        found, seconds = sklearn_pipeline(x, tiles.codes, tiles.groups, folds)
+        max_iter = 50 if args.smoke else 1000  # --smoke: the code path, not the agreement
+        found, seconds = sklearn_pipeline(x, tiles.codes, tiles.groups, folds, max_iter)
         theirs_seconds += seconds
         print(f"scikit-learn pipeline, {key}: {seconds:.1f} s")
         ours = report.summary.filter(report.summary["backbone"] == key)
@@ -228,7 +234,7 @@ def measure(args) -> int:
         "smoke": args.smoke,
         "tiles": args.tiles,
         "folds": args.folds,
-        "backbones": {k: d for k, d, _ in WIDTHS},
+        "backbones": {k: d for k, d, _ in widths},
         "embedstore_seconds": round(ours_seconds, 2),
         "embedstore_runs_seconds": [round(r, 2) for r in runs],
         "sklearn_seconds": round(theirs_seconds, 2),

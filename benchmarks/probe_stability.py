@@ -74,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     args_json = {k: str(v) for k, v in vars(args).items()}
-    harness.write_json(args.out, {"machine": harness.machine(), "args": args_json, "rows": rows})
+    result = {"machine": harness.machine(), "smoke": args.smoke, "args": args_json, "rows": rows}
+    harness.write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0
 

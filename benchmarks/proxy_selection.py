@@ -12,8 +12,7 @@ Phases (`--phases`, comma-separated; default all, in this order; each is resumab
               Sampling is deterministic (--seed); the sample is recorded next to the store
               (<store>-inputs/sample.json) and a store built from another sample is refused.
   embed       `store.embed(key)` for every variant (incremental: done tiles are skipped); tiles/s per
-              variant. Keys `get_backbone` does not know (layer keys `KEY@stageN` before they exist) are
-              skipped with a note: re-run later to add them.
+              variant. Keys `get_backbone` does not know are skipped with its reason.
   downstream  per variant, a linear head: embedstore's linear probe (standardised, class-balanced L2
               logistic regression; equal to scikit-learn's LogisticRegressionCV on the same folds within
               0.005), C chosen on validation log-loss by 3 inner folds over C_GRID = 1e-4 .. 1e4
@@ -23,8 +22,7 @@ Phases (`--phases`, comma-separated; default all, in this order; each is resumab
               StratifiedGroupKFold): balanced accuracy, AUROC, F1 of Atypical; mean and 95 % t-interval
               over the folds x seeds scores (folds of one seed share data: the interval is optimistic).
   proxy       `store.probe(task="crc_nuclei", backbones=..., folds=5, seeds=--seeds)` (ProbeReport:
-              `.ranking`, `.summary`, `.seconds`); skipped with "probe API not available yet" while the
-              store has no `probe`.
+              `.ranking`, `.summary`, `.seconds`).
   report      per proxy probe (knn, prototype, linear) x downstream (pcam, amibr) x metric (balanced
               accuracy, AUROC) x subset (all variants, pretrained only): Spearman and Kendall correlation
               of proxy vs downstream scores, and whether the proxy's top pick is the downstream winner
@@ -33,7 +31,7 @@ Phases (`--phases`, comma-separated; default all, in this order; each is resumab
 
 Pretrained variants are the ImageNet (`.in1k`) keys and their layer variants; `.random` and hand-crafted
 ones are baselines. Before embedding, downstream and proxy (heavy compute) the script waits while
-`benchmarks/search.py` runs (checked every 30 s; --quick and --no-wait skip the wait).
+`benchmarks/search.py` runs (checked every 30 s; --quick, --smoke and --no-wait skip the wait).
 
 Writes benchmarks/results/proxy_selection.json and proxy_selection.png (--quick: *_quick.*, store
 proxy-store-quick) and prints a summary.
@@ -41,6 +39,10 @@ proxy-store-quick) and prints a summary.
     .venv/bin/python benchmarks/proxy_selection.py [--phases prepare,embed,downstream,proxy,report]
         [--data ../shared/data] [--store PATH] [--variants K1,K2,...] [--crc-nuclei 2000]
         [--pcam-train 1000] [--pcam-valid 1000] [--amibr 2000] [--seeds 3] [--seed 0] [--quick]
+    .venv/bin/python benchmarks/proxy_selection.py --smoke [--out FILE.json]
+
+--smoke: every phase on harness.fake_shared_data in a temporary folder, with SMOKE counts, 1 seed and
+two tiny seeded-random timm backbones (no download).
 """
 
 from __future__ import annotations
@@ -48,18 +50,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import harness
 import numpy as np
 import polars as pl
-from harness import t_interval
 
 import embedstore
 from embedstore import IngestOptions
@@ -68,8 +69,7 @@ from embedstore.evaluate import folds as splits
 from embedstore.probe import classifiers
 from embedstore.schema import LABELS, TILES
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = harness.RESULTS
 PHASES = ("prepare", "embed", "downstream", "proxy", "report")
 LITE2 = "tf_efficientnet_lite2.in1k"
 HANDCRAFTED = "handcrafted.color_texture"
@@ -94,11 +94,9 @@ FOLDS = 5
 CRC_TILE = 64  # px at 20x
 MPP = {"crc_nuclei": 0.5, "pcam": 0.97, "amibr": 0.25}  # um/px of the files (see ../shared/data/README.md)
 QUICK = {"crc_nuclei": 160, "pcam_train": 40, "pcam_valid": 100, "amibr": 150}
+SMOKE = {"crc_nuclei": 60, "pcam_train": 20, "pcam_valid": 6, "amibr": 40, "seeds": 1}
+SMOKE_VARIANTS = (harness.SMOKE_BACKBONE, "test_vit.random")
 WAIT_FOR = "benchmarks/search.py"
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def is_pretrained(key: str) -> bool:
@@ -111,18 +109,18 @@ def short(key: str) -> str:
 
 def wait_for_search(args: argparse.Namespace, result: dict[str, Any]) -> None:
     """Heavy compute waits while the search benchmark runs (print once, check every 30 s)."""
-    if args.quick or args.no_wait:
+    if args.quick or args.smoke or args.no_wait:
         return
     started, noted = time.perf_counter(), False
     while subprocess.run(["pgrep", "-f", WAIT_FOR], capture_output=True).returncode == 0:
         if not noted:
-            say(f"waiting: {WAIT_FOR} is running (checking every 30 s)")
+            harness.say(f"waiting: {WAIT_FOR} is running (checking every 30 s)")
             noted = True
         time.sleep(30)
     if noted:
         waited = time.perf_counter() - started
         result["waited_seconds"] = round(result.get("waited_seconds", 0.0) + waited, 1)
-        say(f"{WAIT_FOR} finished; waited {waited:.0f} s")
+        harness.say(f"{WAIT_FOR} finished; waited {waited:.0f} s")
 
 
 # -- prepare ------------------------------------------------------------------------------------------------
@@ -321,7 +319,7 @@ def prepare(args: argparse.Namespace, store_path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"settings": sample_settings(args), "inputs": str(inputs), "ingest": {}}
     for task, options in plans:
         report = store.ingest([inputs / f"{task}.csv"], options)
-        say(f"ingest {task}: {report.summary().splitlines()[1]}")
+        harness.say(f"ingest {task}: {report.summary().splitlines()[1]}")
         record = report.to_dict()
         out["ingest"][task] = {
             k: record[k]
@@ -349,7 +347,7 @@ def usable_variants(variants: list[str]) -> tuple[list[str], dict[str, str]]:
         try:
             get_backbone(key)
             ok.append(key)
-        except Exception as error:  # noqa: BLE001 - any refusal means: not available yet
+        except Exception as error:  # noqa: BLE001 - an unknown key is skipped with the reason
             skipped[key] = str(error).splitlines()[0]
     return ok, skipped
 
@@ -361,7 +359,7 @@ def embedded(store: embedstore.Store, key: str) -> bool:
 def embed_variants(store: embedstore.Store, variants: list[str], result: dict[str, Any], save: Any) -> None:
     ok, skipped = usable_variants(variants)
     for key, why in skipped.items():
-        say(f"note: skipping {key}: {why} (re-run when it exists)")
+        harness.say(f"note: skipping {key}: {why} (re-run when it exists)")
     records = result.setdefault("embedding", {})
     tiles = store.count(TILES)
     for key in ok:
@@ -369,10 +367,10 @@ def embed_variants(store: embedstore.Store, variants: list[str], result: dict[st
             report = store.embed(key, progress=False)
         except Exception as error:  # noqa: BLE001 - one variant failing must not stop the others
             skipped[key] = f"embed failed: {str(error).splitlines()[0]}"
-            say(f"note: skipping {key}: {skipped[key]}")
+            harness.say(f"note: skipping {key}: {skipped[key]}")
             traceback.print_exc()
             continue
-        say(report.summary().splitlines()[0])
+        harness.say(report.summary().splitlines()[0])
         record = records.get(key, {})
         if report.tiles_embedded:
             record = {
@@ -507,7 +505,7 @@ def downstream_amibr(store: embedstore.Store, key: str, seeds: int) -> dict[str,
         "C": {str(c): chosen_c.count(c) for c in sorted(set(chosen_c))},
     }
     for metric, values in per_fold.items():
-        out[metric] = {**t_interval(values), "per_fold": [round(v, 4) for v in values]}
+        out[metric] = {**harness.t_interval(values), "per_fold": [round(v, 4) for v in values]}
     return out
 
 
@@ -525,7 +523,7 @@ def run_downstream(
             "c_grid": list(C_GRID),
         }
         if records.get(key, {}).get("signature") == signature:
-            say(f"downstream {key}: done before, kept")
+            harness.say(f"downstream {key}: done before, kept")
             continue
         started = time.perf_counter()
         pcam = downstream_pcam(store, key)
@@ -537,7 +535,7 @@ def run_downstream(
             "amibr": amibr,
             "seconds": {"pcam": round(pcam_s, 1), "amibr": round(time.perf_counter() - started - pcam_s, 1)},
         }
-        say(
+        harness.say(
             f"downstream {key}: PCam bacc {pcam['balanced_accuracy']['mean']:.3f} "
             f"AUROC {pcam['auroc']['mean']:.3f}"
             f" | AMi-Br bacc {amibr['balanced_accuracy']['mean']:.3f} AUROC {amibr['auroc']['mean']:.3f}"
@@ -549,13 +547,8 @@ def run_downstream(
 # -- proxy --------------------------------------------------------------------------------------------------
 
 
-def proxy_ranking(
-    store: embedstore.Store, variants: list[str], args: argparse.Namespace
-) -> dict[str, Any] | None:
-    """The probe ranking on crc_nuclei through `store.probe` (None while the API does not exist)."""
-    if not hasattr(store, "probe"):
-        say("probe API not available yet; proxy phase skipped")
-        return None
+def proxy_ranking(store: embedstore.Store, variants: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """The probe ranking on crc_nuclei through `store.probe`."""
     keys = [k for k in variants if embedded(store, k)]
     started = time.perf_counter()
     try:
@@ -570,12 +563,12 @@ def proxy_ranking(
         "backbones": keys,
         "folds": FOLDS,
         "seeds": args.seeds,
-        "seconds": float(getattr(report, "seconds", wall)),
+        "seconds": float(report.seconds),
         "wall_seconds": round(wall, 2),
         "ranking": ranking.to_dicts(),
         "summary": report.summary.to_dicts(),
-        "indicators": getattr(report, "indicators", None),
-        "notes": list(getattr(report, "notes", [])),
+        "indicators": report.indicators,
+        "notes": list(report.notes),
     }
 
 
@@ -753,7 +746,7 @@ def print_summary(result: dict[str, Any]) -> None:
     elif result.get("proxy", {}) and "error" in result["proxy"]:
         print(f"\nproxy: failed: {result['proxy']['error']}")
     else:
-        print("\nproxy: not run (probe API not available yet); correlations need it")
+        print("\nproxy: not run (--phases without proxy); correlations need it")
     times = result.get("phase_seconds", {})
     print("\n== wall time (s) ==")
     print("  ".join(f"{k} {v:.0f}" for k, v in times.items() if v is not None))
@@ -804,7 +797,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
             ax.set_xlim(0.4, 1.0)
             ax.axvline(0.5, color="grey", linestyle=":", linewidth=1)
             ax.set_xlabel("balanced accuracy (linear head), 95 % CI")
-            ax.set_title(f"{task}: downstream (proxy: probe API not available yet)")
+            ax.set_title(f"{task}: downstream (proxy: not run)")
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)
@@ -855,11 +848,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
 # -- main ---------------------------------------------------------------------------------------------------
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--data", type=Path, default=ROOT.parent / "shared" / "data", help="the shared data folder"
-    )
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = harness.parser(__doc__)
+    parser.add_argument("--data", type=Path, default=harness.DATA, help="the shared data folder")
     parser.add_argument("--store", type=Path, default=None, help="store path [results/proxy-store]")
     parser.add_argument(
         "--phases", default=",".join(PHASES), help=f"comma-separated, from {', '.join(PHASES)}"
@@ -880,7 +871,17 @@ def main() -> int:
         help="smoke run: tiny counts (overriding the count flags), own store and JSON, no waiting",
     )
     parser.add_argument("--out", type=Path, default=None, help="JSON path [results/proxy_selection.json]")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.smoke:
+        with harness.scratch("proxy-selection-") as tmp:
+            vars(args).update(SMOKE, data=harness.fake_shared_data(tmp), store=tmp / "store")
+            args.variants, args.phases = ",".join(SMOKE_VARIANTS), ",".join(PHASES)
+            return run(args, parser)
+    return run(args, parser)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The phases asked for, in order; the JSON saved after each."""
     if args.quick:
         args.crc_nuclei, args.pcam_train, args.pcam_valid, args.amibr = (
             QUICK["crc_nuclei"],
@@ -918,12 +919,8 @@ def main() -> int:
 
     result: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
     result.update(
-        machine={
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "load_average": os.getloadavg(),
-        },
+        machine=harness.machine(),
+        smoke=args.smoke,
         args={k: str(v) for k, v in vars(args).items()},
         store=str(store_path),
         variants=variants,
@@ -947,13 +944,12 @@ def main() -> int:
     result.setdefault("last_run_seconds", {})
 
     def save() -> None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1, default=str))
+        harness.write_json(out, result)
 
     store: embedstore.Store | None = None
     if "prepare" in phases:
         started = time.perf_counter()
-        say(f"prepare: sampling {sample_settings(args)} from {args.data} into {store_path}")
+        harness.say(f"prepare: sampling {sample_settings(args)} from {args.data} into {store_path}")
         result["prepare"] = prepare(args, store_path)
         result["last_run_seconds"]["prepare"] = round(time.perf_counter() - started, 1)
         save()
@@ -980,9 +976,8 @@ def main() -> int:
         wait_for_search(args, result)
         started = time.perf_counter()
         proxy = proxy_ranking(store, variants, args)
-        if proxy is not None:
-            result["proxy"] = proxy
-            result["last_run_seconds"]["proxy"] = round(time.perf_counter() - started, 1)
+        result["proxy"] = proxy
+        result["last_run_seconds"]["proxy"] = round(time.perf_counter() - started, 1)
         save()
     if "report" in phases:
         started = time.perf_counter()
@@ -1004,4 +999,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

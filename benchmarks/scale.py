@@ -24,33 +24,36 @@ protocol (requests, no rename, listing), not of a network; it is an upper bound 
 Target (issue #11): Ray embed throughput >= 0.7x the local engine on this machine.
 
 Not measured here: GPU throughput (no GPU in this session); the projection says which figures it rests on.
+
+--smoke: 8 generated tiles (harness.fake_pcam), harness.SMOKE_BACKBONE, 1 round, no 2 x 1 actor run,
+4 tiles on S3, in a temporary folder (still tens of seconds: Ray's start-up and its actors').
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import harness
 
-import embedstore  # noqa: E402
+import embedstore
 
-RESULTS = ROOT / "benchmarks" / "results"
-SHARED = ROOT.parent / "shared" / "data" / "pcam" / "train"
+RESULTS = harness.RESULTS
+SHARED = harness.DATA / "pcam" / "train"
 TARGET_RATIO = 0.7
 COHORT_SLIDES, TILES_PER_SLIDE = 10_000, 20_000  # the issue's projection: 0.5 um/px tiles
 
 
-def tile_folder(tiles: int, work: Path) -> tuple[Path, str]:
+def tile_folder(tiles: int, work: Path, smoke: bool = False) -> tuple[Path, str]:
     """A folder of `tiles` PCam patches (links, never copies of the shared data), and where they came from."""
-    if SHARED.is_dir():
+    if smoke:
+        source = harness.fake_pcam(work / "generated", tiles) / "train"
+        origin = f"{source} (generated: --smoke)"
+    elif SHARED.is_dir():
         source, origin = SHARED, str(SHARED)
     else:
         source = Path(embedstore.__file__).parent / "samples" / "pcam"
@@ -157,22 +160,32 @@ def s3_cost(folder: Path, work: Path, backbone: str, tiles: int) -> dict:
     return timings
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = harness.parser(__doc__)
     parser.add_argument("--tiles", type=int, default=3000)
     parser.add_argument("--s3-tiles", type=int, default=1000, help="tiles for the S3 cost (0: skip it)")
     parser.add_argument("--rounds", type=int, default=3, help="local / Ray rounds; the median is reported")
     parser.add_argument("--backbone", default="tf_efficientnet_lite0.in1k")
     parser.add_argument("--work", type=Path, default=RESULTS / "scale")
     parser.add_argument("--out", type=Path, default=RESULTS / "scale.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.smoke:
+        with harness.scratch("scale-") as tmp:
+            args.tiles, args.s3_tiles, args.rounds, args.work = 8, 4, 1, tmp
+            args.backbone = harness.SMOKE_BACKBONE
+            return run(args)
+    return run(args)
+
+
+def run(args) -> int:
+    """Measure the engines, the S3 cost and the projection; write the JSON."""
     try:
         import ray
     except ImportError:
         print('benchmarks/scale.py needs Ray: pip install "embedstore[ray]"', file=sys.stderr)
         return 2
     args.work.mkdir(parents=True, exist_ok=True)
-    folder, origin = tile_folder(args.tiles, args.work)
+    folder, origin = tile_folder(args.tiles, args.work, args.smoke)
     print(f"tiles from {origin}; backbone {args.backbone}")
 
     # Rounds alternate the local engine (Ray not running) and Ray's default, each round starting Ray
@@ -198,8 +211,10 @@ def main() -> int:
     median_round = sorted(rounds, key=lambda r: r["ratio"])[len(rounds) // 2]
     runs = {"local": median_round["local"], "ray_default": median_round["ray_default"]}
     ray_start = median_round["ray_start_seconds"]
-    runs["ray_2x1"] = measure(folder, args.work, "ray_2x1", args.backbone, engine="ray", workers=2, threads=1)
-    print(f"ray_2x1: {runs['ray_2x1']['tiles_per_s']} tiles/s")
+    if not args.smoke:  # --smoke: one Ray layout (each costs its actors' start-up)
+        layout = dict(engine="ray", workers=2, threads=1)
+        runs["ray_2x1"] = measure(folder, args.work, "ray_2x1", args.backbone, **layout)
+        print(f"ray_2x1: {runs['ray_2x1']['tiles_per_s']} tiles/s")
     ingest = ingest_engines(folder, args.work)
     print(f"ingest, local vs Ray: {ingest}")
     ray.shutdown()
@@ -229,11 +244,8 @@ def main() -> int:
         "per-GPU tiles/s; the same formula holds (tiles / (tiles/s per GPU x N))",
     }
     result = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "load_average": os.getloadavg(),
-        },
+        "machine": harness.machine(),
+        "smoke": args.smoke,
         "tiles_from": origin,
         "backbone": args.backbone,
         "runs": runs,
@@ -256,8 +268,7 @@ def main() -> int:
         ],
         "not_measured": ["GPU throughput (no GPU lent in this session)"],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    harness.write_json(args.out, result)
     print(f"\n{'run':<10} {'actors':>6} {'threads':>7} {'tiles/s':>8} {'whole call':>10}")
     for key, run in runs.items():
         print(

@@ -28,6 +28,10 @@ Writes benchmarks/results/search.json, benchmarks/results/search_recall_latency.
 --resume keeps what --out already holds (the JSON is saved after every index) and measures the rest;
 --report re-evaluates the targets, re-plots and re-prints from --out without measuring. The full run
 takes about 50 minutes on 2 cores; stores are cached under search-stores/ between runs.
+
+--smoke: 2,000 synthetic rows, 50 queries, the flat, ivf and hnsw indexes (PQ and LanceDB builds take
+tens of seconds at any size), and the quality part on generated 64-d vectors (two classes, PCam- and
+AMi-Br-shaped) with 2 draws; stores in a temporary folder.
 """
 
 from __future__ import annotations
@@ -39,17 +43,17 @@ import gc
 import json
 import math
 import os
-import platform
 import shutil
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import faiss
+import harness
 import numpy as np
 import pyarrow as pa
 
@@ -62,9 +66,8 @@ from embedstore.schema import TILES, TILES_SCHEMA
 from embedstore.search import faiss_index
 from embedstore.search.tuning import recall_at_k
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
+DATA = harness.DATA
+RESULTS = harness.RESULTS
 STORES = RESULTS / "search-stores"
 LITE0 = "tf_efficientnet_lite0.in1k"
 KEY = "bench.search384"  # backbone key of the speed stores' embedding table
@@ -98,22 +101,7 @@ QUALITY_NEGATIVES = 5
 PCAM_PREVALENCE = 0.05
 
 
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
 # -- process memory ---------------------------------------------------------------------------------------
-
-
-def _status(field: str) -> int:
-    """A VmRSS / VmHWM line of /proc/self/status, in bytes (0 where unreadable)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def release_memory() -> None:
@@ -131,10 +119,10 @@ class PeakRss:
 
     def __enter__(self) -> PeakRss:
         release_memory()
-        self.start = _status("VmRSS")
+        self.start = harness.rss_bytes("VmRSS")
         try:
             Path("/proc/self/clear_refs").write_text("5")
-            self.hwm = _status("VmHWM") <= self.start + (64 << 20)
+            self.hwm = harness.rss_bytes("VmHWM") <= self.start + (64 << 20)
         except OSError:
             self.hwm = False
         self.sampled, self._stop = self.start, threading.Event()
@@ -144,12 +132,12 @@ class PeakRss:
 
     def _sample(self) -> None:
         while not self._stop.wait(0.02):
-            self.sampled = max(self.sampled, _status("VmRSS"))
+            self.sampled = max(self.sampled, harness.rss_bytes("VmRSS"))
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        peak = max(self.sampled, _status("VmHWM") if self.hwm else 0)
+        peak = max(self.sampled, harness.rss_bytes("VmHWM") if self.hwm else 0)
         self.growth = max(0, peak - self.start)
         self.method = "VmHWM after clear_refs" if self.hwm else "VmRSS sampled every 20 ms"
 
@@ -387,7 +375,7 @@ def real_store(path: Path) -> tuple[embedstore.Store | None, str]:
             store.embeddings(LITE0).task("amibr").count()
             return store, f"existing store {path}"
         except Exception as error:  # noqa: BLE001 - say what is missing, then fall through to a rebuild
-            say(f"real store {path} is not usable ({str(error).splitlines()[0]}); rebuilding it")
+            harness.say(f"real store {path} is not usable ({str(error).splitlines()[0]}); rebuilding it")
     pcam, amibr = DATA / "pcam", DATA / "ami_br" / "AMi-Br"
     if not (pcam.is_dir() and amibr.is_dir()):
         return None, (
@@ -399,7 +387,9 @@ def real_store(path: Path) -> tuple[embedstore.Store | None, str]:
 
     if path.exists():
         shutil.rmtree(path)
-    say(f"building the real store at {path}: ingest PCam + AMi-Br, embed with {LITE0} (minutes on CPU)")
+    harness.say(
+        f"building the real store at {path}: ingest PCam + AMi-Br, embed with {LITE0} (minutes on CPU)"
+    )
     started = time.perf_counter()
     store = embedstore.init(path)
     store.ingest([pcam], IngestOptions(kind="imagefolder", task="pcam", mpp=0.97, progress=False))
@@ -488,12 +478,12 @@ def measure_index(
     backend_name = kwargs.get("backend", "faiss")
     existing = {m.name: m for m in store.indexes(KEY)} if REUSE_INDEXES else {}
     if name in existing:  # --reuse-indexes: measure searches again without rebuilding (build figures kept)
-        say(f"  {name}: reusing the index built before")
+        harness.say(f"  {name}: reusing the index built before")
         manifest = existing[name]
         rss = PeakRss()
         rss.growth, rss.method = 0, "not measured (index reused)"
     else:
-        say(f"  {name}: building ({backend_name} {kwargs['kind']})")
+        harness.say(f"  {name}: building ({backend_name} {kwargs['kind']})")
         with PeakRss() as rss:
             manifest = store.index(KEY, name=name, **kwargs)
     directory = store.root / "indexes" / manifest.table / name
@@ -510,7 +500,7 @@ def measure_index(
         "rss_method": rss.method,
         "load_average": os.getloadavg(),
     }
-    say(
+    harness.say(
         f"  {name}: built in {manifest.build_seconds:.1f} s, tuned recall@10 {manifest.recall_at_10}, "
         f"{short_config(manifest.config)}, {record['index_bytes'] / 2**20:.0f} MiB, "
         f"+{rss.growth / 2**20:.0f} MiB RSS"
@@ -544,8 +534,6 @@ def measure_index(
     record["latency"] = latency(timings(lambda q: backend.search(q, K), single))
     record["latency"]["threads"] = (
         f"embedstore's choice: 1 OpenMP thread below {faiss_index.PARALLEL_FROM} queries"
-        if backend_name == "faiss" and hasattr(faiss_index, "PARALLEL_FROM")
-        else faiss.omp_get_max_threads()
         if backend_name == "faiss"
         else "lance default"
     )
@@ -556,7 +544,7 @@ def measure_index(
             record["latency_1_thread"] = latency(timings(lambda q: backend.search(q, K), single))
         finally:
             faiss.omp_set_num_threads(threads)
-    say(
+    harness.say(
         f"  {name}: recall@10 {record['recall_at_10']:.4f}, p50 {record['latency']['p50_ms']:.3f} ms, "
         f"p99 {record['latency']['p99_ms']:.3f} ms"
         + (
@@ -591,7 +579,7 @@ def measure_index(
         },
     }
     e2e = record["end_to_end"]
-    say(
+    harness.say(
         f"  {name}: store.search load {load_seconds:.2f} s, p50 {e2e['plain']['p50_ms']:.2f} ms, "
         f"filtered p50 {e2e['filtered']['p50_ms']:.2f} ms (p99 {e2e['filtered']['p99_ms']:.2f})"
     )
@@ -609,10 +597,10 @@ def run_speed(
     """One dataset at one size: store, queries and truth, bandwidth bound, NumPy, then each index (saved
     through `checkpoint` after each). `previous`: a partial record of this run to resume (its indexes,
     bandwidth and NumPy measurements are kept)."""
-    path = STORES / f"{data.name}-{rows}"
-    say(f"{data.name} x {rows}: store {path}")
+    path = args.stores / f"{data.name}-{rows}"
+    harness.say(f"{data.name} x {rows}: store {path}")
     store, reused, write_seconds = cached_store(path, data.meta(rows), KEY, DIM, lambda: data.chunks(rows))
-    say(f"{data.name} x {rows}: store {'reused' if reused else f'written in {write_seconds:.1f} s'}")
+    harness.say(f"{data.name} x {rows}: store {'reused' if reused else f'written in {write_seconds:.1f} s'}")
     result: dict[str, Any] = {
         "dataset": data.name,
         "rows": rows,
@@ -668,7 +656,7 @@ def run_speed(
         result["bandwidth"], result["numpy"] = previous["bandwidth"], previous["numpy"]
         bound = result["bandwidth"]["bound_ms"] / 1e3
     else:
-        say(f"{data.name} x {rows}: memory bandwidth")
+        harness.say(f"{data.name} x {rows}: memory bandwidth")
         bandwidth = memory_bandwidth(args.bandwidth_gib)
         bound = prepared.nbytes / bandwidth["bytes_per_s"]
         result["bandwidth"] = {
@@ -676,13 +664,13 @@ def run_speed(
             "vectors_bytes": prepared.nbytes,
             "bound_ms": round(bound * 1e3, 3),
         }
-        say(
+        harness.say(
             f"  read bandwidth {bandwidth['gb_per_s']} GB/s; bound for {prepared.nbytes / 1e9:.2f} GB of "
             f"vectors: {bound * 1e3:.2f} ms"
         )
         result["numpy"] = numpy_brute_force(prepared, queries, truth, lat_n, bound)
     checkpoint(result)
-    say(
+    harness.say(
         f"  numpy brute force p50 {result['numpy']['latency']['p50_ms']:.2f} ms, "
         f"{result['numpy']['vs_bound']:.2f}x the bound"
     )
@@ -695,7 +683,7 @@ def run_speed(
     for name in index_names:
         spec = dict(INDEXES)[name]
         if name in done:
-            say(f"  {name}: measured before (resumed)")
+            harness.say(f"  {name}: measured before (resumed)")
             continue
         if name == "lance-hnsw" and rows > args.lance_hnsw_max_rows:
             result["skipped"].append(
@@ -841,8 +829,8 @@ def evaluate_targets(speed: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # -- quality ----------------------------------------------------------------------------------------------
 
 
-def quality_store(name: str, x: np.ndarray, ids: np.ndarray) -> embedstore.Store:
-    path = STORES / f"quality-{name}"
+def quality_store(name: str, x: np.ndarray, ids: np.ndarray, stores: Path) -> embedstore.Store:
+    path = stores / f"quality-{name}"
     meta = {
         "dataset": name,
         "rows": len(x),
@@ -865,7 +853,11 @@ def quality_store(name: str, x: np.ndarray, ids: np.ndarray) -> embedstore.Store
     return store
 
 
-def run_quality(vectors: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, str]]) -> dict[str, Any]:
+def run_quality(
+    vectors: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, str]],
+    stores: Path,
+    draws: int = QUALITY_DRAWS,
+) -> dict[str, Any]:
     sets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, str]] = {}
     x, ids, labels, positive = vectors["pcam"]
     is_pos = labels == positive
@@ -880,7 +872,7 @@ def run_quality(vectors: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, str
     sets["amibr"] = vectors["amibr"]
     out: dict[str, Any] = {
         "method": (
-            f"{QUALITY_DRAWS} draws (seeds 0..{QUALITY_DRAWS - 1}) of {QUALITY_POSITIVES} query positives "
+            f"{draws} draws (seeds 0..{draws - 1}) of {QUALITY_POSITIVES} query positives "
             f"(left out of the hits); negatives: {QUALITY_NEGATIVES} random tiles of the negative class "
             "(negatives=, also left out); store.search(k=200) over an exact flat index of the full "
             "1280-d lite0 vectors, raw cosine (center=False) or centred (center=True)"
@@ -888,8 +880,8 @@ def run_quality(vectors: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, str
         "datasets": {},
     }
     for name, (x, ids, labels, positive) in sets.items():
-        say(f"quality: {name} ({len(x)} tiles, positive {positive!r})")
-        store = quality_store(name, x, ids)
+        harness.say(f"quality: {name} ({len(x)} tiles, positive {positive!r})")
+        store = quality_store(name, x, ids, stores)
         for space, center in (("raw", False), ("centred", True)):
             store.index(QUALITY_KEY, kind="flat", center=center, name=f"flat-{space}")
         truth = dict(zip(ids.tolist(), (labels == positive).tolist(), strict=True))
@@ -900,7 +892,7 @@ def run_quality(vectors: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, str
             for space in ("raw", "centred"):
                 for with_negatives in (False, True):
                     p50, p200 = [], []
-                    for seed in range(QUALITY_DRAWS):
+                    for seed in range(draws):
                         rng = np.random.default_rng(seed)
                         queries = rng.choice(pos_ids, QUALITY_POSITIVES, replace=False).tolist()
                         negs = (
@@ -1118,8 +1110,29 @@ def print_summary(result: dict[str, Any]) -> None:
         )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def smoke_vectors(dim: int = 64) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, str]]:
+    """Generated stand-ins for real_vectors: PCam-shaped (2000 negatives, 200 positives) and AMi-Br-shaped
+    (400 figures, 22 % Atypical), each class a Gaussian around its own centre on a shared offset."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for task, (negatives, positives, positive) in {
+        "pcam": (2000, 200, "1"),
+        "amibr": (312, 88, "Atypical"),
+    }.items():
+        labels = np.array(["0"] * negatives + [positive] * positives)
+        centres = rng.normal(size=(2, dim)).astype(np.float32)
+        x = (
+            3
+            + centres[(labels == positive).astype(int)]
+            + rng.normal(size=(len(labels), dim)).astype(np.float32)
+        )
+        ids = np.array([f"{task}{i:05d}" for i in range(len(labels))])
+        out[task] = (x.astype(np.float32), ids, labels, positive)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = harness.parser(__doc__)
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated table sizes")
     parser.add_argument("--queries", type=int, default=1000, help="held-out queries (recall, batch QPS)")
     parser.add_argument("--latency-queries", type=int, default=300, help="queries timed one at a time")
@@ -1148,7 +1161,19 @@ def main() -> int:
         action="store_true",
         help="search indexes a previous run left in the cached stores instead of rebuilding them",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.smoke:
+        with harness.scratch("search-") as tmp:
+            args.sizes, args.queries, args.latency_queries, args.bandwidth_gib = "2000", 50, 20, 0.01
+            args.indexes = "flat,ivf,hnsw"  # the PQ and LanceDB builds take tens of seconds on any size
+            args.stores, args.real_store = tmp / "search-stores", tmp / "real-store"
+            return run(args, parser)
+    args.stores = STORES
+    return run(args, parser)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Measure (or, with --report, re-report) and write the JSON and the plot."""
     global REUSE_INDEXES
     REUSE_INDEXES = args.reuse_indexes
     if args.quick:
@@ -1158,7 +1183,7 @@ def main() -> int:
     if args.report:
         result = json.loads(out.read_text())
         result["targets"] = evaluate_targets([r for r in result["speed"] if r])
-        out.write_text(json.dumps(result, indent=1, default=str))
+        harness.write_json(out, result)
         plot([r for r in result["speed"] if r], png)
         print_summary(result)
         return 0
@@ -1168,27 +1193,17 @@ def main() -> int:
     if unknown or "flat" not in index_names:
         parser.error(f"--indexes: names from {', '.join(dict(INDEXES))}, flat included (unknown: {unknown})")
     started = time.perf_counter()
-    say(
+    harness.say(
         f"search benchmark: sizes {sizes}, {args.queries} queries ({args.latency_queries} timed singly), "
         f"indexes {index_names}; faiss {faiss.__version__} with {faiss.omp_get_max_threads()} OpenMP threads"
     )
     result: dict[str, Any] = {
-        "machine": {
-            "cpu": next(
-                (
-                    line.split(":", 1)[1].strip()
-                    for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")
-                ),
-                platform.processor(),
-            ),
-            "cores": os.cpu_count(),
-            "faiss": faiss.__version__,
-            "faiss_omp_threads": faiss.omp_get_max_threads(),
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-            "load_average_start": os.getloadavg(),
-        },
+        "smoke": args.smoke,
+        "machine": harness.machine(
+            faiss=faiss.__version__,
+            faiss_omp_threads=faiss.omp_get_max_threads(),
+            load_average_start=os.getloadavg(),
+        ),
         "args": {k: str(v) for k, v in vars(args).items()},
         "notes": [
             "single-query latency: through FaissIndex.search as embedstore runs it (latency; embedstore "
@@ -1202,7 +1217,10 @@ def main() -> int:
         ],
     }
     vectors = None
-    if not args.skip_real:
+    if args.smoke:
+        vectors = smoke_vectors()
+        result["real_skipped"] = "--smoke: generated vectors stand in for the real ones"
+    elif not args.skip_real:
         store, how = real_store(args.real_store)
         if store is None:
             print(f"real data skipped: {how}", file=sys.stderr)
@@ -1210,7 +1228,7 @@ def main() -> int:
                 return 2
             result["real_skipped"] = how
         else:
-            say(f"real embeddings: {how}")
+            harness.say(f"real embeddings: {how}")
             vectors = real_vectors(store)
             result["real_source"] = {
                 "store": str(store.root),
@@ -1222,7 +1240,7 @@ def main() -> int:
         result["real_skipped"] = "--skip-real"
 
     datasets: list[Synthetic | RealTiled] = [Synthetic()]
-    if vectors is not None:
+    if vectors is not None and not args.smoke:
         base = np.concatenate([vectors["pcam"][0], vectors["amibr"][0]])
         datasets.append(RealTiled(base, "PCam + AMi-Br"))
         del base
@@ -1232,18 +1250,17 @@ def main() -> int:
         if old.get("args", {}).get("queries") == str(args.queries):
             previous = {(r["dataset"], r["rows"]): r for r in old.get("speed", []) if r}
             result["resumed_from"] = {"file": str(out), "runs": [f"{d} x {n}" for d, n in previous]}
-            say(f"resuming from {out}: {', '.join(result['resumed_from']['runs']) or 'nothing'}")
+            harness.say(f"resuming from {out}: {', '.join(result['resumed_from']['runs']) or 'nothing'}")
 
     def save() -> None:  # partial results as we go: a killed run can be resumed with --resume
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1, default=str))
+        harness.write_json(out, result)
 
     result["speed"] = []
     for data in datasets:
         for rows in sizes:
             before = previous.get((data.name, rows))
             if before and before.get("complete"):
-                say(f"{data.name} x {rows}: complete in {out}, kept")
+                harness.say(f"{data.name} x {rows}: complete in {out}, kept")
                 result["speed"].append(before)
                 continue
             phase = time.perf_counter()
@@ -1260,17 +1277,16 @@ def main() -> int:
             )
             run["complete"] = True
             checkpoint(run, earlier=earlier)
-            say(f"{data.name} x {rows}: done in {run['seconds']:.0f} s")
+            harness.say(f"{data.name} x {rows}: done in {run['seconds']:.0f} s")
     result["targets"] = evaluate_targets(result["speed"])
     if vectors is not None:
         phase = time.perf_counter()
-        result["quality"] = run_quality(vectors)
+        result["quality"] = run_quality(vectors, args.stores, 2 if args.smoke else QUALITY_DRAWS)
         result["quality"]["seconds"] = round(time.perf_counter() - phase, 1)
     result["machine"]["load_average_end"] = os.getloadavg()
     result["total_seconds"] = round(time.perf_counter() - started, 1)
     result["speed_seconds_all_sessions"] = round(sum(r["seconds"] for r in result["speed"]), 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, default=str))
+    harness.write_json(out, result)
     plot(result["speed"], png)
     print_summary(result)
     print(f"\nwrote {out} and {png}; total {result['total_seconds']:.0f} s")

@@ -22,43 +22,40 @@ ratio to the tumour prevalence among PCam tiles.
 Needs ../shared/data/{pcam/{train,valid}/{0,1}, ami_br/AMI-BR.csv, ami_br/AMi-Br, crc_nuclei, idc}
 (see ../shared/data/README.md); without them it says what is missing and exits 2. The store is kept
 (default benchmarks/results/search-centring-store) so a second run skips ingest and embedding.
+
+--smoke: harness.fake_shared_data in a temporary folder, harness.SMOKE_BACKBONE, 2 draws, tumour
+prevalence 0.3 (the tiny PCam needs 5 tumour queries).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import harness
 import numpy as np
 import polars as pl
-from harness import t_interval
+from proxy_selection import sample_amibr, sample_crc  # the same samplers as that benchmark
 
 import embedstore
 from embedstore import IngestOptions
 from embedstore.embedding_tables import table_name
 from embedstore.schema import LABELS, TILES
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from proxy_selection import sample_amibr, sample_crc  # noqa: E402 - the same samplers as that benchmark
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = harness.RESULTS
 LITE0 = "tf_efficientnet_lite0.in1k"
 CENTRINGS = ("none", "index", "pool")  # raw cosine, the table's mean (the index's), the pool's mean
 NAMES = {"none": "raw cosine", "index": "table mean", "pool": "pool mean"}
 KS = (50, 200)
+SMOKE_KS = (5, 20)  # the smoke store holds about 90 tiles
 QUERIES = 5
 MPP = {"crc": 0.5, "pcam": 0.97, "amibr": 0.25, "idc": 2.0}  # IDC: low magnification, ~2 um/px
 CRC_TILE = 64
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def data_needs(data: Path) -> list[str]:
@@ -119,12 +116,13 @@ def prepare(args: argparse.Namespace, store_path: Path) -> dict[str, Any]:
         for name, plan in plans.items():
             options = IngestOptions(task=name, dataset=name, mpp=MPP[name], **plan, **common)
             report = store.ingest([inputs / f"{name}.csv"], options)
-            say(f"ingest {name}: {report.summary().splitlines()[1]}")
+            harness.say(f"ingest {name}: {report.summary().splitlines()[1]}")
     store = embedstore.open(store_path)
-    if not store.has_table(table_name(LITE0)) or store.count(table_name(LITE0)) < store.count(TILES):
-        say(f"embedding {store.count(TILES)} tiles with {LITE0} (about 100-300 tiles/s on 2 cores)")
-        report = store.embed(LITE0, progress=False)
-        say(report.summary().splitlines()[0])
+    key = args.backbone
+    if not store.has_table(table_name(key)) or store.count(table_name(key)) < store.count(TILES):
+        harness.say(f"embedding {store.count(TILES)} tiles with {key} (about 100-300 tiles/s on 2 cores)")
+        report = store.embed(key, progress=False)
+        harness.say(report.summary().splitlines()[0])
         out["embed"] = {"tiles": report.tiles_embedded, "seconds": round(report.seconds, 1)}
     return out
 
@@ -143,7 +141,7 @@ def numpy_top(raw: np.ndarray, rows: np.ndarray, queries: np.ndarray, centre: np
 def measure(args: argparse.Namespace, store: embedstore.Store) -> dict[str, Any]:
     tiles = pl.from_arrow(store.read(TILES, columns=["tile_id", "dataset"]))
     labels = pl.from_arrow(store.read(LABELS, columns=["tile_id", "label"], filter="task = 'pcam'"))
-    raw, ids, _ = store.embeddings(LITE0).to_numpy()
+    raw, ids, _ = store.embeddings(args.backbone).to_numpy()
     ids = np.asarray(ids).astype(str)
     meta = (
         pl.DataFrame({"tile_id": ids})
@@ -155,15 +153,15 @@ def measure(args: argparse.Namespace, store: embedstore.Store) -> dict[str, Any]
     pcam_rows = np.flatnonzero(dataset == "pcam")
     prevalence = float(tumour[pcam_rows].mean())
     counts = dict(sorted(meta.group_by("dataset").len().iter_rows()))
-    say(f"store: {counts}; PCam tumour prevalence {prevalence:.4f} ({int(tumour.sum())} tiles)")
-    store.index(LITE0, kind="flat", name="exact")  # centred on the table's mean (the default)
+    harness.say(f"store: {counts}; PCam tumour prevalence {prevalence:.4f} ({int(tumour.sum())} tiles)")
+    store.index(args.backbone, kind="flat", name="exact")  # centred on the table's mean (the default)
     tumour_of = dict(zip(ids, tumour, strict=True))
     means = {"none": None, "index": raw.mean(axis=0, dtype=np.float64)}
     rng = np.random.default_rng(args.seed)
     tumour_rows = np.flatnonzero(tumour)
     scopes = {"pcam": ("dataset = 'pcam'", pcam_rows), "all": (None, np.arange(len(ids)))}
     per_draw: dict[str, dict[str, dict[int, list[float]]]] = {
-        s: {c: {k: [] for k in KS} for c in CENTRINGS} for s in scopes
+        s: {c: {k: [] for k in args.ks} for c in CENTRINGS} for s in scopes
     }
     agree = {s: {c: [] for c in CENTRINGS} for s in scopes}
     lines: dict[str, str] = {}
@@ -174,23 +172,28 @@ def measure(args: argparse.Namespace, store: embedstore.Store) -> dict[str, Any]
             centres = {**means, "pool": raw[rows].mean(axis=0, dtype=np.float64)}
             for centring in CENTRINGS:
                 result = store.search(
-                    LITE0, tiles=list(ids[queries]), k=max(KS), where=where, center=centring, index="exact"
+                    args.backbone,
+                    tiles=list(ids[queries]),
+                    k=max(args.ks),
+                    where=where,
+                    center=centring,
+                    index="exact",
                 )
                 lines[f"{scope}/{centring}"] = result.described()
                 hits = result.hits.get_column("tile_id").to_list()
-                for k in KS:
+                for k in args.ks:
                     per_draw[scope][centring][k].append(float(np.mean([tumour_of[t] for t in hits[:k]])))
-                expected = ids[numpy_top(raw, rows, queries, centres[centring], max(KS))]
-                agree[scope][centring].append(len(set(expected) & set(hits)) / max(KS))
+                expected = ids[numpy_top(raw, rows, queries, centres[centring], max(args.ks))]
+                agree[scope][centring].append(len(set(expected) & set(hits)) / max(args.ks))
     seconds = time.perf_counter() - started
     summary = {
         scope: {
             centring: {
                 f"p@{k}": {
-                    **t_interval(per_draw[scope][centring][k]),
+                    **harness.t_interval(per_draw[scope][centring][k]),
                     "ratio_to_prevalence": float(np.mean(per_draw[scope][centring][k]) / prevalence),
                 }
-                for k in KS
+                for k in args.ks
             }
             for centring in CENTRINGS
         }
@@ -203,6 +206,7 @@ def measure(args: argparse.Namespace, store: embedstore.Store) -> dict[str, Any]
         "draws": args.draws,
         "queries_per_draw": QUERIES,
         "summary": summary,
+        "ks": list(args.ks),
         "per_draw": {
             s: {c: {str(k): v for k, v in d.items()} for c, d in per_c.items()}
             for s, per_c in per_draw.items()
@@ -217,12 +221,13 @@ def print_summary(result: dict[str, Any]) -> None:
     prevalence = result["pcam_tumour_prevalence"]
     print(f"\nPCam tumour prevalence {prevalence:.3f}; {result['draws']} draws of {QUERIES} tumour queries")
     titles = {"pcam": "--where \"dataset = 'pcam'\"", "all": "unrestricted (whole store)"}
+    ks = result["ks"]
     for scope, per_c in result["summary"].items():
         print(f"\n{titles[scope]}")
-        print(f"  {'centring':<12}" + "".join(f"{f'P@{k} [95% CI]':>28}{'x prev':>8}" for k in KS))
+        print(f"  {'centring':<12}" + "".join(f"{f'P@{k} [95% CI]':>28}{'x prev':>8}" for k in ks))
         for centring, stats in per_c.items():
             cells = ""
-            for k in KS:
+            for k in ks:
                 s = stats[f"p@{k}"]
                 interval = f"[{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
                 cells += f"{s['mean']:>12.3f} {interval}{s['ratio_to_prevalence']:>8.2f}"
@@ -233,9 +238,9 @@ def print_summary(result: dict[str, Any]) -> None:
         print(f"  {key}: {line}")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = harness.parser(__doc__)
+    parser.add_argument("--data", type=Path, default=harness.DATA)
     parser.add_argument("--store", type=Path, default=RESULTS / "search-centring-store")
     parser.add_argument("--out", type=Path, default=RESULTS / "search_centring.json")
     parser.add_argument("--draws", type=int, default=20)
@@ -243,7 +248,17 @@ def main() -> int:
     parser.add_argument("--amibr", type=int, default=2000)
     parser.add_argument("--crc", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    args.backbone, args.ks = LITE0, KS
+    if args.smoke:
+        with harness.scratch("search-centring-") as tmp:
+            args.data, args.store, args.backbone = (
+                harness.fake_shared_data(tmp),
+                tmp / "store",
+                harness.SMOKE_BACKBONE,
+            )
+            args.draws, args.prevalence, args.amibr, args.crc, args.ks = 2, 0.3, 20, 20, SMOKE_KS
+            return run(args)
     if not args.store.exists():
         missing = data_needs(args.data)
         if missing:
@@ -254,18 +269,23 @@ def main() -> int:
                 file=sys.stderr,
             )
             return 2
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Prepare the store, measure, write the JSON and print the summary."""
     started = time.perf_counter()
     result: dict[str, Any] = {
         "benchmark": "search_centring",
+        "smoke": args.smoke,
         "settings": vars(args) | {"data": str(args.data), "store": str(args.store), "out": str(args.out)},
-        "backbone": LITE0,
-        "machine": {"platform": platform.platform(), "python": platform.python_version()},
+        "backbone": args.backbone,
+        "machine": harness.machine(),
     }
     result["prepare"] = prepare(args, args.store)
     result.update(measure(args, embedstore.open(args.store)))
     result["seconds"] = round(time.perf_counter() - started, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1, default=str))
+    harness.write_json(args.out, result)
     print_summary(result)
     print(f"\nwrote {args.out} ({result['seconds']} s)")
     return 0

@@ -24,6 +24,7 @@ from .damage import inspect_table
 from .embedding_tables import dtype_name, recorded_provenance, table_name
 from .errors import EmbedstoreError
 from .location import remove_tree
+from .reports import JsonReport
 from .schema import (
     CORE_SCHEMAS,
     EMBEDDING_PREFIX,
@@ -55,7 +56,7 @@ class Finding:
 
 
 @dataclass
-class CheckReport:
+class CheckReport(JsonReport):
     store: str
     rows: dict[str, int] = field(default_factory=dict)  # rows checked per table
     findings: list[Finding] = field(default_factory=list)

@@ -17,6 +17,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -27,6 +28,7 @@ from .ingest import IngestOptions, IngestReport
 from .location import ObjectPath
 from .probe import ProbeReport
 from .probe.options import SHOTS
+from .reports import JsonReport
 from .samples import PCAM_POSITIVE, PCAM_SAMPLE_MPP, pcam_sample
 from .schema import LABELS, task_predicate
 from .store import Store, init
@@ -89,7 +91,7 @@ def ihc_image(cache: Path | None = None) -> Path:
 
 
 @dataclass
-class DemoSearch:
+class DemoSearch(JsonReport):
     """The search step of the demo: 5 known tumour tiles as queries, the candidates, and how many of
     them are tumour by the sample's labels."""
 
@@ -133,13 +135,37 @@ class DemoSearch:
 
 
 @dataclass
-class DemoResult:
+class DemoResult(JsonReport):
     store: Store
     reports: list[tuple[str, IngestReport]]
     embed_report: EmbedReport | None = None
     search: DemoSearch | None = None
     probe: ProbeReport | None = None
     probe_plot: Path | None = None
+
+    def summary(self) -> str:
+        """Each step's summary, as `embedstore demo` prints them."""
+        parts = [f"{name}\n{report.summary()}" for name, report in self.reports]
+        parts += [done.summary() for done in (self.embed_report, self.search) if done is not None]
+        if self.probe is not None:
+            parts.append(f"{self.probe.format()}\nplot: {self.probe_plot}")
+        return "\n\n".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """ingest (per source), embed, search and probe (task, backbones, ranking, few_shot, indicators,
+        seconds), as `embedstore demo --json` writes them."""
+        probe = None
+        if self.probe is not None:
+            found = self.probe.to_dict()
+            probe = {
+                k: found[k] for k in ("task", "backbones", "ranking", "few_shot", "indicators", "seconds")
+            }
+        return {
+            "ingest": {name: report.to_dict() for name, report in self.reports},
+            "embed": self.embed_report.to_dict() if self.embed_report else None,
+            "search": self.search.to_dict() if self.search else None,
+            "probe": probe,
+        }
 
 
 def run_demo(store_path: str | Path, progress: bool = True, download: bool = True, say=print) -> DemoResult:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EmbedstoreError, a_few
+from .reports import JsonReport
 from .validation import Flag, OneOf, option, validate
 
 LABEL_CONFLICT_POLICIES = ("first", "drop", "error")
@@ -105,7 +106,7 @@ class LabelImportOptions:
 
 
 @dataclass
-class LabelImportReport:
+class LabelImportReport(JsonReport):
     task: str
     labels_written: int = 0
     labels_skipped_empty: int = 0  # rows with an empty label, skipped with skip_empty_labels

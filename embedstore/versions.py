@@ -12,6 +12,7 @@ import lance
 
 from .errors import EmbedstoreError
 from .location import ObjectPath, human_bytes, tree_size
+from .reports import JsonReport
 from .validation import FileName, check_value
 
 TAG_NAME = FileName(tag=True)  # Lance keeps a tag as a file; all-digit names would read as version numbers
@@ -112,7 +113,7 @@ class TableCompaction:
 
 
 @dataclass
-class CompactReport:
+class CompactReport(JsonReport):
     """Per table, what `compact` did; `summary()` one line per table and a total."""
 
     older_than: str

@@ -26,6 +26,7 @@ from embedstore.catalog import Catalog, HasCatalog, catalog_of
 from embedstore.embedding_tables import table_name
 from embedstore.embeddings import EmbeddingTable
 from embedstore.location import ObjectPath, StorePath, exclusive, remove_inside
+from embedstore.reports import JsonReport
 from embedstore.validation import FileName, invalid
 
 from .errors import HeadsError
@@ -39,7 +40,7 @@ TRAIN_COMMAND = "embedstore train-head {root} --backbone {backbone} --task {task
 
 
 @dataclass
-class HeadCard:
+class HeadCard(JsonReport):
     """What a head is: trained on which table version, task and classes, how, and its validation scores."""
 
     name: str

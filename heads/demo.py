@@ -9,6 +9,7 @@ from pathlib import Path
 
 from embedstore import Store
 from embedstore.demo import DEMO_BACKBONE, SAMPLE_TASK, local_folder
+from embedstore.reports import JsonReport
 
 from .prediction import PredictReport, predict
 from .spatial import export_geojson, heatmap
@@ -20,7 +21,7 @@ SLIDE_PREFERENCE = ("cmu_small_region.svs", "skimage_ihc.png")  # the H&E slide 
 
 
 @dataclass
-class DemoHead:
+class DemoHead(JsonReport):
     trained: TrainResult
     predicted: PredictReport
     slide: str | None

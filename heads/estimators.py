@@ -8,7 +8,7 @@ of the model), then `LinearHead` is one linear layer and `MLPHead` is (Linear ->
 per hidden layer and a linear output. Training is mini-batch AdamW (no weight decay on biases and norms)
 on class-weighted cross-entropy or focal loss over soft labels (mixup makes them soft).
 
-Parameters follow scikit-learn: `__init__` stores them, `fit`/`partial_fit`/`begin` check them first and
+Parameters follow scikit-learn: `__init__` stores them, `fit`/`partial_fit` check them first and
 raise `HeadsParameterError` (a `HeadsError` and a `ValueError`) naming the parameter and its valid values.
 Every random draw (initial weights, shuffling, augmentation, dropout) comes from generators seeded by
 `seed`; the global torch RNG is neither used nor touched.
@@ -16,24 +16,17 @@ Every random draw (initial weights, shuffling, augmentation, dropout) comes from
 Binary tasks: classes_[1] is the positive class; `predict` says positive when p(classes_[1]) >=
 `threshold_` (0.5 until tuned on validation data to maximise the positive class's F1).
 
-Streaming training (heads.train drives it; batches come from the store, never the whole table):
-
-    head = LinearHead(**params).begin(classes, n_features, class_counts, augmentation_sample=(xs, ys))
-    stopper = EarlyStopping(head.early_stopping, head.patience)
-    for epoch in range(1, head.epochs + 1):
-        for x, y_codes, _ in batches(epoch):
-            head.step(x, y_codes)
-        probabilities = np.concatenate([head.predict_proba(xv) for xv, _ in validation_batches])
-        if stopper.update(epoch, head.validation_scores(probabilities, yv_codes), head):
-            break
-    head.load_state_dict(stopper.best_state)   # then recompute validation probabilities and
-    head.tune_threshold(probabilities, yv_codes)   # (binary) set threshold_ for the positive class's F1
+Training on data that does not fit in memory: `partial_fit(X, y, classes=...)` once per chunk (one
+shuffled pass of mini-batch steps each), or `heads.train` from a store. Every way of training runs the
+one loop of `heads.loop` (epochs of batches, validation scores, early stopping, the best epoch's weights).
+`begin`/`step`, the streaming hooks heads.train used, still work for one release with a DeprecationWarning.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,6 +42,7 @@ from embedstore.runtime import memory_available
 
 from .augment import AugmentationPipeline, column_stats, parse_augmentations
 from .errors import HeadsError
+from .loop import ArrayBatches, EarlyStopping, Run, train_epoch, train_epochs  # noqa: F401 (EarlyStopping: its old home)
 from .options import DEFAULTS, LOSSES, METRICS, HeadsParameterError, check_head_params  # noqa: F401 (their old home)
 
 STATE_FORMAT = "embedstore.heads.state/1"
@@ -143,7 +137,7 @@ def _initialise(module: HeadModule, generator: torch.Generator) -> None:
                 reset()
 
 
-# -- thresholds and early stopping -------------------------------------------------------------------
+# -- thresholds ---------------------------------------------------------------------------------------
 
 
 def f1_at(scores: np.ndarray, positive: np.ndarray, threshold: float) -> float:
@@ -175,39 +169,6 @@ def best_f1_threshold(scores: np.ndarray, positive: np.ndarray) -> tuple[float, 
     return float(threshold), float(f1.max())
 
 
-class EarlyStopping:
-    """Tracks the best epoch by `metric` (higher is better; lower for "loss") and keeps that epoch's
-    weights (`head.state_dict()`). `update` returns True once `patience` epochs in a row brought no
-    improvement (never with patience=None). A NaN score never counts as an improvement."""
-
-    def __init__(self, metric: str = "auroc", patience: int | None = 5) -> None:
-        check_head_params({"early_stopping": metric})
-        self.metric = metric
-        self.patience = patience
-        self.best_epoch: int | None = None
-        self.best_value = math.nan
-        self.best_scores: dict[str, float] = {}
-        self.best_state: dict | None = None
-        self.waiting = 0
-
-    def improves(self, value: float) -> bool:
-        if math.isnan(value):
-            return False
-        if math.isnan(self.best_value):
-            return True
-        return value < self.best_value if self.metric == "loss" else value > self.best_value
-
-    def update(self, epoch: int, scores: Mapping[str, float], head: BaseHead) -> bool:
-        value = float(scores[self.metric])
-        if self.best_state is None or self.improves(value):
-            self.best_epoch, self.best_value, self.best_scores = epoch, value, dict(scores)
-            self.best_state = head.state_dict()
-            self.waiting = 0
-        else:
-            self.waiting += 1
-        return self.patience is not None and self.waiting >= self.patience
-
-
 # -- the estimators -----------------------------------------------------------------------------------
 
 
@@ -223,7 +184,7 @@ class BaseHead(ClassifierMixin, BaseEstimator):
     # -- parameters ---------------------------------------------------------------------------------
 
     def check_params(self) -> AugmentationPipeline:
-        """Check every parameter now (fit/partial_fit/begin do it first anyway); the parsed `augment`
+        """Check every parameter now (fit/partial_fit do it first anyway); the parsed `augment`
         pipeline. For callers that want to fail before reading any data."""
         return self._check_params()
 
@@ -375,17 +336,26 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         self._optimizer.step()
         return loss.detach(), len(x)
 
-    def _epoch(self, X: torch.Tensor, codes: torch.Tensor) -> float:
-        """One shuffled pass of mini-batch steps over in-memory X; the mean training loss."""
-        n = len(X)
-        order = torch.randperm(n, generator=self._shuffle_generator)
-        total, rows = torch.zeros((), device=self.device_), 0
-        for index in torch.tensor_split(order, max(1, math.ceil(n / self.batch_size))):
-            done = self._train_step(X[index].to(self.device_), codes[index].to(self.device_))
-            if done is not None:
-                total += done[0] * done[1]
-                rows += done[1]
-        return float(total) / rows if rows else math.nan
+    def _batches(self, X: np.ndarray, codes: np.ndarray) -> ArrayBatches:
+        """X, codes in shuffled batches of `batch_size` (the head's shuffle generator)."""
+        return ArrayBatches(X, codes, self.batch_size, self._shuffle_generator)
+
+    def _keep_best(self, run: Run) -> dict[str, float]:
+        """Load the best epoch's weights (`best_epoch_`); binary: tune `threshold_` on that epoch's
+        validation probabilities and return threshold, f1_at_threshold and f1_at_0.5 (else {})."""
+        best = run.best
+        assert best is not None and run.best_state is not None, "a run with validation keeps a best epoch"
+        self.load_state_dict(run.best_state)
+        self.best_epoch_ = best.number
+        if len(self.classes_) != 2 or best.probabilities is None or best.codes is None:
+            return {}
+        self.tune_threshold(best.probabilities, best.codes)
+        scores, positive = best.probabilities[:, 1], best.codes == 1
+        return {
+            "threshold": float(self.threshold_),
+            "f1_at_threshold": f1_at(scores, positive, self.threshold_),
+            "f1_at_0.5": f1_at(scores, positive, 0.5),
+        }
 
     def fit(self, X: Any, y: Any, *, validation: tuple[Any, Any] | None = None) -> BaseHead:
         """Train from scratch on in-memory X (n, d), labels y (n,): mini-batch AdamW over `epochs` with
@@ -410,36 +380,27 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         codes = codes.astype(np.int64).ravel()
         self._standardise_from(X)
         self._prepare_training(pipeline, np.bincount(codes, minlength=len(classes)), (X, codes))
-        self.history_, self.validation_ = [], {}
-        X_tensor, code_tensor = torch.from_numpy(X), torch.from_numpy(codes)
-        stopper = EarlyStopping(self.early_stopping, self.patience) if validation is not None else None
-        for epoch in range(1, self.epochs + 1):
-            record: dict[str, Any] = {"epoch": epoch, "train_loss": self._epoch(X_tensor, code_tensor)}
-            self.n_iter_ = epoch
-            if stopper is not None:
-                scores = self.validation_scores(self.predict_proba(validation_X), validation_codes)
-                record.update({f"validation_{k}": v for k, v in scores.items()})
-                stop = stopper.update(epoch, scores, self)
-                self.history_.append(record)
-                if stop:
-                    break
-            else:
-                self.history_.append(record)
-        self.best_epoch_ = self.n_iter_
-        if stopper is not None:
-            # epochs >= 1, so update() ran and kept a best epoch
-            assert stopper.best_state is not None and stopper.best_epoch is not None
-            self.load_state_dict(stopper.best_state)
-            self.best_epoch_ = stopper.best_epoch
-            self.validation_ = {
-                "epoch": stopper.best_epoch,
-                "metric": self.early_stopping,
-                **stopper.best_scores,
+        self.validation_ = {}
+        checking = None if validation is None else ArrayBatches(validation_X, validation_codes)
+        run = train_epochs(self, self._batches(X, codes), checking, epochs=self.epochs)
+        self.history_ = [
+            {
+                "epoch": epoch.number,
+                "train_loss": epoch.train_loss,
+                **{f"validation_{k}": v for k, v in (epoch.scores or {}).items()},
             }
-            if len(self.classes_) == 2:
-                probabilities = self.predict_proba(validation_X)
-                self.tune_threshold(probabilities, validation_codes)
-                self.validation_.update(self._threshold_report(probabilities[:, 1], validation_codes == 1))
+            for epoch in run.epochs
+        ]
+        self.n_iter_ = self.best_epoch_ = len(run.epochs)
+        if run.best is not None:
+            threshold = self._keep_best(run)
+            self.validation_ = {
+                "epoch": self.best_epoch_,
+                "metric": self.early_stopping,
+                **(run.best.scores or {}),
+            }
+            if threshold:
+                self.validation_.update({"positive_class": self.classes_.tolist()[1], **threshold})
         return self
 
     def partial_fit(self, X: Any, y: Any, classes: Any = None) -> BaseHead:
@@ -475,14 +436,24 @@ class BaseHead(ClassifierMixin, BaseEstimator):
                 )
             self.class_counts_ = self.class_counts_ + np.bincount(codes, minlength=len(self.classes_))
             self._weights = torch.as_tensor(self._class_weights(), dtype=torch.float32, device=self.device_)
-        loss = self._epoch(torch.from_numpy(X), torch.from_numpy(codes))
+        loss = train_epoch(self, self._batches(X, codes))
         self.n_iter_ = len(self.history_) + 1
         self.history_.append({"epoch": self.n_iter_, "train_loss": loss})
         return self
 
-    # -- streaming hooks ----------------------------------------------------------------------------
+    # -- streaming hooks (heads.train drives them; partial_fit is the public incremental API) ----------
 
-    def begin(
+    def begin(self, *args: Any, **kwargs: Any) -> BaseHead:
+        """Deprecated: the streaming hook heads.train uses; call `partial_fit` (or heads.train)."""
+        _deprecated("begin")
+        return self._begin(*args, **kwargs)
+
+    def step(self, x: np.ndarray, y_codes: np.ndarray) -> float:
+        """Deprecated: the streaming hook heads.train uses; call `partial_fit` (or heads.train)."""
+        _deprecated("step")
+        return self._step(x, y_codes)
+
+    def _begin(
         self,
         classes: Any,
         n_features: int,
@@ -521,7 +492,7 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         self.history_, self.validation_ = [], {}
         return self
 
-    def step(self, x: np.ndarray, y_codes: np.ndarray) -> float:
+    def _step(self, x: np.ndarray, y_codes: np.ndarray) -> float:
         """One optimiser step on a batch x (b, d), codes y_codes (b,) in classes_ order (augmented first);
         the batch's training loss (NaN when skipped: one row with batch norm)."""
         if not hasattr(self, "_optimizer"):
@@ -562,14 +533,6 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         scores = probabilities[:, 1] if probabilities.ndim == 2 else probabilities
         self.threshold_, _ = best_f1_threshold(scores, np.asarray(y_codes).ravel() == 1)
         return self.threshold_
-
-    def _threshold_report(self, scores: np.ndarray, positive: np.ndarray) -> dict[str, Any]:
-        return {
-            "positive_class": self.classes_.tolist()[1],
-            "threshold": float(self.threshold_),
-            "f1_at_threshold": f1_at(scores, positive, self.threshold_),
-            "f1_at_0.5": f1_at(scores, positive, 0.5),
-        }
 
     def state_dict(self) -> dict[str, Any]:
         """Weights (CPU copies) + classes + n_features + threshold (+ training class counts): enough to
@@ -659,6 +622,15 @@ class BaseHead(ClassifierMixin, BaseEstimator):
             positive = probabilities[:, 1].astype(np.float64) >= self.threshold_  # as tuned: in float64
             return self.classes_[positive.astype(np.int64)]
         return self.classes_[probabilities.argmax(axis=1)]
+
+
+def _deprecated(name: str) -> None:
+    warnings.warn(
+        f"BaseHead.{name} is deprecated and will be removed in the next release: train incrementally "
+        "with partial_fit, or from a store with heads.train",
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
 
 def _plain(value: Any) -> Any:

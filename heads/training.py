@@ -5,8 +5,8 @@
 
 The task's labelled tiles are split by group (no patient / slide on both sides); the training tiles'
 vectors stream from the backbone's table (pinned at its version when training starts) in shuffled
-batches, one estimator step per batch (`heads.estimators` streaming hooks); after each epoch the
-validation tiles are streamed and scored (`embedstore.probe.metrics.split_scores`), and training stops
+batches through the one training loop (`heads.loop`, which fit and partial_fit use too); after each epoch
+the validation tiles are streamed and scored (`embedstore.evaluate.split_scores`), and training stops
 after `patience` epochs without improvement, keeping the best epoch's weights. A binary head's threshold
 is then tuned on the validation tiles for the positive class's F1. The head is saved with its card under
 `<store>/heads/<name>/`.
@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from embedstore import __version__
@@ -54,6 +53,7 @@ from .data import (
     split_tiles,
 )
 from .errors import HeadsError
+from .loop import EarlyStopping, Epoch, NoValidationRows, Run, train_epochs
 from .options import DEFAULTS, TRAIN_DEFAULTS
 
 Say = Callable[[str], None]
@@ -161,7 +161,7 @@ def train(
     train_codes, validation_codes = split.train_codes(), split.validation_codes()
     say(f"reading a sample of up to {SAMPLE_ROWS} training vectors (input scaling, augmentation statistics)")
     sample = augmentation_sample(query, train_codes, len(classes), seed=seed)
-    estimator.begin(classes, provenance.dim, split.class_counts(), augmentation_sample=sample)
+    estimator._begin(classes, provenance.dim, split.class_counts(), augmentation_sample=sample)
     del sample
     stream = BatchStream(
         query,
@@ -172,20 +172,14 @@ def train(
         seed=seed,
     )
     checking = BatchStream(query, validation_codes, READ_BATCH, shuffle=False)
-    history, best = _epochs(estimator, stream, checking, classes, name, progress)
-    estimator.load_state_dict(best.state)
-    threshold = 0.5
-    scores = _named(best.scores, classes)
-    if len(classes) == 2:
-        from .estimators import f1_at
-
-        threshold = float(estimator.tune_threshold(best.probabilities, best.codes))
-        positive = best.codes == 1
-        scores["f1_at_threshold"] = f1_at(best.probabilities[:, 1], positive, threshold)
-        scores["f1_at_0.5"] = f1_at(best.probabilities[:, 1], positive, 0.5)
+    run = _run(estimator, stream, checking, name, progress)
+    history = [_record(epoch, classes) for epoch in run.epochs]
+    best = estimator._keep_best(run)
+    threshold = best.pop("threshold", 0.5)
+    assert run.best is not None and run.best.scores is not None  # kept by a run with validation
+    scores = {**_named(run.best.scores, classes), **best}
     estimator.history_ = history
-    estimator.validation_ = {"epoch": best.epoch, "metric": estimator.early_stopping, **scores}
-    estimator.best_epoch_ = best.epoch
+    estimator.validation_ = {"epoch": run.best.number, "metric": estimator.early_stopping, **scores}
     estimator.n_iter_ = len(history)
     card = HeadCard(
         name=name,
@@ -208,7 +202,7 @@ def train(
         versions=_versions(),
         dim=provenance.dim,
         epochs=len(history),
-        best_epoch=best.epoch,
+        best_epoch=run.best.number,
         notes=notes,
         labels_version=labels_version,
     )
@@ -217,22 +211,8 @@ def train(
     return TrainResult(estimator, card, history, scores, threshold, path, split, stream.counters, notes)
 
 
-@dataclass
-class _Best:
-    epoch: int
-    scores: dict[str, float]
-    state: dict
-    probabilities: np.ndarray  # validation, in `codes` order
-    codes: np.ndarray
-
-
-def _epochs(estimator, stream: BatchStream, checking: BatchStream, classes, name: str, progress: bool):
-    """Train epoch by epoch, score the validation tiles after each; (history, best epoch)."""
-    from .estimators import EarlyStopping
-
-    stopper = EarlyStopping(estimator.early_stopping, estimator.patience)
-    history: list[dict[str, float]] = []
-    best: _Best | None = None
+def _run(estimator, stream: BatchStream, checking: BatchStream, name: str, progress: bool) -> Run:
+    """The one training loop (heads.loop) over the streamed batches, with a progress bar."""
     bar = tqdm(
         total=estimator.epochs * len(stream),
         desc=f"train {name}",
@@ -240,46 +220,33 @@ def _epochs(estimator, stream: BatchStream, checking: BatchStream, classes, name
         disable=not progress,
         leave=False,
     )
+
+    def show(epoch: Epoch, stopper: EarlyStopping | None) -> None:
+        assert stopper is not None and epoch.scores is not None
+        shown = {"epoch": epoch.number, "train_loss": f"{epoch.train_loss:.4f}"}
+        bar.set_postfix({**shown, f"val_{stopper.metric}": f"{epoch.scores[stopper.metric]:.4f}"})
+
     try:
-        for epoch in range(1, estimator.epochs + 1):
-            started = time.perf_counter()
-            total, rows = 0.0, 0
-            for x, y, _ in stream.epoch(epoch):
-                loss = estimator.step(x, y)
-                if loss == loss:  # NaN: a skipped step
-                    total, rows = total + loss * len(x), rows + len(x)
-                bar.update(len(x))
-            probabilities, codes = _validation_probabilities(estimator, checking)
-            scores = estimator.validation_scores(probabilities, codes)
-            record = {"epoch": epoch, "train_loss": total / rows if rows else float("nan")}
-            record.update({f"validation_{k}": v for k, v in _named(scores, classes).items()})
-            record["seconds"] = round(time.perf_counter() - started, 3)
-            history.append(record)
-            stop = stopper.update(epoch, scores, estimator)
-            if stopper.best_epoch == epoch:
-                assert stopper.best_state is not None  # kept by the update that made this epoch best
-                best = _Best(epoch, scores, stopper.best_state, probabilities, codes)
-            shown = {"epoch": epoch, "train_loss": f"{record['train_loss']:.4f}"}
-            bar.set_postfix({**shown, f"val_{stopper.metric}": f"{scores[stopper.metric]:.4f}"})
-            if stop:
-                bar.total = bar.n
-                break
-    finally:
-        bar.close()
-    assert best is not None
-    return history, best
-
-
-def _validation_probabilities(estimator, checking: BatchStream) -> tuple[np.ndarray, np.ndarray]:
-    probabilities, codes = [], []
-    for x, y, _ in checking.epoch(0):
-        probabilities.append(estimator.predict_proba(x))
-        codes.append(y)
-    if not probabilities:
+        run = train_epochs(
+            estimator, stream, checking, epochs=estimator.epochs, on_batch=bar.update, on_epoch=show
+        )
+    except NoValidationRows:
         raise HeadsError(
             "none of the validation tiles has a vector in the backbone's table; run `embedstore embed` again"
-        )
-    return np.concatenate(probabilities), np.concatenate(codes)
+        ) from None
+    finally:
+        bar.close()
+    if run.stopped:
+        bar.total = bar.n
+    return run
+
+
+def _record(epoch: Epoch, classes: list[str]) -> dict[str, float]:
+    """A history row: epoch, train_loss, validation_<score> (classes by name), seconds."""
+    record = {"epoch": epoch.number, "train_loss": epoch.train_loss}
+    record.update({f"validation_{k}": v for k, v in _named(epoch.scores or {}, classes).items()})
+    record["seconds"] = epoch.seconds
+    return record
 
 
 def _estimator(cls, head: str, augment: str, seed: int, epochs, batch_size, params: dict[str, Any]):

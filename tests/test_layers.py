@@ -44,6 +44,7 @@ LAYERS = {
     "embedstore.hooks": 0,
     "embedstore.location": 0,
     "embedstore._moved": 0,
+    "embedstore.reports": 0,  # the report protocol every verb's result speaks
     # L1 the store directory: tables, versions, keyed writes, the embedding-table format
     "embedstore.catalog": 1,
     "embedstore.versions": 1,

@@ -32,34 +32,9 @@ def command(store_path: str, no_download: bool, no_progress: bool, as_json: bool
     result = run_demo(store_path, progress=not no_progress, download=not no_download, say=say)
     head = demo_head(result.store, progress=not no_progress, say=say)
     if as_json:
-        embedded = result.embed_report.to_dict() if result.embed_report else None
-        ingested = {name: report.to_dict() for name, report in result.reports}
-        search = result.search.to_dict() if result.search else None
-        probe = None
-        if result.probe is not None:
-            found = result.probe.to_dict()
-            probe = {
-                k: found[k] for k in ("task", "backbones", "ranking", "few_shot", "indicators", "seconds")
-            }
-        emit_json(
-            {
-                "ingest": ingested,
-                "embed": embedded,
-                "search": search,
-                "probe": probe,
-                "head": head.to_dict(),
-                "info": result.store.info(),
-            }
-        )
+        emit_json({**result.to_dict(), "head": head.to_dict(), "info": result.store.info()})
         return
-    for name, report in result.reports:
-        click.echo(f"\n{name}\n{report.summary()}")
-    if result.embed_report is not None:
-        click.echo(f"\n{result.embed_report.summary()}")
-    if result.search is not None:
-        click.echo(f"\n{result.search.summary()}")
-    if result.probe is not None:
-        click.echo(f"\n{result.probe.format()}\nplot: {result.probe_plot}")
+    click.echo(f"\n{result.summary()}")
     click.echo(f"\n{head.summary()}")
     click.echo("\n" + format_info(result.store.info()))
     click.echo(f"\nnext: embedstore info {result.store.root}")

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..embedding_tables import STORE_DTYPES
 from ..ray_cluster import address_option, check_engine_address, engine_option
+from ..reports import JsonReport
 from ..runtime import DEVICES
 from ..validation import (
     Flag,
@@ -114,7 +115,7 @@ class EmbedOptions:
 
 
 @dataclass
-class EmbedReport:
+class EmbedReport(JsonReport):
     table: str
     backbone: str
     rows_written: int = 0

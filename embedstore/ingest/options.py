@@ -15,6 +15,7 @@ from ..label_options import (
     skip_empty_labels_option,
 )
 from ..ray_cluster import address_option, check_engine_address, engine_option
+from ..reports import JsonReport
 from ..schema import GROUP_KEYS, PIXEL_CODECS
 from ..sources.grid import GridSettings
 from ..validation import FileName, Flag, Interval, MappingOf, Name, OneOf, PathValue, option
@@ -93,7 +94,7 @@ class IngestOptions(GridSettings):
 
 
 @dataclass
-class IngestReport:
+class IngestReport(JsonReport):
     sources_ok: int = 0
     sources_failed: int = 0
     sources_unchanged: int = 0  # already complete in the store

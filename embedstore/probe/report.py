@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,19 @@ from .verdicts import mark, stray_notes, verdicts
 RANKED = ("knn", "prototype", "linear")
 
 
+class SummaryFrame(pl.DataFrame):
+    """`ProbeReport.summary`: the summary frame, which, called, is the report protocol's `summary()` (the
+    report's terminal table, `ProbeReport.format`), so that the frame keeps its name and the probe's
+    result answers what every verb's result answers (`embedstore.reports.Report`)."""
+
+    _report: ProbeReport | None = None
+
+    def __call__(self) -> str:
+        if self._report is None:
+            raise TypeError("this summary frame belongs to no ProbeReport")
+        return self._report.format()
+
+
 @dataclass
 class ProbeReport:
     """What `probe` found. Frames:
@@ -27,6 +41,7 @@ class ProbeReport:
     - scores: backbone, seed, fold, probe (knn@k, prototype, linear), metric, value: one row per distinct
       split (a split whose test set an earlier seed already had is not run again, see `distinct_splits`);
     - summary: backbone, probe, metric, mean, ci_low, ci_high (95 %, corrected for overlapping folds);
+      called, `summary()` is the terminal table (`format()`), as for every verb's result;
     - ranking: probe (knn at rank_k, prototype, linear), rank, backbone, mean, ci_low, ci_high,
       p_vs_best (paired corrected t-test over the shared splits), tied_with_best (p >= alpha),
       top_group (rank 1 and the contiguous ranks below it with p >= alpha; see `verdicts`), top_share
@@ -48,9 +63,19 @@ class ProbeReport:
     notes: list[str] = field(default_factory=list)
     distinct_splits: int = 0  # splits with a test set no other split had: the J of the intervals and tests
     scores: pl.DataFrame = field(default_factory=pl.DataFrame)
-    summary: pl.DataFrame = field(default_factory=pl.DataFrame)
+    summary: SummaryFrame = field(default_factory=SummaryFrame)  # a frame; summary() the text
     ranking: pl.DataFrame = field(default_factory=pl.DataFrame)
     few_shot: pl.DataFrame = field(default_factory=pl.DataFrame)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "summary":  # the frame, callable as this report's summary()
+            value = SummaryFrame(value)
+            value._report = self
+        super().__setattr__(name, value)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # pickle, copy: the summary frame re-bound
+        for name, value in state.items():
+            setattr(self, name, value)
 
     # -- building -------------------------------------------------------------------------------------
 
@@ -90,7 +115,7 @@ class ProbeReport:
             distinct_splits=len({np.sort(s.test).tobytes() for s in folds}),
             scores=scores,
         )
-        report.summary = _summary(scores, test_fraction)
+        report.summary = SummaryFrame(_summary(scores, test_fraction))
         report.ranking = _ranking(scores, keys, options, test_fraction)
         report.ranking = mark(report.ranking, options.alpha, shares)
         report.notes += stray_notes(report.ranking, options.alpha, options.rank_k)
@@ -129,7 +154,8 @@ class ProbeReport:
             out[name] = frame.to_dicts() if frame.height else []
         return _finite(out)
 
-    def write_json(self, path: str | Path) -> Path:
+    def write_json(self, path: str | os.PathLike) -> Path:
+        """`to_dict` as JSON at `path` (NaN and infinities written as null)."""
         path = output_file("--json", path, make_folder=True)
         path.write_text(json.dumps(self.to_dict(), indent=1))
         return path

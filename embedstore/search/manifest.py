@@ -18,13 +18,14 @@ import numpy as np
 
 from ..errors import EmbedstoreError
 from ..location import ObjectPath
+from ..reports import JsonReport
 from ..saved import INDEX_MANIFEST
 
 MANIFEST = INDEX_MANIFEST  # the file `embedstore info` reads too
 
 
 @dataclass
-class IndexManifest:
+class IndexManifest(JsonReport):
     """Everything needed to load an index and to tell whether it still matches its table."""
 
     name: str

@@ -40,6 +40,7 @@ from ..embeddings import METADATA_COLUMNS, EmbeddingTable, tile_filter
 from ..errors import EmbedstoreError
 from ..evaluate.space import VectorSpace
 from ..ids import IdLookup
+from ..reports import JsonReport
 from ..schema import LABELS, TILES, task_predicate
 from ..validation import options_from, output_file
 from .centring import Centring, pool_mean
@@ -57,7 +58,7 @@ SCAN_CHUNK = 65_536
 
 
 @dataclass
-class SearchResult:
+class SearchResult(JsonReport):
     """The hits (best first) and what produced them. `hits` is a polars frame, `table` the same as Arrow."""
 
     table: pa.Table
@@ -84,6 +85,25 @@ class SearchResult:
         frame = pl.from_arrow(self.table)
         assert isinstance(frame, pl.DataFrame)
         return frame
+
+    def summary(self) -> str:
+        """How many hits from which index and centring (the line `embedstore search` ends with), and notes."""
+        lines = [f"{self.hits.height} hit(s) from {self.described()}"]
+        return "\n".join(lines + [f"note: {note}" for note in self.notes])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The hits (`to_records`) with the queries, index, centring, notes and seconds."""
+        return {
+            "index": self.index.name,
+            "centring": self.centring,
+            "centring_text": self.centring_text,
+            "query_tile_ids": self.query_tile_ids,
+            "query_images": [name for name, _ in self.query_images],
+            "negative_tile_ids": self.negative_tile_ids,
+            "notes": self.notes,
+            "seconds": self.seconds,
+            "hits": self.to_records(),
+        }
 
     def to_records(self) -> list[dict[str, Any]]:
         """The hits as plain dicts (tile_id, score, rank and the tile metadata), for JSON; each also names
