@@ -5,7 +5,8 @@ A store is a directory holding `embedstore.json` (the format marker) and one Lan
 The directory may be a local path or an object-store URI (`s3://bucket/prefix`, see
 `embedstore.location`): `root` is then an `ObjectPath`, which reads and writes like a `Path`.
 The catalog is the low half of the store; the verbs (ingest, embed, check, ...) take a catalog, and
-`embedstore.Store` adds them on top.
+`embedstore.Store` holds one (`store.catalog`) and adds the verbs. A function documented to take "a
+Store or a Catalog" normalises its argument with `catalog_of`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import lance
 import pyarrow as pa
@@ -260,6 +261,19 @@ class Catalog:
         for name in self.table_names():
             report.tables[name] = _versions.compact(self.dataset(name), self.table_path(name), older_than)
         return report
+
+
+class HasCatalog(Protocol):
+    """What holds a catalog: an `embedstore.Store`, named here without importing it (it sits above)."""
+
+    @property
+    def catalog(self) -> Catalog: ...
+
+
+def catalog_of(store: Catalog | HasCatalog) -> Catalog:
+    """The catalog of `store`: a Store's `.catalog`, or the Catalog itself. Entry points documented to
+    take a store (heads.train, EmbeddingQuery.of, Searcher, ...) accept either through this."""
+    return store if isinstance(store, Catalog) else store.catalog
 
 
 class TableDataset(lance.LanceDataset):

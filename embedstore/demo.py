@@ -226,7 +226,8 @@ def probe_sample(store: Store, progress: bool = True, say=print) -> tuple[ProbeR
 
 def search_sample(store: Store, say=print) -> DemoSearch:
     """The scarce-positive loop on the PCam sample: index, search from 5 tumour tiles, review page."""
-    labels = store.read(LABELS, columns=["tile_id", "label"], filter=task_predicate(SAMPLE_TASK)).to_pylist()
+    labelled = store.catalog.read(LABELS, columns=["tile_id", "label"], filter=task_predicate(SAMPLE_TASK))
+    labels = labelled.to_pylist()
     label_of = {row["tile_id"]: row["label"] for row in labels}
     tumour = sorted(t for t, label in label_of.items() if label == PCAM_POSITIVE)
     normal = sorted(t for t, label in label_of.items() if label != PCAM_POSITIVE)

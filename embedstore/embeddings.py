@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .catalog import Catalog
+from .catalog import Catalog, HasCatalog, catalog_of
 from .embedding_tables import Provenance, dtype_name, recorded_provenance, table_name
 from .errors import EmbedstoreError
 from .ids import IdLookup
@@ -76,8 +76,10 @@ class EmbeddingQuery:
     tile_set: IdLookup | None = dataclasses.field(default=None, compare=False)  # restriction by `tiles`
 
     @classmethod
-    def of(cls, catalog: Catalog, backbone: str) -> EmbeddingQuery:
-        """A query over the embeddings of `backbone` (a key, or a table name `emb__...`)."""
+    def of(cls, store: Catalog | HasCatalog, backbone: str) -> EmbeddingQuery:
+        """A query over the embeddings of `backbone` (a key, or a table name `emb__...`) in `store` (a Store
+        or a Catalog)."""
+        catalog = catalog_of(store)
         return cls(catalog, _existing(catalog, backbone))
 
     # -- refining ---------------------------------------------------------------------------------------
@@ -204,9 +206,12 @@ class EmbeddingTable:
         self.catalog, self.name, self._dataset = catalog, name, dataset
 
     @classmethod
-    def of(cls, catalog: Catalog, backbone: str, version: int | str | None = None) -> EmbeddingTable:
-        """The table of `backbone` (a key, or a table name `emb__...`) at `version` (default the newest);
-        EmbedstoreError naming the `embed` command when there is none."""
+    def of(
+        cls, store: Catalog | HasCatalog, backbone: str, version: int | str | None = None
+    ) -> EmbeddingTable:
+        """The table of `backbone` (a key, or a table name `emb__...`) in `store` (a Store or a Catalog) at
+        `version` (default the newest); EmbedstoreError naming the `embed` command when there is none."""
+        catalog = catalog_of(store)
         name = _existing(catalog, backbone)
         return cls(catalog, name, catalog.dataset(name, version))
 

@@ -1,15 +1,20 @@
-"""The façade: `Store`, a catalog with the verbs (ingest, embed, embeddings, labels, info, check, repair).
+"""The façade: `Store`, the verbs (ingest, embed, embeddings, index, search, probe, labels, info, check,
+repair, versions) over a catalog it holds (`store.catalog`, the store's tables).
 
 Nothing below this module imports it; the verbs live in their own modules and take a catalog, so each
-can be used (and tested) without the others.
+can be used (and tested) without the others. A function below that accepts "a Store or a Catalog" gets
+the catalog with `embedstore.catalog.catalog_of`.
 """
 
 from __future__ import annotations
 
+import warnings
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from .catalog import Catalog
+from .location import ObjectPath
 
 if TYPE_CHECKING:
     from .check import CheckReport
@@ -20,10 +25,80 @@ if TYPE_CHECKING:
     from .probe import ProbeOptions, ProbeReport
     from .search import IndexManifest, IndexOptions, Searcher, SearchOptions, SearchResult
     from .search.configs import IndexConfig
+    from .versions import CompactReport
 
 
-class Store(Catalog):
-    """An embedstore store. Create one with `embedstore.init(path)`, open one with `embedstore.open(path)`."""
+# Catalog methods a Store handed on while it was a Catalog: they still work through a Store, with a
+# DeprecationWarning naming `store.catalog.<name>`, for one release.
+DEPRECATED_CATALOG_METHODS = frozenset(
+    {
+        "table_path",
+        "table_names",
+        "embedding_table_names",
+        "has_table",
+        "dataset",
+        "read",
+        "count",
+        "tile_ids",
+        "create_table",
+        "remove_if_empty",
+        "drop_table",
+        "insert_missing",
+        "upsert",
+        "delete",
+    }
+)
+
+
+class Store:
+    """An embedstore store. Create one with `embedstore.init(path)`, open one with `embedstore.open(path)`.
+
+    `catalog` (an `embedstore.catalog.Catalog`): the store's tables, for tools that read or write tables
+    themselves (`store.catalog.read("tiles", columns=[...])`, `.dataset`, `.upsert`, ...).
+    """
+
+    def __init__(self, catalog: Catalog | Path | ObjectPath) -> None:
+        self.catalog = catalog if isinstance(catalog, Catalog) else Catalog(catalog)
+        self._searcher_cache: dict[tuple, Searcher] = {}
+
+    @classmethod
+    def create(cls, path: str | Path, exist_ok: bool = False) -> Self:
+        """Create a new store at `path` (with exist_ok, open it when it is already one)."""
+        return cls(Catalog.create(path, exist_ok=exist_ok))
+
+    @classmethod
+    def open(cls, path: str | Path | ObjectPath) -> Self:
+        """Open an existing store; NotAStoreError when `path` holds none."""
+        return cls(Catalog.open(path))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r})"
+
+    @property
+    def root(self) -> Path | ObjectPath:
+        """The store's directory (a `Path`, or an `ObjectPath` on object storage)."""
+        return self.catalog.root
+
+    @property
+    def is_local(self) -> bool:
+        """True for a store in a local directory, False for one on object storage."""
+        return self.catalog.is_local
+
+    def require_writable(self) -> None:
+        """ReadOnlyStoreError (one line: the path and the fix) when this process may not write the store."""
+        self.catalog.require_writable()
+
+    if not TYPE_CHECKING:  # type checkers see no raw catalog methods on a Store: use `store.catalog`
+
+        def __getattr__(self, name: str) -> Any:
+            if name in DEPRECATED_CATALOG_METHODS:
+                warnings.warn(
+                    f"Store.{name} is deprecated: use store.catalog.{name} (Store keeps it for one release)",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                return getattr(self.catalog, name)
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def ingest(
         self, paths: list[str | Path], options: IngestOptions | None = None, **kwargs: Any
@@ -31,7 +106,7 @@ class Store(Catalog):
         """Ingest slides, image folders, manifests or point tables; options: `embedstore.IngestOptions`."""
         from .ingest.local import ingest
 
-        return ingest(self, [Path(p) for p in paths], options, **kwargs)
+        return ingest(self.catalog, [Path(p) for p in paths], options, **kwargs)
 
     def import_labels(
         self, task: str, path: str | Path, options: LabelImportOptions | None = None, **kwargs: Any
@@ -40,20 +115,20 @@ class Store(Catalog):
         options: `embedstore.LabelImportOptions` (empty labels, conflicting rows)."""
         from .labels import import_labels
 
-        return import_labels(self, task, Path(path), options, **kwargs)
+        return import_labels(self.catalog, task, Path(path), options, **kwargs)
 
     def embed(self, backbone: str, options: EmbedOptions | None = None, **kwargs: Any) -> EmbedReport:
         """Embed tiles not yet in `emb__<backbone>`; options: `embedstore.EmbedOptions`."""
         from .embed.local import embed
 
-        return embed(self, backbone, options, **kwargs)
+        return embed(self.catalog, backbone, options, **kwargs)
 
     def embeddings(self, backbone: str) -> EmbeddingQuery:
         """A query over the stored vectors of `backbone`: `.where().task().views().at()`, then
         `.to_batches()`, `.to_numpy()`, `.to_polars()` or `.count()` (see `embedstore.embeddings`)."""
         from .embeddings import EmbeddingQuery
 
-        return EmbeddingQuery.of(self, backbone)
+        return EmbeddingQuery.of(self.catalog, backbone)
 
     def index(
         self,
@@ -69,8 +144,9 @@ class Store(Catalog):
         from .search.options import IndexOptions
         from .validation import options_from
 
-        manifest = build_index(self, backbone, options_from(IndexOptions, options, kwargs), config, say)
-        self._searchers().clear()
+        options = options_from(IndexOptions, options, kwargs)
+        manifest = build_index(self.catalog, backbone, options, config, say)
+        self._searcher_cache.clear()
         return manifest
 
     def indexes(self, backbone: str | None = None) -> list[IndexManifest]:
@@ -78,16 +154,17 @@ class Store(Catalog):
         from .embeddings import EmbeddingQuery
         from .search.indexes import list_indexes
 
-        return list_indexes(self, EmbeddingQuery.of(self, backbone).table if backbone else None)
+        table = EmbeddingQuery.of(self.catalog, backbone).table if backbone else None
+        return list_indexes(self.catalog, table)
 
     def searcher(self, backbone: str, index: str | None = None, update: bool = True) -> Searcher:
         """A loaded index with the tiles' metadata, kept for later searches of this Store object."""
         from .search.searcher import Searcher
 
-        cache = self._searchers()
+        cache = self._searcher_cache
         key = (backbone, index, update)
         if key not in cache:
-            cache[key] = Searcher(self, backbone, index, update)
+            cache[key] = Searcher(self.catalog, backbone, index, update)
         return cache[key]
 
     def search(
@@ -129,12 +206,7 @@ class Store(Catalog):
         from .validation import options_from
 
         options = options_from(ProbeOptions, options, kwargs)
-        return run_probe(self, task, backbones, options, progress=progress, say=say)
-
-    def _searchers(self) -> dict[tuple, Searcher]:
-        if not hasattr(self, "_searcher_cache"):
-            self._searcher_cache: dict[tuple, Searcher] = {}
-        return self._searcher_cache
+        return run_probe(self.catalog, task, backbones, options, progress=progress, say=say)
 
     def info(self) -> dict[str, Any]:
         """A summary: sources (ok / failed), files, tiles, tasks with label counts, tables, the saved
@@ -142,19 +214,38 @@ class Store(Catalog):
         (`indexes`, `heads`), disk size."""
         from .info import store_info
 
-        return store_info(self)
+        return store_info(self.catalog)
 
     def check(self) -> CheckReport:
         """Verify the store like a filesystem check: duplicate keys, orphans, provenance, failed sources."""
         from .check import check_store
 
-        return check_store(self)
+        return check_store(self.catalog)
 
     def repair(self) -> CheckReport:
         """Remove duplicate keys and orphans, one new version per table changed; returns what was done."""
         from .check import repair_store
 
-        return repair_store(self)
+        return repair_store(self.catalog)
+
+    # -- versions -----------------------------------------------------------------------------------------
+
+    def versions(self, name: str) -> list[dict[str, Any]]:
+        """Versions of one table, oldest first: version, timestamp, rows, tags."""
+        return self.catalog.versions(name)
+
+    def tag(self, name: str, tag: str, version: int | None = None) -> int:
+        """Name a version of a table (default: the newest) so compaction keeps it; returns the version."""
+        return self.catalog.tag(name, tag, version)
+
+    def restore(self, name: str, version: int | str) -> int:
+        """Make an older version (number or tag) of a table the newest; returns the new version number."""
+        return self.catalog.restore(name, version)
+
+    def compact(self, older_than: timedelta | str = timedelta(days=7)) -> CompactReport:
+        """Remove every table's untagged versions older than `older_than` (a timedelta, or a duration like
+        "7d", "12h", "0s") and merge fragments where that frees space; see `Catalog.compact`."""
+        return self.catalog.compact(older_than)
 
 
 def open(path: str | Path) -> Store:  # noqa: A001 - `embedstore.open` reads naturally

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from embedstore import saved
-from embedstore.catalog import Catalog
+from embedstore.catalog import Catalog, HasCatalog, catalog_of
 from embedstore.embedding_tables import table_name
 from embedstore.embeddings import EmbeddingTable
 from embedstore.location import ObjectPath, StorePath, exclusive, remove_inside
@@ -102,13 +102,14 @@ def json_ready(value: Any) -> Any:
     return value
 
 
-def open_store(store: Catalog | str | Path) -> Catalog:
-    """A store given as a Store / Catalog, or as its path."""
-    if isinstance(store, Catalog):
-        return store
-    import embedstore
+StoreArg = Catalog | HasCatalog | str | Path  # what heads' entry points take: a Store, a Catalog or a path
 
-    return embedstore.open(store)
+
+def open_store(store: StoreArg) -> Catalog:
+    """The catalog of a store given as a Store, a Catalog, or its path (opened)."""
+    if isinstance(store, str | Path):
+        return Catalog.open(store)
+    return catalog_of(store)
 
 
 def head_class(kind: str):
@@ -197,8 +198,9 @@ def _save_to_object_store(
     return target
 
 
-def read_card(store: Catalog, name: str) -> HeadCard:
+def read_card(store: StoreArg, name: str) -> HeadCard:
     """The card of head `name`; HeadsError naming the heads there are when it is unknown."""
+    store = open_store(store)
     path = head_dir(store, name, "--head") / CARD
     if not path.is_file():
         names = (
@@ -212,12 +214,13 @@ def read_card(store: Catalog, name: str) -> HeadCard:
         raise HeadsError(f"{path} is damaged ({error}); train the head again with --overwrite") from None
 
 
-def load_head(store: Catalog, name: str, backbone: str | None = None):
+def load_head(store: StoreArg, name: str, backbone: str | None = None):
     """(card, estimator) of head `name`, checked against the store.
 
     Refused (HeadsError): an unknown name; `backbone` other than the head's; the backbone's table gone,
     or holding vectors of other weights than the head was trained on.
     """
+    store = open_store(store)
     card = read_card(store, name)
     if backbone is not None and table_name(backbone) != table_name(card.backbone):
         raise HeadsError(
@@ -258,8 +261,9 @@ def check_table(store: Catalog, card: HeadCard) -> None:
         )
 
 
-def list_heads(store: Catalog) -> list[HeadCard]:
+def list_heads(store: StoreArg) -> list[HeadCard]:
     """Cards of the store's heads, by name (damaged ones left out)."""
+    store = open_store(store)
     cards = []
     paths: list[StorePath] = sorted(heads_root(store).glob(f"*/{CARD}"))
     for path in paths:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from embedstore.catalog import Catalog
+from embedstore.catalog import Catalog, HasCatalog, catalog_of
 from embedstore.embedding_tables import table_name
 from embedstore.embeddings import EmbeddingQuery, vectors
 from embedstore.errors import EmbedstoreError
@@ -69,7 +69,7 @@ class TileSplit:
 
 
 def split_tiles(
-    store: Catalog,
+    store: Catalog | HasCatalog,
     task: str,
     backbone: str | None = None,
     group_by: str | None = None,
@@ -83,6 +83,7 @@ def split_tiles(
     first whose both sides hold every class; each seed permutes the groups anew. HeadsError for an
     unknown task, one class, or groups too few to give both sides every class.
     """
+    store = catalog_of(store)
     checked("--validation", validation, Interval(0, 0.5, open_low=True))
     checked("--seed", seed, Interval(0, integer=True))
     keys = []

@@ -62,7 +62,7 @@ def demo_head(store: Store, progress: bool = True, say: Callable[[str], None] = 
     )
     say(f"predicting every tile with {DEMO_HEAD!r}")
     predicted = predict(store, DEMO_HEAD, progress=progress)
-    slides = set(store.read("tiles", columns=["slide"]).column("slide").drop_null().to_pylist())
+    slides = set(store.catalog.read("tiles", columns=["slide"]).column("slide").drop_null().to_pylist())
     slide = next((s for s in SLIDE_PREFERENCE if s in slides), None)
     if slide is None:
         return DemoHead(trained, predicted, None, None, None)

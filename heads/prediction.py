@@ -33,7 +33,7 @@ from embedstore.reports import JsonReport
 from embedstore.schema import SOURCES, TILES, key_field
 from embedstore.validation import Interval, output_file
 
-from .card import LOCK, HeadCard, heads_root, load_head, open_store, read_card
+from .card import LOCK, HeadCard, StoreArg, heads_root, load_head, open_store, read_card
 from .data import READ_BATCH, TileIds, checked
 from .errors import HeadsError
 
@@ -88,7 +88,7 @@ def predictions_schema(card: HeadCard) -> pa.Schema:
 
 
 def predict(
-    store: Catalog | str | Path,
+    store: StoreArg,
     name: str,
     batch_size: int = READ_BATCH,
     progress: bool = False,
@@ -181,7 +181,7 @@ def _rows(card: HeadCard, probabilities: np.ndarray, tile_ids: pa.Array, schema:
 
 
 def export_top(
-    store: Catalog | str | Path,
+    store: StoreArg,
     name: str,
     path: str | Path,
     n: int = 100,

@@ -37,7 +37,7 @@ from embedstore.schema import SOURCES, TILES, sql_string
 from embedstore.sources import open_slide, thumbnail_rgb, tissue_mask
 from embedstore.validation import output_file
 
-from .card import HeadCard, check_name, head_exists, open_store, read_card
+from .card import HeadCard, StoreArg, check_name, head_exists, open_store, read_card
 from .errors import HeadsError
 from .prediction import CLASSES_KEY, CREATED_KEY, predictions_table
 
@@ -94,7 +94,7 @@ class SlidePredictions:
 
 
 def slide_predictions(
-    store: Catalog | str | Path, name: str, slide: str, classes: list[str] | None = None
+    store: StoreArg, name: str, slide: str, classes: list[str] | None = None
 ) -> SlidePredictions:
     """The predictions of head `name` for the tiles of `slide` (`store`: a Store or its path); HeadsError
     on an unknown head or slide, a slide without tiles, or no (or outdated) predictions."""
@@ -171,7 +171,7 @@ def heat_class(predictions: SlidePredictions, class_name: str | None = None) -> 
 
 
 def heatmap(
-    store: Catalog | str | Path,
+    store: StoreArg,
     name: str,
     slide: str,
     out: str | Path,
@@ -204,7 +204,7 @@ def heatmap(
 
 
 def export_geojson(
-    store: Catalog | str | Path, name: str, slide: str, out: str | Path, classes: list[str] | None = None
+    store: StoreArg, name: str, slide: str, out: str | Path, classes: list[str] | None = None
 ) -> Path:
     """Write a GeoJSON FeatureCollection of head `name`'s predictions on `slide`, as QuPath imports it
     (File > Import objects from file): one detection per predicted tile, a square Polygon in level-0 pixel

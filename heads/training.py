@@ -19,20 +19,27 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from embedstore._version import __version__
-from embedstore.catalog import Catalog
+from embedstore import __version__
 from embedstore.embeddings import EmbeddingTable
 from embedstore.location import StorePath
 from embedstore.reports import JsonReport
 from embedstore.schema import LABELS
 from embedstore.validation import FileName, Name
 
-from .card import HeadCard, check_name, head_class, json_ready, open_store, refuse_existing, save_head
+from .card import (
+    HeadCard,
+    StoreArg,
+    check_name,
+    head_class,
+    json_ready,
+    open_store,
+    refuse_existing,
+    save_head,
+)
 from .data import (
     READ_BATCH,
     SAMPLE_ROWS,
@@ -91,7 +98,7 @@ def default_name(task: str, backbone: str, head: str) -> str:
 
 
 def train(
-    store: Catalog | str | Path,
+    store: StoreArg,
     backbone: str,
     task: str,
     *,

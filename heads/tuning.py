@@ -46,13 +46,11 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from embedstore.catalog import Catalog
 from embedstore.embeddings import EmbeddingTable
 from embedstore.location import StorePath, remove_inside
 from embedstore.reports import JsonReport
@@ -61,6 +59,7 @@ from embedstore.validation import Name
 from .augment import parse_augmentations
 from .card import (
     HeadCard,
+    StoreArg,
     check_name,
     head_class,
     head_dir,
@@ -242,7 +241,7 @@ def trial_head_name(name: str, token: str, trial: int) -> str:
 
 
 def tune(
-    store: Catalog | str | Path,
+    store: StoreArg,
     backbone: str,
     task: str,
     n: int,

@@ -62,12 +62,12 @@ def write_tiles(folder: Path, n: int, seed: int, side: int = 32) -> Path:
 
 
 def table_versions(store) -> dict[str, int]:
-    return {name: int(store.dataset(name).version) for name in store.table_names()}
+    return {name: int(store.catalog.dataset(name).version) for name in store.catalog.table_names()}
 
 
 def key_counts(store, table: str, key: str) -> tuple[int, int]:
     """(rows, distinct keys) of a table."""
-    values = store.read(table, columns=[key]).column(key).to_pylist()
+    values = store.catalog.read(table, columns=[key]).column(key).to_pylist()
     return len(values), len(set(values))
 
 
@@ -90,7 +90,7 @@ def add_vectors(store, key: str, vectors: np.ndarray) -> None:
 
     provenance = Provenance.given(key, vectors.shape[1])
     tile_ids = [f"t{i:06d}" for i in range(len(vectors))]
-    writer = EmbeddingWriter(store, table_name(key), provenance)
+    writer = EmbeddingWriter(store.catalog, table_name(key), provenance)
     writer.write(tile_ids, np.zeros(len(tile_ids), np.int16), np.asarray(vectors, dtype=np.float32))
 
 
@@ -122,7 +122,7 @@ def vector_store(path: Path, vectors: np.ndarray, slides: int = 4, key: str = "s
         }
         for i in range(n)
     ]
-    store.insert_missing(TILES, pa.Table.from_pylist(rows, schema=TILES_SCHEMA))
+    store.catalog.insert_missing(TILES, pa.Table.from_pylist(rows, schema=TILES_SCHEMA))
     add_vectors(store, key, vectors)
     return store
 

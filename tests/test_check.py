@@ -32,18 +32,20 @@ def store(tmp_path) -> embedstore.Store:
 
 def append_raw(store: embedstore.Store, table: str, rows: list[dict]) -> None:
     """Write rows past the keyed path, as a buggy or foreign writer would."""
-    schema = store.dataset(table).schema
-    lance.write_dataset(pa.Table.from_pylist(rows, schema=schema), store.table_path(table), mode="append")
+    schema = store.catalog.dataset(table).schema
+    lance.write_dataset(
+        pa.Table.from_pylist(rows, schema=schema), store.catalog.table_path(table), mode="append"
+    )
 
 
 def plant_problems(store: embedstore.Store) -> None:
-    tiles = store.read("tiles").to_pylist()
+    tiles = store.catalog.read("tiles").to_pylist()
     append_raw(store, "tiles", tiles[:2])  # 2 duplicate tiles
     stray = {**tiles[0], "tile_id": "f" * 24, "source_id": "src_gone"}
     append_raw(store, "tiles", [stray])  # a tile without a source
-    labels = store.read("labels").to_pylist()
+    labels = store.catalog.read("labels").to_pylist()
     append_raw(store, "labels", [{**labels[0], "row_key": "0" * 24 + ":t", "tile_id": "0" * 24}])
-    emb = store.read(EMB).to_pylist()
+    emb = store.catalog.read(EMB).to_pylist()
     append_raw(store, EMB, emb[:3] + [{**emb[0], "row_key": "e" * 24 + ":0", "tile_id": "e" * 24}])
     append_raw(store, EMB, [{**emb[1], "row_key": "f" * 24 + ":0", "tile_id": "f" * 24}])  # of the stray
     append_raw(store, "files", [{"uri": "/gone.png", "source_id": "src_gone", "ingested_at": None}])
@@ -98,7 +100,7 @@ def test_repair_removes_them_in_one_version_per_table_and_restore_undoes_it(stor
 
 
 def test_provenance_that_does_not_fit_is_reported_not_repaired(store):
-    dataset = store.dataset(EMB)
+    dataset = store.catalog.dataset(EMB)
     metadata = {k.decode(): v.decode() for k, v in dataset.schema.metadata.items()}
     record = json.loads(metadata["embedstore.provenance"])
     metadata["embedstore.provenance"] = json.dumps({**record, "dim": 99, "backbone": "resnet18.random"})

@@ -59,8 +59,8 @@ def assert_one_row_per_key(store: embedstore.Store) -> None:
     ]:
         rows, distinct = key_counts(store, table, key)
         assert rows == distinct, f"{table}: {rows} rows for {distinct} keys"
-    for table in store.embedding_table_names():
-        pairs = store.read(table, columns=["tile_id", "view"]).to_pylist()
+    for table in store.catalog.embedding_table_names():
+        pairs = store.catalog.read(table, columns=["tile_id", "view"]).to_pylist()
         assert len(pairs) == len({(p["tile_id"], p["view"]) for p in pairs}), table
     report = store.check()
     assert report.ok, report.summary()
@@ -112,8 +112,8 @@ def test_an_ingest_and_an_embed_at_once(tmp_path, tiles):
     )
     assert_one_row_per_key(store)
     assert store.info()["tiles"] == 100
-    embedded = set(store.read(EMB, columns=["tile_id"]).column("tile_id").to_pylist())
-    assert embedded <= store.tile_ids() and len(embedded) >= 60  # the tiles the embed run saw
+    embedded = set(store.catalog.read(EMB, columns=["tile_id"]).column("tile_id").to_pylist())
+    assert embedded <= store.catalog.tile_ids() and len(embedded) >= 60  # the tiles the embed run saw
     store.embed(FAST, progress=False, workers=0)  # the next run picks up what was ingested meanwhile
     assert key_counts(store, EMB, "row_key") == (100, 100)
 
@@ -149,7 +149,7 @@ def test_embed_killed_mid_run_resumes_to_the_exact_rows(tmp_path, tiles, fault):
     store.ingest([tiles], progress=False)
     code, _, err = finish(start("embed", store.root, FAST, "--chunk", "8", env={"EMBEDSTORE_FAULT": fault}))
     assert code == -signal.SIGKILL, err
-    present = key_counts(store, EMB, "row_key")[0] if store.has_table(EMB) else 0
+    present = key_counts(store, EMB, "row_key")[0] if store.catalog.has_table(EMB) else 0
     assert present < 60
     code, out, err = finish(start("embed", store.root, FAST, "--chunk", "8"))
     assert code == 0, err

@@ -22,7 +22,7 @@ def store(tmp_path) -> embedstore.Store:
     store = embedstore.init(tmp_path / "store")
     store.ingest([write_tiles(tmp_path / "tiles_0", 10, 0)], task="t", progress=False)
     store.ingest([write_tiles(tmp_path / "unlabelled", 3, 9)], progress=False)
-    embed(store, FAST, **OPTS)
+    embed(store.catalog, FAST, **OPTS)
     return store
 
 
@@ -51,14 +51,14 @@ def test_where_task_columns_and_count(store):
 
 
 def test_views_and_versions(store):
-    embed(store, FAST, views=2, augment="flip", **OPTS)
+    embed(store.catalog, FAST, views=2, augment="flip", **OPTS)
     query = store.embeddings(FAST)
     assert query.count() == 13  # view 0 by default
     assert query.views(1, 2).count() == 26 and query.all_views().count() == 39
     views = query.all_views().to_polars()["view"].value_counts().sort("view")["count"].to_list()
     assert views == [13, 13, 13]
     store.tag("emb__handcrafted_color_texture", "views-done")
-    store.delete("emb__handcrafted_color_texture", "view = 2")
+    store.catalog.delete("emb__handcrafted_color_texture", "view = 2")
     assert query.all_views().count() == 26
     assert query.all_views().at("views-done").count() == 39
     first = store.versions("emb__handcrafted_color_texture")[0]["version"]

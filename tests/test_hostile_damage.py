@@ -44,7 +44,7 @@ def restore_command(output: str, table: str) -> list[str]:
 
 def manifest(store: embedstore.Store, table: str, version: int) -> Path:
     """The manifest file of one version (Lance names them by version, or by u64::MAX - version)."""
-    folder = store.table_path(table) / "_versions"
+    folder = store.catalog.table_path(table) / "_versions"
     for name in (f"{2**64 - 1 - version}.manifest", f"{version}.manifest"):
         if (folder / name).exists():
             return folder / name
@@ -52,16 +52,16 @@ def manifest(store: embedstore.Store, table: str, version: int) -> Path:
 
 
 def newest_data_file(store: embedstore.Store, table: str) -> Path:
-    fragment = store.dataset(table).get_fragments()[-1]
-    return store.table_path(table) / "data" / fragment.metadata.files[0].path
+    fragment = store.catalog.dataset(table).get_fragments()[-1]
+    return store.catalog.table_path(table) / "data" / fragment.metadata.files[0].path
 
 
 def row_counts(store: embedstore.Store, tables: list[str]) -> dict[str, int]:
-    return {name: store.dataset(name).count_rows() for name in tables}
+    return {name: store.catalog.dataset(name).count_rows() for name in tables}
 
 
 def versions_of(store: embedstore.Store, tables: list[str]) -> dict[str, int]:
-    return {name: int(store.dataset(name).version) for name in tables}
+    return {name: int(store.catalog.dataset(name).version) for name in tables}
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_compact_on_a_fresh_store_does_not_grow_it_and_says_why_nothing_was_merg
 
 
 def test_compact_json_reports_the_bytes_measured_on_disk(store):
-    before = {name: tree_size(store.table_path(name)) for name in store.table_names()}
+    before = {name: tree_size(store.catalog.table_path(name)) for name in store.catalog.table_names()}
     report = json.loads(run("compact", store.root, "--older-than", "7d", "--json").output)
     assert {name: t["bytes_before"] for name, t in report["tables"].items()} == before
     assert all(
@@ -100,7 +100,7 @@ def test_compact_json_reports_the_bytes_measured_on_disk(store):
 
 
 def test_compact_after_old_versions_frees_bytes_and_reports_what_it_freed(store):
-    rows = row_counts(store, store.table_names())
+    rows = row_counts(store, store.catalog.table_names())
     vectors = store.embeddings(FAST).to_numpy()
     before = tree_size(store.root)
     report = store.compact(older_than="0s")
@@ -111,8 +111,8 @@ def test_compact_after_old_versions_frees_bytes_and_reports_what_it_freed(store)
     assert sum(t["bytes_freed"] for t in report.to_dict()["tables"].values()) == freed
     emb = report.tables[EMB]
     assert (emb.versions_before, emb.versions_after, emb.compacted) == (3, 1, True)
-    assert len(store.dataset(EMB).get_fragments()) == 1
-    assert row_counts(store, store.table_names()) == rows
+    assert len(store.catalog.dataset(EMB).get_fragments()) == 1
+    assert row_counts(store, store.catalog.table_names()) == rows
     again = store.embeddings(FAST).to_numpy()
     assert sorted(again.tile_ids) == sorted(vectors.tile_ids)
     assert store.check().ok
@@ -120,12 +120,12 @@ def test_compact_after_old_versions_frees_bytes_and_reports_what_it_freed(store)
 
 def test_a_tagged_version_keeps_the_fragments_unmerged_and_the_report_says_so(store):
     store.tag(EMB, "first", version=2)
-    size = tree_size(store.table_path(EMB))
+    size = tree_size(store.catalog.table_path(EMB))
     report = store.compact(older_than="0s")
     emb = report.tables[EMB]
     assert not emb.compacted and "1 tagged version(s) would keep the current files" in emb.note
-    assert tree_size(store.table_path(EMB)) <= size
-    assert store.read(EMB, version="first").num_rows == 4
+    assert tree_size(store.catalog.table_path(EMB)) <= size
+    assert store.catalog.read(EMB, version="first").num_rows == 4
     assert "tagged version(s)" in report.summary()
 
 
@@ -147,7 +147,7 @@ def test_newest_tiles_manifest_removed_is_reported_and_repair_deletes_nothing_el
     more = write_tiles(tmp_path / "more", 4, seed=1)
     store.ingest([more], task="t", progress=False)
     store.embed(FAST, progress=False, workers=0)
-    manifest(store, "tiles", store.dataset("tiles").version).unlink()
+    manifest(store, "tiles", store.catalog.dataset("tiles").version).unlink()
     others = ["labels", "files", EMB]
     rows, versions = row_counts(store, others), table_versions(store)
 
@@ -167,16 +167,16 @@ def test_newest_tiles_manifest_removed_is_reported_and_repair_deletes_nothing_el
 def test_a_commit_made_while_check_runs_is_not_taken_for_a_missing_newest_version(store, tmp_path):
     from embedstore.damage import missing_newest_version
 
-    opened = int(store.dataset("tiles").version)  # check opened the table here, then a writer commits
+    opened = int(store.catalog.dataset("tiles").version)  # check opened the table here, then a writer commits
     store.ingest([write_tiles(tmp_path / "later", 2, seed=3)], task="t", progress=False)
-    assert int(store.dataset("tiles").version) > opened
-    assert missing_newest_version(store, "tiles", opened) is None
+    assert int(store.catalog.dataset("tiles").version) > opened
+    assert missing_newest_version(store.catalog, "tiles", opened) is None
 
 
 def test_the_printed_restore_then_the_same_ingest_make_the_store_whole_again(store, tmp_path):
     more = write_tiles(tmp_path / "more", 4, seed=1)
     store.ingest([more], task="t", progress=False)
-    manifest(store, "tiles", store.dataset("tiles").version).unlink()
+    manifest(store, "tiles", store.catalog.dataset("tiles").version).unlink()
     restored = run(*restore_command(run("check", store.root).output, "tiles"))
     assert restored.exit_code == 0, restored.output
     after = run("check", store.root)
@@ -209,13 +209,13 @@ def test_a_truncated_embedding_file_is_found_by_check_and_info_and_restore_fixes
 
     assert run(*command).exit_code == 0
     assert run("check", store.root).exit_code == 0
-    assert store.dataset(EMB).count_rows() == 4
+    assert store.catalog.dataset(EMB).count_rows() == 4
 
 
 def test_a_search_on_a_damaged_embedding_table_is_one_line_with_exit_code_2(store):
     data = newest_data_file(store, EMB)
     os.truncate(data, data.stat().st_size // 2)
-    tile = store.read("tiles", columns=["tile_id"]).column("tile_id")[0].as_py()
+    tile = store.catalog.read("tiles", columns=["tile_id"]).column("tile_id")[0].as_py()
     result = run("search", store.root, "--backbone", FAST, "--tile", tile, "-k", "3")
     assert result.exit_code == 2 and "Traceback" not in result.output
     lines = result.output.strip().splitlines()
@@ -236,7 +236,7 @@ def test_a_corrupt_file_of_the_same_size_is_found_by_the_scan_of_check(store):
 
 
 def test_all_manifests_removed_is_reported_without_a_traceback(store):
-    for path in (store.table_path(EMB) / "_versions").glob("*.manifest"):
+    for path in (store.catalog.table_path(EMB) / "_versions").glob("*.manifest"):
         path.unlink()
     others = ["sources", "tiles", "labels", "files"]
     rows, versions = row_counts(store, others), versions_of(store, others)
@@ -257,13 +257,13 @@ def test_all_manifests_removed_is_reported_without_a_traceback(store):
     assert search.exit_code == 2 and len(search.output.strip().splitlines()) == 1
     assert f"table '{EMB}' is damaged: it does not open" in search.output
 
-    shutil.rmtree(store.table_path(EMB))  # the fix check named
+    shutil.rmtree(store.catalog.table_path(EMB))  # the fix check named
     store.embed(FAST, progress=False, workers=0)
     assert run("check", store.root).exit_code == 0
 
 
 def test_a_damaged_labels_table_is_not_fine_in_info(store):
-    for path in (store.table_path("labels") / "_versions").glob("*.manifest"):
+    for path in (store.catalog.table_path("labels") / "_versions").glob("*.manifest"):
         path.unlink()
     info = store.info()
     assert info["damaged"] == ["labels"] and info["tasks"] is None

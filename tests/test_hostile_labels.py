@@ -37,13 +37,16 @@ def write_csv(path: Path, header: list[str], rows: list[list[str]], encoding: st
 
 
 def labels_of(store, task: str) -> dict[str, str]:
-    rows = store.read("labels", columns=["task", "tile_id", "label"]).to_pylist()
+    rows = store.catalog.read("labels", columns=["task", "tile_id", "label"]).to_pylist()
     return {r["tile_id"]: r["label"] for r in rows if r["task"] == task}
 
 
 def tile_of_image(store) -> dict[str, str]:
     """image group key -> tile id."""
-    return {t["image"]: t["tile_id"] for t in store.read("tiles", columns=["image", "tile_id"]).to_pylist()}
+    return {
+        t["image"]: t["tile_id"]
+        for t in store.catalog.read("tiles", columns=["image", "tile_id"]).to_pylist()
+    }
 
 
 @pytest.fixture
@@ -101,7 +104,7 @@ def test_tile_ids_that_look_like_numbers_are_matched_as_written(store, tmp_path)
         }
         for i, t in enumerate(ids)
     ]
-    store.insert_missing(TILES, pa.Table.from_pylist(rows, schema=TILES_SCHEMA))
+    store.catalog.insert_missing(TILES, pa.Table.from_pylist(rows, schema=TILES_SCHEMA))
     path = write_csv(tmp_path / "l.csv", ["tile_id", "label"], [[t, f"c{t}"] for t in ids])
     assert store.import_labels("t", path).labels_written == 3
     assert labels_of(store, "t") == {t: f"c{t}" for t in ids}
@@ -218,7 +221,7 @@ def test_manifest_ingest_keeps_labels_and_group_keys_exactly_as_written(store, i
     assert report.labels_written == len(written)
     by_image = tile_of_image(store)
     assert labels_of(store, "t") == {by_image[f"im{i}.png"]: label for i, label in enumerate(written)}
-    tiles = store.read("tiles", columns=["image", "patient"]).to_pylist()
+    tiles = store.catalog.read("tiles", columns=["image", "patient"]).to_pylist()
     assert {t["image"]: t["patient"] for t in tiles} == {f"im{i}.png": p for i, p in enumerate(written)}
 
 

@@ -165,7 +165,7 @@ def test_index_name_of_a_store_relative_path_no_longer_deletes_the_store(scratch
     before = snapshot(store)
     assert_clean_error(run("index", store, "--backbone", KEY, "--name", "../.."), "--name '../..'")
     assert snapshot(store) == before
-    assert embedstore.open(store).count("tiles") == N
+    assert embedstore.open(store).catalog.count("tiles") == N
 
 
 # -- the Python API refuses too ----------------------------------------------------------------------------
@@ -182,7 +182,7 @@ def test_the_python_api_refuses_hostile_names_before_writing(scratch, name):
     with pytest.raises(EmbedstoreError, match="--task .* must be a non-empty name"):
         store.import_labels(name, scratch["tmp"] / "labels.csv")
     with pytest.raises(EmbedstoreError, match="--table .* must be a non-empty name|^no table 'x+' in"):
-        store.dataset(name)
+        store.catalog.dataset(name)
     with pytest.raises(HeadsError, match="--name .* must be a non-empty name"):
         heads.train(store, KEY, "tumour", name=name, **FAST)
     with pytest.raises(HeadsError, match="--head .* must be a non-empty name"):
@@ -203,7 +203,7 @@ def test_restoring_a_table_outside_the_store_is_refused(scratch):
 def test_a_folder_put_in_the_store_by_hand_under_a_name_no_table_can_have_is_not_a_table(scratch):
     (scratch["store"] / "my copy.lance").mkdir()
     store = embedstore.open(scratch["store"])
-    assert "my copy" not in store.table_names() and "tiles" in store.table_names()
+    assert "my copy" not in store.catalog.table_names() and "tiles" in store.catalog.table_names()
     assert store.info()["tiles"] == N
 
 
@@ -237,7 +237,7 @@ def test_valid_tags_with_dots_dashes_and_digits_still_tag_and_restore(scratch):
     assert tagged.exit_code == 0, tagged.output
     restored = run("versions", store, "--table", "tiles", "--restore", "v1.2-final_3")
     assert restored.exit_code == 0 and "restored as version" in restored.output
-    assert embedstore.open(store).count("tiles") == N
+    assert embedstore.open(store).catalog.count("tiles") == N
 
 
 # -- valid names keep working --------------------------------------------------------------------------------

@@ -118,7 +118,7 @@ def read_only_store(tmp_path_factory, permissions_bind) -> Iterator[Path]:
 
     heads.train(store, BACKBONE, TASK, name=HEAD, epochs=2)
     write_tiles(scratch / "more", 4, seed=2)
-    first_tile = store.read("tiles", columns=["tile_id"]).column("tile_id")[0].as_py()
+    first_tile = store.catalog.read("tiles", columns=["tile_id"]).column("tile_id")[0].as_py()
     (scratch / "labels.csv").write_text(f"tile_id,label\n{first_tile},a\n")
     set_writable(store.root, False)
     yield store.root
@@ -168,7 +168,7 @@ def test_search_that_would_build_the_first_index_of_a_read_only_store_is_refused
     store = embedstore.init(tmp_path / "store")
     store.ingest([write_tiles(tmp_path / "tiles", 6, seed=3)], progress=False)
     store.embed(BACKBONE, progress=False)
-    tile = store.read("tiles", columns=["tile_id"]).column("tile_id")[0].as_py()
+    tile = store.catalog.read("tiles", columns=["tile_id"]).column("tile_id")[0].as_py()
     done, before = search_read_only(store.root, tile, 2)
     assert_one_line_error(done, "read-only", str(store.root))
     assert snapshot(store.root) == before
@@ -183,7 +183,12 @@ def test_read_only_commands_keep_working_on_a_read_only_store(read_only_store: P
     assert check.returncode == 0 and "no problems" in check.stdout, check.stderr
     versions = embedstore_cli("versions", read_only_store, "--table", "tiles", "--json")
     assert versions.returncode == 0 and len(json.loads(versions.stdout)) >= 1, versions.stderr
-    tile = embedstore.open(read_only_store).read("tiles", columns=["tile_id"]).column("tile_id")[0].as_py()
+    tile = (
+        embedstore.open(read_only_store)
+        .catalog.read("tiles", columns=["tile_id"])
+        .column("tile_id")[0]
+        .as_py()
+    )
     search = embedstore_cli("search", read_only_store, "--backbone", BACKBONE, "--tile", tile, "-k", "3")
     assert search.returncode == 0 and len(search.stdout.splitlines()) == 3, search.stderr
     probe = embedstore_cli("probe", read_only_store, "--task", TASK, "--folds", "2", "--seeds", "1")
@@ -198,10 +203,12 @@ def test_search_on_a_read_only_store_adds_rows_embedded_since_its_index_in_memor
     store.ingest([write_tiles(tmp_path / "first", 6, seed=10)], progress=False)
     store.embed(BACKBONE, progress=False)
     store.index(BACKBONE)
-    indexed = set(store.read("tiles", columns=["tile_id"]).column("tile_id").to_pylist())
+    indexed = set(store.catalog.read("tiles", columns=["tile_id"]).column("tile_id").to_pylist())
     store.ingest([write_tiles(tmp_path / "later", 2, seed=11)], progress=False)
     store.embed(BACKBONE, progress=False)
-    later = sorted(set(store.read("tiles", columns=["tile_id"]).column("tile_id").to_pylist()) - indexed)
+    later = sorted(
+        set(store.catalog.read("tiles", columns=["tile_id"]).column("tile_id").to_pylist()) - indexed
+    )
     done, before = search_read_only(store.root, later[0], 8)
     assert done.returncode == 0 and "added 2 rows" in done.stderr, done.stderr
     assert later[1] in done.stdout
@@ -212,13 +219,13 @@ def test_a_store_with_one_read_only_table_names_that_table_and_nothing_is_writte
     tmp_path: Path, permissions_bind
 ):
     store = embedstore.init(tmp_path / "store")
-    set_writable(store.table_path("labels"), False)
+    set_writable(store.catalog.table_path("labels"), False)
     tiles = write_tiles(tmp_path / "tiles", 4, seed=4)
     before = snapshot(store.root)
     try:
         done = embedstore_cli("ingest", store.root, tiles, "--task", TASK, "--no-progress")
     finally:
-        set_writable(store.table_path("labels"), True)
+        set_writable(store.catalog.table_path("labels"), True)
     assert_one_line_error(done, "read-only", "labels.lance")
     assert snapshot(store.root) == before
 
@@ -308,14 +315,14 @@ def test_rerunning_ingest_skip_errors_with_the_same_failures_writes_no_version(t
     arguments = ["ingest", str(store.root), str(folder), "--kind", "images", "--skip-errors", "--no-progress"]
     first = CliRunner().invoke(app, arguments)
     assert first.exit_code == 0, first.output
-    failed = store.read(SOURCES, filter="status = 'failed'").to_pylist()
+    failed = store.catalog.read(SOURCES, filter="status = 'failed'").to_pylist()
     assert len(failed) == 1 and "broken.png" in failed[0]["uri"]
-    versions = {name: len(store.versions(name)) for name in store.table_names()}
+    versions = {name: len(store.versions(name)) for name in store.catalog.table_names()}
     for _ in range(2):
         again = CliRunner().invoke(app, arguments)
         assert again.exit_code == 0 and "broken.png" in again.output
-    assert {name: len(store.versions(name)) for name in store.table_names()} == versions
-    assert store.read(SOURCES, filter="status = 'failed'").to_pylist() == failed
+    assert {name: len(store.versions(name)) for name in store.catalog.table_names()} == versions
+    assert store.catalog.read(SOURCES, filter="status = 'failed'").to_pylist() == failed
 
 
 def test_a_source_failing_anew_on_a_rerun_is_recorded(tmp_path: Path):
@@ -330,13 +337,18 @@ def test_a_source_failing_anew_on_a_rerun_is_recorded(tmp_path: Path):
     report = store.ingest([folder], kind="images", skip_errors=True, progress=False)
     assert report.sources_failed == 1
     assert len(store.versions(SOURCES)) == versions + 1
-    assert store.count(SOURCES) == 2
+    assert store.catalog.count(SOURCES) == 2
 
 
 def test_a_write_refused_outside_the_store_is_one_line_naming_the_path(read_only_store: Path, tmp_path):
     closed = tmp_path / "closed"
     closed.mkdir(mode=0o555)
-    tile = embedstore.open(read_only_store).read("tiles", columns=["tile_id"]).column("tile_id")[0].as_py()
+    tile = (
+        embedstore.open(read_only_store)
+        .catalog.read("tiles", columns=["tile_id"])
+        .column("tile_id")[0]
+        .as_py()
+    )
     export = closed / "hits.csv"
     done = embedstore_cli(
         "search", read_only_store, "--backbone", BACKBONE, "--tile", tile, "-k", "2", "--export", export
@@ -357,7 +369,12 @@ def test_a_write_the_system_refuses_reads_as_permission_denied_naming_the_path()
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full to stand for a full disk")
 def test_a_full_disk_is_one_line_saying_so(read_only_store: Path):
-    tile = embedstore.open(read_only_store).read("tiles", columns=["tile_id"]).column("tile_id")[0].as_py()
+    tile = (
+        embedstore.open(read_only_store)
+        .catalog.read("tiles", columns=["tile_id"])
+        .column("tile_id")[0]
+        .as_py()
+    )
     done = embedstore_cli(
         "search", read_only_store, "--backbone", BACKBONE, "--tile", tile, "-k", "2", "--export", "/dev/full"
     )
@@ -396,7 +413,7 @@ def test_a_store_on_object_storage_with_read_only_credentials_refuses_writes_in_
 
     store = embedstore.init(new_prefix())
     store.ingest([write_tiles(tmp_path / "tiles", 4, seed=9)], task=TASK, progress=False)
-    tile = store.read("tiles", columns=["tile_id"]).column("tile_id")[0].as_py()
+    tile = store.catalog.read("tiles", columns=["tile_id"]).column("tile_id")[0].as_py()
     (tmp_path / "labels.csv").write_text(f"tile_id,label\n{tile},a\n")
     prefix = str(store.root).split(f"{BUCKET}/", 1)[1]
     objects = boto3.client("s3", endpoint_url=s3).list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]

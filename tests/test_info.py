@@ -44,7 +44,7 @@ def copy_of(saved: Path, tmp_path: Path) -> embedstore.Store:
 def test_info_lists_the_index_and_the_head_with_their_versions(saved):
     store = embedstore.open(saved)
     info = store.info()
-    version, labels = int(store.dataset(TABLE).version), int(store.dataset("labels").version)
+    version, labels = int(store.catalog.dataset(TABLE).version), int(store.catalog.dataset("labels").version)
     [index] = info["indexes"]
     assert index["name"] == "exact" and index["table"] == TABLE and index["backbone"] == KEY
     assert (index["backend"], index["kind"], index["metric"], index["centring"]) == (
@@ -96,12 +96,12 @@ def test_listing_imports_neither_faiss_nor_torch(saved):
 
 def test_after_more_rows_and_labels_info_says_the_index_and_head_are_behind(saved, tmp_path):
     store = copy_of(saved, tmp_path)
-    before = int(store.dataset(TABLE).version)
+    before = int(store.catalog.dataset(TABLE).version)
     vectors, codes = separable(5, seed=3)
     ids = add_tiles(store, vectors, start=1000)
     add_task(store, "tumour", {t: "tumour" if c else "normal" for t, c in zip(ids, codes, strict=True)})
     info = store.info()
-    now = int(store.dataset(TABLE).version)
+    now = int(store.catalog.dataset(TABLE).version)
     [index], [head] = info["indexes"], info["heads"]
     assert (index["status"], index["table_version"], index["table_version_now"]) == ("behind", before, now)
     assert index["rows_added"] == 5
@@ -109,7 +109,7 @@ def test_after_more_rows_and_labels_info_says_the_index_and_head_are_behind(save
     text = CliRunner().invoke(app, ["info", str(store.root)]).output
     assert f"behind: table now v{now}, +5 rows (search adds them)" in text
     assert f"behind: table now v{now}, +5 rows (trained before them)" in text
-    assert f"labels now v{int(store.dataset('labels').version)}" in text
+    assert f"labels now v{int(store.catalog.dataset('labels').version)}" in text
     store.search(KEY, tiles=["t000001"], k=3, index="exact")  # the search brings the index up to date
     assert store.info()["indexes"][0]["status"] == "current"
 

@@ -32,7 +32,7 @@ def tiles(tmp_path_factory) -> Path:
 
 
 def _vectors(store: embedstore.Store, key: str) -> dict[tuple[str, int], np.ndarray]:
-    table = store.read(table_name(key), columns=["tile_id", "view", "vector"])
+    table = store.catalog.read(table_name(key), columns=["tile_id", "view", "vector"])
     rows = list(zip(table.column("tile_id").to_pylist(), table.column("view").to_pylist(), strict=True))
     assert len(rows) == len(set(rows)), "duplicate (tile, view) rows"
     return dict(zip(rows, np.asarray(table.column("vector").to_pylist(), np.float32), strict=True))
@@ -50,8 +50,8 @@ def test_a_store_on_s3_holds_what_a_local_store_holds(tmp_path, s3, tiles):
     local = _ingest_and_embed(tmp_path / "local", tiles)
     assert isinstance(on_s3.root, ObjectPath) and not on_s3.is_local
     for table, key in [("tiles", "tile_id"), ("sources", "source_id"), ("labels", "row_key")]:
-        assert sorted(on_s3.read(table, columns=[key]).column(key).to_pylist()) == sorted(
-            local.read(table, columns=[key]).column(key).to_pylist()
+        assert sorted(on_s3.catalog.read(table, columns=[key]).column(key).to_pylist()) == sorted(
+            local.catalog.read(table, columns=[key]).column(key).to_pylist()
         )
     expected, found = _vectors(local, CNN), _vectors(on_s3, CNN)
     assert found.keys() == expected.keys() and len(found) == 16
@@ -67,7 +67,7 @@ def test_a_store_on_s3_holds_what_a_local_store_holds(tmp_path, s3, tiles):
 
 def test_search_index_and_heads_live_in_the_bucket(s3, tiles):
     store = _ingest_and_embed(new_prefix(), tiles)
-    first = store.read("tiles", columns=["tile_id"]).column("tile_id")[0].as_py()
+    first = store.catalog.read("tiles", columns=["tile_id"]).column("tile_id")[0].as_py()
     found = store.search(CNN, tiles=[first], k=5).table.column("tile_id").to_pylist()
     assert len(found) == 5 and first not in found
     # the index was saved under the store's URI; a fresh process-like open loads it from there
@@ -102,14 +102,14 @@ def test_the_cli_works_on_an_s3_uri(s3, tiles):
     info = json.loads(run("info", uri, "--json"))
     assert info["store"] == uri and info["tiles"] == 16
     run("index", uri, "--backbone", FAST)
-    tile = embedstore.open(uri).read("tiles", columns=["tile_id"]).column("tile_id")[0].as_py()
+    tile = embedstore.open(uri).catalog.read("tiles", columns=["tile_id"]).column("tile_id")[0].as_py()
     searched = json.loads(run("search", uri, "--backbone", FAST, "--tile", tile, "-k", "3", "--json"))
     assert len(searched) == 3 and tile not in {hit["tile_id"] for hit in searched}
     assert json.loads(run("check", uri, "--json"))["ok"]
     assert "16 rows" in run("versions", uri, "--table", "tiles")
     run("compact", uri, "--older-than", "0s")
     assert "nothing to do" in run("upgrade", uri)
-    assert embedstore.open(uri).count("tiles") == 16 and embedstore.open(uri).check().ok
+    assert embedstore.open(uri).catalog.count("tiles") == 16 and embedstore.open(uri).check().ok
 
 
 @pytest.mark.parametrize(
@@ -148,7 +148,7 @@ def test_two_processes_ingesting_and_embedding_one_s3_store_leave_one_row_per_ke
     for table, key in [("tiles", "tile_id"), ("sources", "source_id"), ("labels", "row_key")]:
         rows, distinct = key_counts(store, table, key)
         assert rows == distinct == 16, table
-    assert store.count(table_name(FAST)) == 16 and store.check().ok
+    assert store.catalog.count(table_name(FAST)) == 16 and store.check().ok
 
 
 def test_an_embed_killed_mid_run_on_s3_resumes_to_the_exact_rows(s3, tiles):
@@ -158,11 +158,11 @@ def test_an_embed_killed_mid_run_on_s3_resumes_to_the_exact_rows(s3, tiles):
     fault = {"EMBEDSTORE_FAULT": "write.after_commit:kill:2"}
     code, _, _ = finish(start("embed", uri, FAST, "--chunk", "4", env=fault))
     assert code != 0  # killed after its second commit
-    partial = store.count(table_name(FAST))
+    partial = store.catalog.count(table_name(FAST))
     assert 0 < partial < 16 and store.check().ok
     code, _, err = finish(start("embed", uri, FAST, "--chunk", "4"))
     assert code == 0, err
-    assert store.count(table_name(FAST)) == 16 and store.check().ok
+    assert store.catalog.count(table_name(FAST)) == 16 and store.check().ok
 
 
 def test_local_paths_and_file_uris_stay_local(tmp_path):

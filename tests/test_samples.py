@@ -36,8 +36,10 @@ def test_sample_ingests_with_labels(tmp_path):
     options = IngestOptions(kind="imagefolder", task="pcam", mpp=PCAM_SAMPLE_MPP, progress=False, workers=2)
     report = store.ingest([PCAM_SAMPLE], options)
     assert (report.sources_failed, report.tiles_added, report.labels_written) == (0, 400, 400)
-    assert store.count("tiles") == 400
-    labels = store.read("labels", columns=["label"], filter="task = 'pcam'").column("label").to_pylist()
+    assert store.catalog.count("tiles") == 400
+    labels = (
+        store.catalog.read("labels", columns=["label"], filter="task = 'pcam'").column("label").to_pylist()
+    )
     assert Counter(labels) == {"normal": 200, PCAM_POSITIVE: 200}
-    mpps = set(store.read("tiles", columns=["mpp"]).column("mpp").to_pylist())
+    mpps = set(store.catalog.read("tiles", columns=["mpp"]).column("mpp").to_pylist())
     assert mpps == {PCAM_SAMPLE_MPP}

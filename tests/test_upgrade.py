@@ -24,14 +24,14 @@ EMB = "emb__handcrafted_color_texture"
 def downgrade_to_format_1(store: embedstore.Store) -> None:
     """Rewrite a store as embedstore 0.1 left it: no declared keys, no row_key, no files table."""
     for name in ["sources", "tiles", "labels", EMB]:
-        table = store.read(name)
+        table = store.catalog.read(name)
         if "row_key" in table.column_names:
             table = table.drop_columns(["row_key"])
         fields = [pa.field(f.name, f.type, f.nullable) for f in table.schema]  # field metadata dropped
         old = pa.schema(fields, metadata=table.schema.metadata)
-        lance.write_dataset(table.cast(old), store.table_path(name), schema=old, mode="overwrite")
-    assert declared_key(store.dataset("tiles").schema) is None
-    store.drop_table("files")
+        lance.write_dataset(table.cast(old), store.catalog.table_path(name), schema=old, mode="overwrite")
+    assert declared_key(store.catalog.dataset("tiles").schema) is None
+    store.catalog.drop_table("files")
     marker = json.loads((store.root / "embedstore.json").read_text())
     (store.root / "embedstore.json").write_text(json.dumps({**marker, "format_version": 1}))
 
@@ -58,7 +58,9 @@ def test_upgrade_keeps_rows_and_declares_keys(old_store):
     assert "store format 1 -> 2" in result.output
     store = embedstore.open(old_store.root)
     assert store.check().ok
-    assert {name: declared_key(store.dataset(name).schema) for name in store.table_names()} == {
+    assert {
+        name: declared_key(store.catalog.dataset(name).schema) for name in store.catalog.table_names()
+    } == {
         "sources": "source_id",
         "tiles": "tile_id",
         "labels": "row_key",
@@ -77,5 +79,5 @@ def test_lancedb_opens_the_same_tables(tmp_path):
     store = embedstore.init(tmp_path / "s")
     store.ingest([write_tiles(tmp_path / "tiles", 4, seed=1)], progress=False)
     db = lancedb.connect(str(store.root))
-    assert set(db.list_tables().tables) == set(store.table_names())
+    assert set(db.list_tables().tables) == set(store.catalog.table_names())
     assert db.open_table("tiles").count_rows() == 4

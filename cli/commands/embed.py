@@ -2,7 +2,7 @@
 
 import click
 
-from embedstore.embed.options import EmbedOptions
+from embedstore.embed import EmbedOptions
 from embedstore.errors import EmbedstoreError
 
 from ..options import from_options, json_option, open_existing, store_argument
@@ -27,7 +27,7 @@ def command(store: str, backbones: tuple[str, ...], as_json: bool, **options) ->
 
     Several runs of the same backbone at once (or with an ingest) end with one row per tile and view.
     """
-    from embedstore.embed.local import check_backbones, embed
+    from embedstore.embed import check_backbones
 
     embed_options = EmbedOptions(**options)
     if embed_options.weights is not None and len(backbones) > 1:
@@ -36,7 +36,7 @@ def command(store: str, backbones: tuple[str, ...], as_json: bool, **options) ->
     check_backbones(backbones, embed_options.weights)
     reports = []
     for key in backbones:
-        report = embed(opened, key, embed_options)
+        report = opened.embed(key, embed_options)
         reports.append(report)
         if not as_json:
             click.echo(report.summary())

@@ -2,7 +2,7 @@
 
 import click
 
-from embedstore.search.options import IndexOptions
+from embedstore.search import IndexOptions
 
 from ..options import from_options, json_option, open_existing, store_argument
 from ..output import emit_json

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import click
 
+from embedstore import IngestOptions
 from embedstore.errors import EmbedstoreError
-from embedstore.ingest.options import IngestOptions
 
 from ..options import from_options, json_option, store_argument
 from ..output import emit
@@ -44,8 +44,8 @@ def command(
     Byte-identical files become one source with one set of tiles (every path is recorded); when their
     labels disagree, --on-label-conflict decides. Re-running adds nothing; an interrupted run resumes.
     """
+    from embedstore import init
     from embedstore.schema import MARKER_FILE
-    from embedstore.store import init
 
     if no_pixels:
         options["codec"] = "none"
@@ -56,7 +56,7 @@ def command(
         report = opened.ingest(list(paths), ingest_options)
     except BaseException:
         if created:  # a store made for a failed ingest is not left behind
-            opened.remove_if_empty()
+            opened.catalog.remove_if_empty()
         raise
     if created:
         click.echo(f"created a new store at {opened.root}", err=as_json)  # stdout stays JSON with --json

@@ -2,7 +2,7 @@
 
 import click
 
-from embedstore.label_options import LabelImportOptions
+from embedstore import LabelImportOptions
 
 from ..options import from_options, json_option, open_existing, store_argument
 from ..output import emit

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from embedstore.sources.grid import GridSettings
+from embedstore.sources import GridSettings
 
 from ..options import OUTPUT_FILE, from_options
 
@@ -15,7 +15,7 @@ from ..options import OUTPUT_FILE, from_options
 @from_options(GridSettings)
 def command(slide: Path, out: Path, **grid) -> None:
     """Draw SLIDE's thumbnail with detected tissue and the tiles `ingest` would keep (same options)."""
-    from embedstore.sources.preview import preview_slide
+    from embedstore.sources import preview_slide
 
     layout = preview_slide(slide, out, GridSettings(**grid))
     click.echo(f"{len(layout.grid.tiles)} tiles would be kept; preview written to {out}")

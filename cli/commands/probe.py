@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from embedstore.probe.options import ProbeOptions
+from embedstore import ProbeOptions
 
 from ..options import OUTPUT_FILE, from_options, open_existing, store_argument
 

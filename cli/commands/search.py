@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from embedstore.errors import EmbedstoreError
-from embedstore.search.options import SearchOptions
+from embedstore.search import SearchOptions
 from embedstore.validation import FileName, check_value
 
 from ..options import OUTPUT_FILE, from_options, json_option, open_existing, store_argument

@@ -41,7 +41,7 @@ def command(
         tagged = opened.tag(table_name, tag_name, version)
         click.echo(f"{table_name}: version {tagged} tagged {tag_name!r}")
         return
-    names = [table_name] if table_name else opened.table_names()
+    names = [table_name] if table_name else opened.catalog.table_names()
     listing = {name: opened.versions(name) for name in names}
     if as_json:
         click.echo(json.dumps(listing if table_name is None else listing[table_name], indent=2))

@@ -2,8 +2,26 @@
 
 `options` (EmbedOptions, EmbedReport) is light and importable without torch; `local.embed` is the
 executor on this machine; `writer.EmbeddingWriter` is the commit contract every executor shares.
+`check_backbones` (fail fast on unknown keys, before any work) loads on first use.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from .options import EmbedOptions, EmbedProgress, EmbedReport
 
-__all__ = ["EmbedOptions", "EmbedProgress", "EmbedReport"]
+if TYPE_CHECKING:
+    from .plan import check_backbones
+
+_LAZY = {"check_backbones": ".plan"}  # the plan pulls in the backbones: `embedstore --help` stays fast
+
+__all__ = ["EmbedOptions", "EmbedProgress", "EmbedReport", "check_backbones"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'embedstore.embed' has no attribute {name!r}")

@@ -35,7 +35,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..catalog import Catalog
+from ..catalog import Catalog, HasCatalog, catalog_of
 from ..embeddings import METADATA_COLUMNS, EmbeddingTable, tile_filter
 from ..errors import EmbedstoreError
 from ..evaluate.space import VectorSpace
@@ -118,12 +118,13 @@ class SearchResult(JsonReport):
         frame.write_csv(path)
         return path
 
-    def write_html(self, path: str | Path, catalog: Catalog, task: str = "review") -> Path:
-        """The review page: queries, then candidates to mark positive / negative / unsure."""
+    def write_html(self, path: str | Path, store: Catalog | HasCatalog, task: str = "review") -> Path:
+        """The review page: queries, then candidates to mark positive / negative / unsure (`store`: the
+        Store or Catalog searched)."""
         from .review import write_review_page
 
         return write_review_page(
-            catalog,
+            catalog_of(store),
             self.hits,
             output_file("--html", path, make_folder=True),
             query_tile_ids=self.query_tile_ids,
@@ -138,13 +139,14 @@ class Searcher:
 
     def __init__(
         self,
-        catalog: Catalog,
+        store: Catalog | HasCatalog,
         backbone: str,
         index: str | None = None,
         update: bool = True,
         device: str = "auto",
         say: Say | None = None,
     ) -> None:
+        catalog = catalog_of(store)
         self.catalog, self.update, self.say = catalog, update, say
         self.notes: list[str] = []
         loaded = open_index(catalog, backbone, index, device)

@@ -9,13 +9,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .grid import GridSettings
+    from .preview import preview_slide
     from .slides import open_slide, thumbnail_rgb
     from .tissue import tissue_mask
 
-# the public pieces heads draws with; loaded on first use (OpenSlide is not imported by `import sources`)
-_LAZY = {"open_slide": ".slides", "thumbnail_rgb": ".slides", "tissue_mask": ".tissue"}
+# the public pieces heads draws with and `embedstore preview` shows; loaded on first use (OpenSlide is not
+# imported by `import sources`)
+_LAZY = {
+    "open_slide": ".slides",
+    "thumbnail_rgb": ".slides",
+    "tissue_mask": ".tissue",
+    "GridSettings": ".grid",
+    "preview_slide": ".preview",
+}
 
-__all__ = ["open_slide", "thumbnail_rgb", "tissue_mask"]
+__all__ = ["GridSettings", "open_slide", "preview_slide", "thumbnail_rgb", "tissue_mask"]
 
 
 def __getattr__(name: str) -> Any:

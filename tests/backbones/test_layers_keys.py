@@ -207,7 +207,7 @@ def test_embed_with_a_layer_key_records_the_layer(tmp_path):
     key = f"{RESNET}@stage2"
     report = store.embed(key, progress=False, workers=1, batch_size=4)
     assert report.rows_written == 3 and report.table == table_name(key)
-    recorded = Provenance.from_metadata(store.dataset(table_name(key)).schema.metadata)
+    recorded = Provenance.from_metadata(store.catalog.dataset(table_name(key)).schema.metadata)
     assert recorded.layer == "stage2" and recorded.dim == 256 and recorded.backbone == key
     assert recorded.weights_sha256 == get_backbone(RESNET).weights_sha256()
     X, ids, _ = store.embeddings(key).to_numpy()

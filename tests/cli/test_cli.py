@@ -115,12 +115,12 @@ def test_demo_without_network_uses_the_bundled_ihc_image(tmp_path, monkeypatch):
     assert info["tiles"] > 0
     # the head part: trained on the PCam labels, every tile predicted, scores drawn over the IHC image
     assert "head 'pcam-tumour': mlp" in result.output
-    predictions = embedstore.open(tmp_path / "demo").read("pred__pcam-tumour")
+    predictions = embedstore.open(tmp_path / "demo").catalog.read("pred__pcam-tumour")
     assert predictions.num_rows == info["tiles"]
     heatmap = tmp_path / "demo" / "heatmap-skimage_ihc.png"
     assert heatmap.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     detections = json.loads((tmp_path / "demo" / "heatmap-skimage_ihc.geojson").read_text())
-    slide_tiles = embedstore.open(tmp_path / "demo").read("tiles", filter="slide = 'skimage_ihc.png'")
+    slide_tiles = embedstore.open(tmp_path / "demo").catalog.read("tiles", filter="slide = 'skimage_ihc.png'")
     assert (
         detections["type"] == "FeatureCollection" and len(detections["features"]) == slide_tiles.num_rows > 0
     )

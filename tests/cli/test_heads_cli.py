@@ -50,7 +50,7 @@ def test_predict_is_incremental_and_exports_the_top_tiles(trained, tmp_path):
     assert [float(r["score"]) for r in rows] == sorted((float(r["score"]) for r in rows), reverse=True)
     again = run("predict", path, "--head", "h", "--no-progress")
     assert "0 new prediction(s)" in again.stdout
-    assert embedstore.open(path).read("pred__h").num_rows == N
+    assert embedstore.open(path).catalog.read("pred__h").num_rows == N
 
 
 def test_bad_input_is_one_line_with_the_fix(trained, tmp_path):

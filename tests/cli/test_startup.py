@@ -30,7 +30,7 @@ print(json.dumps({"results": results, "heavy": heavy}))
 def test_light_commands_never_import_torch(tmp_path, image_folder):
     store = embedstore.init(tmp_path / "s")
     store.ingest([image_folder], task="t", progress=False)
-    tile = store.read("tiles", columns=["tile_id"]).column("tile_id")[0].as_py()
+    tile = store.catalog.read("tiles", columns=["tile_id"]).column("tile_id")[0].as_py()
     (tmp_path / "labels.csv").write_text(f"tile_id,label\n{tile},x\n")
     commands = [
         ["--help"],

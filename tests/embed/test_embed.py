@@ -33,7 +33,7 @@ def _store(tmp_path: Path, n: int = 10, seed: int = 0, name: str = "store", **in
 
 
 def _rows(store: embedstore.Store, key: str = FAST) -> list[tuple[str, int]]:
-    table = store.read(table_name(key), columns=["tile_id", "view"])
+    table = store.catalog.read(table_name(key), columns=["tile_id", "view"])
     return list(zip(table.column("tile_id").to_pylist(), table.column("view").to_pylist(), strict=True))
 
 
@@ -47,12 +47,12 @@ def test_incremental_embeds_only_newwrite_tiles(tmp_path):
     first = store.embed(FAST, **OPTS)  # the Store entry point
     assert first.rows_written == 6 and first.table == "emb__handcrafted_color_texture"
     store.ingest([write_tiles(tmp_path / "more", 4, seed=1)], embedstore.IngestOptions(progress=False))
-    second = embed(store, FAST, **OPTS)
+    second = embed(store.catalog, FAST, **OPTS)
     assert second.rows_written == 4 and second.rows_present == 6
     rows = _rows(store)
     assert len(rows) == len(set(rows)) == 10
-    assert {tile for tile, _ in rows} == store.tile_ids()
-    again = embed(store, FAST, **OPTS)
+    assert {tile for tile, _ in rows} == store.catalog.tile_ids()
+    again = embed(store.catalog, FAST, **OPTS)
     assert again.rows_written == 0 and "up to date" in again.summary()
     assert "tiles/s" in second.summary() and second.tiles_per_s > 0
 
@@ -64,13 +64,13 @@ def test_resume_after_crash_gives_every_row_once(tmp_path):
         raise KeyboardInterrupt  # as if the user pressed Ctrl-C after the first chunk was written
 
     with pytest.raises(KeyboardInterrupt):
-        embed(store, FAST, views=1, chunk_rows=4, on_chunk=crash, **{**OPTS, "batch_size": 4})
+        embed(store.catalog, FAST, views=1, chunk_rows=4, on_chunk=crash, **{**OPTS, "batch_size": 4})
     assert len(_rows(store)) == 4
-    report = embed(store, FAST, views=1, chunk_rows=4, **{**OPTS, "batch_size": 4})
+    report = embed(store.catalog, FAST, views=1, chunk_rows=4, **{**OPTS, "batch_size": 4})
     assert report.rows_written == 24 - 4
     rows = _rows(store)
     assert len(rows) == len(set(rows)) == 24
-    assert set(rows) == {(tile, view) for tile in store.tile_ids() for view in (0, 1)}
+    assert set(rows) == {(tile, view) for tile in store.catalog.tile_ids() for view in (0, 1)}
 
 
 def test_other_weights_for_the_same_key_are_refused(tmp_path):
@@ -82,13 +82,13 @@ def test_other_weights_for_the_same_key_are_refused(tmp_path):
         files.append(tmp_path / f"w{seed}.pth")
         torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), files[-1])
     store = _store(tmp_path, n=4)
-    embed(store, "resnet18.mylab", weights=files[0], **OPTS)
-    table = store.dataset("emb__resnet18_mylab")
+    embed(store.catalog, "resnet18.mylab", weights=files[0], **OPTS)
+    table = store.catalog.dataset("emb__resnet18_mylab")
     version, rows = table.version, table.count_rows()
     store.ingest([write_tiles(tmp_path / "more", 2, seed=3)], embedstore.IngestOptions(progress=False))
     with pytest.raises(BackboneError, match="weights"):
-        embed(store, "resnet18.mylab", weights=files[1], **OPTS)
-    table = store.dataset("emb__resnet18_mylab")
+        embed(store.catalog, "resnet18.mylab", weights=files[1], **OPTS)
+    table = store.catalog.dataset("emb__resnet18_mylab")
     assert (table.version, table.count_rows()) == (version, rows)
     recorded = Provenance.from_metadata(table.schema.metadata)
     assert recorded.backbone == "resnet18.mylab" and recorded.input_size == 224
@@ -97,9 +97,9 @@ def test_other_weights_for_the_same_key_are_refused(tmp_path):
 
 def test_views_are_deterministic_and_view0_is_the_plain_embedding(tmp_path):
     plain = _store(tmp_path, n=4, name="plain")
-    embed(plain, FAST, **OPTS)
+    embed(plain.catalog, FAST, **OPTS)
     viewed = _store(tmp_path, n=4, name="viewed")
-    report = embed(viewed, FAST, views=2, augment="flip,rot90,hed-jitter,blur", **OPTS)
+    report = embed(viewed.catalog, FAST, views=2, augment="flip,rot90,hed-jitter,blur", **OPTS)
     assert report.rows_written == 12 and report.tiles_embedded == 4
     assert sorted(v for _, v in _rows(viewed)) == [0] * 4 + [1] * 4 + [2] * 4
     view0, base = _vectors(viewed, view=0), _vectors(plain)
@@ -108,21 +108,21 @@ def test_views_are_deterministic_and_view0_is_the_plain_embedding(tmp_path):
         np.testing.assert_array_equal(view0[tile], base[tile])
     view2 = _vectors(viewed, view=2)
     assert any(not np.allclose(view2[t], view0[t]) for t in base)
-    viewed.delete(table_name(FAST), "view = 2")  # lose a view, as a crash would
-    assert embed(viewed, FAST, views=2, **OPTS).rows_written == 4
+    viewed.catalog.delete(table_name(FAST), "view = 2")  # lose a view, as a crash would
+    assert embed(viewed.catalog, FAST, views=2, **OPTS).rows_written == 4
     again = _vectors(viewed, view=2)
     for tile in base:
         np.testing.assert_allclose(again[tile], view2[tile], rtol=1e-6)
-    recorded = Provenance.from_metadata(viewed.dataset(table_name(FAST)).schema.metadata)
+    recorded = Provenance.from_metadata(viewed.catalog.dataset(table_name(FAST)).schema.metadata)
     assert recorded.augment == ("flip", "rot90", "hed-jitter", "blur")
-    assert Provenance.from_metadata(plain.dataset(table_name(FAST)).schema.metadata).augment == ()
-    assert embed(plain, FAST, views=1, augment="flip,blur", **OPTS).rows_written == 4
-    assert Provenance.from_metadata(plain.dataset(table_name(FAST)).schema.metadata).augment == (
+    assert Provenance.from_metadata(plain.catalog.dataset(table_name(FAST)).schema.metadata).augment == ()
+    assert embed(plain.catalog, FAST, views=1, augment="flip,blur", **OPTS).rows_written == 4
+    assert Provenance.from_metadata(plain.catalog.dataset(table_name(FAST)).schema.metadata).augment == (
         "flip",
         "blur",
     )
     with pytest.raises(EmbedstoreError, match="--augment flip,blur"):
-        embed(plain, FAST, views=2, augment="rot90", **OPTS)
+        embed(plain.catalog, FAST, views=2, augment="rot90", **OPTS)
 
 
 def test_augment_view_is_seeded_per_tile_and_view():
@@ -147,31 +147,31 @@ def test_nan_vectors_are_refused_naming_the_tile(tmp_path):
     torch.save(state, tmp_path / "nan.pth")
     store = _store(tmp_path, n=3)
     with pytest.raises(EmbedstoreError, match=r"gave tile \w+ \(view 0\).*NaN"):
-        embed(store, "resnet18.broken", weights=tmp_path / "nan.pth", **OPTS)
-    assert "emb__resnet18_broken" not in store.table_names()
+        embed(store.catalog, "resnet18.broken", weights=tmp_path / "nan.pth", **OPTS)
+    assert "emb__resnet18_broken" not in store.catalog.table_names()
 
 
 def test_float16_storage(tmp_path):
     store = _store(tmp_path, n=4)
-    embed(store, FAST, store_dtype="float16", **OPTS)
-    vector_type = store.dataset(table_name(FAST)).schema.field("vector").type
+    embed(store.catalog, FAST, store_dtype="float16", **OPTS)
+    vector_type = store.catalog.dataset(table_name(FAST)).schema.field("vector").type
     assert vector_type.value_type == pa.float16() and vector_type.list_size == 51
     X, ids, labels = store.embeddings(FAST).task("t").to_numpy()
     assert X.dtype == np.float32 and X.shape == (4, 51) and np.isfinite(X).all()
     store.ingest([write_tiles(tmp_path / "more", 2, seed=5)], embedstore.IngestOptions(progress=False))
-    assert embed(store, FAST, **OPTS).store_dtype == "float16"  # the table's dtype is kept
+    assert embed(store.catalog, FAST, **OPTS).store_dtype == "float16"  # the table's dtype is kept
     with pytest.raises(EmbedstoreError, match="--store-dtype float16"):
-        embed(store, FAST, store_dtype="float32", limit=1, **OPTS)
+        embed(store.catalog, FAST, store_dtype="float32", limit=1, **OPTS)
     with pytest.raises(EmbedstoreError, match="--precision fp32"):
-        embed(store, FAST, precision="bf16", **OPTS)
+        embed(store.catalog, FAST, precision="bf16", **OPTS)
 
 
 def test_bf16_matches_fp32_closely(tmp_path):
     store = _store(tmp_path, n=4)
-    embed(store, KEY, **OPTS)
+    embed(store.catalog, KEY, **OPTS)
     other = embedstore.init(tmp_path / "other")
     other.ingest([tmp_path / "tiles_0"], embedstore.IngestOptions(progress=False))
-    report = embed(other, KEY, precision="bf16", **OPTS)
+    report = embed(other.catalog, KEY, precision="bf16", **OPTS)
     assert report.precision == "bf16"
     a, b = _vectors(store, KEY), _vectors(other, KEY)
     cosine = [a[t] @ b[t] / np.linalg.norm(a[t]) / np.linalg.norm(b[t]) for t in a]
@@ -181,9 +181,9 @@ def test_bf16_matches_fp32_closely(tmp_path):
 def test_tiles_without_pixels_are_read_from_their_source(tmp_path):
     with_pixels = _store(tmp_path, n=4, name="pixels")
     without = _store(tmp_path, n=4, name="refs", codec="none")
-    assert without.read("tiles", columns=["pixels"]).column("pixels").null_count == 4
-    embed(with_pixels, FAST, views=1, **OPTS)
-    embed(without, FAST, views=1, workers=0, **{k: v for k, v in OPTS.items() if k != "workers"})
+    assert without.catalog.read("tiles", columns=["pixels"]).column("pixels").null_count == 4
+    embed(with_pixels.catalog, FAST, views=1, **OPTS)
+    embed(without.catalog, FAST, views=1, workers=0, **{k: v for k, v in OPTS.items() if k != "workers"})
     for view in (0, 1):
         a, b = _vectors(with_pixels, view=view), _vectors(without, view=view)
         assert set(a) == set(b)
@@ -206,7 +206,7 @@ def test_slide_tiles_without_pixels_match_stored_ones(tmp_path):
     for codec in ("png", "none"):
         store = embedstore.init(tmp_path / codec)
         store.ingest([tmp_path / "slide.png"], embedstore.IngestOptions(codec=codec, **options))
-        embed(store, FAST, **OPTS)
+        embed(store.catalog, FAST, **OPTS)
         stores.append(_vectors(store))
     assert len(stores[0]) == 12 and stores[0].keys() == stores[1].keys()
     for tile, vector in stores[0].items():
@@ -218,19 +218,19 @@ def test_missing_source_file_is_a_clear_error(tmp_path):
     for png in (tmp_path / "tiles_0").rglob("*.png"):
         png.unlink()
     with pytest.raises(EmbedstoreError, match="no stored pixels"):
-        embed(store, FAST, **OPTS)
+        embed(store.catalog, FAST, **OPTS)
 
 
 def test_empty_store_and_bad_options(tmp_path):
     store = embedstore.init(tmp_path / "empty")
     with pytest.raises(EmbedstoreError, match="no tiles; run `embedstore ingest` first"):
-        embed(store, FAST, progress=False)
+        embed(store.catalog, FAST, progress=False)
     with pytest.raises(EmbedstoreError, match="--batch-size"):
-        embed(store, FAST, batch_size=0)
+        embed(store.catalog, FAST, batch_size=0)
     with pytest.raises(EmbedstoreError, match="--precision 'int8' must be one of fp32|bf16|fp16"):
         EmbedOptions(precision="int8")
     with pytest.raises(EmbedstoreError, match="--backbone '' must be a non-empty name"):
-        embed(store, "", progress=False)
+        embed(store.catalog, "", progress=False)
 
 
 def test_cli_exit_codes_and_summary(tmp_path):
@@ -276,16 +276,20 @@ def test_a_table_made_meanwhile_by_another_run_must_match_this_runs_provenance(t
     store = _store(tmp_path, n=2)
     base = dict(backbone="x.y", weights_sha256="0" * 64, dim=3, input_size=8, mean=(0.5,) * 3, std=(0.5,) * 3)
     run_a = EmbeddingWriter(
-        store, "emb__x_y", Provenance(**base, resize="bicubic", precision="fp32", store_dtype="float32")
+        store.catalog,
+        "emb__x_y",
+        Provenance(**base, resize="bicubic", precision="fp32", store_dtype="float32"),
     )
     run_b = EmbeddingWriter(
-        store, "emb__x_y", Provenance(**base, resize="bicubic", precision="bf16", store_dtype="float32")
+        store.catalog,
+        "emb__x_y",
+        Provenance(**base, resize="bicubic", precision="bf16", store_dtype="float32"),
     )
     vectors = np.ones((2, 3), np.float32)
     assert run_b.write(["t1", "t2"], np.zeros(2, np.int16), vectors) == 2
     with pytest.raises(EmbedstoreError, match="embedded in bf16; pass --precision bf16"):
         run_a.write(["t1", "t3"], np.zeros(2, np.int16), vectors)
-    assert store.dataset("emb__x_y").count_rows() == 2
+    assert store.catalog.dataset("emb__x_y").count_rows() == 2
 
 
 def test_the_cuda_staging_copy_keeps_values_and_layout():
@@ -339,11 +343,11 @@ def test_ray_cpu_actors_get_one_malloc_arena_unless_told_otherwise(store, monkey
     from embedstore.embed.ray_engine import actor_env
 
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
-    assert actor_env(store, on_gpu=False, reuse_memory=True) == {"MALLOC_ARENA_MAX": "1"}
-    assert actor_env(store, on_gpu=True, reuse_memory=True) == {}
-    assert actor_env(store, on_gpu=False, reuse_memory=False) == {}
+    assert actor_env(store.catalog, on_gpu=False, reuse_memory=True) == {"MALLOC_ARENA_MAX": "1"}
+    assert actor_env(store.catalog, on_gpu=True, reuse_memory=True) == {}
+    assert actor_env(store.catalog, on_gpu=False, reuse_memory=False) == {}
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
-    assert actor_env(store, on_gpu=False, reuse_memory=True) == {"MALLOC_ARENA_MAX": "4"}
+    assert actor_env(store.catalog, on_gpu=False, reuse_memory=True) == {"MALLOC_ARENA_MAX": "4"}
 
 
 def _two_datasets(tmp_path: Path) -> embedstore.Store:
@@ -355,7 +359,7 @@ def _two_datasets(tmp_path: Path) -> embedstore.Store:
 
 
 def _dataset_of(store: embedstore.Store) -> dict[str, str]:
-    tiles = store.read("tiles", columns=["tile_id", "dataset"])
+    tiles = store.catalog.read("tiles", columns=["tile_id", "dataset"])
     return dict(zip(tiles.column("tile_id").to_pylist(), tiles.column("dataset").to_pylist(), strict=True))
 
 
@@ -366,14 +370,14 @@ def test_where_embeds_the_matching_tiles_and_a_later_run_adds_the_rest(tmp_path)
     assert (first.rows_written, first.tiles_matched, first.tiles_total) == (4, 4, 10)
     assert {dataset[tile] for tile, _ in _rows(store)} == {"a"} and len(_rows(store)) == 4
     assert "(--where \"dataset = 'a'\": 4 of 10 tiles): 4 rows written" in first.summary()
-    again = embed(store, FAST, where="dataset = 'a'", **OPTS)
+    again = embed(store.catalog, FAST, where="dataset = 'a'", **OPTS)
     assert again.rows_written == 0 and again.rows_present == 4
     assert "4 of 10 tiles): up to date (4 rows for 4 tiles)" in again.summary()
-    rest = embed(store, FAST, where="dataset = 'b' OR x >= 0", **OPTS)  # matches every tile
+    rest = embed(store.catalog, FAST, where="dataset = 'b' OR x >= 0", **OPTS)  # matches every tile
     assert (rest.rows_written, rest.rows_present, rest.tiles_matched) == (6, 4, 10)
     rows = _rows(store)
-    assert len(rows) == len(set(rows)) == 10 and {tile for tile, _ in rows} == store.tile_ids()
-    assert embed(store, FAST, **OPTS).rows_written == 0
+    assert len(rows) == len(set(rows)) == 10 and {tile for tile, _ in rows} == store.catalog.tile_ids()
+    assert embed(store.catalog, FAST, **OPTS).rows_written == 0
 
 
 def test_where_refuses_bad_sql_and_a_filter_matching_nothing_before_any_work(tmp_path, monkeypatch):
@@ -386,15 +390,15 @@ def test_where_refuses_bad_sql_and_a_filter_matching_nothing_before_any_work(tmp
 
     monkeypatch.setattr(plan, "resolve_backbone", no_model)
     with pytest.raises(EmbedstoreError, match=r"--where 'colour = 1' is not a filter.*columns: .*dataset"):
-        embed(store, FAST, where="colour = 1", **OPTS)
+        embed(store.catalog, FAST, where="colour = 1", **OPTS)
     with pytest.raises(EmbedstoreError, match="--where"):
         EmbedOptions(where="x > 1; drop table tiles")
     with pytest.raises(
         EmbedstoreError,
         match=r"nothing to embed: no tile matches --where \"dataset = 'c'\" \(of 10 tiles; datasets: a, b\)",
     ):
-        embed(store, FAST, where="dataset = 'c'", **OPTS)
-    assert not store.has_table(table_name(FAST))
+        embed(store.catalog, FAST, where="dataset = 'c'", **OPTS)
+    assert not store.catalog.has_table(table_name(FAST))
 
 
 def test_cli_where(tmp_path):

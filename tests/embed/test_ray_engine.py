@@ -36,7 +36,7 @@ def _store(tmp_path: Path, name: str, n: int, seed: int = 0) -> embedstore.Store
 
 
 def _vectors(store: embedstore.Store, key: str = KEY) -> dict[tuple[str, int], np.ndarray]:
-    table = store.read(table_name(key), columns=["tile_id", "view", "vector"])
+    table = store.catalog.read(table_name(key), columns=["tile_id", "view", "vector"])
     ids, views = table.column("tile_id").to_pylist(), table.column("view").to_pylist()
     vectors = np.asarray(table.column("vector").to_pylist(), dtype=np.float32)
     rows = list(zip(ids, views, strict=True))
@@ -67,7 +67,9 @@ def test_on_an_s3_store_ray_actors_write_the_local_engines_vectors(tmp_path, loc
     local, on_s3 = embedstore.init(tmp_path / "local"), embedstore.init(new_prefix())
     local.ingest([tiles], embedstore.IngestOptions(progress=False))
     on_s3.ingest([tiles], embedstore.IngestOptions(progress=False, engine="ray", workers=2))
-    assert on_s3.read("tiles").sort_by("tile_id").equals(local.read("tiles").sort_by("tile_id"))
+    assert (
+        on_s3.catalog.read("tiles").sort_by("tile_id").equals(local.catalog.read("tiles").sort_by("tile_id"))
+    )
     local.embed(KEY, workers=0, **OPTS)
     report = on_s3.embed(KEY, engine="ray", workers=2, chunk_rows=4, **OPTS)
     assert report.rows_written == 12 and report.engine == "ray"
@@ -106,7 +108,7 @@ def _kill_and_resume(store: embedstore.Store) -> None:
     assert store.check().ok
     store.embed(KEY, engine="ray", workers=2, **OPTS)
     rows = _vectors(store)
-    assert {tile for tile, _ in rows} == store.tile_ids() and len(rows) == 48
+    assert {tile for tile, _ in rows} == store.catalog.tile_ids() and len(rows) == 48
 
 
 def test_a_driver_killed_mid_run_leaves_whole_blocks_and_a_rerun_completes_them(tmp_path, local_ray):
@@ -126,14 +128,17 @@ def test_a_driver_killed_mid_run_leaves_whole_blocks_and_a_rerun_completes_them(
     assert 0 < held <= 48 and store.check().ok
     store.embed(KEY, engine="ray", workers=1, **OPTS)
     rows = _vectors(store)
-    assert {tile for tile, _ in rows} == store.tile_ids() and len(rows) == 48
+    assert {tile for tile, _ in rows} == store.catalog.tile_ids() and len(rows) == 48
 
 
 def _wait_for_rows(store: embedstore.Store, timeout: float, alive) -> bool:
     """True once the backbone's table holds a row (False when `alive()` turns false or time runs out)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and alive():
-        if store.has_table(table_name(KEY)) and store.dataset(table_name(KEY)).count_rows() > 0:
+        if (
+            store.catalog.has_table(table_name(KEY))
+            and store.catalog.dataset(table_name(KEY)).count_rows() > 0
+        ):
             return True
         time.sleep(0.05)
     return False
@@ -183,7 +188,7 @@ def test_an_unreachable_cluster_is_one_line_and_writes_nothing(tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "cannot reach a Ray cluster at 127.0.0.1:1" in result.output
     assert "Traceback" not in result.output
-    assert not store.has_table(table_name(KEY))
+    assert not store.catalog.has_table(table_name(KEY))
 
 
 def test_a_block_that_fails_is_not_written_and_the_others_are(tmp_path, local_ray):
@@ -195,7 +200,9 @@ def test_a_block_that_fails_is_not_written_and_the_others_are(tmp_path, local_ra
     Image.fromarray(rgb).save(slide)
     slide_options = {"kind": "slide", "mpp": 0.25, "target_mpp": 0.5, "tile_size": 16, "min_tissue": 0.0}
     store.ingest([slide], embedstore.IngestOptions(codec="none", progress=False, **slide_options))
-    assert len(store.tile_ids()) == 16 + 12  # the slide's 12 tiles are read from the file when embedded
+    assert (
+        len(store.catalog.tile_ids()) == 16 + 12
+    )  # the slide's 12 tiles are read from the file when embedded
     slide.unlink()
     with pytest.raises(EmbedstoreError, match=r"^2 block\(s\) failed and were not written") as failed:
         store.embed(KEY, engine="ray", workers=2, batch_size=8, progress=False)

@@ -52,14 +52,14 @@ def add_tiles(store, vectors: np.ndarray, start: int) -> list[str]:
         {"tile_id": t, "source_id": "src0", "x": 32 * (start + i), "y": 0, "level": 0, "slide": "slide0"}
         for i, t in enumerate(ids)
     ]
-    store.insert_missing(TILES, pa.Table.from_pylist(rows, schema=TILES_SCHEMA))
-    writer = EmbeddingWriter(store, table_name(KEY), Provenance.given(KEY, vectors.shape[1]))
+    store.catalog.insert_missing(TILES, pa.Table.from_pylist(rows, schema=TILES_SCHEMA))
+    writer = EmbeddingWriter(store.catalog, table_name(KEY), Provenance.given(KEY, vectors.shape[1]))
     writer.write(ids, np.zeros(len(ids), np.int16), vectors)
     return ids
 
 
 def predictions(store, name: str) -> dict[str, tuple[float, list[float], str]]:
-    table = store.read(predictions_table(name)).to_pydict()
+    table = store.catalog.read(predictions_table(name)).to_pydict()
     return {
         t: (s, p, lab)
         for t, s, p, lab in zip(
@@ -99,9 +99,9 @@ def test_loading_refuses_another_backbone_and_unknown_names(head):
 def test_loading_refuses_a_table_of_other_weights(tmp_path):
     store, vectors = labelled_store(tmp_path / "store", n=120)
     train(store, KEY, "tumour", name="h", epochs=1)
-    store.drop_table(table_name(KEY))
+    store.catalog.drop_table(table_name(KEY))
     provenance = dataclasses.replace(Provenance.given(KEY, DIM), weights_sha256="1" * 64)
-    EmbeddingWriter(store, table_name(KEY), provenance).write(
+    EmbeddingWriter(store.catalog, table_name(KEY), provenance).write(
         [f"t{i:06d}" for i in range(len(vectors))], np.zeros(len(vectors), np.int16), vectors
     )
     with pytest.raises(
@@ -139,10 +139,10 @@ def test_predict_writes_every_tile_once_then_only_new_tiles(tmp_path):
     np.testing.assert_allclose(scores, expected[:, 1], rtol=1e-6)
     labels = [table[f"t{i:06d}"][2] for i in range(N)]
     assert labels == np.where(expected[:, 1] >= result.threshold, "tumour", "normal").tolist()
-    version = int(store.dataset(predictions_table("h")).version)
+    version = int(store.catalog.dataset(predictions_table("h")).version)
 
     assert predict(store, "h").new_rows == 0
-    assert int(store.dataset(predictions_table("h")).version) == version  # nothing written
+    assert int(store.catalog.dataset(predictions_table("h")).version) == version  # nothing written
 
     more, _ = separable(25, seed=5)
     new_ids = add_tiles(store, more, start=N)
@@ -171,7 +171,7 @@ def test_concurrent_predicts_write_each_tile_once(tmp_path):
     for thread in threads:
         thread.join()
     assert not errors
-    ids = store.read(predictions_table("h"), columns=["tile_id"]).column("tile_id").to_pylist()
+    ids = store.catalog.read(predictions_table("h"), columns=["tile_id"]).column("tile_id").to_pylist()
     assert len(ids) == len(set(ids)) == 200
     assert sum(r.new_rows for r in reports) == 200
 

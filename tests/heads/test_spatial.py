@@ -59,8 +59,8 @@ def write_predictions(
         },
         schema=schema,
     )
-    store.create_table(f"pred__{name}", schema)
-    store.insert_missing(f"pred__{name}", rows)
+    store.catalog.create_table(f"pred__{name}", schema)
+    store.catalog.insert_missing(f"pred__{name}", rows)
 
 
 def save_card(store, name: str, classes: list[str], threshold: float, created: str) -> HeadCard:
@@ -101,7 +101,9 @@ def slide_store(tmp_path_factory, pixels):
     path = write_pyramid(root / "slide.tif", pixels)
     store = embedstore.init(root / "store")
     store.ingest([path], OPTIONS)
-    tiles = store.read("tiles", columns=["tile_id", "source_id", "x", "y", "size0", "tissue_fraction"])
+    tiles = store.catalog.read(
+        "tiles", columns=["tile_id", "source_id", "x", "y", "size0", "tissue_fraction"]
+    )
     return store, path, tiles.to_pylist()
 
 
@@ -277,7 +279,7 @@ def test_a_slide_without_tiles_and_a_missing_slide_file(tmp_path, pixels):
     store.ingest([glass, path], OPTIONS)
     with pytest.raises(HeadsError, match=r"slide 'glass' \(glass\.tif\) has no tiles .*: gone\.tif \("):
         heatmap(store, "h", "glass", tmp_path / "x.png")
-    ids = store.read("tiles", columns=["tile_id"]).column("tile_id").to_pylist()
+    ids = store.catalog.read("tiles", columns=["tile_id"]).column("tile_id").to_pylist()
     write_predictions(store, "g", ids, np.tile([[0.3, 0.7]], (len(ids), 1)), BINARY)
     shutil.move(path, tmp_path / "moved.tif")
     with pytest.raises(

@@ -214,7 +214,7 @@ def views_store(path: Path, tiles: int = 60):
     rng = np.random.default_rng(0)
     store = vector_store(path, np.zeros((tiles, 4), np.float32), slides=3, key="base.v")
     provenance = Provenance.given(KEY, 4)
-    writer = EmbeddingWriter(store, table_name(KEY), provenance, views=3)
+    writer = EmbeddingWriter(store.catalog, table_name(KEY), provenance, views=3)
     ids, views, vectors = [], [], []
     for i in range(tiles):
         for v in range(1 + i % 4):
@@ -373,7 +373,7 @@ def test_labels_of_tiles_the_backbone_lacks(tmp_path):
     extra = [
         {"tile_id": f"u{i}", "source_id": "src0", "x": i, "y": 1, "level": 0, "slide": "s"} for i in range(4)
     ]
-    store.insert_missing(TILES, pa.Table.from_pylist(extra, schema=TILES_SCHEMA))
+    store.catalog.insert_missing(TILES, pa.Table.from_pylist(extra, schema=TILES_SCHEMA))
     add_vectors(store, "other.v", np.zeros((1, 4), np.float32))  # embeds t000000 only
     add_task(store, "late", {f"u{i}": "ab"[i % 2] for i in range(4)})
     with pytest.raises(HeadsError, match=r"no embeddings of task 'late'.*embedstore embed"):

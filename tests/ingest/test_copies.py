@@ -30,13 +30,13 @@ def folder(tmp_path):
 
 
 def labels(store, task="m"):
-    return {r["tile_id"]: r["label"] for r in store.read("labels").to_pylist() if r["task"] == task}
+    return {r["tile_id"]: r["label"] for r in store.catalog.read("labels").to_pylist() if r["task"] == task}
 
 
 def test_copies_are_one_tile_and_every_file_is_recorded(store, folder):
     report = store.ingest([folder], task="m", progress=False)
     assert report.tiles_added == 6 and report.copies == 2 and report.sources_ok == 6
-    files = store.read("files").to_pylist()
+    files = store.catalog.read("files").to_pylist()
     assert len(files) == 8 and len({f["source_id"] for f in files}) == 6
     copy = next(f for f in files if f["uri"].endswith("z_copy_of_a0.png"))
     first = next(f for f in files if f["uri"].endswith("atypical/a0.png"))
@@ -131,5 +131,5 @@ def test_copies_across_splits_are_noted(store, tmp_path):
     assert any(
         "1 image(s) have byte-identical copies in different splits (train, valid)" in n for n in report.notes
     )
-    splits = sorted(t["split"] for t in store.read("tiles").to_pylist())
+    splits = sorted(t["split"] for t in store.catalog.read("tiles").to_pylist())
     assert splits == ["train", "valid"]

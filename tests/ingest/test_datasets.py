@@ -15,7 +15,7 @@ from tests.helpers import write_image
 
 
 def labels_of(store, task):
-    rows = store.read("labels").to_pylist()
+    rows = store.catalog.read("labels").to_pylist()
     return {r["tile_id"]: r["label"] for r in rows if r["task"] == task}
 
 
@@ -23,7 +23,7 @@ def test_image_folder_with_splits(store, image_folder):
     report = store.ingest([image_folder], IngestOptions(task="tumour", progress=False))
     assert report.tiles_added == 10 and report.labels_written == 10
     assert store.info()["tasks"] == {"tumour": {"normal": 4, "tumour": 6}}
-    tiles = store.read("tiles").to_pylist()
+    tiles = store.catalog.read("tiles").to_pylist()
     assert sorted(t["split"] for t in tiles).count("valid") == 3
     assert {t["dataset"] for t in tiles} == {"folder"}
     one = next(t for t in tiles if t["image"] == "train/tumour/tumour_0.png")
@@ -65,7 +65,7 @@ def test_manifest_with_template_images_dir_and_groups(store, tmp_path, image_fol
     )
     report = store.ingest([manifest], options)
     assert report.tiles_added == 7
-    tiles = store.read("tiles").to_pylist()
+    tiles = store.catalog.read("tiles").to_pylist()
     assert sorted({t["patient"] for t in tiles}) == ["case0", "case1", "case9"]
     assert sorted(labels_of(store, "dx").values()).count("tumour") == 4
 
@@ -93,7 +93,7 @@ def test_point_annotations_centre_a_padded_tile_on_each_point(store, tmp_path):
     )
     report = store.ingest([points], IngestOptions(task="cells", tile_size=32, one_based=True, progress=False))
     assert report.tiles_added == 3
-    tiles = {(t["x"] + 16, t["y"] + 16): t for t in store.read("tiles").to_pylist()}
+    tiles = {(t["x"] + 16, t["y"] + 16): t for t in store.catalog.read("tiles").to_pylist()}
     np.testing.assert_array_equal(decode_tile(tiles[(100, 200)]["pixels"]), image[184:216, 84:116])
     corner = decode_tile(tiles[(0, 0)]["pixels"])
     assert (corner[:16, :16] == 255).all()
@@ -134,11 +134,11 @@ def test_interrupted_ingest_resumes_without_duplicates(store, tmp_path):
     options = IngestOptions(task="t", chunk_tiles=10, workers=1, progress=False)
     with hooks.inject("ingest.read_tile", interrupt), pytest.raises(KeyboardInterrupt):
         store.ingest([tmp_path / "many"], options)
-    partial = store.read("tiles").num_rows
+    partial = store.catalog.read("tiles").num_rows
     assert 0 < partial < 60
     report = store.ingest([tmp_path / "many"], options)
     assert report.tiles_added == 60 - partial
-    ids = store.read("tiles", columns=["tile_id"]).column("tile_id").to_pylist()
+    ids = store.catalog.read("tiles", columns=["tile_id"]).column("tile_id").to_pylist()
     assert len(ids) == len(set(ids)) == 60
     assert len(labels_of(store, "t")) == 60
     assert store.info()["sources"]["ok"] == 60
@@ -146,7 +146,7 @@ def test_interrupted_ingest_resumes_without_duplicates(store, tmp_path):
 
 def test_no_pixels_keeps_references_only(store, image_folder):
     store.ingest([image_folder], IngestOptions(codec="none", progress=False))
-    tiles = store.read("tiles").to_pylist()
+    tiles = store.catalog.read("tiles").to_pylist()
     assert len(tiles) == 10 and all(t["pixels"] is None for t in tiles)
 
 
@@ -157,4 +157,4 @@ def test_same_file_under_another_path_is_the_same_source(store, tmp_path, image_
 
     shutil.copytree(image_folder, copy)
     assert store.ingest([copy], IngestOptions(progress=False)).tiles_added == 0
-    assert isinstance(Path(store.read("sources").to_pylist()[0]["uri"]), Path)
+    assert isinstance(Path(store.catalog.read("sources").to_pylist()[0]["uri"]), Path)

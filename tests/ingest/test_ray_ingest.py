@@ -41,8 +41,8 @@ def _rows(store: embedstore.Store) -> dict[str, dict[str, list]]:
     """Every table ingest writes, sorted by key, as columns (write times left out)."""
     out = {}
     for table, key in KEYS.items():
-        rows = sorted(store.read(table).to_pylist(), key=lambda row: row[key])
-        columns = [c for c in store.read(table).column_names if c not in STAMPS]
+        rows = sorted(store.catalog.read(table).to_pylist(), key=lambda row: row[key])
+        columns = [c for c in store.catalog.read(table).column_names if c not in STAMPS]
         out[table] = {column: [row[column] for row in rows] for column in columns}
     return out
 

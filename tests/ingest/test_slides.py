@@ -14,7 +14,7 @@ OPTIONS = dict(target_mpp=1.0, tile_size=128, min_tissue=0.5, progress=False)
 
 def test_tiles_cover_tissue_and_not_glass(store, slide_path, slide_pixels):
     report = store.ingest([slide_path], IngestOptions(**OPTIONS))
-    tiles = store.read("tiles").to_pylist()
+    tiles = store.catalog.read("tiles").to_pylist()
     _, mask = slide_pixels
     assert report.sources_ok == 1 and report.tiles_added == len(tiles) > 10
     size0 = 256  # 128 px at 1.0 µm/px from a 0.5 µm/px slide
@@ -32,7 +32,7 @@ def test_tiles_cover_tissue_and_not_glass(store, slide_path, slide_pixels):
 def test_reads_the_best_level_and_stores_exact_pixels(store, slide_path, slide_pixels):
     store.ingest([slide_path], IngestOptions(**OPTIONS))
     image, _ = slide_pixels
-    tiles = store.read("tiles").to_pylist()
+    tiles = store.catalog.read("tiles").to_pylist()
     assert {t["level"] for t in tiles} == {1}  # downsample 2 matches 1.0 µm/px exactly
     for tile in tiles[:5]:
         assert tile["pixel_format"] == "png"  # small tiles are stored lossless
@@ -42,7 +42,7 @@ def test_reads_the_best_level_and_stores_exact_pixels(store, slide_path, slide_p
 
 def test_resized_when_no_level_matches(store, slide_path):
     store.ingest([slide_path], IngestOptions(**{**OPTIONS, "target_mpp": 1.5, "tile_size": 64}))
-    tiles = store.read("tiles").to_pylist()
+    tiles = store.catalog.read("tiles").to_pylist()
     assert {t["level"] for t in tiles} == {1}  # finest level not finer than needed... and never coarser
     assert all(decode_tile(t["pixels"]).shape == (64, 64, 3) for t in tiles[:3])
 
@@ -54,7 +54,7 @@ def test_ingesting_twice_adds_nothing(store, slide_path):
     assert second.tiles_added == 0 and second.tiles_present == first.tiles_added
     assert second.sources_unchanged == 1
     assert table_versions(store) == versions  # not even a new version
-    ids = store.read("tiles", columns=["tile_id"]).column("tile_id").to_pylist()
+    ids = store.catalog.read("tiles", columns=["tile_id"]).column("tile_id").to_pylist()
     assert len(ids) == len(set(ids)) == first.tiles_added
 
 
@@ -71,7 +71,7 @@ def test_missing_mpp_is_a_clear_error_and_mpp_overrides(store, tmp_path, slide_p
     assert store.info()["tiles"] == 0
     report = store.ingest([path], IngestOptions(mpp=0.5, **OPTIONS))
     assert report.tiles_added > 0
-    assert store.read("sources").to_pylist()[0]["mpp_origin"] == "override"
+    assert store.catalog.read("sources").to_pylist()[0]["mpp_origin"] == "override"
 
 
 def test_tile_larger_than_image_and_upsampling_are_refused(store, slide_path):
@@ -92,7 +92,7 @@ def test_plain_image_is_a_one_level_slide(store):
         [path], IngestOptions(mpp=0.5, target_mpp=0.5, tile_size=128, min_tissue=0.5, progress=False)
     )
     assert 1 <= report.tiles_added <= 16
-    source = store.read("sources").to_pylist()[0]
+    source = store.catalog.read("sources").to_pylist()[0]
     assert (source["width"], source["height"], source["level_count"]) == (512, 512, 1)
 
 
@@ -119,11 +119,13 @@ def test_failure_while_reading_rolls_back(store, tmp_path, slide_path):
         if source.name == "other.tif":
             raise SourceError(f"{source}: damaged tile")
 
-    before = {name: store.read(name).num_rows for name in ("sources", "tiles", "labels", "files")}
+    before = {name: store.catalog.read(name).num_rows for name in ("sources", "tiles", "labels", "files")}
     with (
         hooks.inject("ingest.read_tile", damaged),
         pytest.raises(SourceError, match="damaged tile.*left as it was"),
     ):
         store.ingest([slide_path, other], IngestOptions(chunk_tiles=1, **OPTIONS))
-    assert {name: store.read(name).num_rows for name in ("sources", "tiles", "labels", "files")} == before
+    assert {
+        name: store.catalog.read(name).num_rows for name in ("sources", "tiles", "labels", "files")
+    } == before
     assert store.check().ok

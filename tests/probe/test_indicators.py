@@ -165,7 +165,9 @@ def store(tmp_path):
     X = (rng.normal(size=(240, 16)) + offsets[np.arange(240) % 4]).astype(np.float32)
     store = vector_store(tmp_path / "store", X, slides=4, key=KEY)
     name = table_name(KEY)
-    writer = EmbeddingWriter(store, name, recorded_provenance(store.dataset(name).schema, name), views=2)
+    writer = EmbeddingWriter(
+        store.catalog, name, recorded_provenance(store.catalog.dataset(name).schema, name), views=2
+    )
     ids = [f"t{i:06d}" for i in range(60)] * 2
     views = np.repeat([1, 2], 60)
     writer.write(ids, views, np.concatenate([X[:60], X[:60]]) + 0.05 * rng.normal(size=(120, 16)))

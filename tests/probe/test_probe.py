@@ -103,14 +103,14 @@ def score(report, backbone: str, seed: int, fold: int, probe: str, metric: str =
 
 def toy_folds(toy: Toy, folds: int = 3):
     """Task toy's tiles and seed 0's folds, computed as run.py does; `rows`: each tile's row in toy.*."""
-    tiles = task_tiles(toy.store, "toy", ["good.v"], None)
+    tiles = task_tiles(toy.store.catalog, "toy", ["good.v"], None)
     rows = np.array([int(t[1:]) for t in tiles.tile_ids])
     assert (np.array(tiles.classes)[tiles.codes] == toy.labels[rows]).all()
     return tiles, rows, splits.group_folds(tiles.codes, tiles.groups, folds, 0)
 
 
 def test_task_tiles_are_numpy_arrays_sorted_by_tile_id(toy):
-    tiles = task_tiles(toy.store, "toy", ["good.v"], None)
+    tiles = task_tiles(toy.store.catalog, "toy", ["good.v"], None)
     ids = sorted(f"t{i:06d}" for i in range(TOY_TILES))
     assert tiles.keys.dtype.kind == "S" and tiles.keys.tolist() == [t.encode() for t in ids]
     assert tiles.tile_ids.dtype.kind == "U" and tiles.tile_ids.tolist() == ids
@@ -172,7 +172,7 @@ def group_store(path: Path):
         | {"size0": 32, "width": 32, "height": 32, **r}
         for i, r in enumerate(rows)
     ]
-    store.insert_missing(TILES, pa.Table.from_pylist(tiles, schema=TILES_SCHEMA))
+    store.catalog.insert_missing(TILES, pa.Table.from_pylist(tiles, schema=TILES_SCHEMA))
     add_vectors(store, "patient.v", np.array(vectors))
     ids = [t["tile_id"] for t in tiles]
     for task, end in (("by_patient", "A"), ("no_patient", "B"), ("images", "C"), ("loose", "D")):
@@ -239,7 +239,7 @@ def test_group_folds_never_split_a_group(folds, data_seed):
 
 def test_store_folds_use_the_patient_column_and_keep_patients_apart(grouped):
     store, rows = grouped
-    tiles = task_tiles(store, "by_patient", ["patient.v"], None)
+    tiles = task_tiles(store.catalog, "by_patient", ["patient.v"], None)
     assert tiles.group_by == "patient"
     patients = np.array([rows[int(t[1:])]["patient"] for t in tiles.tile_ids])  # from the test's own rows
     assert np.array_equal(tiles.groups, patients)

@@ -123,8 +123,8 @@ def test_pool_after_rows_added_centres_on_the_current_table(store, data):
     new_ids = [f"t{i:06d}" for i in range(N, N + 200)]
     tile = dict(source_id="src9", x=0, level=0, size0=32, width=32, height=32, slide="slide9", dataset="new")
     rows = [{"tile_id": t, "y": i, **tile} for i, t in enumerate(new_ids)]
-    store.insert_missing(TILES, pa.Table.from_pylist(rows, schema=TILES_SCHEMA))
-    writer = EmbeddingWriter(store, table_name(KEY), Provenance.given(KEY, 16))
+    store.catalog.insert_missing(TILES, pa.Table.from_pylist(rows, schema=TILES_SCHEMA))
+    writer = EmbeddingWriter(store.catalog, table_name(KEY), Provenance.given(KEY, 16))
     writer.write(new_ids, np.zeros(200, np.int16), extra)
     grown = np.concatenate([vectors, extra])
     result = store.search(KEY, tiles=["t000004"], k=30)

@@ -69,7 +69,7 @@ def test_auto_is_exact_when_small_and_approximate_with_refine_when_large(store, 
 
 def test_manifest_records_the_table_version_rows_parameters_and_time(store):
     manifest = store.index(KEY, kind="ivf", config=IvfConfig(nlist=16))
-    version = store.dataset(TABLE).version
+    version = store.catalog.dataset(TABLE).version
     listed = store.indexes(KEY)
     assert [m.name for m in listed] == ["ivf"]
     saved = listed[0]
@@ -90,9 +90,9 @@ def add_rows(store: embedstore.Store, vectors: np.ndarray, start: int) -> list[s
     """More tiles and their vectors, as a later ingest + embed would add them."""
     ids = [f"t{start + i:06d}" for i in range(len(vectors))]
     rows = [{"tile_id": t, "source_id": "src9", "slide": "slide9", "x": 0, "y": 0} for t in ids]
-    store.insert_missing(TILES, pa.Table.from_pylist(rows, schema=TILES_SCHEMA))
-    provenance = recorded_provenance(store.dataset(TABLE).schema, TABLE)
-    EmbeddingWriter(store, TABLE, provenance).write(ids, np.zeros(len(ids), np.int16), vectors)
+    store.catalog.insert_missing(TILES, pa.Table.from_pylist(rows, schema=TILES_SCHEMA))
+    provenance = recorded_provenance(store.catalog.dataset(TABLE).schema, TABLE)
+    EmbeddingWriter(store.catalog, TABLE, provenance).write(ids, np.zeros(len(ids), np.int16), vectors)
     return ids
 
 
@@ -107,7 +107,7 @@ def test_rows_embedded_later_are_added_to_the_index(store, vectors, kind):
     assert any("added 5 rows" in note for note in hits.notes)
     manifest = store.indexes(KEY)[0]
     assert manifest.rows == 3005 and manifest.rows_added == 5
-    assert manifest.table_version == store.dataset(TABLE).version
+    assert manifest.table_version == store.catalog.dataset(TABLE).version
     reopened = embedstore.open(store.root).search(KEY, tiles=[ids[0]], k=5, index=kind)
     assert reopened.hits["tile_id"].to_list() == hits.hits["tile_id"].to_list()  # the update was saved
     assert not reopened.notes
@@ -120,7 +120,7 @@ def test_a_stale_index_is_refused_without_updates_and_when_rows_are_gone(store, 
         store.search(KEY, tiles=["t000001"], k=3, update=False)
     store.index(KEY, kind="flat")  # rebuilt: fresh again
     assert store.search(KEY, tiles=["t000001"], k=3, update=False).hits.height == 3
-    store.delete(TABLE, "tile_id IN ('t000002', 't000003')")
+    store.catalog.delete(TABLE, "tile_id IN ('t000002', 't000003')")
     with pytest.raises(StaleIndexError, match=r"2 of its rows are gone.*embedstore index .* --name flat"):
         embedstore.open(store.root).search(KEY, tiles=["t000001"], k=3)
 

@@ -30,7 +30,7 @@ def store(tmp_path: Path) -> embedstore.Store:
 
 def make_hits(store: embedstore.Store, n: int) -> pl.DataFrame:
     """A search result made by hand: n tiles, mixing stored and source-only pixels, best first."""
-    tiles = store.read("tiles", columns=["tile_id", "source_id", "x", "y", "pixels"]).to_pylist()
+    tiles = store.catalog.read("tiles", columns=["tile_id", "source_id", "x", "y", "pixels"]).to_pylist()
     tiles.sort(key=lambda t: (t["pixels"] is None, t["tile_id"]))
     chosen = tiles[: n - 2] + [t for t in tiles if t["pixels"] is None][:2]
     return pl.DataFrame(
@@ -65,7 +65,11 @@ def test_marks_by_click_and_keyboard_download_and_import_as_labels(store, tmp_pa
     query_tile = hits["tile_id"][0]
     query_image = ("query.png", np.full((40, 30, 3), 180, dtype=np.uint8))
     page_path = write_review_page(
-        store, hits, tmp_path / "out" / "review.html", query_tile_ids=[query_tile], query_images=[query_image]
+        store.catalog,
+        hits,
+        tmp_path / "out" / "review.html",
+        query_tile_ids=[query_tile],
+        query_images=[query_image],
     )
     text = page_path.read_text()
     assert not re.search(r"https?://|(src|href|url)[=(][\"']?//", text), "the page must not reach out"
@@ -114,13 +118,13 @@ def test_marks_by_click_and_keyboard_download_and_import_as_labels(store, tmp_pa
     assert dict(pl.read_csv(csv_path).iter_rows()) == expected
 
     assert store.import_labels("review", csv_path).labels_written == 4
-    labels = store.read("labels", columns=["tile_id", "label"], filter="task = 'review'").to_pylist()
+    labels = store.catalog.read("labels", columns=["tile_id", "label"], filter="task = 'review'").to_pylist()
     assert {row["tile_id"]: row["label"] for row in labels} == expected
 
 
 def test_empty_hits_write_a_page_saying_no_candidates(store, tmp_path):
     hits = pl.DataFrame(schema={"tile_id": pl.String, "score": pl.Float64, "rank": pl.Int64})
-    path = write_review_page(store, hits, tmp_path / "empty.html", task="tumour")
+    path = write_review_page(store.catalog, hits, tmp_path / "empty.html", task="tumour")
     text = path.read_text()
     assert "no candidates" in text.lower() and 'class="card"' not in text
     assert "--task tumour tumour-review.csv" in text
@@ -131,6 +135,6 @@ def test_a_tile_missing_from_the_store_raises_and_writes_nothing(store, tmp_path
         pl.Series("tile_id", ["f" * 32, *make_hits(store, 3)["tile_id"][1:]])
     )
     with pytest.raises(EmbedstoreError, match=r"1 tile\(s\) to review are not in the store") as error:
-        write_review_page(store, hits, tmp_path / "out" / "review.html")
+        write_review_page(store.catalog, hits, tmp_path / "out" / "review.html")
     assert "\n" not in str(error.value)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -120,7 +120,7 @@ def test_export_round_trips_through_labels_import(store, tmp_path):
     result = store.search(KEY, tiles=["t000003"], k=15)
     path = result.export_labels(tmp_path / "candidates.csv", label="candidate")
     assert store.import_labels("candidates", path).labels_written == 15
-    labels = store.read(LABELS, filter="task = 'candidates'")
+    labels = store.catalog.read(LABELS, filter="task = 'candidates'")
     assert sorted(labels.column("tile_id").to_pylist()) == sorted(ids_of(result))
     assert set(labels.column("label").to_pylist()) == {"candidate"}
 
@@ -147,7 +147,7 @@ def test_bad_queries_are_one_line_errors(store, kwargs, message):
 
 def test_a_tile_without_a_vector_is_named(store, tmp_path):
     store.ingest([write_tiles(tmp_path / "later", 2, 1)], progress=False)
-    new_tile = next(t for t in store.tile_ids() if not t.startswith("t0"))
+    new_tile = next(t for t in store.catalog.tile_ids() if not t.startswith("t0"))
     with pytest.raises(
         EmbedstoreError, match="has no vector in emb__synthetic_vectors; run `embedstore embed"
     ):
@@ -166,7 +166,7 @@ def test_image_queries_are_embedded_like_the_tiles(tmp_path):
     folder = write_tiles(tmp_path / "tiles", 12, 4, side=48)
     store = embedstore.init(tmp_path / "img")
     store.ingest([folder], progress=False)
-    embed(store, "handcrafted.color_texture", progress=False, workers=0, batch_size=8)
+    embed(store.catalog, "handcrafted.color_texture", progress=False, workers=0, batch_size=8)
     image = sorted(folder.rglob("*.png"))[3]
     result = store.search("handcrafted.color_texture", images=[image], k=3)
     first = result.hits.row(0, named=True)
