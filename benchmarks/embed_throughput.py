@@ -94,7 +94,7 @@ def sample_pixels(store, size: int, n: int) -> torch.Tensor:
     from embedstore.embed.input import BatchSlots, DecodeTiles, Payload
     from embedstore.sources.tile_pixels import TILE_COLUMNS
 
-    rows = store.read("tiles", columns=TILE_COLUMNS).slice(0, n).to_pylist()
+    rows = store.catalog.read("tiles", columns=TILE_COLUMNS).slice(0, n).to_pylist()
     slots = BatchSlots(0, 1, len(rows), size)
     batch = DecodeTiles(slots, size, "bicubic", (), {})[Payload(rows, [(i, 0) for i in range(len(rows))])]
     return slots.pixels(batch).clone(memory_format=torch.channels_last)
@@ -146,7 +146,7 @@ def run_backbone(store, key: str, args: argparse.Namespace) -> tuple[list[dict],
         forward = Forward(model, torch.device("cpu"), precision, True, args.compile, args.batch_size)
         before = forward_rate(forward, pixels, args.forward_tiles)
         report = embed(
-            store,
+            store.catalog,
             key,
             precision=precision,
             batch_size=args.batch_size,
@@ -181,7 +181,7 @@ def run_backbone(store, key: str, args: argparse.Namespace) -> tuple[list[dict],
         rows[-1]["write_overhead_share"] = (writes["keyed"] - writes["append"]) / report.seconds
         X, ids, _ = store.embeddings(key).to_numpy()
         vectors[precision] = X[np.argsort(ids)]
-        store.drop_table(table_name(key))
+        store.catalog.drop_table(table_name(key))
         print(
             f"  {key} {precision}: forward {reference:.1f}/s, end-to-end {report.tiles_per_s:.1f}/s "
             f"(pipeline {pipeline:.1f}/s), ratio {rows[-1]['ratio_e2e']:.2f}",
@@ -214,7 +214,7 @@ def run_layouts(store, key: str, args: argparse.Namespace) -> list[dict]:
             with torch_threads(cpus):
                 before = forward_rate(forward, pixels, args.forward_tiles // 2)
             report = embed(
-                store,
+                store.catalog,
                 key,
                 batch_size=args.batch_size,
                 limit=args.layout_tiles,
@@ -226,7 +226,7 @@ def run_layouts(store, key: str, args: argparse.Namespace) -> list[dict]:
             )
             with torch_threads(cpus):
                 after = forward_rate(forward, pixels, args.forward_tiles // 2)
-            store.drop_table(table_name(key))
+            store.catalog.drop_table(table_name(key))
             reference = (before + after) / 2
             rows.append(
                 {
@@ -366,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = harness.fake_pcam(tmp, SMOKE["tiles"]) if args.smoke else args.data
         store = embedstore.init(tmp / "store")
         store.ingest([data], embedstore.IngestOptions(task="pcam", progress=False))
-        print(f"ingested {len(store.tile_ids())} PCam tiles; embedding {args.tiles} per run", flush=True)
+        print(f"ingested {len(store.catalog.tile_ids())} PCam tiles; embedding {args.tiles} per run", flush=True)
         if keys:
             results["allocator"] = malloc_effect(store, keys[0], args)
         for key in keys:

@@ -221,8 +221,8 @@ def replay_cost(store: Any, table: str, chunk_rows: int) -> dict[str, float]:
 
     from embedstore.writes import create_table, insert_missing
 
-    rows = store.read(table)
-    schema = store.dataset(table).schema
+    rows = store.catalog.read(table)
+    schema = store.catalog.dataset(table).schema
     seconds = {}
     with scratch("write-path-") as tmp:
         for mode in ("append", "keyed"):

@@ -159,9 +159,9 @@ def source_problems(source: Path, key: str) -> list[str]:
         return [f"no store at {source}"]
     store = embedstore.open(source)
     problems = []
-    if not store.has_table(table_name(key)):
+    if not store.catalog.has_table(table_name(key)):
         problems.append(f"no {key} embeddings in {source}")
-    tasks = set(store.read(LABELS, columns=["task"]).column("task").to_pylist())
+    tasks = set(store.catalog.read(LABELS, columns=["task"]).column("task").to_pylist())
     problems += [f"no task {t!r} in {source}" for t in ("amibr", "pcam", "crc_nuclei") if t not in tasks]
     return problems
 
@@ -227,9 +227,9 @@ class TaskData:
 
         spec = TASKS[task]
         labels = pl.from_arrow(
-            store.read(LABELS, columns=["tile_id", "label"], filter=f"task = '{spec['source']}'")
+            store.catalog.read(LABELS, columns=["tile_id", "label"], filter=f"task = '{spec['source']}'")
         )
-        tiles = pl.from_arrow(store.read(TILES, columns=["tile_id", "slide", "image", "split"]))
+        tiles = pl.from_arrow(store.catalog.read(TILES, columns=["tile_id", "slide", "image", "split"]))
         frame = labels.join(tiles, on="tile_id", how="left").sort("tile_id")
         self.task = task
         self.ids = np.asarray(frame.get_column("tile_id").to_list(), dtype=object)
@@ -270,11 +270,11 @@ def derived_task(store: embedstore.Store, data: TaskData, seed: int, tasks: set[
 
 
 def store_tasks(store: embedstore.Store) -> set[str]:
-    return set(store.read(LABELS, columns=["task"]).column("task").to_pylist())
+    return set(store.catalog.read(LABELS, columns=["task"]).column("task").to_pylist())
 
 
 def has_views(store: embedstore.Store, key: str) -> bool:
-    return store.dataset(table_name(key)).count_rows(filter="view > 0") > 0
+    return store.catalog.dataset(table_name(key)).count_rows(filter="view > 0") > 0
 
 
 def embed_views(store: embedstore.Store, key: str, views: int, threads: int) -> dict[str, Any]:
@@ -541,7 +541,7 @@ def speed_phase(args: argparse.Namespace, result: dict[str, Any], save) -> None:
     wanted = data.ids[: FINETUNE_BATCH + args.finetune_tiles].tolist()
     rows_by_id = {
         r["tile_id"]: r
-        for r in store.read(
+        for r in store.catalog.read(
             TILES, columns=TILE_COLUMNS, filter="tile_id IN ({})".format(", ".join(f"'{t}'" for t in wanted))
         ).to_pylist()
     }
@@ -643,8 +643,8 @@ def grow_memory_store(path: Path, sizes: tuple[int, ...], chunk: int) -> dict[st
         record = {"versions": {}, "chunk": chunk}
     store = embedstore.open(path) if path.exists() else embedstore.init(path)
     name = table_name(MEMORY_KEY)
-    writer = EmbeddingWriter(store, name, Provenance.given(MEMORY_KEY, MEMORY_DIM))
-    rows = store.count(name) if store.has_table(name) else 0
+    writer = EmbeddingWriter(store.catalog, name, Provenance.given(MEMORY_KEY, MEMORY_DIM))
+    rows = store.catalog.count(name) if store.catalog.has_table(name) else 0
     written = {"rows_written": 0, "seconds": 0.0}
     for size in sizes:
         if str(size) in record["versions"]:
@@ -670,7 +670,7 @@ def grow_memory_store(path: Path, sizes: tuple[int, ...], chunk: int) -> dict[st
                 height=pa.array(np.full(count, 224, np.int32)),
                 slide=pa.array([f"slide{i % MEMORY_GROUPS}" for i in range(rows, rows + count)]),
             )
-            store.insert_missing(TILES, pa.table(tiles, schema=TILES_SCHEMA))
+            store.catalog.insert_missing(TILES, pa.table(tiles, schema=TILES_SCHEMA))
             writer.write(ids, np.zeros(count, np.int16), vectors)
             rows += count
             written["rows_written"] += count
@@ -685,7 +685,7 @@ def grow_memory_store(path: Path, sizes: tuple[int, ...], chunk: int) -> dict[st
                 )
         store.import_labels(f"mem-{size}", csv)
         csv.unlink()
-        record["versions"][str(size)] = int(store.dataset(name).version)
+        record["versions"][str(size)] = int(store.catalog.dataset(name).version)
         record_path.write_text(json.dumps(record, indent=1))
         written["seconds"] += time.perf_counter() - started
     record["written_this_run"] = written
@@ -796,7 +796,7 @@ def memory_phase(args: argparse.Namespace, result: dict[str, Any], save) -> None
     say(f"memory: synthetic table of {', '.join(f'{s:,}' for s in sizes)} rows x {MEMORY_DIM}-d in {path}")
     record = grow_memory_store(path, sizes, min(MEMORY_CHUNK, sizes[0]))
     store = embedstore.open(path)
-    newest = store.count(table_name(MEMORY_KEY))
+    newest = store.catalog.count(table_name(MEMORY_KEY))
     section: dict[str, Any] = {
         "store": str(path),
         "dim": MEMORY_DIM,
@@ -805,7 +805,7 @@ def memory_phase(args: argparse.Namespace, result: dict[str, Any], save) -> None
         "written_this_run": record.get("written_this_run"),
         "head": args.head,
         "threads": args.threads,
-        "labels_rows_in_store": store.count(LABELS),
+        "labels_rows_in_store": store.catalog.count(LABELS),
         "measurements": [],
     }
     plan = [("stream", s) for s in sizes] + [("memory", s) for s in sizes[:MEMORY_COMPARE]]

@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         first_seconds = time.perf_counter() - started
         info = store.info()
         second = run(store, data, jobs)
-        ids = store.read("tiles", columns=["tile_id"]).column("tile_id").to_pylist()
+        ids = store.catalog.read("tiles", columns=["tile_id"]).column("tile_id").to_pylist()
         check = store.check()
         tables = ("tiles", "labels", "files", "sources")
         writes = {name: harness.replay_cost(store, name, CHUNK) for name in tables}

@@ -83,10 +83,10 @@ def build_store(path: Path, tiles: int, seed: int = 0, widths: tuple = WIDTHS) -
         }
         for i, t in enumerate(ids)
     ]
-    store.insert_missing(TILES, pa.Table.from_pylist(rows, schema=TILES_SCHEMA))
+    store.catalog.insert_missing(TILES, pa.Table.from_pylist(rows, schema=TILES_SCHEMA))
     for key, dim, signal in widths:
         provenance = Provenance.given(key, dim)
-        writer = EmbeddingWriter(store, table_name(key), provenance)
+        writer = EmbeddingWriter(store.catalog, table_name(key), provenance)
         writer.write(ids, np.zeros(tiles, np.int16), _vectors(rng, labels, dim, signal))
     csv = path / "labels.csv"
     csv.write_text("tile_id,label\n" + "".join(f"{t},c{y}\n" for t, y in zip(ids, labels, strict=True)))
@@ -186,7 +186,7 @@ def measure(args) -> int:
         if tiles is None:
             from embedstore.evaluate.tasks import task_tiles
 
-            tiles = task_tiles(store, TASK, keys, None)
+            tiles = task_tiles(store.catalog, TASK, keys, None)
             folds = splits.group_folds(tiles.codes, tiles.groups, args.folds, 0)
         max_iter = 50 if args.smoke else 1000  # --smoke: the code path, not the agreement
         found, seconds = sklearn_pipeline(x, tiles.codes, tiles.groups, folds, max_iter)

@@ -248,13 +248,13 @@ def check_sample(store_path: Path, args: argparse.Namespace) -> None:
 
 def task_counts(store: embedstore.Store, task: str, by: str | None) -> dict[str, Any]:
     """Tiles per class of a task (and per `by` group column: number of groups, or per split)."""
-    labels = pl.from_arrow(store.read(LABELS, columns=["tile_id", "label"], filter=f"task = '{task}'"))
+    labels = pl.from_arrow(store.catalog.read(LABELS, columns=["tile_id", "label"], filter=f"task = '{task}'"))
     out: dict[str, Any] = {
         "tiles": labels.height,
         "per_class": dict(sorted(labels.group_by("label").len().iter_rows())),
     }
     if by is not None:
-        tiles = pl.from_arrow(store.read(TILES, columns=["tile_id", by]))
+        tiles = pl.from_arrow(store.catalog.read(TILES, columns=["tile_id", by]))
         joined = labels.join(tiles, on="tile_id", how="left")
         if by == "split":
             out["per_split"] = {
@@ -331,7 +331,7 @@ def prepare(args: argparse.Namespace, store_path: Path) -> dict[str, Any]:
         "pcam": task_counts(store, "pcam", "split"),
         "amibr": task_counts(store, "amibr", "slide"),
     }
-    out["tiles_in_store"] = store.count(TILES)
+    out["tiles_in_store"] = store.catalog.count(TILES)
     return out
 
 
@@ -353,7 +353,7 @@ def usable_variants(variants: list[str]) -> tuple[list[str], dict[str, str]]:
 
 
 def embedded(store: embedstore.Store, key: str) -> bool:
-    return store.has_table(table_name(key)) and store.count(table_name(key)) > 0
+    return store.catalog.has_table(table_name(key)) and store.catalog.count(table_name(key)) > 0
 
 
 def embed_variants(store: embedstore.Store, variants: list[str], result: dict[str, Any], save: Any) -> None:
@@ -361,7 +361,7 @@ def embed_variants(store: embedstore.Store, variants: list[str], result: dict[st
     for key, why in skipped.items():
         harness.say(f"note: skipping {key}: {why} (re-run when it exists)")
     records = result.setdefault("embedding", {})
-    tiles = store.count(TILES)
+    tiles = store.catalog.count(TILES)
     for key in ok:
         try:
             report = store.embed(key, progress=False)
@@ -398,7 +398,7 @@ def embed_variants(store: embedstore.Store, variants: list[str], result: dict[st
             record["pipeline_tiles_per_s"] = round(
                 record["tiles_embedded"] / max(record["pipeline_seconds"], 1e-9), 2
             )
-        record["rows"] = store.count(table_name(key))
+        record["rows"] = store.catalog.count(table_name(key))
         record["tiles_in_store"] = tiles
         records[key] = record
         result["skipped"] = skipped
@@ -517,7 +517,7 @@ def run_downstream(
         if not embedded(store, key):
             continue
         signature = {
-            "rows": store.count(table_name(key)),
+            "rows": store.catalog.count(table_name(key)),
             "sample": sample_settings(args),
             "seeds": args.seeds,
             "c_grid": list(C_GRID),

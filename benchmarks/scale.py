@@ -96,7 +96,7 @@ def same_rows(a: embedstore.Store, b: embedstore.Store, backbone: str) -> dict:
     from embedstore.embedding_tables import table_name
 
     def rows(store: embedstore.Store) -> dict:
-        table = store.read(table_name(backbone), columns=["tile_id", "view", "vector"])
+        table = store.catalog.read(table_name(backbone), columns=["tile_id", "view", "vector"])
         keys = zip(table.column("tile_id").to_pylist(), table.column("view").to_pylist(), strict=True)
         return dict(zip(keys, np.asarray(table.column("vector").to_pylist(), np.float32), strict=True))
 
@@ -123,9 +123,9 @@ def ingest_engines(folder: Path, work: Path) -> dict:
         ("sources", "source_id", ["source_id", "uri", "status", "n_tiles", "fingerprint"]),
         ("files", "uri", ["uri", "source_id"]),
     ):
-        local, ray = (stores[e].read(table, columns=columns).sort_by(key) for e in ("local", "ray"))
+        local, ray = (stores[e].catalog.read(table, columns=columns).sort_by(key) for e in ("local", "ray"))
         equal[table] = local.equals(ray)
-    rows = stores["local"].count("tiles")
+    rows = stores["local"].catalog.count("tiles")
     return {"tiles": rows, "seconds": seconds, "equal_tables": equal}
 
 

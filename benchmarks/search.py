@@ -234,13 +234,13 @@ def write_store(
     path.parent.mkdir(parents=True, exist_ok=True)
     store = embedstore.init(path)
     provenance = Provenance.given(key, dim)
-    writer = EmbeddingWriter(store, table_name(key), provenance)
+    writer = EmbeddingWriter(store.catalog, table_name(key), provenance)
     per_slide = max(1, math.ceil(rows / SLIDES))
     start = 0
     for vectors in chunks:
         n = len(vectors)
         chunk_ids = ids(start, n)
-        store.insert_missing(TILES, tiles_table(chunk_ids, np.arange(start, start + n), per_slide))
+        store.catalog.insert_missing(TILES, tiles_table(chunk_ids, np.arange(start, start + n), per_slide))
         writer.write(chunk_ids, np.zeros(n, np.int16), vectors)
         start += n
     return store

@@ -119,8 +119,8 @@ def prepare(args: argparse.Namespace, store_path: Path) -> dict[str, Any]:
             harness.say(f"ingest {name}: {report.summary().splitlines()[1]}")
     store = embedstore.open(store_path)
     key = args.backbone
-    if not store.has_table(table_name(key)) or store.count(table_name(key)) < store.count(TILES):
-        harness.say(f"embedding {store.count(TILES)} tiles with {key} (about 100-300 tiles/s on 2 cores)")
+    if not store.catalog.has_table(table_name(key)) or store.catalog.count(table_name(key)) < store.catalog.count(TILES):
+        harness.say(f"embedding {store.catalog.count(TILES)} tiles with {key} (about 100-300 tiles/s on 2 cores)")
         report = store.embed(key, progress=False)
         harness.say(report.summary().splitlines()[0])
         out["embed"] = {"tiles": report.tiles_embedded, "seconds": round(report.seconds, 1)}
@@ -139,8 +139,8 @@ def numpy_top(raw: np.ndarray, rows: np.ndarray, queries: np.ndarray, centre: np
 
 
 def measure(args: argparse.Namespace, store: embedstore.Store) -> dict[str, Any]:
-    tiles = pl.from_arrow(store.read(TILES, columns=["tile_id", "dataset"]))
-    labels = pl.from_arrow(store.read(LABELS, columns=["tile_id", "label"], filter="task = 'pcam'"))
+    tiles = pl.from_arrow(store.catalog.read(TILES, columns=["tile_id", "dataset"]))
+    labels = pl.from_arrow(store.catalog.read(LABELS, columns=["tile_id", "label"], filter="task = 'pcam'"))
     raw, ids, _ = store.embeddings(args.backbone).to_numpy()
     ids = np.asarray(ids).astype(str)
     meta = (
