@@ -366,7 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = harness.fake_pcam(tmp, SMOKE["tiles"]) if args.smoke else args.data
         store = embedstore.init(tmp / "store")
         store.ingest([data], embedstore.IngestOptions(task="pcam", progress=False))
-        print(f"ingested {len(store.catalog.tile_ids())} PCam tiles; embedding {args.tiles} per run", flush=True)
+        print(
+            f"ingested {len(store.catalog.tile_ids())} PCam tiles; embedding {args.tiles} per run", flush=True
+        )
         if keys:
             results["allocator"] = malloc_effect(store, keys[0], args)
         for key in keys:

@@ -248,7 +248,9 @@ def check_sample(store_path: Path, args: argparse.Namespace) -> None:
 
 def task_counts(store: embedstore.Store, task: str, by: str | None) -> dict[str, Any]:
     """Tiles per class of a task (and per `by` group column: number of groups, or per split)."""
-    labels = pl.from_arrow(store.catalog.read(LABELS, columns=["tile_id", "label"], filter=f"task = '{task}'"))
+    labels = pl.from_arrow(
+        store.catalog.read(LABELS, columns=["tile_id", "label"], filter=f"task = '{task}'")
+    )
     out: dict[str, Any] = {
         "tiles": labels.height,
         "per_class": dict(sorted(labels.group_by("label").len().iter_rows())),

@@ -119,8 +119,9 @@ def prepare(args: argparse.Namespace, store_path: Path) -> dict[str, Any]:
             harness.say(f"ingest {name}: {report.summary().splitlines()[1]}")
     store = embedstore.open(store_path)
     key = args.backbone
-    if not store.catalog.has_table(table_name(key)) or store.catalog.count(table_name(key)) < store.catalog.count(TILES):
-        harness.say(f"embedding {store.catalog.count(TILES)} tiles with {key} (about 100-300 tiles/s on 2 cores)")
+    catalog = store.catalog
+    if not catalog.has_table(table_name(key)) or catalog.count(table_name(key)) < catalog.count(TILES):
+        harness.say(f"embedding {catalog.count(TILES)} tiles with {key} (about 100-300 tiles/s on 2 cores)")
         report = store.embed(key, progress=False)
         harness.say(report.summary().splitlines()[0])
         out["embed"] = {"tiles": report.tiles_embedded, "seconds": round(report.seconds, 1)}
