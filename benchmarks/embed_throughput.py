@@ -10,8 +10,8 @@ precision (fp32, bf16):
   bf16 vs fp32 agreement: mean cosine of each tile's two vectors, mean overlap of its 10 nearest
       neighbours (cosine) among the embedded tiles.
   safe write path: the run's rows written again, in the run's chunk size, with plain appends and
-      through the keyed path (embedstore.writes); the difference as a share of the run's wall time
-      (target: at most 10 %; the real cost is lower still, as commits overlap the forward pass).
+      through the keyed path (embedstore.storage.keyed_writes); the difference as a share of the run's wall
+      time (target: at most 10 %; the real cost is lower still, as commits overlap the forward pass).
 Then the decode-worker / torch-thread layouts are compared on the first backbone, as ratios to its
 forward-only rate. Writes benchmarks/results/embed_throughput.json and prints a table.
 
@@ -135,7 +135,7 @@ def run_backbone(store, key: str, args: argparse.Namespace) -> tuple[list[dict],
     from embedstore.embed.forward import Forward
     from embedstore.embed.local import embed
     from embedstore.embed.options import EmbedOptions
-    from embedstore.embedding_tables import table_name
+    from embedstore.storage.embedding_tables import table_name
 
     backbone = get_backbone(key)
     backbone.weights_sha256()  # warm the hash cache: both precisions then pay the same setup
@@ -197,8 +197,8 @@ def run_layouts(store, key: str, args: argparse.Namespace) -> list[dict]:
     from embedstore.backbones import get_backbone
     from embedstore.embed.forward import Forward
     from embedstore.embed.local import embed
-    from embedstore.embedding_tables import table_name
     from embedstore.runtime import cpu_count, torch_threads
+    from embedstore.storage.embedding_tables import table_name
 
     backbone = get_backbone(key)
     pixels = sample_pixels(store, backbone.spec.input_size, args.batch_size)

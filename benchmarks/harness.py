@@ -215,11 +215,11 @@ def _noise_image(path: Path, rng: np.random.Generator, side: int) -> None:
 def replay_cost(store: Any, table: str, chunk_rows: int) -> dict[str, float]:
     """Seconds to write `table`'s rows again into empty tables of its schema, in `chunk_rows` chunks:
     plain Lance appends (what embedstore 0.1 did, and what duplicated rows under concurrency) against
-    `embedstore.writes.insert_missing` (the keyed path every writer uses); the difference is the cost
-    of safety."""
+    `embedstore.storage.keyed_writes.insert_missing` (the keyed path every writer uses); the difference is the
+    cost of safety."""
     import lance
 
-    from embedstore.writes import create_table, insert_missing
+    from embedstore.storage.keyed_writes import create_table, insert_missing
 
     rows = store.catalog.read(table)
     schema = store.catalog.dataset(table).schema

@@ -10,7 +10,7 @@ Phases (`--only`, comma-separated; default all; results merge into the JSON, so 
           trained: AMi-Br and crc_nuclei by an outer group-aware split (fold 0 of embedstore's 5
           StratifiedGroupKFold folds, shuffled by the seed), PCam by its `valid` split. The remaining
           tiles become a task `hb-<task>-s<seed>` in a copy of the store; every configuration trains
-          on it with one shared inner group-aware split (heads.data.split_tiles: 80/20, early stopping
+          on it with one shared inner group-aware split (heads.tile_batches.split_tiles: 80/20, early stopping
           and threshold on the inner validation tiles), and is scored once on the test tiles:
             plain     no class weights, threshold 0.5;
             strong    class-weighted loss, threshold tuned on validation (the strong baseline);
@@ -80,8 +80,8 @@ import numpy as np
 from harness import say, t_interval
 
 import embedstore
-from embedstore.embedding_tables import table_name
-from embedstore.schema import LABELS, TILES
+from embedstore.core.schema import LABELS, TILES
+from embedstore.storage.embedding_tables import table_name
 
 RESULTS = harness.RESULTS
 SOURCE_STORE = RESULTS / "proxy-store"
@@ -319,7 +319,7 @@ def scarce_run(
     augments: list[str],
 ) -> dict[str, Any]:
     from heads.card import head_dir
-    from heads.data import split_tiles
+    from heads.tile_batches import split_tiles
     from heads.training import train
     from heads.tuning import describe, tune
 
@@ -502,7 +502,7 @@ def speed_phase(args: argparse.Namespace, result: dict[str, Any], save) -> None:
     from embedstore.embeddings import EmbeddingQuery
     from embedstore.sources.tile_pixels import TILE_COLUMNS, TilePixels
     from heads.card import head_class, head_dir
-    from heads.data import BatchStream, augmentation_sample
+    from heads.tile_batches import BatchStream, augmentation_sample
     from heads.training import train
 
     problems = source_problems(args.source, args.key)
@@ -628,9 +628,9 @@ def grow_memory_store(path: Path, sizes: tuple[int, ...], chunk: int) -> dict[st
     """The synthetic table, grown to each size in turn (only what is missing); {size: version}."""
     import pyarrow as pa
 
+    from embedstore.core.schema import TILES_SCHEMA
     from embedstore.embed.writer import EmbeddingWriter
-    from embedstore.embedding_tables import Provenance
-    from embedstore.schema import TILES_SCHEMA
+    from embedstore.storage.embedding_tables import Provenance
 
     inputs = memory_inputs(path)
     inputs.mkdir(parents=True, exist_ok=True)
@@ -699,7 +699,7 @@ def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(spec["threads"])
     from embedstore.embeddings import EmbeddingQuery
     from heads.card import head_class
-    from heads.data import READ_BATCH, BatchStream, augmentation_sample, split_tiles
+    from heads.tile_batches import READ_BATCH, BatchStream, augmentation_sample, split_tiles
 
     rss_start = current_rss_bytes()
     store = embedstore.open(spec["store"])

@@ -60,9 +60,9 @@ def build_store(path: Path, tiles: int, seed: int = 0, widths: tuple = WIDTHS) -
     group i % IMAGES, its `slide`), and the task's labels."""
     import pyarrow as pa
 
+    from embedstore.core.schema import TILES, TILES_SCHEMA
     from embedstore.embed.writer import EmbeddingWriter
-    from embedstore.embedding_tables import Provenance, table_name
-    from embedstore.schema import TILES, TILES_SCHEMA
+    from embedstore.storage.embedding_tables import Provenance, table_name
 
     rng = np.random.default_rng(seed)
     labels = rng.choice(len(CLASS_SHARES), tiles, p=CLASS_SHARES)

@@ -64,10 +64,10 @@ import polars as pl
 
 import embedstore
 from embedstore import IngestOptions
-from embedstore.embedding_tables import table_name
+from embedstore.core.schema import LABELS, TILES
 from embedstore.evaluate import folds as splits
 from embedstore.probe import classifiers
-from embedstore.schema import LABELS, TILES
+from embedstore.storage.embedding_tables import table_name
 
 RESULTS = harness.RESULTS
 PHASES = ("prepare", "embed", "downstream", "proxy", "report")

@@ -93,7 +93,7 @@ def same_rows(a: embedstore.Store, b: embedstore.Store, backbone: str) -> dict:
     """Whether two stores hold the same (tile, view) rows, and the largest difference of their vectors."""
     import numpy as np
 
-    from embedstore.embedding_tables import table_name
+    from embedstore.storage.embedding_tables import table_name
 
     def rows(store: embedstore.Store) -> dict:
         table = store.catalog.read(table_name(backbone), columns=["tile_id", "view", "vector"])

@@ -58,13 +58,13 @@ import numpy as np
 import pyarrow as pa
 
 import embedstore
+from embedstore.core.schema import TILES, TILES_SCHEMA
 from embedstore.embed.writer import EmbeddingWriter
-from embedstore.embedding_tables import Provenance, table_name
 from embedstore.evaluate.neighbours import exact_neighbours
 from embedstore.evaluate.space import VectorSpace
-from embedstore.schema import TILES, TILES_SCHEMA
 from embedstore.search import faiss_index
-from embedstore.search.tuning import recall_at_k
+from embedstore.search.recall import recall_at_k
+from embedstore.storage.embedding_tables import Provenance, table_name
 
 DATA = harness.DATA
 RESULTS = harness.RESULTS

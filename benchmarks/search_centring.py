@@ -44,8 +44,8 @@ from proxy_selection import sample_amibr, sample_crc  # the same samplers as tha
 
 import embedstore
 from embedstore import IngestOptions
-from embedstore.embedding_tables import table_name
-from embedstore.schema import LABELS, TILES
+from embedstore.core.schema import LABELS, TILES
+from embedstore.storage.embedding_tables import table_name
 
 RESULTS = harness.RESULTS
 LITE0 = "tf_efficientnet_lite0.in1k"

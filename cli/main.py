@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from cli.commands import SUMMARIES
-from embedstore.errors import EmbedstoreError, first_line, os_error_line
+from embedstore.core.errors import EmbedstoreError, first_line, os_error_line
 
 BUG_EXIT_CODE = 70  # EX_SOFTWARE: an internal error, not the user's input
 

@@ -1,6 +1,6 @@
 """Click options built from the options classes, and the arguments several commands share.
 
-A field declared with `embedstore.validation.option` gives its flag, type, default, choices and help
+A field declared with `embedstore.core.validation.option` gives its flag, type, default, choices and help
 here, so no default or choice is written twice. Nothing heavy is imported: `--help` stays instant.
 """
 
@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from embedstore.validation import Flag, Integers, Interval, NamesFrom, OneOf, PathValue, flag_of, output_file
+from embedstore.core.validation import (
+    Flag,
+    Integers,
+    Interval,
+    NamesFrom,
+    OneOf,
+    PathValue,
+    flag_of,
+    output_file,
+)
 
 if TYPE_CHECKING:
     from embedstore import Store
@@ -24,7 +33,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 
 class OutputFile(click.ParamType):
     """A file a command will write: refused while parsing (before any work) when it cannot be written,
-    by the one rule of `embedstore.validation.output_file`."""
+    by the one rule of `embedstore.core.validation.output_file`."""
 
     name = "file"
 

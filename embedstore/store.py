@@ -3,7 +3,7 @@ repair, versions) over a catalog it holds (`store.catalog`, the store's tables).
 
 Nothing below this module imports it; the verbs live in their own modules and take a catalog, so each
 can be used (and tested) without the others. A function below that accepts "a Store or a Catalog" gets
-the catalog with `embedstore.catalog.catalog_of`.
+the catalog with `embedstore.storage.catalog.catalog_of`.
 """
 
 from __future__ import annotations
@@ -13,19 +13,19 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from .catalog import Catalog
-from .location import ObjectPath
+from .core.location import ObjectPath
+from .storage.catalog import Catalog
 
 if TYPE_CHECKING:
-    from .check import CheckReport
     from .embed import EmbedOptions, EmbedReport
     from .embeddings import EmbeddingQuery
     from .ingest import IngestOptions, IngestReport
-    from .label_options import LabelImportOptions, LabelImportReport
+    from .maintenance.check import CheckReport
+    from .maintenance.label_options import LabelImportOptions, LabelImportReport
     from .probe import ProbeOptions, ProbeReport
     from .search import IndexManifest, IndexOptions, Searcher, SearchOptions, SearchResult
     from .search.configs import IndexConfig
-    from .versions import CompactReport
+    from .storage.versions import CompactReport
 
 
 # Catalog methods a Store handed on while it was a Catalog: they still work through a Store, with a
@@ -53,8 +53,8 @@ DEPRECATED_CATALOG_METHODS = frozenset(
 class Store:
     """An embedstore store. Create one with `embedstore.init(path)`, open one with `embedstore.open(path)`.
 
-    `catalog` (an `embedstore.catalog.Catalog`): the store's tables, for tools that read or write tables
-    themselves (`store.catalog.read("tiles", columns=[...])`, `.dataset`, `.upsert`, ...).
+    `catalog` (an `embedstore.storage.catalog.Catalog`): the store's tables, for tools that read or write
+    tables themselves (`store.catalog.read("tiles", columns=[...])`, `.dataset`, `.upsert`, ...).
     """
 
     def __init__(self, catalog: Catalog | Path | ObjectPath) -> None:
@@ -113,7 +113,7 @@ class Store:
     ) -> LabelImportReport:
         """Labels for existing tiles from a CSV/Parquet (tile_id,label or source,x,y,label), as written;
         options: `embedstore.LabelImportOptions` (empty labels, conflicting rows)."""
-        from .labels import import_labels
+        from .maintenance.labels import import_labels
 
         return import_labels(self.catalog, task, Path(path), options, **kwargs)
 
@@ -140,9 +140,9 @@ class Store:
     ) -> IndexManifest:
         """Build (or rebuild) a similarity index over `backbone`'s vectors; options: `IndexOptions`
         (kind, metric, center, center_on, backend, name), `config`: one of `embedstore.search.configs`."""
+        from .core.validation import options_from
         from .search.indexes import build_index
         from .search.options import IndexOptions
-        from .validation import options_from
 
         options = options_from(IndexOptions, options, kwargs)
         manifest = build_index(self.catalog, backbone, options, config, say)
@@ -181,8 +181,8 @@ class Store:
         (k, fusion, negative_weight, exclude_query_slides, exclude_task, where, index, update, center:
         pool | index | none). Builds an `auto` index on first use when the backbone has none;
         `result.described()` names the index and the centring used."""
+        from .core.validation import options_from
         from .search.options import SearchOptions
-        from .validation import options_from
 
         options = options_from(SearchOptions, options, kwargs)
         searcher = self.searcher(backbone, options.index, options.update)
@@ -201,9 +201,9 @@ class Store:
         group-aware folds, plus label-free indicators (alone when `task` is None); see `ProbeOptions`
         (group_by, folds, seeds, probes, knn_k, rank_k, metric, shots, shot_draws, inner_folds, alpha,
         bootstrap)."""
+        from .core.validation import options_from
         from .probe.options import ProbeOptions
         from .probe.run import run_probe
-        from .validation import options_from
 
         options = options_from(ProbeOptions, options, kwargs)
         return run_probe(self.catalog, task, backbones, options, progress=progress, say=say)
@@ -212,19 +212,19 @@ class Store:
         """A summary: sources (ok / failed), files, tiles, tasks with label counts, tables, the saved
         indexes and heads with the table versions they are bound to and whether the table moved on since
         (`indexes`, `heads`), disk size."""
-        from .info import store_info
+        from .maintenance.info import store_info
 
         return store_info(self.catalog)
 
     def check(self) -> CheckReport:
         """Verify the store like a filesystem check: duplicate keys, orphans, provenance, failed sources."""
-        from .check import check_store
+        from .maintenance.check import check_store
 
         return check_store(self.catalog)
 
     def repair(self) -> CheckReport:
         """Remove duplicate keys and orphans, one new version per table changed; returns what was done."""
-        from .check import repair_store
+        from .maintenance.check import repair_store
 
         return repair_store(self.catalog)
 

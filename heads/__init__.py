@@ -18,7 +18,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from embedstore.core.moved import alias_modules
+
 from .errors import HeadsError
+
+alias_modules({"heads.data": "heads.tile_batches", "heads.demo": "heads.demo_head"})  # old paths, one release
 
 if TYPE_CHECKING:
     from .augment import AugmentationPipeline, parse_augmentations

@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from embedstore import saved
-from embedstore.catalog import Catalog, HasCatalog, catalog_of
-from embedstore.embedding_tables import table_name
+from embedstore.core.location import ObjectPath, StorePath, exclusive, remove_inside
+from embedstore.core.reports import JsonReport
+from embedstore.core.validation import FileName, invalid
 from embedstore.embeddings import EmbeddingTable
-from embedstore.location import ObjectPath, StorePath, exclusive, remove_inside
-from embedstore.reports import JsonReport
-from embedstore.validation import FileName, invalid
+from embedstore.storage import saved
+from embedstore.storage.catalog import Catalog, HasCatalog, catalog_of
+from embedstore.storage.embedding_tables import table_name
 
 from .errors import HeadsError
 from .options import HEAD_KINDS
@@ -124,7 +124,7 @@ def head_class(kind: str):
 
 def check_name(name: str, flag: str = "--name") -> str:
     """A head name, never a path: it names a directory under <store>/heads and the `pred__<name>` table
-    (`embedstore.validation.FileName`'s rule); HeadsError, one line, for another."""
+    (`embedstore.core.validation.FileName`'s rule); HeadsError, one line, for another."""
     if not FileName().accepts(name):
         raise HeadsError(str(invalid(flag, name, FileName().describe())))
     return name

@@ -1,6 +1,6 @@
 """The one error heads raise for bad input: a subclass of embedstore's, so the CLI prints it on one line."""
 
-from embedstore.errors import EmbedstoreError
+from embedstore.core.errors import EmbedstoreError
 
 
 class HeadsError(EmbedstoreError):

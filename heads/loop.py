@@ -5,8 +5,8 @@
 
 `LinearHead.fit`/`partial_fit` (in-memory arrays) and `heads.train` (batches streamed from the store) both
 train through it; they differ only in where batches come from (`Batches`: `ArrayBatches` or
-`heads.data.BatchStream`). A batch is `(x (b, d), class codes (b,), ...)`; items after the codes are ignored.
-Each step augments, then takes one optimiser step on the head's loss (`head._train_step`).
+`heads.tile_batches.BatchStream`). A batch is `(x (b, d), class codes (b,), ...)`; items after the codes are
+ignored. Each step augments, then takes one optimiser step on the head's loss (`head._train_step`).
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from embedstore.errors import EmbedstoreError
-from embedstore.validation import Constraint, Flag, Integers, Interval, Name, OneOf, option, validate
+from embedstore.core.errors import EmbedstoreError
+from embedstore.core.validation import Constraint, Flag, Integers, Interval, Name, OneOf, option, validate
 
 from .augment_spec import HELP, parse_spec
 from .errors import HeadsError

@@ -26,16 +26,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
-from embedstore.catalog import Catalog
+from embedstore.core.location import exclusive
+from embedstore.core.reports import JsonReport
+from embedstore.core.schema import SOURCES, TILES, key_field
+from embedstore.core.validation import Interval, output_file
 from embedstore.embeddings import EmbeddingQuery, vectors
-from embedstore.location import exclusive
-from embedstore.reports import JsonReport
-from embedstore.schema import SOURCES, TILES, key_field
-from embedstore.validation import Interval, output_file
+from embedstore.storage.catalog import Catalog
 
 from .card import LOCK, HeadCard, StoreArg, heads_root, load_head, open_store, read_card
-from .data import READ_BATCH, TileIds, checked
 from .errors import HeadsError
+from .tile_batches import READ_BATCH, TileIds, checked
 
 PREDICTIONS_PREFIX = "pred__"
 COMMIT_ROWS = 65_536  # rows per insert (one table version each)

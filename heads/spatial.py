@@ -31,11 +31,11 @@ import pyarrow.compute as pc
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from embedstore.catalog import Catalog
-from embedstore.errors import EmbedstoreError
-from embedstore.schema import SOURCES, TILES, sql_string
+from embedstore.core.errors import EmbedstoreError
+from embedstore.core.schema import SOURCES, TILES, sql_string
+from embedstore.core.validation import output_file
 from embedstore.sources import open_slide, thumbnail_rgb, tissue_mask
-from embedstore.validation import output_file
+from embedstore.storage.catalog import Catalog
 
 from .card import HeadCard, StoreArg, check_name, head_exists, open_store, read_card
 from .errors import HeadsError

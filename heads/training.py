@@ -24,11 +24,11 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from embedstore import __version__
+from embedstore.core.location import StorePath
+from embedstore.core.reports import JsonReport
+from embedstore.core.schema import LABELS
+from embedstore.core.validation import FileName, Name
 from embedstore.embeddings import EmbeddingTable
-from embedstore.location import StorePath
-from embedstore.reports import JsonReport
-from embedstore.schema import LABELS
-from embedstore.validation import FileName, Name
 
 from .card import (
     HeadCard,
@@ -40,7 +40,10 @@ from .card import (
     refuse_existing,
     save_head,
 )
-from .data import (
+from .errors import HeadsError
+from .loop import EarlyStopping, Epoch, NoValidationRows, Run, train_epochs
+from .options import DEFAULTS, TRAIN_DEFAULTS
+from .tile_batches import (
     READ_BATCH,
     SAMPLE_ROWS,
     SHUFFLE_BUFFER,
@@ -52,9 +55,6 @@ from .data import (
     require_embeddings,
     split_tiles,
 )
-from .errors import HeadsError
-from .loop import EarlyStopping, Epoch, NoValidationRows, Run, train_epochs
-from .options import DEFAULTS, TRAIN_DEFAULTS
 
 Say = Callable[[str], None]
 

@@ -3,8 +3,8 @@
     result = tune(store, "uni", "tumour", 16, head="mlp", epochs=30)   # head: "linear" by default
     print(result.format()); result.table; result.best.card; result.write_json("tuning.json")
 
-Every trial trains with `heads.train` on the SAME TileSplit (made once by `heads.data.split_tiles` from
-group_by, validation and seed), so all configurations are scored on the same validation tiles, none of
+Every trial trains with `heads.train` on the SAME TileSplit (made once by `heads.tile_batches.split_tiles`
+from group_by, validation and seed), so all configurations are scored on the same validation tiles, none of
 which any of them trained on. Trial 0 is always the strong baseline: the estimator's defaults with
 class-weighted loss, no augmentation, and (binary) the threshold tuned on validation; so the best
 configuration is never worse than the baseline on validation. Trials 1..n-1 are drawn from the search
@@ -51,10 +51,10 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from embedstore.core.location import StorePath, remove_inside
+from embedstore.core.reports import JsonReport
+from embedstore.core.validation import Name
 from embedstore.embeddings import EmbeddingTable
-from embedstore.location import StorePath, remove_inside
-from embedstore.reports import JsonReport
-from embedstore.validation import Name
 
 from .augment import parse_augmentations
 from .card import (
@@ -69,9 +69,9 @@ from .card import (
     refuse_existing,
     save_head,
 )
-from .data import TileSplit, checked, require_embeddings, split_tiles
 from .errors import HeadsError
 from .options import DEFAULTS, TRAIN_DEFAULTS
+from .tile_batches import TileSplit, checked, require_embeddings, split_tiles
 from .training import TrainResult, default_name, train
 
 Say = Callable[[str], None]

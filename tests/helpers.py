@@ -86,7 +86,7 @@ def add_vectors(store, key: str, vectors: np.ndarray) -> None:
     """`vectors` (view 0) as backbone `key`'s embeddings of tiles t000000, t000001, ... (a stand-in
     provenance: the vectors are given, not computed)."""
     from embedstore.embed.writer import EmbeddingWriter
-    from embedstore.embedding_tables import Provenance, table_name
+    from embedstore.storage.embedding_tables import Provenance, table_name
 
     provenance = Provenance.given(key, vectors.shape[1])
     tile_ids = [f"t{i:06d}" for i in range(len(vectors))]
@@ -103,7 +103,7 @@ def vector_store(path: Path, vectors: np.ndarray, slides: int = 4, key: str = "s
     import pyarrow as pa
 
     import embedstore
-    from embedstore.schema import TILES, TILES_SCHEMA
+    from embedstore.core.schema import TILES, TILES_SCHEMA
 
     store = embedstore.init(path)
     n = len(vectors)

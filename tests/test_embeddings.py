@@ -7,9 +7,9 @@ import pyarrow as pa
 import pytest
 
 import embedstore
+from embedstore.core.errors import EmbedstoreError
 from embedstore.embed.local import embed
 from embedstore.embeddings import EmbeddingQuery
-from embedstore.errors import EmbedstoreError
 from tests.helpers import write_tiles
 
 FAST = "handcrafted.color_texture"

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 import embedstore
 from cli.main import app
-from embedstore.location import tree_size
+from embedstore.core.location import tree_size
 from tests.helpers import key_counts, table_versions, write_tiles
 
 FAST = "handcrafted.color_texture"
@@ -165,7 +165,7 @@ def test_newest_tiles_manifest_removed_is_reported_and_repair_deletes_nothing_el
 
 
 def test_a_commit_made_while_check_runs_is_not_taken_for_a_missing_newest_version(store, tmp_path):
-    from embedstore.damage import missing_newest_version
+    from embedstore.storage.damage import missing_newest_version
 
     opened = int(store.catalog.dataset("tiles").version)  # check opened the table here, then a writer commits
     store.ingest([write_tiles(tmp_path / "later", 2, seed=3)], task="t", progress=False)

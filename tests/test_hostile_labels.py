@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import embedstore
 from cli.main import app
 from embedstore import EmbedstoreError, IngestOptions
-from embedstore.schema import TILES, TILES_SCHEMA
+from embedstore.core.schema import TILES, TILES_SCHEMA
 from tests.helpers import table_versions, write_image
 
 # Columns of text that CSV type inference re-types when a whole column looks alike (007 -> 7, 1e3 ->

@@ -12,10 +12,10 @@ import pytest
 
 import embedstore
 import heads
-from embedstore.errors import EmbedstoreError
-from embedstore.location import remove_inside
+from embedstore.core.errors import EmbedstoreError
+from embedstore.core.location import remove_inside
+from embedstore.core.validation import FileName
 from embedstore.search.indexes import _remove_unreferenced
-from embedstore.validation import FileName
 from heads.errors import HeadsError
 from heads.training import default_name
 from heads.tuning import trial_head_name

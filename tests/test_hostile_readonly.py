@@ -26,7 +26,7 @@ from click.testing import CliRunner
 
 import embedstore
 from cli.main import BUG_EXIT_CODE, app
-from embedstore.schema import SOURCES
+from embedstore.core.schema import SOURCES
 from tests.helpers import write_image, write_tiles
 
 REPO = Path(__file__).resolve().parents[1]
@@ -360,7 +360,7 @@ def test_a_write_refused_outside_the_store_is_one_line_naming_the_path(read_only
 
 def test_a_write_the_system_refuses_reads_as_permission_denied_naming_the_path():
     """The last resort (cli.main) for a refusal no check foresaw: one line naming the path and the fix."""
-    from embedstore.errors import os_error_line
+    from embedstore.core.errors import os_error_line
 
     line = os_error_line(PermissionError(13, "Permission denied", "/data/store/x.lance"))
     assert line is not None and line.startswith("permission denied: /data/store/x.lance")
@@ -395,7 +395,7 @@ def test_an_unexpected_error_is_one_line_marked_as_a_bug_with_its_own_exit_code(
 
 
 def test_memory_errors_read_as_out_of_memory_with_the_fix():
-    from embedstore.errors import os_error_line
+    from embedstore.core.errors import os_error_line
 
     for error in (MemoryError(), RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")):
         line = os_error_line(error)
@@ -408,7 +408,7 @@ def test_a_store_on_object_storage_with_read_only_credentials_refuses_writes_in_
     import boto3
     from moto.core.authorization import enable_iam_authentication
 
-    from embedstore.errors import ReadOnlyStoreError
+    from embedstore.core.errors import ReadOnlyStoreError
     from tests.s3_server import BUCKET, new_prefix
 
     store = embedstore.init(new_prefix())

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import embedstore
-from embedstore.errors import EmbedstoreError
+from embedstore.core.errors import EmbedstoreError
 from embedstore.search.faiss_index import FaissIndex, gpu_available
 from embedstore.search.space import VectorSpace
 from tests.cli.test_cli import assert_clean_error, run

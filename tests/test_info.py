@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import embedstore
 from cli.main import app
-from embedstore.embedding_tables import table_name
+from embedstore.storage.embedding_tables import table_name
 from heads.training import train
 from tests.heads.test_card_predict import add_tiles, labelled_store
 from tests.heads.test_train import KEY, separable

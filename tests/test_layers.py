@@ -18,7 +18,7 @@ A table name that arrives as a plain parameter is not traced (the rule reads one
 heads and cli use embedstore's public API: each import of embedstore names a module listed in PUBLIC, and
 no module or name starting with `_`.
 
-One sorted-id lookup: `np.searchsorted` is called only in `embedstore/ids.py` (`IdLookup`), except at the
+One sorted-id lookup: `np.searchsorted` is called only in `embedstore/core/ids.py` (`IdLookup`), except at the
 listed places that search arrays other than ids (SEARCHSORTED_ELSEWHERE).
 """
 
@@ -31,51 +31,35 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Layer of each module (a package name covers its submodules). See ../shared/DESIGN.md "Target layout".
+# Layer of each package (a package name covers its submodules): the folders are the layers, as in the
+# README's "Layout" and ../shared/DESIGN.md "Target layout".
 LAYERS = {
-    # L0 foundation
+    # L0 foundation (and the data that ships inside embedstore)
     "embedstore._version": 0,
-    "embedstore._malloc": 0,
-    "embedstore.errors": 0,
-    "embedstore.schema": 0,
-    "embedstore.ids": 0,
-    "embedstore.validation": 0,
-    "embedstore.tabular": 0,
-    "embedstore.hooks": 0,
-    "embedstore.location": 0,
-    "embedstore._moved": 0,
-    "embedstore.reports": 0,  # the report protocol every verb's result speaks
+    "embedstore.core": 0,
+    "embedstore.samples": 0,
     # L1 the store directory: tables, versions, keyed writes, the embedding-table format
-    "embedstore.catalog": 1,
-    "embedstore.versions": 1,
-    "embedstore.writes": 1,
-    "embedstore.damage": 1,
-    "embedstore.embedding_tables": 1,
-    "embedstore.saved": 1,
+    "embedstore.storage": 1,
     # L2 pixel primitives, backbones, where models run
     "embedstore.sources": 2,
     "embedstore.backbones": 2,
     "embedstore.runtime": 2,
-    "embedstore.ray_cluster": 2,
-    # L3 verbs, each taking a catalog
-    "embedstore.labels": 3,
-    "embedstore.label_options": 3,
-    "embedstore.info": 3,
-    "embedstore.check": 3,
-    "embedstore.upgrade": 3,
+    # L3 the door to embedding tables, the verbs that fill a store, its maintenance
     "embedstore.embeddings": 3,
     "embedstore.ingest": 3,
     "embedstore.embed": 3,
+    "embedstore.maintenance": 3,
     # L4 tasks over stored embeddings; evaluate sits below the others (BELOW)
     "embedstore.evaluate": 4,
     "embedstore.search": 4,
     "embedstore.probe": 4,
-    "embedstore.samples": 0,
     # L5 the façade
     "embedstore.store": 5,
     "embedstore.demo": 5,
     "embedstore": 5,
 }
+# What embedstore/ holds at its top: the layer packages, and the façade's few files.
+TOP_LEVEL_FILES = {"__init__.py", "_version.py", "store.py", "demo.py"}
 # Siblings of one layer that must not reach into each other.
 SEPARATE = [("embedstore.ingest", "embedstore.embed"), ("embedstore.probe", "embedstore.search")]
 # Within a layer or across packages: (module, what it must not import). Shared evaluation sits below probe,
@@ -131,6 +115,20 @@ def layer_of(name: str) -> int | None:
             return LAYERS[name]
         name = name.rpartition(".")[0]
     return None
+
+
+def test_the_folders_are_the_layers():
+    """embedstore/ holds the layer packages and the façade only: every package is in LAYERS (a layer of its
+    own), and no module sits at the top but the façade's."""
+    top = ROOT / "embedstore"
+    files = {p.name for p in top.glob("*.py")}
+    assert files == TOP_LEVEL_FILES, (
+        f"modules at embedstore/'s top belong in a layer package: {files - TOP_LEVEL_FILES}"
+    )
+    packages = {p.name for p in top.iterdir() if (p / "__init__.py").exists()}
+    assert {f"embedstore.{p}" for p in packages} == {name for name in LAYERS if name.count(".") == 1} - {
+        f"embedstore.{f[:-3]}" for f in TOP_LEVEL_FILES
+    }
 
 
 def test_every_embedstore_module_has_a_layer():
@@ -195,25 +193,26 @@ def test_embedstore_never_imports_cli_or_heads():
 # saying why. No module or name that starts with `_` is ever public (`embedstore.__version__`, a dunder, is).
 PUBLIC = {
     "embedstore": "Store, open, init, the options and reports, __version__",
-    "embedstore.errors": "the errors, and their one-line wording",
-    "embedstore.catalog": "Catalog, catalog_of: the store's tables (`store.catalog`)",
-    "embedstore.schema": "the core tables' names and columns",
-    "embedstore.validation": "names, values and output files checked with one message format",
-    "embedstore.location": "paths on local disk or object storage, exclusive locks",
-    "embedstore.reports": "the JSON report every result writes",
+    "embedstore.core.errors": "the errors, and their one-line wording",
+    "embedstore.storage.catalog": "Catalog, catalog_of: the store's tables (`store.catalog`)",
+    "embedstore.core.schema": "the core tables' names and columns",
+    "embedstore.core.validation": "names, values and output files checked with one message format",
+    "embedstore.core.location": "paths on local disk or object storage, exclusive locks",
+    "embedstore.core.reports": "the JSON report every result writes",
     "embedstore.runtime": "the memory this machine has",
-    "embedstore.ids": "sorted-id lookups",
+    "embedstore.core.ids": "sorted-id lookups",
     "embedstore.embeddings": "the one door to stored vectors (EmbeddingQuery, EmbeddingTable)",
-    "embedstore.embedding_tables": "an embedding table's name",
-    "embedstore.saved": "where heads are saved, read by `embedstore info` too",
+    "embedstore.storage.embedding_tables": "an embedding table's name",
+    "embedstore.storage.saved": "where heads are saved, read by `embedstore info` too",
     "embedstore.evaluate": "the folds and scores heads share with probe",
     "embedstore.sources": "slides, tissue and tile grids",
     "embedstore.backbones": "the backbone listing",
     "embedstore.embed": "EmbedOptions and check_backbones (fail fast before embedding)",
     "embedstore.search": "IndexOptions, SearchOptions (the cli builds its flags from them)",
-    "embedstore.info": "the info listing's text",
-    "embedstore.upgrade": "the format upgrade",
+    "embedstore.maintenance.info": "the info listing's text",
+    "embedstore.maintenance.upgrade": "the format upgrade",
     "embedstore.demo": "the demo the heads demo continues",
+    "embedstore.core.moved": "old import paths kept for one release (heads.tile_batches, heads.demo_head)",
 }
 
 
@@ -273,13 +272,13 @@ def test_every_public_module_exists():
 @pytest.mark.parametrize(
     ("source", "count"),
     [
-        ("from embedstore.catalog import Catalog", 0),
+        ("from embedstore.storage.catalog import Catalog", 0),
         ("from embedstore import Store, __version__", 0),
-        ("from embedstore import saved", 0),
+        ("from embedstore.storage import saved", 0),
         ("import embedstore\nembedstore.open('s')", 0),
         ("from os import path", 0),
         ("from embedstore._version import __version__", 1),
-        ("from embedstore.errors import _hidden", 1),
+        ("from embedstore.core.errors import _hidden", 1),
         ("from embedstore.search.indexes import build_index", 1),
         ("import embedstore.search.indexes", 1),
         ("from embedstore.search import indexes", 1),
@@ -330,12 +329,12 @@ def test_no_import_circle():
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
-        ("from ..errors import SourceError", {"embedstore.errors"}),
-        ("from .. import hooks", {"embedstore.hooks"}),
+        ("from ..core.errors import SourceError", {"embedstore.core.errors"}),
+        ("from ..core import hooks", {"embedstore.core.hooks"}),
         ("from .options import EmbedOptions", {"embedstore.embed.options"}),
-        ("import embedstore.catalog", {"embedstore.catalog"}),
+        ("import embedstore.storage.catalog", {"embedstore.storage.catalog"}),
         ("if TYPE_CHECKING:\n    from ..store import Store", {"embedstore.store"}),
-        ("def f():\n    from ..check import check_store", {"embedstore.check"}),
+        ("def f():\n    from ..maintenance.check import check_store", {"embedstore.maintenance.check"}),
     ],
 )
 def test_the_walker_sees_relative_lazy_and_typing_only_imports(tmp_path, source, expected):
@@ -347,21 +346,21 @@ def test_the_walker_sees_relative_lazy_and_typing_only_imports(tmp_path, source,
 
 # -- the one door to embedding tables ---------------------------------------------------------------------
 
-DOOR = "embedstore.embeddings"
+DOOR = "embedstore.embeddings.query"
 DOOR_EXEMPT = {
     DOOR: "the door",
-    "embedstore.embedding_tables": "the embedding-table format (names, schema, provenance record)",
-    "embedstore.catalog": "the catalog's table readers themselves",
-    "embedstore.writes": "keyed writes",
+    "embedstore.storage.embedding_tables": "the embedding-table format (names, schema, provenance record)",
+    "embedstore.storage.catalog": "the catalog's table readers themselves",
+    "embedstore.storage.keyed_writes": "keyed writes",
     "embedstore.embed.writer": "writes vectors",
     "embedstore.embed.plan": "the embed verb: which rows exist, the provenance to check and record",
     "embedstore.embed.local": "the embed verb: reports the version it wrote",
     "embedstore.embed.ray_engine": "the embed verb: reports the version it wrote",
-    "embedstore.check": "store maintenance",
-    "embedstore.damage": "store maintenance",
-    "embedstore.versions": "store maintenance",
-    "embedstore.info": "store maintenance",
-    "embedstore.upgrade": "store maintenance",
+    "embedstore.maintenance.check": "store maintenance",
+    "embedstore.storage.damage": "store maintenance",
+    "embedstore.storage.versions": "store maintenance",
+    "embedstore.maintenance.info": "store maintenance",
+    "embedstore.maintenance.upgrade": "store maintenance",
 }
 TABLE_READERS = ("dataset", "read", "count")
 NAMING_CALLS = ("table_name", "require_embeddings")
@@ -463,7 +462,7 @@ SEARCHSORTED_ELSEWHERE = {"embedstore.search.searcher": "slide codes (the hits p
 
 
 def test_one_sorted_id_lookup():
-    """`np.searchsorted` over ids lives in `embedstore.ids.IdLookup` only; every other lookup uses it."""
+    """`np.searchsorted` over ids lives in `embedstore.core.ids.IdLookup` only; every other lookup uses it."""
     searching = []
     for name, path in MODULES.items():
         calls = [
@@ -471,10 +470,10 @@ def test_one_sorted_id_lookup():
             for n in ast.walk(ast.parse(path.read_text()))
             if isinstance(n, ast.Call) and _called(n) == "searchsorted"
         ]
-        if calls and name not in ("embedstore.ids", *SEARCHSORTED_ELSEWHERE):
+        if calls and name not in ("embedstore.core.ids", *SEARCHSORTED_ELSEWHERE):
             searching.append(f"{name} line {calls[0]}")
-    assert not searching, "look ids up with embedstore.ids.IdLookup:\n" + "\n".join(searching)
-    tree = ast.parse(MODULES["embedstore.ids"].read_text())
+    assert not searching, "look ids up with embedstore.core.ids.IdLookup:\n" + "\n".join(searching)
+    tree = ast.parse(MODULES["embedstore.core.ids"].read_text())
     lookups = [
         n.name
         for n in tree.body

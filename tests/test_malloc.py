@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from embedstore._malloc import cap_malloc_arenas
+from embedstore.runtime.allocator import cap_malloc_arenas
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")

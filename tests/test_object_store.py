@@ -14,9 +14,9 @@ from click.testing import CliRunner
 
 import embedstore
 from cli.main import app
-from embedstore.embedding_tables import table_name
-from embedstore.errors import EmbedstoreError
-from embedstore.location import ObjectPath, store_location
+from embedstore.core.errors import EmbedstoreError
+from embedstore.core.location import ObjectPath, store_location
+from embedstore.storage.embedding_tables import table_name
 from tests.helpers import key_counts, write_tiles
 from tests.s3_server import BUCKET, new_prefix
 from tests.test_concurrency import finish, run_together, start

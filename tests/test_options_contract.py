@@ -15,14 +15,14 @@ from cli.commands.preview import command as preview_command
 from cli.commands.probe import command as probe_command
 from cli.commands.search import command as search_command
 from cli.commands.train_head import command as train_head_command
+from embedstore.core.errors import EmbedstoreError
+from embedstore.core.validation import Integers, flag_of
 from embedstore.embed.options import EmbedOptions
-from embedstore.errors import EmbedstoreError
 from embedstore.ingest.options import IngestOptions
-from embedstore.label_options import LabelImportOptions
+from embedstore.maintenance.label_options import LabelImportOptions
 from embedstore.probe.options import ProbeOptions
 from embedstore.search.options import IndexOptions, SearchOptions
 from embedstore.sources.grid import GridSettings
-from embedstore.validation import Integers, flag_of
 from heads.options import HeadOptions, TrainOptions
 
 OPTIONS_CLASSES = [

@@ -1,4 +1,4 @@
-"""Every verb's result speaks the one report protocol (`embedstore.reports.Report`): a non-empty
+"""Every verb's result speaks the one report protocol (`embedstore.core.reports.Report`): a non-empty
 `summary()`, a JSON-ready `to_dict()`, and `write_json(path)` that writes that very dict."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from embedstore.core.reports import Report
 from embedstore.demo import DemoResult, DemoSearch
 from embedstore.embed import EmbedReport
-from embedstore.reports import Report
-from heads.demo import DemoHead
+from heads.demo_head import DemoHead
 from heads.prediction import predict
 from heads.training import train
 from heads.tuning import tune

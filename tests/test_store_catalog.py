@@ -12,8 +12,8 @@ import pytest
 import embedstore
 import heads
 from embedstore import IngestOptions
-from embedstore.catalog import Catalog, catalog_of
-from heads.data import split_tiles
+from embedstore.storage.catalog import Catalog, catalog_of
+from heads.tile_batches import split_tiles
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import embedstore
 from cli.main import app
 from embedstore import NotAStoreError
-from embedstore.schema import declared_key
+from embedstore.core.schema import declared_key
 from tests.helpers import write_tiles
 
 FAST = "handcrafted.color_texture"

@@ -6,8 +6,9 @@ import lance
 import pyarrow as pa
 import pytest
 
-from embedstore import EmbedstoreError, writes
-from embedstore.schema import key_field
+from embedstore import EmbedstoreError
+from embedstore.core.schema import key_field
+from embedstore.storage import keyed_writes as writes
 
 SCHEMA = pa.schema([key_field("k"), pa.field("v", pa.int64())])
 

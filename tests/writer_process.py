@@ -4,7 +4,7 @@
     python -m tests.writer_process embed STORE KEY [--chunk N] [--limit N] [--barrier DIR:N]
 
 --barrier DIR:N makes the process wait, just before its first commit, until N processes have reached
-that point, so that their commits race for real. Faults come from EMBEDSTORE_FAULT (embedstore.hooks).
+that point, so that their commits race for real. Faults come from EMBEDSTORE_FAULT (embedstore.core.hooks).
 The report is printed as JSON.
 """
 
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import embedstore
-from embedstore import hooks
+from embedstore.core import hooks
 
 
 def barrier(spec: str | None):

@@ -25,8 +25,8 @@ def command(store_path: str, no_download: bool, no_progress: bool, as_json: bool
     page and print how many candidates are tumour; rank three backbones on the PCam labels with `probe`;
     train a head on those labels, predict every tile and draw its scores over the slide (heatmap PNG)."""
     from embedstore.demo import run_demo
-    from embedstore.info import format_info
-    from heads.demo import demo_head
+    from embedstore.maintenance.info import format_info
+    from heads.demo_head import demo_head
 
     say = (lambda _: None) if as_json else click.echo
     result = run_demo(store_path, progress=not no_progress, download=not no_download, say=say)

@@ -2,8 +2,8 @@
 
 import click
 
+from embedstore.core.errors import EmbedstoreError
 from embedstore.embed import EmbedOptions
-from embedstore.errors import EmbedstoreError
 
 from ..options import from_options, json_option, open_existing, store_argument
 from ..output import emit_json

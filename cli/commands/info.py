@@ -4,7 +4,7 @@ import json
 
 import click
 
-from embedstore.info import format_info
+from embedstore.maintenance.info import format_info
 
 from ..options import json_option, open_existing, store_argument
 

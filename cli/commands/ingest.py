@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from embedstore import IngestOptions
-from embedstore.errors import EmbedstoreError
+from embedstore.core.errors import EmbedstoreError
 
 from ..options import from_options, json_option, store_argument
 from ..output import emit
@@ -45,7 +45,7 @@ def command(
     labels disagree, --on-label-conflict decides. Re-running adds nothing; an interrupted run resumes.
     """
     from embedstore import init
-    from embedstore.schema import MARKER_FILE
+    from embedstore.core.schema import MARKER_FILE
 
     if no_pixels:
         options["codec"] = "none"

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import click
 
-from embedstore.errors import EmbedstoreError
+from embedstore.core.errors import EmbedstoreError
+from embedstore.core.validation import FileName, check_value
 from embedstore.search import SearchOptions
-from embedstore.validation import FileName, check_value
 
 from ..options import OUTPUT_FILE, from_options, json_option, open_existing, store_argument
 from ..output import emit_json

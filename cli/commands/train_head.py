@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from embedstore.reports import Report
+from embedstore.core.reports import Report
 from heads.options import HeadOptions, TrainOptions
 
 from ..options import OUTPUT_FILE, from_options, store_argument

@@ -11,7 +11,7 @@ from ..output import emit_json
 @json_option
 def command(store: str, as_json: bool) -> None:
     """Upgrade STORE in place (one new version per table; old versions stay readable)."""
-    from embedstore.upgrade import upgrade
+    from embedstore.maintenance.upgrade import upgrade
 
     done = upgrade(store)
     if as_json:

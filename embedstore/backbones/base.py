@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from embedstore.backbones.spec import BackboneSpec
-from embedstore.errors import BackboneError
+from embedstore.core.errors import BackboneError
 
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from embedstore.errors import BackboneError
+from embedstore.core.errors import BackboneError
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 # Files a timm / Hugging Face model directory may hold its weights in, most preferred first.

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from embedstore.backbones.base import Backbone, FactoryBackbone
-from embedstore.errors import BackboneError
+from embedstore.core.errors import BackboneError
 
 EXAMPLE = "tf_efficientnet_lite2.in1k@stage4+5+6"
 _FIRST = re.compile(r"stage(\d+)")

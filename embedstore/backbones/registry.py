@@ -13,7 +13,7 @@ from torch import nn
 
 from embedstore.backbones.base import Backbone, FactoryBackbone
 from embedstore.backbones.spec import BackboneSpec
-from embedstore.errors import BackboneError
+from embedstore.core.errors import BackboneError
 
 ENTRY_POINT_GROUP = "embedstore.backbones"
 
@@ -30,7 +30,7 @@ def _ensure_builtins() -> None:
     global _builtins_loaded
     with _lock:
         if not _builtins_loaded:
-            from embedstore.backbones.catalog import builtin_backbones
+            from embedstore.backbones.builtin import builtin_backbones
 
             for backbone in builtin_backbones():
                 _registry.setdefault(backbone.spec.key, backbone)

@@ -14,7 +14,7 @@ from embedstore.backbones.base import Backbone, existing_path, file_sha256, stat
 from embedstore.backbones.checkpoints import Shapes, check_fits, read_model_dir, read_shapes, read_state_dict
 from embedstore.backbones.hf_cache import cached_snapshot, hub_cache_dir
 from embedstore.backbones.spec import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec
-from embedstore.errors import BackboneError
+from embedstore.core.errors import BackboneError
 
 RANDOM_TAG = "random"
 RANDOM_SEED = 0

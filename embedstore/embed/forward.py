@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import EmbedstoreError
+from ..core.errors import EmbedstoreError
 from .options import PRECISIONS
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # keys: PRECISIONS

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..catalog import Catalog
+from ..core.errors import BackboneError
 from ..embeddings import EmbeddingTable
-from ..errors import BackboneError
 from ..sources.regions import load_rgb
+from ..storage.catalog import Catalog
 from .forward import Forward
 from .input import fill_batch
 

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..errors import EmbedstoreError
-from ..runtime import trim
+from ..core.errors import EmbedstoreError
+from ..runtime.resources import trim
 from ..sources.tile_pixels import TILE_COLUMNS, TilePixels
 from .augment import augment_view
 from .options import RESIZE_METHODS

@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..catalog import Catalog
-from ..errors import EmbedstoreError
-from ..runtime import reuse_freed_memory, torch_threads
-from ..validation import options_from
+from ..core.errors import EmbedstoreError
+from ..core.validation import options_from
+from ..runtime.resources import reuse_freed_memory, torch_threads
+from ..storage.catalog import Catalog
 from . import input as embed_input
 from .forward import Forward
 from .options import EmbedOptions, EmbedReport

@@ -8,11 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..embedding_tables import STORE_DTYPES
-from ..ray_cluster import address_option, check_engine_address, engine_option
-from ..reports import JsonReport
-from ..runtime import DEVICES
-from ..validation import (
+from ..core.reports import JsonReport
+from ..core.validation import (
     Flag,
     Function,
     Interval,
@@ -24,6 +21,9 @@ from ..validation import (
     option,
     validate,
 )
+from ..runtime.ray_cluster import address_option, check_engine_address, engine_option
+from ..runtime.resources import DEVICES
+from ..storage.embedding_tables import STORE_DTYPES
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 RESIZE_METHODS = ("bicubic", "bilinear")

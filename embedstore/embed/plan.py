@@ -15,13 +15,13 @@ import numpy as np
 import polars as pl
 import torch
 
-from ..catalog import Catalog
-from ..embedding_tables import Provenance, check_compatible, recorded_provenance, table_name
+from ..core.errors import BackboneError, EmbedstoreError
+from ..core.schema import SOURCES, TILES
+from ..core.validation import Name, check_value
 from ..embeddings import tile_filter
-from ..errors import BackboneError, EmbedstoreError
-from ..runtime import default_workers, resolve_device
-from ..schema import SOURCES, TILES
-from ..validation import Name, check_value
+from ..runtime.resources import default_workers, resolve_device
+from ..storage.catalog import Catalog
+from ..storage.embedding_tables import Provenance, check_compatible, recorded_provenance, table_name
 from . import input as embed_input
 from .options import EmbedOptions, EmbedReport
 

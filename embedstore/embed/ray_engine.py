@@ -22,11 +22,11 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from ..catalog import Catalog
-from ..errors import EmbedstoreError
-from ..location import storage_settings
-from ..ray_cluster import connect, require_ray
-from ..validation import options_from
+from ..core.errors import EmbedstoreError
+from ..core.location import storage_settings
+from ..core.validation import options_from
+from ..runtime.ray_cluster import connect, require_ray
+from ..storage.catalog import Catalog
 from .options import EmbedOptions, EmbedReport
 
 THREADS_PER_ACTOR = 4  # torch threads of a CPU actor by default (fewer where a node has fewer CPUs)
@@ -172,8 +172,8 @@ class EmbedBlock:
     def __init__(self, setup: dict[str, Any]) -> None:
         import torch
 
-        from ..runtime import reuse_freed_memory
-        from ..schema import TILES
+        from ..core.schema import TILES
+        from ..runtime.resources import reuse_freed_memory
         from .forward import Forward
         from .input import BatchSlots, DecodeTiles
         from .plan import resolve_backbone

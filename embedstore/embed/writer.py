@@ -1,8 +1,8 @@
 """Writing vectors into an `emb__<key>` table: the contract every executor (local, distributed) shares.
 
 `EmbeddingWriter.write` commits one batch of (tile, view, vector) rows atomically, each (tile, view) at
-most once whatever other processes write at the same time (`embedstore.writes`). The first write creates
-the table; when another process created it first, its provenance must match this run's.
+most once whatever other processes write at the same time (`embedstore.storage.keyed_writes`). The first write
+creates the table; when another process created it first, its provenance must match this run's.
 `ChunkedWriter` is the local executor's front: it buffers rows into chunks and keeps one commit in
 flight on a background thread while the model runs.
 """
@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..catalog import Catalog
-from ..embedding_tables import Provenance, check_compatible, embedding_schema, recorded_provenance
-from ..schema import ROW_KEY_SEPARATOR
+from ..core.schema import ROW_KEY_SEPARATOR
+from ..storage.catalog import Catalog
+from ..storage.embedding_tables import Provenance, check_compatible, embedding_schema, recorded_provenance
 from .options import EmbedProgress
 
 

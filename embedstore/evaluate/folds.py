@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import EmbedstoreError
+from ..core.errors import EmbedstoreError
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..catalog import Catalog
-from ..embedding_tables import table_name
+from ..core.errors import EmbedstoreError
+from ..core.ids import IdLookup, id_bytes, id_strings
+from ..core.schema import LABELS, TILES, task_predicate
 from ..embeddings import EmbeddingQuery, EmbeddingTable
-from ..errors import EmbedstoreError
-from ..ids import IdLookup, id_bytes, id_strings
-from ..schema import LABELS, TILES, task_predicate
+from ..storage.catalog import Catalog
+from ..storage.embedding_tables import table_name
 
 DEFAULT_GROUP_KEYS = ("patient", "slide", "image")  # the coarsest one set for every tile wins
 
@@ -128,7 +128,7 @@ def _labels_by_tile(labels: pa.Table) -> tuple[np.ndarray, np.ndarray, list[str]
 
 
 def _groups(catalog: Catalog, ids: np.ndarray, group_by: str | None) -> tuple[np.ndarray, str]:
-    from ..schema import GROUP_KEYS
+    from ..core.schema import GROUP_KEYS
 
     if group_by is not None and group_by not in (*GROUP_KEYS, "source_id", "tile"):
         raise EmbedstoreError(

@@ -11,11 +11,11 @@ from typing import Any
 
 import polars as pl
 
-from ..errors import EmbedstoreError, a_few
-from ..label_options import empty_labels_error, is_empty_label
-from ..schema import GROUP_KEYS
+from ..core.errors import EmbedstoreError, a_few
+from ..core.schema import GROUP_KEYS
+from ..core.tabular import TABLE_SUFFIXES, read_table, require_columns
+from ..maintenance.label_options import empty_labels_error, is_empty_label
 from ..sources.slides import IMAGE_SUFFIXES, READABLE_SUFFIXES
-from ..tabular import TABLE_SUFFIXES, read_table, require_columns
 from .options import KINDS
 
 SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "test", "testing"}

@@ -14,9 +14,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..catalog import Catalog
-from ..errors import SourceError
-from ..validation import options_from
+from ..core.errors import SourceError
+from ..core.validation import options_from
+from ..storage.catalog import Catalog
 from .options import IngestOptions, IngestReport
 from .planning import SourcePlan, TilePlan
 from .reading import read_tile

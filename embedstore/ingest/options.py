@@ -8,17 +8,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..label_options import (
+from ..core.reports import JsonReport
+from ..core.schema import GROUP_KEYS, PIXEL_CODECS
+from ..core.validation import FileName, Flag, Interval, MappingOf, Name, OneOf, PathValue, option
+from ..maintenance.label_options import (
     conflict_lines,
     conflicts_as_dicts,
     on_label_conflict_option,
     skip_empty_labels_option,
 )
-from ..ray_cluster import address_option, check_engine_address, engine_option
-from ..reports import JsonReport
-from ..schema import GROUP_KEYS, PIXEL_CODECS
+from ..runtime.ray_cluster import address_option, check_engine_address, engine_option
 from ..sources.grid import GridSettings
-from ..validation import FileName, Flag, Interval, MappingOf, Name, OneOf, PathValue, option
 
 KINDS = ("auto", "slide", "imagefolder", "images", "manifest", "points")
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..errors import SourceError
-from ..ids import file_fingerprint, source_id_for, tile_id_for
-from ..label_options import settle_conflict
+from ..core.errors import SourceError
+from ..core.ids import file_fingerprint, source_id_for, tile_id_for
+from ..maintenance.label_options import settle_conflict
 from ..sources.grid import GridSettings
 from ..sources.layout import layout_slide, resolve_mpp
 from ..sources.regions import image_header, load_rgb

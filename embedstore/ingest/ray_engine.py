@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..catalog import Catalog
-from ..errors import EmbedstoreError, SourceError
-from ..ray_cluster import check_reachable, connect, require_ray
+from ..core.errors import EmbedstoreError, SourceError
+from ..runtime.ray_cluster import check_reachable, connect, require_ray
+from ..storage.catalog import Catalog
 from .discover import SourceJob
 from .options import IngestOptions, IngestReport
 from .planning import SourcePlan, TilePlan

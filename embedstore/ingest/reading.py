@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .. import hooks
-from ..errors import SourceError
+from ..core import hooks
+from ..core.errors import SourceError
 from ..sources.codecs import encode_tile, resolve_codec, sniff_format
 from ..sources.regions import cut_point_tile, cut_slide_tile
 from .planning import SourcePlan, TilePlan

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..catalog import Catalog
-from ..errors import SourceError
+from ..core.errors import SourceError
+from ..storage.catalog import Catalog
 from .discover import SourceJob, TableColumns, discover
 from .options import IngestOptions, IngestReport
 from .planning import (

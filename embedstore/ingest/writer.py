@@ -2,8 +2,8 @@
 
 `IngestWriter` takes whole sources (their planned tiles and encoded pixels) and commits them in chunks:
 tiles, then labels, then files, then sources, so a crash never records a source whose tiles are not
-all in. Every row goes in by its key (`embedstore.writes`): re-running adds nothing, and processes
-ingesting the same data at once end with one row per key. `rollback` takes this run's committed rows
+all in. Every row goes in by its key (`embedstore.storage.keyed_writes`): re-running adds nothing, and
+processes ingesting the same data at once end with one row per key. `rollback` takes this run's committed rows
 back out (by key, leaving other writers' rows alone) when a source fails without --skip-errors.
 """
 
@@ -15,9 +15,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..catalog import Catalog
-from ..ids import file_fingerprint, source_id_for
-from ..schema import (
+from ..core.ids import file_fingerprint, source_id_for
+from ..core.schema import (
     FILES,
     FILES_SCHEMA,
     GROUP_KEYS,
@@ -31,6 +30,7 @@ from ..schema import (
     sql_string,
     task_predicate,
 )
+from ..storage.catalog import Catalog
 from .options import IngestReport
 from .planning import SourcePlan, TilePlan
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .._moved import forward
+from ..core.moved import forward
 from .options import ProbeOptions
 
 if TYPE_CHECKING:

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ..core.errors import EmbedstoreError
 from ..embeddings import EmbeddingQuery
 from ..embeddings import vectors as vector_array
-from ..errors import EmbedstoreError
 from ..evaluate.neighbours import exact_neighbours, sample_queries
 from ..evaluate.space import VectorSpace
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..validation import Flag, Integers, Interval, Name, NamesFrom, OneOf, invalid, option, validate
+from ..core.validation import Flag, Integers, Interval, Name, NamesFrom, OneOf, invalid, option, validate
 
 PROBES = ("knn", "prototype", "linear")
 METRICS = ("balanced_accuracy", "macro_f1", "auroc")

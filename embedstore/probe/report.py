@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ..core.validation import output_file
 from ..evaluate.metrics import Interval, corrected_interval, paired_p_value
-from ..validation import output_file
 from .options import ProbeOptions
 from .verdicts import mark, stray_notes, verdicts
 
@@ -24,7 +24,7 @@ RANKED = ("knn", "prototype", "linear")
 class SummaryFrame(pl.DataFrame):
     """`ProbeReport.summary`: the summary frame, which, called, is the report protocol's `summary()` (the
     report's terminal table, `ProbeReport.format`), so that the frame keeps its name and the probe's
-    result answers what every verb's result answers (`embedstore.reports.Report`)."""
+    result answers what every verb's result answers (`embedstore.core.reports.Report`)."""
 
     _report: ProbeReport | None = None
 

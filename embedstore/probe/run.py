@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..catalog import Catalog
+from ..core.validation import Name, check_value
 from ..embeddings import EmbeddingQuery
 from ..evaluate import folds as splits
 from ..evaluate.metrics import split_scores
 from ..evaluate.neighbours import cross_fold_neighbours, is_partition
 from ..evaluate.space import VectorSpace
 from ..evaluate.tasks import TaskTiles, aligned_vectors, resolve_backbones, task_tiles
-from ..validation import Name, check_value
+from ..storage.catalog import Catalog
 from . import classifiers, stability
 from .indicators import backbone_indicators
 from .options import ProbeOptions

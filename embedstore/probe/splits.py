@@ -1,6 +1,6 @@
 """Deprecated: group-aware folds moved to `embedstore.evaluate.folds`; this path works, with a warning, for
 one release."""
 
-from .._moved import forward
+from ..core.moved import forward
 
 __getattr__ = forward("embedstore.probe.splits", "embedstore.evaluate.folds")

@@ -9,14 +9,14 @@ px). Ingest it as an image folder with a task and the µm/px:
     store = embedstore.init("mystore")
     store.ingest([pcam_sample()], task="pcam", mpp=PCAM_SAMPLE_MPP)
 
-Imports nothing heavy: only pathlib and embedstore.errors.
+Imports nothing heavy: only pathlib and embedstore.core.errors.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import EmbedstoreError
+from ..core.errors import EmbedstoreError
 
 PCAM_SAMPLE: Path = Path(__file__).resolve().parent / "pcam"
 PCAM_SAMPLE_MPP: float = 0.97  # µm/px of the PCam tiles (10x)

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..errors import EmbedstoreError
+from ..core.errors import EmbedstoreError
 
 EXACT_BELOW = 100_000  # `auto` builds an exact index below this many vectors
 MIN_CLUSTERED_ROWS = 1_000  # IVF kinds below this: too few vectors to train cells on

@@ -15,8 +15,8 @@ from typing import cast
 import faiss
 import numpy as np
 
-from ..errors import EmbedstoreError
-from ..location import ObjectPath
+from ..core.errors import EmbedstoreError
+from ..core.location import ObjectPath
 from .configs import FlatConfig, HnswConfig, IndexConfig, IvfConfig, IvfPqConfig
 
 # Fewer queries than this run on one OpenMP thread in the approximate kinds: for one query, starting and

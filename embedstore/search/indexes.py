@@ -31,22 +31,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.feather as feather
 
-from .. import saved
 from .._version import __version__
-from ..catalog import Catalog
+from ..core.errors import EmbedstoreError, ReadOnlyStoreError
+from ..core.ids import IdLookup
+from ..core.location import ObjectPath, StorePath, exclusive, is_inside, remove_inside
+from ..core.schema import TILES
+from ..core.validation import FileName, check_value
 from ..embeddings import EmbeddingQuery, EmbeddingTable, tile_filter
-from ..errors import EmbedstoreError, ReadOnlyStoreError
 from ..evaluate.space import VectorSpace
-from ..ids import IdLookup
-from ..location import ObjectPath, StorePath, exclusive, is_inside, remove_inside
-from ..schema import TILES
-from ..validation import FileName, check_value
+from ..storage import saved
+from ..storage.catalog import Catalog
 from .configs import FlatConfig, IndexConfig, LanceConfig, config_for, config_from_dict, config_to_dict
 from .faiss_index import FaissIndex, check_device, faiss_version
 from .lance_index import LanceIndex
 from .manifest import MANIFEST, IndexManifest
 from .options import IndexOptions
-from .tuning import tune
+from .recall import tune
 
 INDEX_DIR = saved.INDEX_DIR  # the folder `embedstore info` lists too
 LOCK = ".lock"  # held while one process writes an index (readers never wait)

@@ -15,7 +15,7 @@ import lance
 import numpy as np
 import pyarrow as pa
 
-from ..location import ObjectPath
+from ..core.location import ObjectPath
 from .configs import LanceConfig
 
 MAX_REFINE = 128

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EmbedstoreError
-from ..location import ObjectPath
-from ..reports import JsonReport
-from ..saved import INDEX_MANIFEST
+from ..core.errors import EmbedstoreError
+from ..core.location import ObjectPath
+from ..core.reports import JsonReport
+from ..storage.saved import INDEX_MANIFEST
 
 MANIFEST = INDEX_MANIFEST  # the file `embedstore info` reads too
 

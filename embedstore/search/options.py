@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import EmbedstoreError
-from ..validation import FileName, Flag, Interval, Name, OneOf, SqlExpression, option, validate
+from ..core.errors import EmbedstoreError
+from ..core.validation import FileName, Flag, Interval, Name, OneOf, SqlExpression, option, validate
 from .configs import BACKENDS, KINDS, METRICS
 
 FUSIONS = ("mean", "rrf")

@@ -19,11 +19,11 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
-from ..catalog import Catalog
-from ..errors import EmbedstoreError, a_few
-from ..schema import SOURCES, TILES, sql_string
+from ..core.errors import EmbedstoreError, a_few
+from ..core.schema import SOURCES, TILES, sql_string
+from ..core.validation import FileName, check_value
 from ..sources.tile_pixels import TILE_COLUMNS, TilePixels
-from ..validation import FileName, check_value
+from ..storage.catalog import Catalog
 
 HIT_COLUMNS = ("tile_id", "score", "rank")
 LOSSLESS_MAX_SIDE = 96  # thumbnails up to this side are PNG, larger ones JPEG

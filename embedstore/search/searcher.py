@@ -35,14 +35,14 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..catalog import Catalog, HasCatalog, catalog_of
+from ..core.errors import EmbedstoreError
+from ..core.ids import IdLookup
+from ..core.reports import JsonReport
+from ..core.schema import LABELS, TILES, task_predicate
+from ..core.validation import options_from, output_file
 from ..embeddings import METADATA_COLUMNS, EmbeddingTable, tile_filter
-from ..errors import EmbedstoreError
 from ..evaluate.space import VectorSpace
-from ..ids import IdLookup
-from ..reports import JsonReport
-from ..schema import LABELS, TILES, task_predicate
-from ..validation import options_from, output_file
+from ..storage.catalog import Catalog, HasCatalog, catalog_of
 from .centring import Centring, pool_mean
 from .indexes import IndexOptions, Say, build_index, norms_from_table, open_index, refresh
 from .manifest import IndexManifest

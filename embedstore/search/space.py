@@ -1,6 +1,6 @@
 """Deprecated: `VectorSpace` moved to `embedstore.evaluate.space`; this path works, with a warning, for one
 release."""
 
-from .._moved import forward
+from ..core.moved import forward
 
 __getattr__ = forward("embedstore.search.space", "embedstore.evaluate.space")

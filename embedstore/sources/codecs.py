@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from ..schema import PIXEL_CODECS as CODECS
+from ..core.schema import PIXEL_CODECS as CODECS
 
 LOSSLESS_MAX_SIDE = 128  # with codec "auto", tiles up to this side are stored lossless (PNG)
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import SourceError
-from ..validation import Interval, invalid, option, validate
+from ..core.errors import SourceError
+from ..core.validation import Interval, invalid, option, validate
 
 
 @dataclass

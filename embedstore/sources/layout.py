@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SourceError
+from ..core.errors import SourceError
 from .grid import Grid, GridSettings, SlideGeometry, plan_grid
 from .slides import open_slide, slide_geometry, thumbnail_rgb
 from .tissue import tissue_mask

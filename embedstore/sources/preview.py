@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..validation import output_file
+from ..core.validation import output_file
 from .grid import GridSettings
 from .layout import SlideLayout, layout_slide
 

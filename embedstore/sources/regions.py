@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import SourceError
+from ..core.errors import SourceError
 from .slides import read_region_rgb
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ import numpy as np
 import openslide
 from PIL import Image
 
-from ..errors import SourceError
+from ..core.errors import SourceError
 from .grid import SlideGeometry
 
 Image.MAX_IMAGE_PIXELS = None  # large plain images are slides, not decompression bombs

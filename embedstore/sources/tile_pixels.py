@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EmbedstoreError
+from ..core.errors import EmbedstoreError
 from .codecs import decode_tile
 from .grid import read_size_at
 from .regions import cut_point_tile, cut_slide_tile, load_rgb

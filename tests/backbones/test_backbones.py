@@ -32,7 +32,7 @@ from embedstore.backbones import (
     register_backbone,
     unregister_backbone,
 )
-from embedstore.errors import BackboneError
+from embedstore.core.errors import BackboneError
 
 LITE_KEYS = ("tf_efficientnet_lite0.in1k", "tf_efficientnet_lite1.in1k", "tf_efficientnet_lite2.in1k")
 EXPECTED = {  # key -> (dim, input size)

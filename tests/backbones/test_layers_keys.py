@@ -21,9 +21,9 @@ from embedstore.backbones import (
     unregister_backbone,
 )
 from embedstore.backbones.layers import parse_layer_key
+from embedstore.core.errors import BackboneError
 from embedstore.embed.forward import Forward
-from embedstore.embedding_tables import PROVENANCE_KEY, Provenance, check_compatible, table_name
-from embedstore.errors import BackboneError
+from embedstore.storage.embedding_tables import PROVENANCE_KEY, Provenance, check_compatible, table_name
 from tests.helpers import write_tiles
 
 RESNET = "resnet18.random"
@@ -247,7 +247,7 @@ def test_cli_lists_layers_and_refuses_unknown_keys():
 
 
 def test_every_spelling_of_a_layer_key_names_the_same_table():
-    from embedstore.embedding_tables import table_name
+    from embedstore.storage.embedding_tables import table_name
 
     assert table_name("x.y@stage6+stage4") == table_name("x.y@stage4+6") == table_name("x.y@stage4+6+4")
     assert table_name("x.y@stage4") != table_name("x.y@stage4+6")

@@ -13,11 +13,11 @@ from PIL import Image
 
 import embedstore
 from cli.main import app
+from embedstore.core.errors import BackboneError, EmbedstoreError
 from embedstore.embed.augment import augment_view
 from embedstore.embed.local import embed
 from embedstore.embed.options import AUGMENTATIONS, EmbedOptions
-from embedstore.embedding_tables import Provenance, table_name
-from embedstore.errors import BackboneError, EmbedstoreError
+from embedstore.storage.embedding_tables import Provenance, table_name
 from tests.helpers import write_tiles
 
 FAST = "handcrafted.color_texture"  # no weights, builds instantly

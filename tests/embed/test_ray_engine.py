@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 import embedstore
 from cli.main import app
-from embedstore.embedding_tables import table_name
-from embedstore.errors import EmbedstoreError
+from embedstore.core.errors import EmbedstoreError
+from embedstore.storage.embedding_tables import table_name
 from tests.helpers import write_tiles
 from tests.s3_server import new_prefix
 

@@ -13,9 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from embedstore.core.schema import TILES, TILES_SCHEMA
 from embedstore.embed.writer import EmbeddingWriter
-from embedstore.embedding_tables import Provenance, table_name
-from embedstore.schema import TILES, TILES_SCHEMA
+from embedstore.storage.embedding_tables import Provenance, table_name
 from heads.card import list_heads, load_head, read_card
 from heads.errors import HeadsError
 from heads.prediction import export_top, predict, predictions_table

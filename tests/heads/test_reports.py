@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from embedstore.reports import Report
+from embedstore.core.reports import Report
 from heads.prediction import predict
 from heads.tuning import tune
 from tests.heads.test_train import FAST, KEY, toy  # noqa: F401 (the fixture)

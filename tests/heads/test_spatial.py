@@ -14,7 +14,7 @@ from PIL import Image
 
 import embedstore
 from embedstore import IngestOptions
-from embedstore.schema import key_field
+from embedstore.core.schema import key_field
 from embedstore.sources.slides import open_slide, thumbnail_rgb
 from embedstore.sources.tissue import tissue_mask
 from heads.card import CARD, HeadCard, head_dir

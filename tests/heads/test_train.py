@@ -12,11 +12,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from embedstore.core.schema import TILES, TILES_SCHEMA
 from embedstore.embed.writer import EmbeddingWriter
-from embedstore.embedding_tables import Provenance, table_name
-from embedstore.schema import TILES, TILES_SCHEMA
-from heads.data import BatchStream, TileCodes, TileIds, augmentation_sample, split_tiles
+from embedstore.storage.embedding_tables import Provenance, table_name
 from heads.errors import HeadsError
+from heads.tile_batches import BatchStream, TileCodes, TileIds, augmentation_sample, split_tiles
 from heads.training import train
 from tests.helpers import add_task, add_vectors, vector_store
 
@@ -276,7 +276,7 @@ def test_augmentation_sample_is_bounded_and_keeps_the_minority_whole(toy):
 
 
 def test_the_sample_reservoir_keeps_the_rows_with_the_smallest_keys_across_chunks():
-    from heads.data import _reservoir_add
+    from heads.tile_batches import _reservoir_add
 
     rng = np.random.default_rng(0)
     all_keys, all_x = rng.random(1000), rng.normal(size=(1000, 3)).astype(np.float32)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from embedstore import EmbedstoreError, IngestOptions, hooks
+from embedstore import EmbedstoreError, IngestOptions
+from embedstore.core import hooks
 from embedstore.sources.codecs import decode_tile
 from tests.helpers import write_image
 

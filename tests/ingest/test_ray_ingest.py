@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 import embedstore
 from cli.main import app
-from embedstore.errors import EmbedstoreError, SourceError
+from embedstore.core.errors import EmbedstoreError, SourceError
 from embedstore.ingest import local, ray_engine
 from tests.helpers import synthetic_slide, table_versions, write_pyramid, write_tiles
 

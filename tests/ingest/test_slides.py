@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embedstore import IngestOptions, SourceError, hooks
+from embedstore import IngestOptions, SourceError
+from embedstore.core import hooks
 from embedstore.sources.codecs import decode_tile
 from tests.helpers import synthetic_slide, table_versions, write_pyramid
 

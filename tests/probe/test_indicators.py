@@ -8,9 +8,8 @@ import json
 import numpy as np
 import pytest
 
+from embedstore.core.errors import EmbedstoreError
 from embedstore.embed.writer import EmbeddingWriter
-from embedstore.embedding_tables import recorded_provenance, table_name
-from embedstore.errors import EmbedstoreError
 from embedstore.evaluate.neighbours import sample_queries
 from embedstore.probe.indicators import (
     backbone_indicators,
@@ -18,6 +17,7 @@ from embedstore.probe.indicators import (
     slide_clustering,
     view_consistency,
 )
+from embedstore.storage.embedding_tables import recorded_provenance, table_name
 from tests.helpers import vector_store
 
 KEY = "synthetic.vectors"

@@ -23,13 +23,13 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 import embedstore
-from embedstore.errors import EmbedstoreError
+from embedstore.core.errors import EmbedstoreError
+from embedstore.core.ids import encoded_ids, id_bytes, id_strings
+from embedstore.core.schema import TILES, TILES_SCHEMA
 from embedstore.evaluate import folds as splits
 from embedstore.evaluate.metrics import corrected_interval, paired_p_value, split_scores
 from embedstore.evaluate.tasks import task_tiles
-from embedstore.ids import encoded_ids, id_bytes, id_strings
 from embedstore.probe import classifiers
-from embedstore.schema import TILES, TILES_SCHEMA
 from tests.helpers import add_task, add_vectors, vector_store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

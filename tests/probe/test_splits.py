@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from sklearn.model_selection import StratifiedGroupKFold
 
-from embedstore.errors import EmbedstoreError
+from embedstore.core.errors import EmbedstoreError
 from embedstore.evaluate import folds as splits
 from embedstore.evaluate.metrics import corrected_interval, paired_p_value
 from tests.helpers import add_task, add_vectors, vector_store

@@ -11,11 +11,11 @@ import pyarrow.feather as feather
 import pytest
 
 import embedstore
+from embedstore.core.errors import EmbedstoreError
+from embedstore.core.schema import TILES, TILES_SCHEMA
 from embedstore.embed.writer import EmbeddingWriter
-from embedstore.embedding_tables import Provenance, table_name
-from embedstore.errors import EmbedstoreError
-from embedstore.schema import TILES, TILES_SCHEMA
 from embedstore.search.configs import LanceConfig
+from embedstore.storage.embedding_tables import Provenance, table_name
 from tests.cli.test_cli import run
 from tests.helpers import vector_store
 

@@ -7,12 +7,12 @@ import pyarrow as pa
 import pytest
 
 import embedstore
+from embedstore.core.errors import EmbedstoreError
+from embedstore.core.schema import TILES, TILES_SCHEMA
 from embedstore.embed.writer import EmbeddingWriter
-from embedstore.embedding_tables import recorded_provenance, table_name
-from embedstore.errors import EmbedstoreError
-from embedstore.schema import TILES, TILES_SCHEMA
 from embedstore.search import IvfConfig, LanceConfig, StaleIndexError
-from embedstore.search.tuning import exact_neighbours, recall_at_k
+from embedstore.search.recall import exact_neighbours, recall_at_k
+from embedstore.storage.embedding_tables import recorded_provenance, table_name
 from tests.helpers import clustered_vectors, vector_store
 
 KEY = "synthetic.vectors"

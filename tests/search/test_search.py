@@ -7,9 +7,9 @@ import polars as pl
 import pytest
 
 import embedstore
+from embedstore.core.errors import EmbedstoreError
+from embedstore.core.schema import LABELS
 from embedstore.embed.local import embed
-from embedstore.errors import EmbedstoreError
-from embedstore.schema import LABELS
 from embedstore.search.space import VectorSpace
 from tests.helpers import clustered_vectors, vector_store, write_tiles
 

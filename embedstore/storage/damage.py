@@ -16,8 +16,8 @@ from pathlib import Path
 import lance
 import pyarrow as pa
 
+from ..core.errors import TableDamagedError, first_line
 from .catalog import Catalog
-from .errors import TableDamagedError, first_line
 
 HINT_FILE = "_versions/latest_version_hint.json"  # Lance writes it after each commit: the newest version
 SCAN_BATCH = 1024  # rows per batch when reading every column of a fragment

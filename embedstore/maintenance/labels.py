@@ -13,8 +13,11 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from .catalog import Catalog
-from .errors import EmbedstoreError, a_few
+from ..core.errors import EmbedstoreError, a_few
+from ..core.schema import LABELS, LABELS_SCHEMA, SOURCES, TILES, label_key
+from ..core.tabular import read_table, with_numbers
+from ..core.validation import FileName, check_value, options_from
+from ..storage.catalog import Catalog
 from .label_options import (
     Claims,
     LabelImportOptions,
@@ -23,9 +26,6 @@ from .label_options import (
     is_empty_label,
     settle_conflict,
 )
-from .schema import LABELS, LABELS_SCHEMA, SOURCES, TILES, label_key
-from .tabular import read_table, with_numbers
-from .validation import FileName, check_value, options_from
 
 
 def import_labels(

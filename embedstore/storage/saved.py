@@ -14,8 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.location import StorePath
 from .catalog import Catalog
-from .location import StorePath
 
 INDEX_DIR = "indexes"
 INDEX_MANIFEST = "manifest.json"

@@ -33,12 +33,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .catalog import Catalog, HasCatalog, catalog_of
-from .embedding_tables import Provenance, dtype_name, recorded_provenance, table_name
-from .errors import EmbedstoreError
-from .ids import IdLookup
-from .schema import EMBEDDING_PREFIX, LABELS, TILES, TILES_SCHEMA, task_predicate
-from .validation import Interval, Name, SqlExpression, check_value
+from ..core.errors import EmbedstoreError
+from ..core.ids import IdLookup
+from ..core.schema import EMBEDDING_PREFIX, LABELS, TILES, TILES_SCHEMA, task_predicate
+from ..core.validation import Interval, Name, SqlExpression, check_value
+from ..storage.catalog import Catalog, HasCatalog, catalog_of
+from ..storage.embedding_tables import Provenance, dtype_name, recorded_provenance, table_name
 
 if TYPE_CHECKING:
     import polars as pl

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embedstore import Store
+from embedstore.core.reports import JsonReport
 from embedstore.demo import DEMO_BACKBONE, SAMPLE_TASK, local_folder
-from embedstore.reports import JsonReport
 
 from .prediction import PredictReport, predict
 from .spatial import export_geojson, heatmap

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import EmbedstoreError, a_few
-from .reports import JsonReport
-from .validation import Flag, OneOf, option, validate
+from ..core.errors import EmbedstoreError, a_few
+from ..core.reports import JsonReport
+from ..core.validation import Flag, OneOf, option, validate
 
 LABEL_CONFLICT_POLICIES = ("first", "drop", "error")
 Claims = list[tuple[str | None, str]]  # (label, where it came from), the first claim first

@@ -1,8 +1,8 @@
 """Upgrading a store written by embedstore 0.1 (format 1) to format 2, in place.
 
 Format 2 declares one key column per table (what keeps concurrent writers from duplicating rows, see
-`embedstore.writes`), adds `row_key` to the labels and embedding tables, and adds the `files` table.
-Each table gets one new version (old versions and tags stay readable); the marker is rewritten last,
+`embedstore.storage.keyed_writes`), adds `row_key` to the labels and embedding tables, and adds the `files`
+table. Each table gets one new version (old versions and tags stay readable); the marker is rewritten last,
 so an interrupted upgrade is simply run again.
 """
 
@@ -16,10 +16,9 @@ import lance
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .catalog import Catalog, read_marker
-from .errors import NotAStoreError
-from .location import ObjectPath, StorePath, require_writable, store_location
-from .schema import (
+from ..core.errors import NotAStoreError
+from ..core.location import ObjectPath, StorePath, require_writable, store_location
+from ..core.schema import (
     EMBEDDING_PREFIX,
     FILES,
     FILES_SCHEMA,
@@ -33,7 +32,8 @@ from .schema import (
     declared_key,
     key_field,
 )
-from .writes import create_table
+from ..storage.catalog import Catalog, read_marker
+from ..storage.keyed_writes import create_table
 
 
 def upgrade(path: str | Path) -> list[str]:

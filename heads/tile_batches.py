@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from embedstore.catalog import Catalog, HasCatalog, catalog_of
-from embedstore.embedding_tables import table_name
+from embedstore.core.errors import EmbedstoreError
+from embedstore.core.ids import IdLookup, id_keys
+from embedstore.core.validation import Interval, check_value
 from embedstore.embeddings import EmbeddingQuery, vectors
-from embedstore.errors import EmbedstoreError
 from embedstore.evaluate import group_folds, task_tiles
-from embedstore.ids import IdLookup, id_keys
-from embedstore.validation import Interval, check_value
+from embedstore.storage.catalog import Catalog, HasCatalog, catalog_of
+from embedstore.storage.embedding_tables import table_name
 
 from .errors import HeadsError
 

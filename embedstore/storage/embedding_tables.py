@@ -9,8 +9,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from .errors import BackboneError, EmbedstoreError
-from .schema import EMBEDDING_PREFIX, ROW_KEY, key_field
+from ..core.errors import BackboneError, EmbedstoreError
+from ..core.schema import EMBEDDING_PREFIX, ROW_KEY, key_field
 
 PROVENANCE_KEY = b"embedstore.provenance"  # the whole record, as JSON
 FLAT_KEYS = ("backbone", "weights_sha256", "dim", "precision", "store_dtype")  # also stored one per key

@@ -3,7 +3,7 @@
 A store is a directory holding `embedstore.json` (the format marker) and one Lance dataset per table,
 `<name>.lance`: the layout of a LanceDB database, so `lancedb.connect(root)` opens the same tables.
 The directory may be a local path or an object-store URI (`s3://bucket/prefix`, see
-`embedstore.location`): `root` is then an `ObjectPath`, which reads and writes like a `Path`.
+`embedstore.core.location`): `root` is then an `ObjectPath`, which reads and writes like a `Path`.
 The catalog is the low half of the store; the verbs (ingest, embed, check, ...) take a catalog, and
 `embedstore.Store` holds one (`store.catalog`) and adds the verbs. A function documented to take "a
 Store or a Catalog" normalises its argument with `catalog_of`.
@@ -25,12 +25,12 @@ from typing import Any, Protocol, Self, TypeVar
 import lance
 import pyarrow as pa
 
+from ..core.errors import EmbedstoreError, NotAStoreError, ReadOnlyStoreError, TableDamagedError, first_line
+from ..core.location import ObjectPath, refusals_explained, remove_tree, require_writable, store_location
+from ..core.schema import CORE_SCHEMAS, EMBEDDING_PREFIX, MARKER_FILE, STORE_FORMAT_VERSION, TILES
+from ..core.validation import FileName, check_value
+from . import keyed_writes as writes
 from . import versions as _versions
-from . import writes
-from .errors import EmbedstoreError, NotAStoreError, ReadOnlyStoreError, TableDamagedError, first_line
-from .location import ObjectPath, refusals_explained, remove_tree, require_writable, store_location
-from .schema import CORE_SCHEMAS, EMBEDDING_PREFIX, MARKER_FILE, STORE_FORMAT_VERSION, TILES
-from .validation import FileName, check_value
 
 TABLE_NAME = FileName(max_length=200)  # `<name>.lance` is a folder in the store: a name, never a path
 
@@ -217,7 +217,8 @@ class Catalog:
         self.dataset(name)  # EmbedstoreError naming the tables when there is none
         remove_tree(self.table_path(name))
 
-    # -- keyed writes (see embedstore.writes) -------------------------------------------------------------
+    # -- keyed writes (see embedstore.storage.keyed_writes)
+    # -------------------------------------------------------------
 
     @_writes
     def insert_missing(self, name: str, rows: pa.Table) -> int:
@@ -254,7 +255,8 @@ class Catalog:
     def compact(self, older_than: timedelta | str = timedelta(days=7)) -> _versions.CompactReport:
         """Remove every table's untagged versions older than `older_than` (a timedelta, or a duration
         like "7d", "12h", "0s") and merge its fragments where that frees space (see
-        `embedstore.versions.compact`); the report gives versions and bytes on disk before and after."""
+        `embedstore.storage.versions.compact`); the report gives versions and bytes on disk before and
+        after."""
         if isinstance(older_than, str):
             older_than = _versions.parse_duration(older_than)
         report = _versions.CompactReport(_versions.duration_text(older_than))

@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._malloc import glibc, usable_cpus
-from .errors import EmbedstoreError
+from ..core.errors import EmbedstoreError
+from .allocator import glibc, usable_cpus
 
 if TYPE_CHECKING:
     import torch

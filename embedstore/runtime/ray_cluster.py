@@ -13,9 +13,9 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from .errors import EmbedstoreError
-from .runtime import cpu_count
-from .validation import Name, OneOf, invalid, option
+from ..core.errors import EmbedstoreError
+from ..core.validation import Name, OneOf, invalid, option
+from .resources import cpu_count
 
 ENGINES = ("local", "ray")
 INSTALL_HINT = 'pip install "embedstore[ray]"'

@@ -8,13 +8,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from .catalog import Catalog
-from .damage import TableDamage, inspect_table
-from .embedding_tables import dtype_name, recorded_provenance
-from .errors import EmbedstoreError, TableDamagedError
-from .location import human_bytes, tree_size
-from .saved import SavedRecord, head_records, index_records
-from .schema import FILES, LABELS, SOURCES, TILES
+from ..core.errors import EmbedstoreError, TableDamagedError
+from ..core.location import human_bytes, tree_size
+from ..core.schema import FILES, LABELS, SOURCES, TILES
+from ..storage.catalog import Catalog
+from ..storage.damage import TableDamage, inspect_table
+from ..storage.embedding_tables import dtype_name, recorded_provenance
+from ..storage.saved import SavedRecord, head_records, index_records
 
 UNREADABLE = "unreadable: its table is damaged"
 

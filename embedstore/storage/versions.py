@@ -10,10 +10,10 @@ from typing import Any, cast
 
 import lance
 
-from .errors import EmbedstoreError
-from .location import ObjectPath, human_bytes, tree_size
-from .reports import JsonReport
-from .validation import FileName, check_value
+from ..core.errors import EmbedstoreError
+from ..core.location import ObjectPath, human_bytes, tree_size
+from ..core.reports import JsonReport
+from ..core.validation import FileName, check_value
 
 TAG_NAME = FileName(tag=True)  # Lance keeps a tag as a file; all-digit names would read as version numbers
 MAX_AGE = timedelta(days=36500)  # --older-than beyond this is refused: no version is that old

@@ -1,6 +1,6 @@
 """Writes that stay exact under concurrency and crashes: every row goes in by its key, at most once.
 
-Every table declares one key column as its Lance primary key (`embedstore.schema`), and rows go in with
+Every table declares one key column as its Lance primary key (`embedstore.core.schema`), and rows go in with
 `merge_insert(key)`: inserted when the key is new, skipped (or, for `upsert`, replaced) when it is
 there. Lance commits are atomic and conflict-checked; when two writers insert the same new key at
 once, the later commit conflicts and Lance retries it against the newer version, where the key is no
@@ -33,10 +33,10 @@ import lance
 import numpy as np
 import pyarrow as pa
 
-from . import hooks
-from .errors import EmbedstoreError
-from .location import ObjectPath
-from .schema import declared_key
+from ..core import hooks
+from ..core.errors import EmbedstoreError
+from ..core.location import ObjectPath
+from ..core.schema import declared_key
 
 STAGING_DIR = ".staging"
 CONFLICT_RETRIES = 20  # Lance's own retries of a conflicting commit

@@ -6,7 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .._moved import forward
+from ..core.moved import forward
 from ..evaluate import neighbours as _neighbours
 
 K = 10

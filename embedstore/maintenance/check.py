@@ -19,13 +19,10 @@ from typing import Any, cast
 import polars as pl
 import pyarrow as pa
 
-from .catalog import Catalog
-from .damage import inspect_table
-from .embedding_tables import dtype_name, recorded_provenance, table_name
-from .errors import EmbedstoreError
-from .location import remove_tree
-from .reports import JsonReport
-from .schema import (
+from ..core.errors import EmbedstoreError
+from ..core.location import remove_tree
+from ..core.reports import JsonReport
+from ..core.schema import (
     CORE_SCHEMAS,
     EMBEDDING_PREFIX,
     FILES,
@@ -36,7 +33,10 @@ from .schema import (
     key_column,
     sql_string,
 )
-from .writes import STAGING_DIR, staging_owner_alive
+from ..storage.catalog import Catalog
+from ..storage.damage import inspect_table
+from ..storage.embedding_tables import dtype_name, recorded_provenance, table_name
+from ..storage.keyed_writes import STAGING_DIR, staging_owner_alive
 
 EXAMPLES = 3
 PREDICTIONS_PREFIX = "pred__"  # tables written by heads.predict: tile_id (key), score, probabilities, label
