@@ -11,11 +11,11 @@ The names below load on first use, so that `import embedstore` (and `embedstore 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._version import __version__
 from .core.errors import BackboneError, EmbedstoreError, NotAStoreError, SourceError, TableDamagedError
+from .core.lazy import lazy_exports
 from .core.moved import MOVED_MODULES, alias_modules
 from .runtime.allocator import cap_malloc_arenas
 
@@ -65,7 +65,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module 'embedstore' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -15,9 +15,9 @@ names below load on first use, so that `import heads` stays light (no torch unti
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from embedstore.core.lazy import lazy_exports
 from embedstore.core.moved import alias_modules
 
 from .errors import HeadsError
@@ -73,7 +73,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module 'heads' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

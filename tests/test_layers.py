@@ -212,7 +212,8 @@ PUBLIC = {
     "embedstore.maintenance.info": "the info listing's text",
     "embedstore.maintenance.upgrade": "the format upgrade",
     "embedstore.demo": "the demo the heads demo continues",
-    "embedstore.core.moved": "old import paths kept for one release (heads.tile_batches, heads.demo_head)",
+    "embedstore.core.moved": "old import paths kept for one release (heads.data, heads.demo)",
+    "embedstore.core.lazy": "names a package imports on first use (heads' own lazy names)",
 }
 
 

@@ -7,8 +7,9 @@ executor on this machine; `writer.EmbeddingWriter` is the commit contract every 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..core.lazy import lazy_exports
 from .options import EmbedOptions, EmbedProgress, EmbedReport
 
 if TYPE_CHECKING:
@@ -19,9 +20,4 @@ _LAZY = {"check_backbones": ".plan"}  # the plan pulls in the backbones: `embeds
 __all__ = ["EmbedOptions", "EmbedProgress", "EmbedReport", "check_backbones"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module 'embedstore.embed' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -13,7 +13,9 @@ exact neighbours, so that a head and a probe split and score alike.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .folds import Split, group_folds
@@ -46,9 +48,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module 'embedstore.evaluate' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

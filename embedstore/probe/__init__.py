@@ -10,8 +10,10 @@ their old names here still work, with a DeprecationWarning, for one release.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING
 
+from ..core.lazy import lazy_exports
 from ..core.moved import forward
 from .options import ProbeOptions
 
@@ -30,9 +32,4 @@ _MOVED = forward(
 __all__ = ["ProbeOptions", "ProbeReport"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    return _MOVED(name, stacklevel=3)  # warns for a moved name; AttributeError for any other
+__getattr__ = lazy_exports(__name__, _LAZY, otherwise=partial(_MOVED, stacklevel=3))  # moved names warn

@@ -6,7 +6,9 @@ Nothing here knows about the store's tables; ingest and embed both build on thes
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .grid import GridSettings
@@ -27,9 +29,4 @@ _LAZY = {
 __all__ = ["GridSettings", "open_slide", "preview_slide", "thumbnail_rgb", "tissue_mask"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module 'embedstore.sources' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
