@@ -29,6 +29,7 @@ from embedstore.core.reports import JsonReport
 from embedstore.core.schema import LABELS
 from embedstore.core.validation import FileName, Name
 from embedstore.embeddings import EmbeddingTable
+from embedstore.storage.catalog import Catalog
 
 from .card import (
     HeadCard,
@@ -97,6 +98,22 @@ def default_name(task: str, backbone: str, head: str) -> str:
     return name.lstrip("._-")[: FileName().max_length] or "head"
 
 
+def checked_start(
+    catalog: Catalog, backbone: str, task: str, head: str, name: str | None, overwrite: bool
+) -> tuple[Any, str, str]:
+    """The checks `train` and `tune` open with, in the order a user meets them: a writable store, the
+    backbone's and task's names, the head kind, the head's name (free unless `overwrite`), then the
+    backbone's embeddings. Returns the estimator class, the head's name and the embedding table."""
+    catalog.require_writable()
+    checked("--backbone", backbone, Name())
+    checked("--task", task, Name())
+    cls = head_class(head)
+    name = check_name(name if name is not None else default_name(task, backbone, head))
+    if not overwrite:
+        refuse_existing(catalog, name)
+    return cls, name, require_embeddings(catalog, backbone)
+
+
 def train(
     store: StoreArg,
     backbone: str,
@@ -128,14 +145,7 @@ def train(
     """
     say = say or (lambda _: None)
     store = open_store(store)
-    store.require_writable()
-    checked("--backbone", backbone, Name())
-    checked("--task", task, Name())
-    cls = head_class(head)
-    name = check_name(name if name is not None else default_name(task, backbone, head))
-    if not overwrite:
-        refuse_existing(store, name)
-    table = require_embeddings(store, backbone)
+    cls, name, table = checked_start(store, backbone, task, head, name, overwrite)
     estimator, pipeline = _estimator(cls, head, augment, seed, epochs, batch_size, head_params)
     embeddings = EmbeddingTable.of(store, table)  # one version for the provenance, views and vectors
     table_version = embeddings.version

@@ -53,26 +53,22 @@ from tqdm.auto import tqdm
 
 from embedstore.core.location import StorePath, remove_inside
 from embedstore.core.reports import JsonReport
-from embedstore.core.validation import Name
 from embedstore.embeddings import EmbeddingTable
 
 from .augment import parse_augmentations
 from .card import (
     HeadCard,
     StoreArg,
-    check_name,
-    head_class,
     head_dir,
     heads_root,
     json_ready,
     open_store,
-    refuse_existing,
     save_head,
 )
 from .errors import HeadsError
 from .options import DEFAULTS, TRAIN_DEFAULTS
-from .tile_batches import TileSplit, checked, require_embeddings, split_tiles
-from .training import TrainResult, default_name, train
+from .tile_batches import TileSplit, split_tiles
+from .training import TrainResult, checked_start, train
 
 Say = Callable[[str], None]
 TRIAL_PREFIX = 64  # characters of the head's name in its trials' names, which must stay valid head names
@@ -271,15 +267,8 @@ def tune(
         raise HeadsError(f"--tune {n!r}: give the number of configurations to try, an integer >= 1")
     n = int(n)
     store = open_store(store)
-    store.require_writable()
-    checked("--backbone", backbone, Name())
-    checked("--task", task, Name())
-    cls = head_class(head)
-    name = check_name(name if name is not None else default_name(task, backbone, head))
+    cls, name, table = checked_start(store, backbone, task, head, name, overwrite)
     searched = _space(head, space, fixed, cls)
-    if not overwrite:
-        refuse_existing(store, name)
-    table = require_embeddings(store, backbone)
     views = EmbeddingTable.of(store, table).has_views()
     split = split_tiles(store, task, backbone, group_by, validation, seed)
     notes = list(split.notes)
