@@ -3,8 +3,9 @@
 `HeadOptions` holds an estimator's parameters (scikit-learn names) and their defaults: `LinearHead` and
 `MLPHead` take their defaults from it, `check_head_params` checks an estimator's parameters by its
 declarations, and `train-head` takes its flags, defaults and help from it (`cli.options.from_options`).
-`TrainOptions` holds what `heads.train` and `heads.tune` add around the estimator (head kind, split).
-Building either runs `validate` ("--flag VALUE must be ..."). Nothing heavy is imported here.
+`TrainOptions` holds what `heads.train` and `heads.tune` add around the estimator (head kind, split);
+`PredictOptions` and `HeatmapOptions` what `predict` and `heatmap` take (their flags come from them too).
+Building any of them runs `validate` ("--flag VALUE must be ..."). Nothing heavy is imported here.
 """
 
 from __future__ import annotations
@@ -207,8 +208,42 @@ class TrainOptions:
         validate(self)
 
 
+@dataclass
+class PredictOptions:
+    """What `predict` takes besides the head: its progress bar, and what its --export writes."""
+
+    top: int = option(100, Integer(1), help="Rows in --export.")
+    class_name: str | None = option(
+        None,
+        Name(),
+        optional=True,
+        flag="--class",
+        metavar="CLASS",
+        help="Rank --export by this class [default: positive].",
+    )
+    progress: bool = option(True, Flag(), help="Show a progress bar.")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass
+class HeatmapOptions:
+    """How `heatmap` draws a head's scores over a slide."""
+
+    class_name: str | None = option(
+        None, Name(), optional=True, flag="--class", metavar="CLASS", help="Class whose probability to draw."
+    )
+    alpha: float = option(0.5, Interval(0, 1), help="Overlay opacity.")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(HeadOptions)}
 TRAIN_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(TrainOptions)}
+PREDICT_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(PredictOptions)}
+HEATMAP_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(HeatmapOptions)}
 _FIELDS = {f.name: f for f in dataclasses.fields(HeadOptions)}
 
 

@@ -35,6 +35,7 @@ from embedstore.storage.catalog import Catalog
 
 from .card import LOCK, HeadCard, StoreArg, heads_root, load_head, open_store, read_card
 from .errors import HeadsError
+from .options import PREDICT_DEFAULTS
 from .tile_batches import READ_BATCH, TileIds, checked
 
 PREDICTIONS_PREFIX = "pred__"
@@ -184,8 +185,8 @@ def export_top(
     store: StoreArg,
     name: str,
     path: str | Path,
-    n: int = 100,
-    class_name: str | None = None,
+    n: int = PREDICT_DEFAULTS["top"],
+    class_name: str | None = PREDICT_DEFAULTS["class_name"],
 ) -> Path:
     """Write a CSV of the `n` tiles with the highest score (or p(`class_name`)), best first: rank,
     tile_id, label, score, p(<class>) per class and the tile's source, position and group columns."""

@@ -39,6 +39,7 @@ from embedstore.storage.catalog import Catalog
 
 from .card import HeadCard, StoreArg, check_name, head_exists, open_store, read_card
 from .errors import HeadsError
+from .options import HEATMAP_DEFAULTS
 from .prediction import CLASSES_KEY, CREATED_KEY, predictions_table
 
 CMAP = "inferno"  # perceptually uniform, readable in greyscale and by colour-blind readers
@@ -175,8 +176,8 @@ def heatmap(
     name: str,
     slide: str,
     out: str | Path,
-    class_name: str | None = None,
-    alpha: float = 0.5,
+    class_name: str | None = HEATMAP_DEFAULTS["class_name"],
+    alpha: float = HEATMAP_DEFAULTS["alpha"],
     classes: list[str] | None = None,
 ) -> Path:
     """Write a PNG of head `name`'s probability of `class_name` (see `heat_class`) on each tile of `slide`,

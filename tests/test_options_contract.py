@@ -8,9 +8,11 @@ import click
 import pytest
 
 from cli.commands.embed import command as embed_command
+from cli.commands.heatmap import command as heatmap_command
 from cli.commands.index import command as index_command
 from cli.commands.ingest import command as ingest_command
 from cli.commands.labels import import_command as labels_import_command
+from cli.commands.predict import command as predict_command
 from cli.commands.preview import command as preview_command
 from cli.commands.probe import command as probe_command
 from cli.commands.search import command as search_command
@@ -23,7 +25,7 @@ from embedstore.maintenance.label_options import LabelImportOptions
 from embedstore.probe.options import ProbeOptions
 from embedstore.search.options import IndexOptions, SearchOptions
 from embedstore.sources.grid import GridSettings
-from heads.options import HeadOptions, TrainOptions
+from heads.options import HeadOptions, HeatmapOptions, PredictOptions, TrainOptions
 
 OPTIONS_CLASSES = [
     GridSettings,
@@ -35,6 +37,8 @@ OPTIONS_CLASSES = [
     ProbeOptions,
     HeadOptions,
     TrainOptions,
+    PredictOptions,
+    HeatmapOptions,
 ]
 HAND_MADE = {"groups"}  # --group KEY=COLUMN (repeatable), parsed by the ingest command
 FIELDS = [(cls, field) for cls in OPTIONS_CLASSES for field in dataclasses.fields(cls)]
@@ -88,6 +92,8 @@ def test_valid_values_are_normalised():
         (probe_command, ProbeOptions),
         (train_head_command, HeadOptions),
         (train_head_command, TrainOptions),
+        (predict_command, PredictOptions),
+        (heatmap_command, HeatmapOptions),
     ],
 )
 def test_the_cli_takes_defaults_choices_and_help_from_the_options(command, cls):
