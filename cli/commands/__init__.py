@@ -5,7 +5,7 @@ SUMMARIES is the command list `embedstore --help` shows, in order, without impor
 """
 
 SUMMARIES = {
-    "demo": "Run the main job on built-in real tissue: ingest, embed, show the store.",
+    "demo": "Run the main job on built-in real tissue: ingest, embed, search, probe, train a head, heatmap.",
     "init": "Create an empty store.",
     "ingest": "Ingest slides, image folders, manifests or point tables into a store.",
     "preview": "Draw a slide's tissue mask and the tiles ingest would keep.",
