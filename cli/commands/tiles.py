@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,10 +46,10 @@ def command(
     columns. Rows are sorted by file, then y, x. The terminal shows the first 20 rows unless --limit is
     given; --csv and --json write every row listed. Tile ids work with `search --tile`.
     """
-    listing_options = TileListOptions(task=tasks, **{**options, "limit": None})
-    frame = open_existing(store).tiles(options=listing_options)
+    listing_options = TileListOptions(task=tasks, **options)
+    limit = listing_options.limit  # applied here, so that the table can say "N of M tiles"
+    frame = open_existing(store).tiles(options=dataclasses.replace(listing_options, limit=None))
     total = frame.height
-    limit = options["limit"]
     if limit is not None:
         frame = frame.head(limit)
     if csv_file is None and json_file is None:
@@ -80,7 +81,7 @@ def _print_table(frame: pl.DataFrame, total: int, explicit: tuple[str, ...] | No
     ]
     cells = [[_cell(column, value) for value in frame[column].to_list()] for column in kept]
     widths = [
-        max(len(column), *(len(cell) for cell in column_cells))
+        max([len(column), *(len(cell) for cell in column_cells)])
         for column, column_cells in zip(kept, cells, strict=True)
     ]
     numeric = {c for c in kept if frame.schema[c].is_numeric()}
