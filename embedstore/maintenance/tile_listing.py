@@ -4,6 +4,7 @@
     store.tiles("tumour", where="split = 'valid'")     # tiles labelled for tumour: a `label` column
     store.tiles(["tumour", "grade"], columns="file,label_tumour,label_grade", limit=20)
 
+`file` is the uri of the tile's source (byte-identical copies share one source: the first one ingested).
 Rows are sorted by file, then y, x (reading order on a slide). The label columns: with one task, `label`
 (so the frame written as CSV is what `labels import` reads); with several, `label_<task>` each. Given
 tasks keep only the tiles labelled for at least one of them; without, every tile is listed. Reads the
