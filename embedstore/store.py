@@ -123,16 +123,20 @@ class Store:
         return import_labels(self.catalog, task, Path(path), options, **kwargs)
 
     def tiles(
-        self, task: str | Sequence[str] | None = None, options: TileListOptions | None = None, **kwargs: Any
+        self,
+        task: str | Sequence[str] | None = None,
+        where: str | None = None,
+        columns: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        options: TileListOptions | None = None,
     ) -> pl.DataFrame:
-        """Tiles with their file, slide, position, groups and labels (`label` for one task), sorted by file,
-        y, x; kwargs `where` (SQL over tile columns), `columns`, `limit` (see `embedstore.TileListOptions`).
-        """
+        """Tiles with their file, slide, position, groups and labels, sorted by file, y, x (a polars frame).
+        `task`: one task (a `label` column, its labelled tiles only) or several (`label_<task>` columns);
+        `where`: SQL over tile columns; `columns`: which to return; see `embedstore.TileListOptions`."""
         from .maintenance.tile_listing import list_tiles
 
-        if task is not None:
-            kwargs["task"] = task
-        return list_tiles(self.catalog, options, **kwargs)
+        given = {"task": task, "where": where, "columns": columns, "limit": limit}
+        return list_tiles(self.catalog, options, **{k: v for k, v in given.items() if v is not None})
 
     def embed(self, backbone: str, options: EmbedOptions | None = None, **kwargs: Any) -> EmbedReport:
         """Embed tiles not yet in `emb__<backbone>`; options: `embedstore.EmbedOptions`."""
