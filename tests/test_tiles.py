@@ -129,7 +129,14 @@ def test_the_terminal_table_has_headers_and_says_how_many_are_shown(made):
     assert len(lines) == 1 + 3 + 1 and lines[-1].startswith("3 of 5 tiles")
     assert lines[1].split()[0] == store.tiles("tumour")["tile_id"][0]
     everything = run("tiles", store.root, "--where", "slide = 'slideA.tif'")
-    assert everything.output.splitlines()[-1] == "6 tiles" and "slide" in everything.output.splitlines()[0]
+    header, *rows, last = everything.output.splitlines()
+    assert last == "6 tiles" and len(rows) == 6
+    # empty group columns are left out; label columns stay, "-" where a tile has no label
+    assert header.split() == ["tile_id", "file", "slide", "x", "y", "level", "size0", "dataset"] + [
+        "label_grade",
+        "label_tumour",
+    ]
+    assert all(row.split()[-2:] == ["-", "-"] for row in rows)
 
 
 def test_csv_goes_back_into_labels_import_and_its_ids_into_search(made, tmp_path):

@@ -70,15 +70,12 @@ def _count(shown: int, total: int) -> str:
 
 
 def _print_table(frame: pl.DataFrame, total: int, explicit: tuple[str, ...] | None) -> None:
-    """Aligned columns with a header; columns empty in every shown row are left out unless asked for."""
+    """Aligned columns with a header; tile columns empty in every shown row are left out unless asked for
+    (label columns always stay: an empty one says the shown tiles have no label for that task)."""
     if total == 0:
         click.echo("no tiles (check --where and --task; `embedstore info` lists the tasks)")
         return
-    kept = [
-        c
-        for c in frame.columns
-        if c == "tile_id" or (explicit and c in explicit) or frame[c].null_count() < frame.height
-    ]
+    kept = [c for c in frame.columns if _shown(c, frame, explicit)]
     cells = [[_cell(column, value) for value in frame[column].to_list()] for column in kept]
     widths = [
         max([len(column), *(len(cell) for cell in column_cells)])
@@ -96,6 +93,11 @@ def _print_table(frame: pl.DataFrame, total: int, explicit: tuple[str, ...] | No
     if frame.height < total:
         line += " (--limit N to list more, --csv FILE to write them all)"
     click.echo(line)
+
+
+def _shown(column: str, frame: pl.DataFrame, explicit: tuple[str, ...] | None) -> bool:
+    always = column == "tile_id" or column.startswith("label") or column in (explicit or ())
+    return always or frame[column].null_count() < frame.height
 
 
 def _cell(column: str, value: object) -> str:
