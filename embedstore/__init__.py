@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .embed.options import EmbedOptions, EmbedReport
     from .ingest.options import IngestOptions, IngestReport
     from .maintenance.label_options import LabelImportOptions, LabelImportReport
+    from .maintenance.tile_listing import TileListOptions
     from .maintenance.upgrade import upgrade
     from .probe.options import ProbeOptions
     from .store import Store, init, open
@@ -39,6 +40,7 @@ _LAZY = {
     "IngestReport": ".ingest.options",
     "LabelImportOptions": ".maintenance.label_options",
     "LabelImportReport": ".maintenance.label_options",
+    "TileListOptions": ".maintenance.tile_listing",
     "EmbedOptions": ".embed.options",
     "EmbedReport": ".embed.options",
     "ProbeOptions": ".probe.options",
@@ -53,6 +55,7 @@ __all__ = [
     "IngestReport",
     "LabelImportOptions",
     "LabelImportReport",
+    "TileListOptions",
     "EmbedOptions",
     "EmbedReport",
     "ProbeOptions",

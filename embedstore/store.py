@@ -1,5 +1,5 @@
-"""The façade: `Store`, the verbs (ingest, embed, embeddings, index, search, probe, labels, info, check,
-repair, versions) over a catalog it holds (`store.catalog`, the store's tables).
+"""The façade: `Store`, the verbs (ingest, embed, embeddings, index, search, probe, labels, tiles, info,
+check, repair, versions) over a catalog it holds (`store.catalog`, the store's tables).
 
 Nothing below this module imports it; the verbs live in their own modules and take a catalog, so each
 can be used (and tested) without the others. A function below that accepts "a Store or a Catalog" gets
@@ -17,11 +17,16 @@ from .core.location import ObjectPath
 from .storage.catalog import Catalog
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import polars as pl
+
     from .embed import EmbedOptions, EmbedReport
     from .embeddings import EmbeddingQuery
     from .ingest import IngestOptions, IngestReport
     from .maintenance.check import CheckReport
     from .maintenance.label_options import LabelImportOptions, LabelImportReport
+    from .maintenance.tile_listing import TileListOptions
     from .probe import ProbeOptions, ProbeReport
     from .search import IndexManifest, IndexOptions, Searcher, SearchOptions, SearchResult
     from .search.configs import IndexConfig
@@ -116,6 +121,22 @@ class Store:
         from .maintenance.labels import import_labels
 
         return import_labels(self.catalog, task, Path(path), options, **kwargs)
+
+    def tiles(
+        self,
+        task: str | Sequence[str] | None = None,
+        where: str | None = None,
+        columns: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        options: TileListOptions | None = None,
+    ) -> pl.DataFrame:
+        """Tiles with their file, slide, position, groups and labels, sorted by file, y, x (a polars frame).
+        `task`: one task (a `label` column, its labelled tiles only) or several (`label_<task>` columns);
+        `where`: SQL over tile columns; `columns`: which to return; see `embedstore.TileListOptions`."""
+        from .maintenance.tile_listing import list_tiles
+
+        given = {"task": task, "where": where, "columns": columns, "limit": limit}
+        return list_tiles(self.catalog, options, **{k: v for k, v in given.items() if v is not None})
 
     def embed(self, backbone: str, options: EmbedOptions | None = None, **kwargs: Any) -> EmbedReport:
         """Embed tiles not yet in `emb__<backbone>`; options: `embedstore.EmbedOptions`."""

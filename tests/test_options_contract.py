@@ -16,12 +16,14 @@ from cli.commands.predict import command as predict_command
 from cli.commands.preview import command as preview_command
 from cli.commands.probe import command as probe_command
 from cli.commands.search import command as search_command
+from cli.commands.tiles import command as tiles_command
 from cli.commands.train_head import command as train_head_command
 from embedstore.core.errors import EmbedstoreError
 from embedstore.core.validation import Integers, flag_of
 from embedstore.embed.options import EmbedOptions
 from embedstore.ingest.options import IngestOptions
 from embedstore.maintenance.label_options import LabelImportOptions
+from embedstore.maintenance.tile_listing import TileListOptions
 from embedstore.probe.options import ProbeOptions
 from embedstore.search.options import IndexOptions, SearchOptions
 from embedstore.sources.grid import GridSettings
@@ -31,6 +33,7 @@ OPTIONS_CLASSES = [
     GridSettings,
     IngestOptions,
     LabelImportOptions,
+    TileListOptions,
     EmbedOptions,
     IndexOptions,
     SearchOptions,
@@ -85,6 +88,7 @@ def test_valid_values_are_normalised():
     [
         (ingest_command, IngestOptions),
         (labels_import_command, LabelImportOptions),
+        (tiles_command, TileListOptions),
         (embed_command, EmbedOptions),
         (preview_command, GridSettings),
         (index_command, IndexOptions),

@@ -10,6 +10,7 @@ SUMMARIES = {
     "ingest": "Ingest slides, image folders, manifests or point tables into a store.",
     "preview": "Draw a slide's tissue mask and the tiles ingest would keep.",
     "labels": "Import labels of tiles for a task.",
+    "tiles": "List tiles with their file, slide, position, groups and labels; export them as CSV/JSON.",
     "info": "What a store holds: sources, files, tiles, tasks, tables.",
     "versions": "List, tag or restore table versions.",
     "compact": "Drop old untagged versions; merge fragments where that frees space.",
