@@ -175,8 +175,8 @@ def evaluate(
         keep = side == "none"
         if not keep.any():
             raise HeadsError(
-                f"all {len(keys)} labelled tiles of task {task!r} were in head {card.name!r}'s training or "
-                "validation set; label other tiles, or pass --include-training to score them anyway"
+                f"all {len(keys)} labelled tiles of task {task!r} are in the training or validation set of "
+                f"head {card.name!r}; label other tiles, or pass --include-training to score them anyway"
             )
         keys, groups, y = keys[keep], groups[keep], y[keep]
     probabilities = np.asarray(estimator.predict_proba(_vectors(catalog, card, task, keys)), np.float64)
