@@ -53,7 +53,7 @@ def plot_evaluation(report: EvaluationReport, path: str | Path) -> Path:
         colour = COLOURS[i % len(COLOURS)]
         draw.line([roc(0, 0), *(roc(a, b) for a, b in zip(fpr, tpr, strict=True))], fill=colour, width=3)
         draw.line([pr(0, 1), *(pr(a, b) for a, b in zip(tpr, precision, strict=True))], fill=colour, width=3)
-        draw.text((MARGIN + 14, 128 + 22 * i), report.classes[c], fill=colour, font=small)
+        draw.text((MARGIN + 250, 400 + 22 * i), report.classes[c], fill=colour, font=small)
         draw.text((PANEL + MARGIN + 14, 400 + 22 * i), report.classes[c], fill=colour, font=small)
     draw.line([roc(0, 0), roc(1, 1)], fill=(170, 170, 170), width=1)
     auroc, ap = report.metrics["auroc"], report.metrics["average_precision"]
