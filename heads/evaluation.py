@@ -36,6 +36,7 @@ from .tile_batches import checked
 
 BOOTSTRAP = 1000  # resamples of the groups
 CONFIDENCE = 0.95
+FEW_GROUPS = 5  # fewer groups than this: the bootstrap interval is noted as saying little
 NAMES = {
     "auroc": "AUROC",
     "average_precision": "average precision",
@@ -194,6 +195,12 @@ def evaluate(
             (np.percentile(drawn, [tail, 100 - tail]).tolist()) if len(drawn) else (math.nan, math.nan)
         )
         metrics[key] = Score(value, float(low), float(high))
+    n_groups = len(np.unique(groups))
+    if n_groups < FEW_GROUPS:
+        notes.append(
+            f"only {n_groups} {tiles.group_by} group(s): the intervals say little; label tiles of more "
+            f"{tiles.group_by}s, or choose another --group-by"
+        )
     missing = [c for c in card.classes if c not in tiles.classes]
     if missing:
         notes.append(f"the task has no tiles of class {', '.join(missing)}; its scores leave them out")
@@ -204,7 +211,7 @@ def evaluate(
         positive_class=card.positive_class,
         threshold=card.threshold if binary else None,
         tiles=len(y),
-        groups=len(np.unique(groups)),
+        groups=n_groups,
         group_by=tiles.group_by,
         excluded=excluded,
         split_known=sides.known,

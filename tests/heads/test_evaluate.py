@@ -66,6 +66,11 @@ def test_scores_equal_scikit_learns_on_the_held_out_rows(binary):
         assert score.low <= score.value <= score.high and score.high - score.low > 0
 
 
+def test_few_groups_are_noted(binary):
+    report = evaluate(binary[0], "h", "external", group_by="dataset", bootstrap=10)
+    assert report.groups == 2 and "only 2 dataset group(s): the intervals say little" in report.summary()
+
+
 def test_average_precision_equals_scikit_learns_with_ties():
     rng = np.random.default_rng(3)
     positive = rng.random(500) < 0.3
