@@ -5,6 +5,7 @@
     result = heads.train(store, "tf_efficientnet_lite0.in1k", "tumour", head="mlp",
                          augment="noise:0.1,mixup:0.4,smote:5", name="tumour-mlp")
     heads.predict(store, "tumour-mlp")                       # table pred__tumour-mlp, incremental
+    print(heads.evaluate(store, "tumour-mlp", "tumour-external").summary())  # held-out scores
     heads.heatmap(store, "tumour-mlp", "slide-1", "slide-1.png")
     best = heads.tune(store, "tf_efficientnet_lite0.in1k", "tumour", 20, name="tumour-tuned")
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from .augment import AugmentationPipeline, parse_augmentations
     from .card import HeadCard, list_heads, load_head, read_card
     from .estimators import LinearHead, MLPHead
+    from .evaluation import EvaluationReport, evaluate
     from .prediction import export_top, predict
     from .spatial import export_geojson, heatmap
     from .training import TrainResult, train
@@ -42,6 +44,8 @@ _LAZY = {
     "read_card": ".card",
     "LinearHead": ".estimators",
     "MLPHead": ".estimators",
+    "EvaluationReport": ".evaluation",
+    "evaluate": ".evaluation",
     "export_top": ".prediction",
     "predict": ".prediction",
     "export_geojson": ".spatial",
@@ -62,6 +66,8 @@ __all__ = [
     "read_card",
     "LinearHead",
     "MLPHead",
+    "EvaluationReport",
+    "evaluate",
     "export_top",
     "predict",
     "export_geojson",

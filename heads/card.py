@@ -2,6 +2,8 @@
 
     <store>/heads/<name>/card.json     HeadCard as JSON
                          head.pt       torch.save(estimator.to_state())
+                         split.parquet the tiles it trained and validated on (tile_id, split); heads
+                                       saved before it have none (their split is unknown)
 
 A head is saved in a temporary directory beside its final place and renamed into it, so a reader sees
 the old head or the new one, never a mix. Loading checks the head against the store: a head runs only
@@ -20,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from embedstore.core.ids import id_strings
 from embedstore.core.location import ObjectPath, StorePath, exclusive, remove_inside
 from embedstore.core.reports import JsonReport
 from embedstore.core.validation import FileName, invalid
@@ -35,6 +40,8 @@ from .options import HEAD_KINDS
 HEADS_DIR = saved.HEADS_DIR  # the folder and file names `embedstore info` reads too
 CARD = saved.HEAD_CARD
 WEIGHTS = "head.pt"
+SPLIT = "split.parquet"
+TRAIN, VALIDATION = "train", "validation"  # a tile's side of the head's split (`split` in predictions)
 LOCK = ".lock"
 TRAIN_COMMAND = "embedstore train-head {root} --backbone {backbone} --task {task} --name {name} --overwrite"
 
@@ -152,19 +159,49 @@ def refuse_existing(store: Catalog, name: str) -> None:
         )
 
 
-def save_head(store: Catalog, card: HeadCard, estimator, overwrite: bool = False) -> Path | ObjectPath:
-    """Write card.json and head.pt under <store>/heads/<name>/ atomically; returns that directory."""
+def split_table(train_ids: np.ndarray, validation_ids: np.ndarray) -> pa.Table:
+    """The split record: tile_id and split (train | validation); ids as UTF-8 bytes ("S") arrays."""
+    ids = [pa.array(id_strings(i), pa.string()) for i in (train_ids, validation_ids)]
+    sides = [pa.array([side] * len(i), pa.string()) for side, i in zip((TRAIN, VALIDATION), ids, strict=True)]
+    return pa.table({"tile_id": pa.concat_arrays(ids), "split": pa.concat_arrays(sides)})
+
+
+def _split_bytes(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def read_split(store: StoreArg, name: str) -> pa.Table | None:
+    """Head `name`'s split record (tile_id, split), or None for a head saved before heads kept one."""
+    path = head_dir(open_store(store), name, "--head") / SPLIT
+    if not path.is_file():
+        return None
+    try:
+        return pq.read_table(io.BytesIO(path.read_bytes()))
+    except (OSError, pa.ArrowInvalid) as error:
+        raise HeadsError(f"{path} is damaged ({error}); train the head again with --overwrite") from None
+
+
+def save_head(
+    store: Catalog, card: HeadCard, estimator, overwrite: bool = False, split: pa.Table | None = None
+) -> Path | ObjectPath:
+    """Write card.json, head.pt and (given) the split record `split_table` under <store>/heads/<name>/
+    atomically; returns that directory."""
     import torch
 
     target = head_dir(store, card.name)
+    record = None if split is None else _split_bytes(split)
     if isinstance(target, ObjectPath):
-        return _save_to_object_store(store, target, card, estimator.to_state(), overwrite)
+        return _save_to_object_store(store, target, card, estimator.to_state(), overwrite, record)
     root = target.parent
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".{card.name}.saving-{uuid.uuid4().hex[:12]}"
     staging.mkdir()
     try:
         torch.save(estimator.to_state(), staging / WEIGHTS)
+        if record is not None:
+            (staging / SPLIT).write_bytes(record)
         (staging / CARD).write_text(json.dumps(card.to_dict(), indent=1) + "\n")
         with exclusive(root, LOCK):
             if target.exists():
@@ -184,7 +221,7 @@ def save_head(store: Catalog, card: HeadCard, estimator, overwrite: bool = False
 
 
 def _save_to_object_store(
-    store: Catalog, target: ObjectPath, card: HeadCard, state: dict, overwrite: bool
+    store: Catalog, target: ObjectPath, card: HeadCard, state: dict, overwrite: bool, split: bytes | None
 ) -> ObjectPath:
     """No rename on object storage: the weights go first, the card (one PUT) last makes the head visible."""
     import torch
@@ -194,6 +231,10 @@ def _save_to_object_store(
     buffer = io.BytesIO()
     torch.save(state, buffer)
     (target / WEIGHTS).write_bytes(buffer.getvalue())
+    if split is not None:
+        (target / SPLIT).write_bytes(split)
+    elif (target / SPLIT).is_file():
+        (target / SPLIT).unlink()  # an older training's record must not stand for this one
     (target / CARD).write_text(json.dumps(card.to_dict(), indent=1) + "\n")
     return target
 

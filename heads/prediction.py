@@ -4,8 +4,10 @@
     export_top(store, "tumour-uni-linear", "top.csv", n=100)
 
 The table: tile_id (the key), score (float32: p(positive) for a binary head, else the probability of the
-predicted class), probabilities (float32 per class, in the card's order) and label (the predicted class,
-with the head's threshold). Predicting is incremental: a run streams the backbone's vectors (view 0),
+predicted class), probabilities (float32 per class, in the card's order), label (the predicted class,
+with the head's threshold) and split (train | validation when the head trained or validated on the tile,
+else none; null for a head saved without its split record). A table written before the split column
+keeps its columns. Predicting is incremental: a run streams the backbone's vectors (view 0),
 skips tiles already in the table and inserts the rest by key, so a second run writes nothing, tiles
 embedded later are predicted by the next run, and two runs at once write each tile once. A table written
 by an earlier training of the same name (retrained with --overwrite) is rebuilt.
@@ -33,7 +35,18 @@ from embedstore.core.validation import Interval, output_file
 from embedstore.embeddings import EmbeddingQuery, vectors
 from embedstore.storage.catalog import Catalog
 
-from .card import LOCK, HeadCard, StoreArg, heads_root, load_head, open_store, read_card
+from .card import (
+    LOCK,
+    TRAIN,
+    VALIDATION,
+    HeadCard,
+    StoreArg,
+    heads_root,
+    load_head,
+    open_store,
+    read_card,
+    read_split,
+)
 from .errors import HeadsError
 from .options import PREDICT_DEFAULTS
 from .tile_batches import READ_BATCH, TileIds, checked
@@ -71,7 +84,8 @@ def predictions_table(name: str) -> str:
 
 
 def predictions_schema(card: HeadCard) -> pa.Schema:
-    """tile_id (key), score, probabilities (one per class), label; the metadata names the training."""
+    """tile_id (key), score, probabilities (one per class), label, split; the metadata names the
+    training."""
     metadata = {
         HEAD_KEY: card.name.encode(),
         CREATED_KEY: card.created.encode(),
@@ -83,6 +97,7 @@ def predictions_schema(card: HeadCard) -> pa.Schema:
             pa.field("score", pa.float32()),
             pa.field("probabilities", pa.list_(pa.float32(), len(card.classes))),
             pa.field("label", pa.string()),
+            pa.field("split", pa.string()),
         ],
         metadata=metadata,
     )
@@ -111,6 +126,7 @@ def predict(
     total = query.count() if progress else None
     bar = tqdm(total=total, desc=f"predict {card.name}", unit="tile", disable=not progress, leave=False)
     schema = store.dataset(table).schema
+    sides = SplitSides.of(store, card.name)
     pending: list[pa.Table] = []
     held = new_rows = 0
     try:
@@ -121,7 +137,8 @@ def predict(
                 continue
             batch = batch.filter(pa.array(~found))
             x = np.array(vectors(batch.column("vector")))  # writable, for torch
-            pending.append(_rows(card, estimator.predict_proba(x), batch.column("tile_id"), schema))
+            ids = batch.column("tile_id")
+            pending.append(_rows(card, estimator.predict_proba(x), ids, schema, sides.of_tiles(ids)))
             held += batch.num_rows
             if held >= COMMIT_ROWS:
                 new_rows += store.insert_missing(table, pa.concat_tables(pending))
@@ -156,7 +173,40 @@ def _written_by(store: Catalog, table: str) -> str | None:
     return None if created is None else created.decode()
 
 
-def _rows(card: HeadCard, probabilities: np.ndarray, tile_ids: pa.Array, schema: pa.Schema) -> pa.Table:
+class SplitSides:
+    """Which side of the head's split each tile was on: train, validation or none (None: unknown)."""
+
+    def __init__(self, train: TileIds | None, validation: TileIds | None) -> None:
+        self.train, self.validation = train, validation
+
+    @classmethod
+    def of(cls, store: Catalog, name: str) -> SplitSides:
+        record = read_split(store, name)
+        if record is None:
+            return cls(None, None)
+        sides = record.column("split")
+        ids = record.column("tile_id")
+        return cls(
+            TileIds(ids.filter(pc.equal(sides, TRAIN))), TileIds(ids.filter(pc.equal(sides, VALIDATION)))
+        )
+
+    @property
+    def known(self) -> bool:
+        return self.train is not None
+
+    def of_tiles(self, tile_ids: pa.Array | pa.ChunkedArray) -> pa.Array:
+        """train | validation | none per tile (all null when the split is unknown)."""
+        if self.train is None or self.validation is None:
+            return pa.nulls(len(tile_ids), pa.string())
+        side = np.full(len(tile_ids), "none", dtype=object)
+        side[self.validation.lookup(tile_ids)[1]] = VALIDATION
+        side[self.train.lookup(tile_ids)[1]] = TRAIN
+        return pa.array(side, pa.string())
+
+
+def _rows(
+    card: HeadCard, probabilities: np.ndarray, tile_ids: pa.Array, schema: pa.Schema, sides: pa.Array
+) -> pa.Table:
     probabilities = np.asarray(probabilities, dtype=np.float32)
     classes = np.asarray(card.classes, dtype=object)
     if card.positive_class is not None:
@@ -167,15 +217,16 @@ def _rows(card: HeadCard, probabilities: np.ndarray, tile_ids: pa.Array, schema:
         score = probabilities[np.arange(len(predicted)), predicted]
         labels = classes[predicted]
     width = probabilities.shape[1]
-    return pa.table(
-        [
-            tile_ids.cast(pa.string()),
-            pa.array(score, pa.float32()),
-            pa.FixedSizeListArray.from_arrays(pa.array(probabilities.reshape(-1), pa.float32()), width),
-            pa.array(labels.tolist(), pa.string()),
-        ],
-        schema=schema,
-    )
+    columns = {
+        "tile_id": tile_ids.cast(pa.string()),
+        "score": pa.array(score, pa.float32()),
+        "probabilities": pa.FixedSizeListArray.from_arrays(
+            pa.array(probabilities.reshape(-1), pa.float32()), width
+        ),
+        "label": pa.array(labels.tolist(), pa.string()),
+        "split": sides,
+    }
+    return pa.table([columns[name] for name in schema.names], schema=schema)  # an older table: no split
 
 
 # -- exporting the top tiles ------------------------------------------------------------------------------

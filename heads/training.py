@@ -40,6 +40,7 @@ from .card import (
     open_store,
     refuse_existing,
     save_head,
+    split_table,
 )
 from .errors import HeadsError
 from .loop import EarlyStopping, Epoch, NoValidationRows, Run, train_epochs
@@ -216,7 +217,8 @@ def train(
         notes=notes,
         labels_version=labels_version,
     )
-    path = save_head(store, card, estimator, overwrite=overwrite)
+    record = split_table(split.train_ids.sorted, split.validation_ids.sorted)
+    path = save_head(store, card, estimator, overwrite=overwrite, split=record)
     say(f"{card.summary()} ({time.perf_counter() - started:.1f} s); saved in {path}")
     return TrainResult(estimator, card, history, scores, threshold, path, split, stream.counters, notes)
 

@@ -64,6 +64,7 @@ from .card import (
     json_ready,
     open_store,
     save_head,
+    split_table,
 )
 from .errors import HeadsError
 from .options import DEFAULTS, TRAIN_DEFAULTS
@@ -343,7 +344,8 @@ def tune(
             "tuning": record,
         }
     )
-    path = save_head(store, card, best.estimator, overwrite=overwrite)
+    record = split_table(split.train_ids.sorted, split.validation_ids.sorted)
+    path = save_head(store, card, best.estimator, overwrite=overwrite, split=record)
     best = dataclasses.replace(best, card=card, path=path)
     tuned = TuneResult(
         trials=trials,

@@ -23,5 +23,6 @@ SUMMARIES = {
     "probe": "Rank backbones on a labelled proxy task (kNN, prototype, linear probes).",
     "train-head": "Train a small classifier on a task from stored vectors (with augmentation, tuning).",
     "predict": "Score every tile with a trained head, into a predictions table.",
+    "evaluate": "Score a saved head on a labelled task (AUROC, F1, confusion matrix, intervals).",
     "heatmap": "Draw a head's scores over a slide; export them as GeoJSON for QuPath.",
 }
