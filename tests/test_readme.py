@@ -38,4 +38,5 @@ def test_the_readme_python_runs_top_to_bottom(tmp_path, monkeypatch):
     assert namespace["X"].shape == (2 * TILES_PER_CLASS, 1280)
     assert set(namespace["report"].ranking["backbone"]) >= {"tf_efficientnet_lite0.in1k", "resnet18.random"}
     assert namespace["result"].validation["auroc"] > 0.7  # the head of the last block, on held-out tiles
+    assert namespace["scores"].metrics["auroc"].value > 0.7
     assert len(namespace["best"].trials) == 8  # heads.tune(..., 8, ...): every configuration tried
