@@ -61,6 +61,7 @@ CMAP = "viridis"  # perceptually uniform, readable in greyscale and by colour-bl
 CMAP_RANGE = (0.25, 1.0)  # the part of CMAP used: blue to yellow, without its haematoxylin-like purple
 OPACITY_FLOOR = 0.1  # opacity at score 0, as a share of the opacity at score 1 (tiles stay visible)
 CONTOUR_LEVELS = (0.25, 0.5, 0.75)  # scores outlined by style="contour" (and the threshold)
+THRESHOLD_MARK = (255, 255, 255)  # the threshold on the colour bar and, in contour mode, on the slide
 OUTLINE = (40, 40, 40)  # tissue outline: dark grey, unlike the colour map and the stain
 GLASS_WEIGHT = 0.4  # tile pixels off tissue are blended this much less than tissue
 # Class names a default heatmap of a multi-class head skips, to show the first class of interest.
@@ -470,18 +471,18 @@ def _blend(
 
 
 def _contours(picture: np.ndarray, heat: np.ndarray, covered: np.ndarray, threshold: float | None) -> None:
-    """Outline where the score reaches each of CONTOUR_LEVELS (and the threshold, twice as thick), each
-    line in its level's colour on a dark edge; every other pixel is left as it is."""
+    """Outline where the score reaches each of CONTOUR_LEVELS, each line in its level's colour, and the
+    threshold in THRESHOLD_MARK, twice as thick; all on a dark edge. Every other pixel is left as it is."""
     width = line_px(heat.shape)
-    levels = [(level, width) for level in CONTOUR_LEVELS]
+    levels = [(level, width, colour_of(level)) for level in CONTOUR_LEVELS]
     if threshold is not None and 0.0 < threshold < 1.0:
-        levels.append((threshold, 2 * width))
-    for level, thickness in sorted(levels):  # higher levels on top
+        levels.append((threshold, 2 * width, np.array(THRESHOLD_MARK, dtype=np.float64)))
+    for level, thickness, colour in sorted(levels, key=lambda item: item[0]):  # higher levels on top
         region = covered & (heat >= level)
         if not region.any():
             continue
         picture[border(region, thickness + 1)] = (20, 20, 20)  # a dark edge: light lines read on glass
-        picture[border(region, thickness)] = colour_of(level)
+        picture[border(region, thickness)] = colour
 
 
 def _beside(left: Image.Image, right: Image.Image) -> Image.Image:
@@ -497,7 +498,8 @@ def _beside(left: Image.Image, right: Image.Image) -> Image.Image:
 def _legend_lines(predictions: SlidePredictions, shown: str, n: int, style: str = "fill") -> list[str]:
     lines = [f"{predictions.head}: p({shown})"]
     if predictions.threshold is not None and shown == predictions.positive_class:
-        lines.append(f"threshold {predictions.threshold:.3g} (white mark)")
+        mark = "white line" if style == "contour" else "white mark"
+        lines.append(f"threshold {predictions.threshold:.3g} ({mark})")
     elif len(predictions.classes) == 2:
         lines.append("threshold unknown (no head card)")
     else:
@@ -505,7 +507,7 @@ def _legend_lines(predictions: SlidePredictions, shown: str, n: int, style: str 
     tiles = f"{n} tiles" if n == predictions.n_tiles else f"{n} of {predictions.n_tiles} tiles"
     lines.append(f"{tiles}; dark line: tissue")
     if style == "contour":
-        lines.append("lines: p = " + ", ".join(f"{level:g}" for level in CONTOUR_LEVELS))
+        lines.append("coloured lines: p = " + ", ".join(f"{level:g}" for level in CONTOUR_LEVELS))
     return lines
 
 
@@ -543,7 +545,7 @@ def _panel(picture: np.ndarray, busy: np.ndarray, lines: list[str], threshold: f
         tx = left + pad + round(threshold * (bar_w - 1))
         mark = max(2, size // 6)
         draw.line((tx, bar_top - 3, tx, bar_top + bar_h + 2), fill=(0, 0, 0), width=mark + 2)
-        draw.line((tx, bar_top - 3, tx, bar_top + bar_h + 2), fill=(255, 255, 255), width=mark)
+        draw.line((tx, bar_top - 3, tx, bar_top + bar_h + 2), fill=THRESHOLD_MARK, width=mark)
     ticks_y = bar_top + bar_h + 3
     for value, anchor in ((0.0, "la"), (0.5, "ma"), (1.0, "ra")):
         tx = left + pad + round(value * (bar_w - 1))

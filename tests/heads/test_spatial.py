@@ -22,7 +22,15 @@ from heads.card import CARD, HeadCard, head_dir
 from heads.errors import HeadsError
 from heads.options import HeatmapOptions
 from heads.prediction import predictions_schema
-from heads.spatial import OUTLINE, colour_of, export_geojson, heatmap, opacity_of, slide_predictions
+from heads.spatial import (
+    OUTLINE,
+    THRESHOLD_MARK,
+    colour_of,
+    export_geojson,
+    heatmap,
+    opacity_of,
+    slide_predictions,
+)
 from tests.helpers import synthetic_slide, write_pyramid
 
 # A 1024 x 768 px slide (the thumbnail is the slide) cut into 128 px level-0 tiles: small and quick.
@@ -315,6 +323,13 @@ def test_the_head_card_gives_classes_positive_class_and_threshold(slide_store, t
     heat = heatmap(store, "carded", "slide", tmp_path / "carded.png")
     outline = (np.asarray(Image.open(heat).convert("RGB")) == OUTLINE).all(axis=-1).sum()
     assert outline > 0
+    # contour mode draws the card's threshold on the slide, in the colour that marks it on the colour bar
+    lines = heatmap(store, "carded", "slide", tmp_path / "lines.png", style="contour")
+    white = [
+        (np.asarray(Image.open(png).convert("RGB")) == THRESHOLD_MARK).all(axis=-1).sum()
+        for png in (heat, lines)
+    ]
+    assert white[1] > white[0] + 100
     features = json.loads(export_geojson(store, "carded", "slide", tmp_path / "c.geojson").read_text())[
         "features"
     ]
