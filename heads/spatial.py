@@ -60,6 +60,7 @@ from .prediction import CLASSES_KEY, CREATED_KEY, predictions_table
 CMAP = "viridis"  # perceptually uniform, readable in greyscale and by colour-blind readers
 CMAP_RANGE = (0.25, 1.0)  # the part of CMAP used: blue to yellow, without its haematoxylin-like purple
 OPACITY_FLOOR = 0.1  # opacity at score 0, as a share of the opacity at score 1 (tiles stay visible)
+OPACITY_POWER = 1.5  # opacity rises with score**1.5: middling scores tint lightly, high scores stand out
 CONTOUR_LEVELS = (0.25, 0.5, 0.75)  # scores outlined by style="contour" (and the threshold)
 THRESHOLD_MARK = (255, 255, 255)  # the threshold on the colour bar and, in contour mode, on the slide
 OUTLINE = (40, 40, 40)  # tissue outline: dark grey, unlike the colour map and the stain
@@ -245,9 +246,10 @@ def colour_of(values: np.ndarray | float) -> np.ndarray:
 
 
 def opacity_of(values: np.ndarray | float, alpha: float = HEATMAP_DEFAULTS["alpha"]) -> np.ndarray:
-    """How opaque a score's colour is drawn: `alpha` at 1, falling linearly to OPACITY_FLOOR * alpha at 0."""
+    """How opaque a score's colour is drawn: `alpha` at 1, falling with score**OPACITY_POWER to
+    OPACITY_FLOOR * alpha at 0 (a veil over middling scores would hide the stain where it matters least)."""
     scores = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
-    return alpha * (OPACITY_FLOOR + (1.0 - OPACITY_FLOOR) * scores)
+    return alpha * (OPACITY_FLOOR + (1.0 - OPACITY_FLOOR) * scores**OPACITY_POWER)
 
 
 def export_geojson(
