@@ -27,6 +27,7 @@ DEFAULT_HEAD = "linear"  # heads.train, heads.tune and train-head (the README do
 METRICS = ("auroc", "balanced_accuracy", "macro_f1", "loss")
 LOSSES = ("ce", "focal")
 MLP_PARAMS = ("hidden", "dropout", "norm")  # what LinearHead does not take
+HEATMAP_STYLES = ("fill", "contour")
 
 
 class HeadsParameterError(HeadsError, ValueError):
@@ -234,7 +235,15 @@ class HeatmapOptions:
     class_name: str | None = option(
         None, Name(), optional=True, flag="--class", metavar="CLASS", help="Class whose probability to draw."
     )
-    alpha: float = option(0.5, Interval(0, 1), help="Overlay opacity.")
+    alpha: float = option(
+        0.75,
+        Interval(0, 1),
+        help="Overlay opacity at score 1; it falls with the score, so low-scoring tissue stays visible.",
+    )
+    style: str = option(
+        "fill", Choice(HEATMAP_STYLES), help="fill: colour the tiles; contour: outline score levels only."
+    )
+    side_by_side: bool = option(False, Flag(), help="Put the plain thumbnail left of the heatmap.")
 
     def __post_init__(self) -> None:
         validate(self)

@@ -9,9 +9,17 @@ the `classes` argument overrides the names; without a card, names come from the 
 predicted where it is the largest; `class <i>` when that is ambiguous).
 
 The heatmap is exactly the size of the thumbnail that ingest and `embedstore preview` compute
-(`embedstore.sources.slides.thumbnail_rgb`, longest side 2048 px), so it lines up with the slide. To keep
-that size, its colour bar and legend are drawn inside the image, in a white panel placed in the corner
-that hides the least tissue.
+(`embedstore.sources.slides.thumbnail_rgb`, longest side 2048 px), so it lines up with the slide (with
+`side_by_side`, the plain thumbnail sits left of it: twice as wide). To keep that size, its colour bar and
+legend are drawn inside the image, in a white panel placed in the corner that hides the least tissue, with
+text a fixed share of the image height (`embedstore.sources.legend_text_px`).
+
+Colours: the upper three quarters of viridis (blue, teal, green, yellow; `colour_of`). Viridis is
+perceptually uniform (lightness rises steadily, so equal score steps look equal, also in greyscale and to
+colour-blind readers); its lowest quarter is a dark purple like haematoxylin and is left out, so no score
+takes an H&E pink or purple. Opacity rises with the score (`opacity_of`): low-scoring tissue shows through
+almost untouched, high scores cover it. `style="contour"` draws only the outlines of score levels (and the
+threshold, thicker) and leaves every other pixel as the thumbnail shows it.
 """
 
 from __future__ import annotations
@@ -28,22 +36,34 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from PIL import Image, ImageDraw, ImageFont
-from scipy import ndimage
+from PIL import Image, ImageDraw
 
 from embedstore.core.errors import EmbedstoreError
 from embedstore.core.schema import SOURCES, TILES, sql_string
 from embedstore.core.validation import output_file
-from embedstore.sources import open_slide, thumbnail_rgb, tissue_mask
+from embedstore.sources import (
+    border,
+    legend_font,
+    legend_text_px,
+    line_px,
+    open_slide,
+    thumbnail_rgb,
+    tissue_mask,
+)
 from embedstore.storage.catalog import Catalog
 
 from .card import HeadCard, StoreArg, check_name, head_exists, open_store, read_card
 from .errors import HeadsError
-from .options import HEATMAP_DEFAULTS
+from .options import HEATMAP_DEFAULTS, HEATMAP_STYLES
 from .prediction import CLASSES_KEY, CREATED_KEY, predictions_table
 
-CMAP = "inferno"  # perceptually uniform, readable in greyscale and by colour-blind readers
-OUTLINE = (0, 200, 255)  # tissue outline: a cyan absent from the colour map
+CMAP = "viridis"  # perceptually uniform, readable in greyscale and by colour-blind readers
+CMAP_RANGE = (0.25, 1.0)  # the part of CMAP used: blue to yellow, without its haematoxylin-like purple
+OPACITY_FLOOR = 0.1  # opacity at score 0, as a share of the opacity at score 1 (tiles stay visible)
+OPACITY_POWER = 1.5  # opacity rises with score**1.5: middling scores tint lightly, high scores stand out
+CONTOUR_LEVELS = (0.25, 0.5, 0.75)  # scores outlined by style="contour" (and the threshold)
+THRESHOLD_MARK = (255, 255, 255)  # the threshold on the colour bar and, in contour mode, on the slide
+OUTLINE = (40, 40, 40)  # tissue outline: dark grey, unlike the colour map and the stain
 GLASS_WEIGHT = 0.4  # tile pixels off tissue are blended this much less than tissue
 # Class names a default heatmap of a multi-class head skips, to show the first class of interest.
 BACKGROUND_NAMES = frozenset(
@@ -179,29 +199,57 @@ def heatmap(
     class_name: str | None = HEATMAP_DEFAULTS["class_name"],
     alpha: float = HEATMAP_DEFAULTS["alpha"],
     classes: list[str] | None = None,
+    style: str = HEATMAP_DEFAULTS["style"],
+    side_by_side: bool = HEATMAP_DEFAULTS["side_by_side"],
 ) -> Path:
-    """Write a PNG of head `name`'s probability of `class_name` (see `heat_class`) on each tile of `slide`,
-    as a colour map (CMAP, 0..1) blended over the thumbnail, with the tissue outlined and a corner panel
-    holding the colour bar, the head, the class and the threshold. The PNG is the thumbnail's size."""
+    """Write a PNG of head `name`'s probability of `class_name` (see `heat_class`) on each tile of `slide`
+    over the thumbnail: tiles coloured by `colour_of`, `alpha` opaque at score 1 and less below
+    (`opacity_of`), or with `style="contour"` only the outlines of CONTOUR_LEVELS and the threshold. The
+    tissue is outlined; a corner panel holds the colour bar, the head, the class and the threshold. The PNG
+    is the thumbnail's size, or twice as wide with `side_by_side` (plain thumbnail on the left)."""
     out = output_file("--out", out)
     if out.suffix.lower() != ".png":
         raise HeadsError(f"{out}: the heatmap is a PNG; give an output path ending in .png")
     if not 0.0 <= alpha <= 1.0:
         raise HeadsError(f"alpha {alpha} is outside 0..1; pass a blend weight such as 0.5")
+    if style not in HEATMAP_STYLES:
+        raise HeadsError(f"style {style!r} is unknown; pass one of {', '.join(HEATMAP_STYLES)}")
     predictions = slide_predictions(store, name, slide, classes)
     shown = heat_class(predictions, class_name)
     values = predictions.probabilities[:, predictions.classes.index(shown)]
     thumb, (width, height) = _thumbnail(predictions)
     mask = tissue_mask(thumb)
     heat, covered = _rasterise(predictions, values, thumb.shape[:2], (width, height))
-    picture = _blend(thumb, heat, covered, mask, alpha)
-    _outline(picture, mask)
     threshold = predictions.threshold if shown == predictions.positive_class else None
-    lines = _legend_lines(predictions, shown, len(values))
+    if style == "contour":
+        picture = thumb.astype(np.float32)
+        _contours(picture, heat, covered, threshold)
+    else:
+        picture = _blend(thumb, heat, covered, mask, alpha)
+    picture[border(mask, line_px(mask.shape))] = OUTLINE
+    lines = _legend_lines(predictions, shown, len(values), style)
     image = _panel(picture, covered | mask, lines, threshold)
+    if side_by_side:
+        image = _beside(Image.fromarray(thumb), image)
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out, format="PNG")
     return out
+
+
+def colour_of(values: np.ndarray | float) -> np.ndarray:
+    """The heatmap's RGB colours (..., 3), floats 0..255, of scores in 0..1: CMAP over CMAP_RANGE."""
+    from matplotlib import colormaps
+
+    low, high = CMAP_RANGE
+    scaled = low + (high - low) * np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
+    return np.asarray(colormaps[CMAP](scaled))[..., :3] * 255.0
+
+
+def opacity_of(values: np.ndarray | float, alpha: float = HEATMAP_DEFAULTS["alpha"]) -> np.ndarray:
+    """How opaque a score's colour is drawn: `alpha` at 1, falling with score**OPACITY_POWER to
+    OPACITY_FLOOR * alpha at 0 (a veil over middling scores would hide the stain where it matters least)."""
+    scores = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
+    return alpha * (OPACITY_FLOOR + (1.0 - OPACITY_FLOOR) * scores**OPACITY_POWER)
 
 
 def export_geojson(
@@ -413,71 +461,93 @@ def _rasterise(
     return np.clip(heat, 0.0, 1.0), covered
 
 
-def _colours(values: np.ndarray) -> np.ndarray:
-    """CMAP colours (…, 3) float 0..255 of values in 0..1."""
-    from matplotlib import colormaps
-
-    return colormaps[CMAP](values)[..., :3] * 255.0
-
-
 def _blend(
     thumb: np.ndarray, heat: np.ndarray, covered: np.ndarray, mask: np.ndarray, alpha: float
 ) -> np.ndarray:
     picture = thumb.astype(np.float32)
-    weight = np.where(mask, alpha, alpha * GLASS_WEIGHT)[covered][:, None]
-    picture[covered] = (1.0 - weight) * picture[covered] + weight * _colours(heat[covered])
+    scores = heat[covered]
+    weight = opacity_of(scores, alpha) * np.where(mask[covered], 1.0, GLASS_WEIGHT)
+    weight = weight[:, None]
+    picture[covered] = (1.0 - weight) * picture[covered] + weight * colour_of(scores)
     return picture
 
 
-def _outline(picture: np.ndarray, mask: np.ndarray) -> None:
-    """Draw the tissue mask's border (2 px on thumbnails over 1000 px) in OUTLINE."""
-    border = mask & ~ndimage.binary_erosion(mask, border_value=0)
-    if max(mask.shape) > 1000:
-        border = ndimage.binary_dilation(border) & mask
-    picture[border] = OUTLINE
+def _contours(picture: np.ndarray, heat: np.ndarray, covered: np.ndarray, threshold: float | None) -> None:
+    """Outline where the score reaches each of CONTOUR_LEVELS, each line in its level's colour, and the
+    threshold in THRESHOLD_MARK, twice as thick; all on a dark edge. Every other pixel is left as it is."""
+    width = line_px(heat.shape)
+    levels = [(level, width, colour_of(level)) for level in CONTOUR_LEVELS]
+    if threshold is not None and 0.0 < threshold < 1.0:
+        levels.append((threshold, 2 * width, np.array(THRESHOLD_MARK, dtype=np.float64)))
+    for level, thickness, colour in sorted(levels, key=lambda item: item[0]):  # higher levels on top
+        region = covered & (heat >= level)
+        if not region.any():
+            continue
+        picture[border(region, thickness + 1)] = (20, 20, 20)  # a dark edge: light lines read on glass
+        picture[border(region, thickness)] = colour
 
 
-def _legend_lines(predictions: SlidePredictions, shown: str, n: int) -> list[str]:
-    lines = [f"head {predictions.head}", f"p({shown})"]
+def _beside(left: Image.Image, right: Image.Image) -> Image.Image:
+    """`left` and `right` (the same size) side by side, a thin white gap drawn over their seam."""
+    canvas = Image.new("RGB", (left.width + right.width, right.height), "white")
+    canvas.paste(left.resize(right.size) if left.size != right.size else left, (0, 0))
+    canvas.paste(right, (left.width, 0))
+    gap = max(1, line_px((right.height, right.width)))
+    ImageDraw.Draw(canvas).rectangle((left.width - gap, 0, left.width + gap - 1, right.height), fill="white")
+    return canvas
+
+
+def _legend_lines(predictions: SlidePredictions, shown: str, n: int, style: str = "fill") -> list[str]:
+    lines = [f"{predictions.head}: p({shown})"]
     if predictions.threshold is not None and shown == predictions.positive_class:
-        lines.append(f"threshold {predictions.threshold:.3g}")
+        mark = "white line" if style == "contour" else "white mark"
+        lines.append(f"threshold {predictions.threshold:.3g} ({mark})")
     elif len(predictions.classes) == 2:
         lines.append("threshold unknown (no head card)")
     else:
-        lines.append("threshold: none (label = most probable class)")
-    tiles = f"{n} tiles" if n == predictions.n_tiles else f"{n} of {predictions.n_tiles} tiles predicted"
-    lines.append(f"{tiles}; cyan: tissue outline")
+        lines.append("no threshold (most probable class)")
+    tiles = f"{n} tiles" if n == predictions.n_tiles else f"{n} of {predictions.n_tiles} tiles"
+    lines.append(f"{tiles}; dark line: tissue")
+    if style == "contour":
+        lines.append("coloured lines: p = " + ", ".join(f"{level:g}" for level in CONTOUR_LEVELS))
     return lines
 
 
 def _panel(picture: np.ndarray, busy: np.ndarray, lines: list[str], threshold: float | None) -> Image.Image:
-    """The picture with a white corner panel: legend lines, then a 0..1 colour bar (threshold marked)."""
+    """The picture with a white corner panel: legend lines, then a 0..1 colour bar (threshold marked).
+    Text is `legend_text_px` of the image height; the panel grows with it."""
     height, width = busy.shape
-    size = int(np.clip(round(max(width, height) / 110), 9, 22))
-    font = ImageFont.load_default(size=size)
-    image = Image.fromarray(np.clip(picture, 0, 255).round().astype(np.uint8))
-    draw = ImageDraw.Draw(image)
+    size = legend_text_px(height, width)
+    font = legend_font(size)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     pad, step = size // 2 + 2, round(size * 1.3)
-    text_width = max(draw.textlength(line, font=font) for line in lines)
+    text_width = max(measure.textlength(line, font=font) for line in lines)
     panel_w = min(width, int(max(text_width, 10 * size)) + 2 * pad)
     bar_h = size
     panel_h = min(height, pad + step * len(lines) + bar_h + 4 + step + pad)
     left, top = _quiet_corner(busy, panel_w, panel_h)
     box = picture[top : top + panel_h, left : left + panel_w]
-    box[:] = 0.15 * box + 0.85 * 255.0
+    box[:] = 0.1 * box + 0.9 * 255.0
     image = Image.fromarray(np.clip(picture, 0, 255).round().astype(np.uint8))
     draw = ImageDraw.Draw(image)
     for i, line in enumerate(lines):
         draw.text((left + pad, top + pad + i * step), line, fill=(0, 0, 0), font=font)
     bar_top = top + pad + step * len(lines)
     bar_w = max(1, panel_w - 2 * pad)
-    ramp = _colours(np.linspace(0.0, 1.0, bar_w))
+    ramp = colour_of(np.linspace(0.0, 1.0, bar_w))
     bar = np.repeat(ramp[None, :, :], bar_h, axis=0).round().astype(np.uint8)
     image.paste(Image.fromarray(bar), (left + pad, bar_top))
-    draw.rectangle((left + pad - 1, bar_top - 1, left + pad + bar_w, bar_top + bar_h), outline=(0, 0, 0))
+    edge = max(1, size // 12)
+    draw.rectangle(
+        (left + pad - edge, bar_top - edge, left + pad + bar_w + edge - 1, bar_top + bar_h + edge - 1),
+        outline=(0, 0, 0),
+        width=edge,
+    )
     if threshold is not None and 0.0 <= threshold <= 1.0:
         tx = left + pad + round(threshold * (bar_w - 1))
-        draw.line((tx, bar_top - 3, tx, bar_top + bar_h + 2), fill=OUTLINE, width=max(2, size // 6))
+        mark = max(2, size // 6)
+        draw.line((tx, bar_top - 3, tx, bar_top + bar_h + 2), fill=(0, 0, 0), width=mark + 2)
+        draw.line((tx, bar_top - 3, tx, bar_top + bar_h + 2), fill=THRESHOLD_MARK, width=mark)
     ticks_y = bar_top + bar_h + 3
     for value, anchor in ((0.0, "la"), (0.5, "ma"), (1.0, "ra")):
         tx = left + pad + round(value * (bar_w - 1))

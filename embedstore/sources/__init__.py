@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ..core.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from .drawing import border, legend_font, legend_text_px, line_px
     from .grid import GridSettings
     from .preview import preview_slide
     from .slides import open_slide, thumbnail_rgb
@@ -24,9 +25,23 @@ _LAZY = {
     "tissue_mask": ".tissue",
     "GridSettings": ".grid",
     "preview_slide": ".preview",
+    "border": ".drawing",
+    "legend_font": ".drawing",
+    "legend_text_px": ".drawing",
+    "line_px": ".drawing",
 }
 
-__all__ = ["GridSettings", "open_slide", "preview_slide", "thumbnail_rgb", "tissue_mask"]
+__all__ = [
+    "GridSettings",
+    "border",
+    "legend_font",
+    "legend_text_px",
+    "line_px",
+    "open_slide",
+    "preview_slide",
+    "thumbnail_rgb",
+    "tissue_mask",
+]
 
 
 __getattr__ = lazy_exports(__name__, _LAZY)

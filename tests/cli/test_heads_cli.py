@@ -70,6 +70,9 @@ def test_bad_input_is_one_line_with_the_fix(trained, tmp_path):
     assert_clean_error(
         run("heatmap", path, "--head", "h", "--slide", "nope", "--out", tmp_path / "x.png"), "nope"
     )
+    heatmap = ("heatmap", path, "--head", "h", "--slide", "nope", "--out", tmp_path / "x.png")
+    assert_clean_error(run(*heatmap, "--style", "dots"), "--style")
+    assert_clean_error(run(*heatmap, "--alpha", "2"), "--alpha")
 
 
 def test_aug_help_says_mixup_mixes_across_classes_by_default():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 import json
 import shutil
 import uuid
@@ -9,18 +10,27 @@ import uuid
 import numpy as np
 import pyarrow as pa
 import pytest
-from matplotlib import colormaps
 from PIL import Image
 
 import embedstore
 from embedstore import IngestOptions
+from embedstore.core.errors import EmbedstoreError
 from embedstore.core.schema import key_field
 from embedstore.sources.slides import open_slide, thumbnail_rgb
 from embedstore.sources.tissue import tissue_mask
 from heads.card import CARD, HeadCard, head_dir
 from heads.errors import HeadsError
+from heads.options import HeatmapOptions
 from heads.prediction import predictions_schema
-from heads.spatial import CMAP, export_geojson, heatmap, slide_predictions
+from heads.spatial import (
+    OUTLINE,
+    THRESHOLD_MARK,
+    colour_of,
+    export_geojson,
+    heatmap,
+    opacity_of,
+    slide_predictions,
+)
 from tests.helpers import synthetic_slide, write_pyramid
 
 # A 1024 x 768 px slide (the thumbnail is the slide) cut into 128 px level-0 tiles: small and quick.
@@ -142,19 +152,29 @@ def test_heatmap_is_the_thumbnail_size_and_colours_each_tile_by_its_score(slide_
         cy = int((tile["y"] + tile["size0"] / 2) * scale)
         if not mask[cy, cx]:
             continue
-        expected = 0.5 * thumb[cy, cx] + 0.5 * np.array(colormaps[CMAP](score)[:3]) * 255.0
+        weight = opacity_of(score)  # opaque where the score is high, nearly clear where it is low
+        expected = (1 - weight) * thumb[cy, cx] + weight * colour_of(score)
         errors[score].append(np.abs(picture[cy, cx] - expected).max())
         means[score].append(picture[cy, cx])
     assert len(errors[0.05]) > 5 and len(errors[0.95]) > 5
     assert np.median(errors[0.05]) <= 2 and np.median(errors[0.95]) <= 2
     high, low = np.mean(means[0.95], axis=0), np.mean(means[0.05], axis=0)
-    assert np.abs(high - low).sum() > 100  # inferno: yellow-orange over pink vs near-black over pink
+    assert np.abs(high - low).sum() > 100  # yellow over the stain vs a faint blue veil over it
+    low_thumb = np.mean(
+        [
+            thumb[int((t["y"] + t["size0"] / 2) * scale), int((t["x"] + t["size0"] / 2) * scale)]
+            for t, s in zip(tiles, p, strict=True)
+            if s == 0.05
+        ],
+        axis=0,
+    )
+    assert np.abs(low - low_thumb).max() < 25  # low-scoring tissue keeps (nearly) its own colours
     # Glass no tile covers is the thumbnail itself; the panel and outline sit on top of it.
     glass = ~mask
     glass[: thumb.shape[0] // 4] = False  # leave out the legend's corners
     glass[-thumb.shape[0] // 4 :] = False
     assert np.abs(picture[glass] - thumb[glass]).max(axis=1).mean() < 5
-    assert ((picture == (0, 200, 255)).all(axis=-1)).sum() > 200  # the tissue outline is drawn
+    assert ((picture == OUTLINE).all(axis=-1)).sum() > 200  # the tissue outline is drawn
 
 
 def test_slide_by_source_id_name_or_stem_and_defaults(slide_store, split_head, tmp_path):
@@ -301,8 +321,15 @@ def test_the_head_card_gives_classes_positive_class_and_threshold(slide_store, t
     assert predictions.classes == ["benign", "malignant"] and predictions.positive_class == "malignant"
     assert predictions.threshold == 0.3
     heat = heatmap(store, "carded", "slide", tmp_path / "carded.png")
-    outline = (np.asarray(Image.open(heat).convert("RGB")) == (0, 200, 255)).all(axis=-1).sum()
+    outline = (np.asarray(Image.open(heat).convert("RGB")) == OUTLINE).all(axis=-1).sum()
     assert outline > 0
+    # contour mode draws the card's threshold on the slide, in the colour that marks it on the colour bar
+    lines = heatmap(store, "carded", "slide", tmp_path / "lines.png", style="contour")
+    white = [
+        (np.asarray(Image.open(png).convert("RGB")) == THRESHOLD_MARK).all(axis=-1).sum()
+        for png in (heat, lines)
+    ]
+    assert white[1] > white[0] + 100
     features = json.loads(export_geojson(store, "carded", "slide", tmp_path / "c.geojson").read_text())[
         "features"
     ]
@@ -314,3 +341,74 @@ def test_the_head_card_gives_classes_positive_class_and_threshold(slide_store, t
         HeadsError, match=r"pred__stale holds predictions of an earlier training .*embedstore predict"
     ):
         heatmap(store, "stale", "slide", tmp_path / "stale.png")
+
+
+def _lightness(rgb: np.ndarray) -> float:
+    """CIE L* (0..100) of an sRGB colour given as 0..255 floats."""
+    c = np.asarray(rgb, dtype=np.float64) / 255.0
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    y = float(linear @ [0.2126, 0.7152, 0.0722])
+    return 116 * y ** (1 / 3) - 16 if y > 0.008856 else 903.3 * y
+
+
+def test_colour_map_gets_lighter_with_the_score_and_has_no_stain_colours():
+    lightness = [_lightness(colour_of(v)) for v in (0.0, 0.5, 1.0)]
+    assert lightness[0] + 15 < lightness[1] < lightness[2] - 15  # equal steps look equal, even in grey
+    ramp = colour_of(np.linspace(0, 1, 101))
+    steps = np.diff([_lightness(c) for c in ramp])
+    assert (steps > 0).all()  # monotone: a higher score is always lighter
+    hues = [colorsys.rgb_to_hsv(*(c / 255.0))[0] * 360 for c in ramp]
+    assert all(40 <= h <= 235 for h in hues)  # blue..yellow: never the pink or purple of H&E (270..350)
+
+
+def test_opacity_rises_with_the_score_so_low_scores_leave_the_tissue_visible():
+    scores = np.linspace(0, 1, 11)
+    opacity = opacity_of(scores, 0.8)
+    assert (np.diff(opacity) > 0).all()
+    assert opacity[0] <= 0.1 and opacity[-1] == pytest.approx(0.8)
+
+
+def test_side_by_side_puts_the_plain_thumbnail_left_of_the_heatmap(slide_store, split_head, tmp_path):
+    store, path, _ = slide_store
+    name, _ = split_head
+    single = np.asarray(Image.open(heatmap(store, name, "slide.tif", tmp_path / "one.png", classes=BINARY)))
+    out = heatmap(store, name, "slide.tif", tmp_path / "two.png", classes=BINARY, side_by_side=True)
+    pair = np.asarray(Image.open(out).convert("RGB"))
+    thumb = _thumbnail(path)
+    height, width = thumb.shape[:2]
+    assert pair.shape == (height, 2 * width, 3)
+    seam = 8  # a thin white gap marks the seam
+    assert np.abs(pair[:, : width - seam].astype(int) - thumb[:, : width - seam]).max() == 0
+    assert np.abs(pair[:, width + seam :].astype(int) - single[:, seam:]).max() == 0
+
+
+def test_contour_mode_draws_only_outlines(slide_store, split_head, tmp_path):
+    store, path, tiles = slide_store
+    name, p = split_head
+    out = heatmap(store, name, "slide.tif", tmp_path / "contour.png", classes=BINARY, style="contour")
+    picture = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    thumb = _thumbnail(path).astype(int)
+    scale = thumb.shape[1] / SLIDE["width"]
+    inside = 0
+    for tile in tiles:
+        cx = int((tile["x"] + tile["size0"] / 2) * scale)
+        cy = int((tile["y"] + tile["size0"] / 2) * scale)
+        if thumb.shape[0] // 4 <= cy < 3 * thumb.shape[0] // 4:  # away from the legend's corners
+            assert (picture[cy, cx] == thumb[cy, cx]).all()  # inside a region: the thumbnail's own colour
+            inside += 1
+    assert inside > 5
+    changed = (picture != thumb).any(axis=-1)
+    changed[: thumb.shape[0] // 4] = changed[-thumb.shape[0] // 4 :] = False
+    assert 0.005 < changed.mean() < 0.15  # thin lines, not a veil
+    line = np.round(colour_of(0.75)).astype(int)
+    assert (np.abs(picture - line).max(axis=-1) <= 1).sum() > 100  # the 0.75 level, in its own colour
+
+
+def test_heatmap_style_errors_are_one_line(slide_store, split_head, tmp_path):
+    store, _, _ = slide_store
+    name, _ = split_head
+    with pytest.raises(HeadsError, match="style 'dots' is unknown; pass one of fill, contour"):
+        heatmap(store, name, "slide.tif", tmp_path / "x.png", style="dots")
+    with pytest.raises(EmbedstoreError, match="--style") as error:
+        HeatmapOptions(style="dots")
+    assert "\n" not in str(error.value)

@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 
 from embedstore import IngestOptions
+from embedstore.sources import legend_font, legend_text_px
 from embedstore.sources.grid import GridSettings
 from embedstore.sources.preview import preview_slide
 from embedstore.sources.tissue import tissue_mask
@@ -35,3 +36,18 @@ def test_preview_draws_the_tiles_ingest_keeps(store, slide_path, tmp_path):
     assert len(layout.grid.tiles) == report.tiles_added > 0
     picture = np.asarray(Image.open(tmp_path / "preview.png").convert("RGB"))
     assert picture.shape[0] > 100 and ((picture == (0, 170, 70)).all(axis=-1)).sum() > 100  # green outlines
+    assert ((picture == (0, 200, 255)).all(axis=-1)).sum() > 100  # the tissue's cyan outline
+
+
+def _text_height(height: int) -> int:
+    """The pixel height of a legend line drawn for an image `height` px tall."""
+    font = legend_font(legend_text_px(height))
+    top, bottom = font.getbbox("p(tumour) 0.5")[1::2]
+    return bottom - top
+
+
+def test_legend_text_is_a_fixed_share_of_the_image_height():
+    small, large = _text_height(1024), _text_height(4096)
+    assert small >= 15  # readable on a 1,024 px image (the old legend: about 8 px)
+    assert 3.5 < large / small < 4.5  # and just as readable at 4,096 px
+    assert legend_text_px(100) >= 12  # never unreadably small
