@@ -60,15 +60,15 @@ def write_predictions(
     else:
         best = probabilities.argmax(axis=1)
         score, labels = probabilities.max(axis=1), [classes[i] for i in best]
-    rows = pa.table(
-        {
-            "tile_id": pa.array(tile_ids, pa.string()),
-            "score": pa.array(score, pa.float32()),
-            "probabilities": pa.FixedSizeListArray.from_arrays(pa.array(probabilities.ravel()), width),
-            "label": pa.array(labels, pa.string()),
-        },
-        schema=schema,
-    )
+    columns = {
+        "tile_id": pa.array(tile_ids, pa.string()),
+        "score": pa.array(score, pa.float32()),
+        "probabilities": pa.FixedSizeListArray.from_arrays(pa.array(probabilities.ravel()), width),
+        "label": pa.array(labels, pa.string()),
+    }
+    if "split" in schema.names:  # a card's schema: the head's split, unknown here
+        columns["split"] = pa.nulls(len(tile_ids), pa.string())
+    rows = pa.table(columns, schema=schema)
     store.catalog.create_table(f"pred__{name}", schema)
     store.catalog.insert_missing(f"pred__{name}", rows)
 
