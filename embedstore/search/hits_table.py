@@ -4,7 +4,8 @@
        1  0.8123  patch0000008.jpg  -       0,0       1
 
 `file / tile` is the tile's image file name (tiles ingested from image files), else its tile id; `label` is
-the tile's label for a task (`--label-task`, or the store's only task), `-` when it has none.
+the tile's label for a task (`--label-task`, or the store's only task), `-` when it has none; a last
+`tile_id` column follows when files are shown (the ids `--tile` and `--negative` take).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def shown_task(catalog: Catalog, asked: str | None) -> str | None:
 
 
 def hits_rows(hits: pl.DataFrame, catalog: Catalog, task: str | None) -> pl.DataFrame:
-    """rank, score, file / tile, slide, position and (with a task) its label, as text cells."""
+    """rank, score, file / tile, slide, position, (with a task) the label and (when files are shown) the
+    tile id, as text cells."""
     ids = hits["tile_id"].to_list()
     images = hits["image"].to_list() if "image" in hits.columns else [None] * len(ids)
     xs, ys = hits["x"].to_list(), hits["y"].to_list()
@@ -50,6 +52,8 @@ def hits_rows(hits: pl.DataFrame, catalog: Catalog, task: str | None) -> pl.Data
     if task is not None:
         labels = _labels(catalog, task, ids)
         columns[f"label ({task})"] = [labels.get(t, "-") for t in ids]
+    if any(images):  # the ids `--tile` takes, when the files took their place
+        columns["tile_id"] = ids
     return pl.DataFrame(columns)
 
 

@@ -75,6 +75,8 @@ def test_image_tiles_show_their_file_name(tmp_path):
     names = {p.name for p in folder.rglob("*.png")}
     lines = result.text_table(store)
     assert all(line.split()[2] in names for line in lines[1:])
+    assert lines[0].split()[-1] == "tile_id"  # the ids --tile takes stay at hand
+    assert [line.split()[-1] for line in lines[1:]] == result.hits["tile_id"].to_list()
 
     page = write_review_page(
         store.catalog,
