@@ -74,7 +74,7 @@ class QueryCheck:
             parts.append(
                 f"the {len(self.positives)} positives are incoherent: a typical one ranks below "
                 f"{self.median_share:.0%} of the pool by the others' query (coherent: at most "
-                f"{INCOHERENT_SHARE:.0%})"
+                f"{INCOHERENT_SHARE:.0%}; random tiles: about 50%)"
             )
         if not parts:
             return None

@@ -40,10 +40,12 @@ def write_review_page(
     title: str = "embedstore review",
     thumbnail_px: int = 160,
     negative_tile_ids: Sequence[str] = (),
+    warning: str | None = None,
 ) -> Path:
     """Write the review page of `hits` (tile_id, score, rank; optional source_id, slide, x, y, dataset)
     to `path`, with thumbnails from the stored pixels; the queries (positives, then the negatives the
-    search used) are shown first, each named by its file. Returns `path`."""
+    search used) are shown first, each named by its file, with the query check's `warning` if any.
+    Returns `path`."""
     check_value("--review-task", task, FileName())
     missing = [c for c in HIT_COLUMNS if c not in hits.columns]
     if missing:
@@ -59,7 +61,7 @@ def write_review_page(
     queries += [(name, _data_uri(_rgb(name, array), thumbnail_px)) for name, array in query_images]
     negatives = [(files[str(t)], thumbs[str(t)]) for t in negative_tile_ids]
     cards = [_card(i, row, tiles[str(row["tile_id"])], thumbs, files) for i, row in enumerate(rows)]
-    page = _page(catalog, title, task, queries, negatives, cards, thumbnail_px)
+    page = _page(catalog, title, task, queries, negatives, cards, thumbnail_px, warning)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
@@ -177,6 +179,7 @@ def _page(
     negatives: list[tuple[str, str]],
     cards: list[str],
     side: int,
+    warning: str | None = None,
 ) -> str:
     esc = html.escape
     file_name = f"{task}-review.csv"
@@ -208,6 +211,7 @@ def _page(
             if queries
             else ""
         )
+        + (f'<p class="warning">Query check: {esc(warning)}</p>' if warning else "")
         + negatives_html,
         "__CARDS__": "".join(cards)
         or '<p id="empty">No candidates: the search returned no tiles to review.</p>',
@@ -232,6 +236,7 @@ code { background: #eee; padding: 1px 4px; border-radius: 3px; }
 .queries, .grid { display: flex; flex-wrap: wrap; gap: 10px; }
 .query { margin: 0; text-align: center; font-size: .8em; color: #555; max-width: __SIDE__px;
   word-break: break-all; }
+.warning { color: #92400e; background: #fef3c7; padding: .4em .6em; border-radius: 4px; }
 .negatives .thumb { outline: 3px solid #dc2626; }
 .thumb { width: __SIDE__px; height: __SIDE__px; object-fit: contain; background: #fff; display: block; }
 .card { width: __SIDE__px; padding: 6px; border: 3px solid #ccc; border-radius: 6px; background: #fff;

@@ -143,6 +143,7 @@ class SearchResult(JsonReport):
             query_tile_ids=self.query_tile_ids,
             query_images=self.query_images,
             negative_tile_ids=self.negative_tile_ids,
+            warning=self.query_check.warning(),
             task=task,
             title=f"embedstore review: {self.index.backbone}",
         )

@@ -57,6 +57,7 @@ def test_a_planted_outlier_is_named_and_dropped_on_request(data):
     assert "\n" not in warning and f"warning: {warning}" in result.summary()
     record = result.to_dict()["query_check"]
     assert record["outliers"] == [planted] and record["warning"] == warning and record["dropped"] == []
+    assert "outlier positive(s)" in result.summary()
 
     dropped = store.search(KEY, tiles=[*positives, planted], k=40, drop_outliers=True)
     assert dropped.query_check.dropped == [planted] and "searched without" in dropped.query_check.warning()
