@@ -6,7 +6,7 @@ import click
 
 from embedstore.core.errors import EmbedstoreError
 from embedstore.core.validation import FileName, check_value
-from embedstore.search import SearchOptions
+from embedstore.search import SearchOptions, shown_task
 
 from ..options import OUTPUT_FILE, from_options, json_option, open_existing, store_argument
 from ..output import emit_json
@@ -63,10 +63,15 @@ def command(
     are centred on the mean of the tiles the filters leave (--center pool), as the index was built
     (--center index) or not at all (none); the last line on stderr names the index and the centring. The
     first search of a backbone without an index builds one (see `embedstore index`).
+
+    The positives are checked first: a `warning:` line names outliers (the other positives rank them
+    below half of the pool) or an incoherent set; --drop-outliers searches without the outliers.
     """
     search_options = SearchOptions(**options)
     check_value("--review-task", review_task, FileName())  # before a search may build an index
     opened = open_existing(store)
+    if label_task is not None:
+        shown_task(opened.catalog, label_task)  # an unknown task is refused before searching
     say = None if as_json else (lambda line: click.echo(line, err=True))
     searcher = opened.searcher(backbone, search_options.index, search_options.update)
     searcher.say = say

@@ -18,7 +18,9 @@ of up to EXACT_POOL tiles is scanned whole, so the result is exact; in a larger 
 RECENTRED_FACTOR x more candidates, re-scored exactly, so a hit the index's own space ranks far lower
 can be missed. Several positives are fused by `mean` (one query: their normalised mean) or `rrf` (each
 positive ranks the candidates; score = sum of 1 / (60 + rank)). Negatives subtract `negative_weight` x
-the candidate's similarity to its nearest negative before ranking.
+the candidate's similarity to its nearest negative before ranking. Before searching, the positives are
+checked against each other and a sample of the pool (query_check.py): `result.query_check` names outliers
+and incoherent sets, and `drop_outliers` searches without the outliers.
 """
 
 from __future__ import annotations
