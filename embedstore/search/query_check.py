@@ -113,23 +113,30 @@ class QueryCheck:
 
 
 def check_positives(
-    space: VectorSpace, positives: np.ndarray, names: list[str], pool: np.ndarray
+    space: VectorSpace,
+    positives: np.ndarray,
+    names: list[str],
+    pool: np.ndarray,
+    keep: np.ndarray | None = None,
 ) -> QueryCheck:
     """The check of `positives` (prepared vectors, named by `names`) against `pool` (prepared vectors of
-    the pool's tiles, the positives left out)."""
-    if len(positives) < 2 or len(pool) == 0:
-        return QueryCheck(pool=len(pool))
+    the pool's tiles; `keep`: a mask of the rows to count, e.g. all but the positives themselves)."""
+    keep = np.ones(len(pool), dtype=bool) if keep is None else keep
+    counted = int(keep.sum())
+    if len(positives) < 2 or counted == 0:
+        return QueryCheck(pool=counted)
     shares = []
     for i in range(len(positives)):
         others = space.combine(np.delete(positives, i, axis=0))
         own = float(space.similarity(others, positives[i : i + 1])[0, 0])
-        shares.append(float((space.similarity(others, pool)[0] > own).mean()))
+        nearer = space.similarity(others, pool)[0] > own
+        shares.append(float(nearer[keep].mean()))
     judge = len(positives) >= MIN_FOR_OUTLIERS
     checks = [
         PositiveCheck(name, share, judge and share > OUTLIER_SHARE)
         for name, share in zip(names, shares, strict=True)
     ]
-    return QueryCheck(checks, len(pool), float(np.median(shares)) > INCOHERENT_SHARE)
+    return QueryCheck(checks, counted, float(np.median(shares)) > INCOHERENT_SHARE)
 
 
 def sample_positions(allowed: np.ndarray, size: int = SAMPLE, seed: int = 0) -> np.ndarray:

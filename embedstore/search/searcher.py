@@ -327,8 +327,8 @@ class Searcher:
             positions = sample_positions(base)
             self._samples[sample_key] = (positions, self._stored(positions, centring))
         positions, vectors = self._samples[sample_key]
-        keep = ~np.isin(positions, queries)
-        return check_positives(self.loaded.space, positives, names, vectors[keep])
+        keep = ~np.isin(positions, queries)  # the positives are not part of the data they are judged by
+        return check_positives(self.loaded.space, positives, names, vectors, keep)
 
     def _positions(self, tile_ids: list[str], flag: str) -> np.ndarray:
         positions, found = self._position.find(np.asarray(tile_ids, dtype=str))
