@@ -2,6 +2,7 @@
 and filters, and a review page. Most users call `store.index(...)` and `store.search(...)`."""
 
 from .configs import FlatConfig, HnswConfig, IvfConfig, IvfPqConfig, LanceConfig
+from .hits_table import shown_task
 from .indexes import StaleIndexError, build_index, list_indexes, open_index
 from .manifest import IndexManifest
 from .options import IndexOptions, SearchOptions
@@ -22,4 +23,5 @@ __all__ = [
     "build_index",
     "list_indexes",
     "open_index",
+    "shown_task",
 ]

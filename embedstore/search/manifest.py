@@ -56,6 +56,16 @@ class IndexManifest(JsonReport):
     updated: str = ""
     versions: dict[str, str] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        """Short: the name, what it indexes and how (the full record, centre vector included, is
+        `to_dict()`)."""
+        recall = "exact" if self.recall_at_10 is None else f"recall@10={self.recall_at_10:.3f}"
+        return (
+            f"IndexManifest(name={self.name!r}, {self.backend} {self.kind}, metric={self.metric!r}, "
+            f"centring={self.centring!r}, table={self.table!r} v{self.table_version}, rows={self.rows}, "
+            f"dim={self.dim}, {recall})"
+        )
+
     @property
     def exact(self) -> bool:
         return self.kind == "flat"

@@ -93,6 +93,12 @@ class SearchOptions:
         help="Cosine centred on: pool (the mean of the tiles the filters leave; suits mixed stores), "
         "index (what the index was built centred on), none (raw cosine). Not for l2.",
     )
+    drop_outliers: bool = option(
+        False,
+        Flag(),
+        help="Search without the positives the query check calls outliers (ranked below half of the data "
+        "by the other positives; see embedstore.search.query_check).",
+    )
 
     def __post_init__(self) -> None:
         validate(self)

@@ -12,7 +12,7 @@ import re
 import shlex
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -39,9 +39,13 @@ def write_review_page(
     task: str = "review",
     title: str = "embedstore review",
     thumbnail_px: int = 160,
+    negative_tile_ids: Sequence[str] = (),
+    warning: str | None = None,
 ) -> Path:
     """Write the review page of `hits` (tile_id, score, rank; optional source_id, slide, x, y, dataset)
-    to `path`, with thumbnails from the stored pixels; the queries are shown first. Returns `path`."""
+    to `path`, with thumbnails from the stored pixels; the queries (positives, then the negatives the
+    search used) are shown first, each named by its file, with the query check's `warning` if any.
+    Returns `path`."""
     check_value("--review-task", task, FileName())
     missing = [c for c in HIT_COLUMNS if c not in hits.columns]
     if missing:
@@ -49,12 +53,15 @@ def write_review_page(
     if thumbnail_px < 16:
         raise EmbedstoreError(f"thumbnail_px must be at least 16, got {thumbnail_px}")
     rows = hits.sort("rank", nulls_last=True).to_dicts()
-    tiles = _tile_rows(catalog, [str(r["tile_id"]) for r in rows] + [str(t) for t in query_tile_ids])
+    asked = [str(r["tile_id"]) for r in rows] + [str(t) for t in [*query_tile_ids, *negative_tile_ids]]
+    tiles = _tile_rows(catalog, asked)
     thumbs = _thumbnails(catalog, tiles, thumbnail_px)
-    queries = [(f"tile {t}", thumbs[str(t)]) for t in query_tile_ids]
+    files = _file_names(catalog, tiles)
+    queries = [(files[str(t)], thumbs[str(t)]) for t in query_tile_ids]
     queries += [(name, _data_uri(_rgb(name, array), thumbnail_px)) for name, array in query_images]
-    cards = [_card(i, row, tiles[str(row["tile_id"])], thumbs) for i, row in enumerate(rows)]
-    page = _page(catalog, title, task, queries, cards, thumbnail_px)
+    negatives = [(files[str(t)], thumbs[str(t)]) for t in negative_tile_ids]
+    cards = [_card(i, row, tiles[str(row["tile_id"])], thumbs, files) for i, row in enumerate(rows)]
+    page = _page(catalog, title, task, queries, negatives, cards, thumbnail_px, warning)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
@@ -72,7 +79,7 @@ def _tile_rows(catalog: Catalog, tile_ids: list[str]) -> dict[str, dict[str, Any
     if not wanted:
         return {}
     predicate = f"tile_id IN ({', '.join(sql_string(t) for t in wanted)})"
-    table = catalog.read(TILES, columns=[*TILE_COLUMNS, "slide", "dataset"], filter=predicate)
+    table = catalog.read(TILES, columns=[*TILE_COLUMNS, "slide", "image", "dataset"], filter=predicate)
     found = {row["tile_id"]: row for row in table.to_pylist()}
     unknown = [t for t in wanted if t not in found]
     if unknown:
@@ -82,6 +89,22 @@ def _tile_rows(catalog: Catalog, tile_ids: list[str]) -> dict[str, dict[str, Any
             "search this store, or ingest them first"
         )
     return found
+
+
+def _file_names(catalog: Catalog, tiles: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Each tile's file name: its image file (tiles ingested from images), else its source's file (the
+    slide), else its tile id."""
+    sources = sorted({t["source_id"] for t in tiles.values() if not t.get("image") and t["source_id"]})
+    uris: dict[str, str] = {}
+    if sources:
+        predicate = f"source_id IN ({', '.join(sql_string(s) for s in sources)})"
+        table = catalog.read(SOURCES, columns=["source_id", "uri"], filter=predicate).to_pylist()
+        uris = {row["source_id"]: row["uri"] for row in table if row["uri"]}
+    names = {}
+    for tile_id, tile in tiles.items():
+        path = tile.get("image") or uris.get(tile["source_id"])
+        names[tile_id] = PurePath(path).name if path else tile_id
+    return names
 
 
 def _thumbnails(catalog: Catalog, tiles: dict[str, dict[str, Any]], side: int) -> dict[str, str]:
@@ -116,8 +139,10 @@ def _data_uri(rgb: np.ndarray, side: int) -> str:
     return f"data:image/{kind};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
 
 
-def _card(index: int, hit: dict[str, Any], tile: dict[str, Any], thumbs: dict[str, str]) -> str:
-    """One candidate: thumbnail, rank, score, slide (or source), position, tile id and the mark buttons."""
+def _card(
+    index: int, hit: dict[str, Any], tile: dict[str, Any], thumbs: dict[str, str], files: dict[str, str]
+) -> str:
+    """One candidate: thumbnail, rank, score, file name, slide and position, tile id and the mark buttons."""
 
     def meta(key: str) -> Any:
         value = hit.get(key)
@@ -126,17 +151,19 @@ def _card(index: int, hit: dict[str, Any], tile: dict[str, Any], thumbs: dict[st
     tile_id = str(hit["tile_id"])
     rank = hit["rank"] if hit["rank"] is not None else index + 1
     score = "–" if hit["score"] is None else f"{float(hit['score']):.3f}"
-    where = meta("slide") or meta("source_id") or "–"
+    slide = meta("slide")
     x, y = meta("x"), meta("y")
     position = "–" if x is None or y is None else f"{x},{y}"
     dataset = meta("dataset")
     esc = html.escape
+    file_name = files[tile_id]
+    where = f"{esc(str(slide))} · " if slide and slide != file_name else ""
     return (
         f'<div class="card" tabindex="0" data-tile-id="{esc(tile_id)}" data-index="{index}">'
         f'<img class="thumb" src="{thumbs[tile_id]}" alt="tile {esc(tile_id)}">'
         f'<div class="line"><b>#{esc(str(rank))}</b> <span class="score">{score}</span></div>'
-        f'<div class="line" title="slide / source">{esc(str(where))}</div>'
-        f'<div class="line">x,y {esc(position)}{f" · {esc(str(dataset))}" if dataset else ""}</div>'
+        f'<div class="line file" title="{esc(file_name)}">{esc(file_name)}</div>'
+        f'<div class="line">{where}x,y {esc(position)}{f" · {esc(str(dataset))}" if dataset else ""}</div>'
         f'<div class="tid">{esc(tile_id)}</div>'
         '<div class="marks"><button data-mark="positive" title="p">+</button>'
         '<button data-mark="negative" title="n">−</button>'
@@ -145,24 +172,47 @@ def _card(index: int, hit: dict[str, Any], tile: dict[str, Any], thumbs: dict[st
 
 
 def _page(
-    catalog: Catalog, title: str, task: str, queries: list[tuple[str, str]], cards: list[str], side: int
+    catalog: Catalog,
+    title: str,
+    task: str,
+    queries: list[tuple[str, str]],
+    negatives: list[tuple[str, str]],
+    cards: list[str],
+    side: int,
+    warning: str | None = None,
 ) -> str:
     esc = html.escape
     file_name = f"{task}-review.csv"
     command = (
         f"embedstore labels import {shlex.quote(str(catalog.root))} --task {shlex.quote(task)} {file_name}"
     )
-    query_html = "".join(
-        f'<figure class="query"><img class="thumb" src="{uri}" alt="{esc(name)}">'
-        f"<figcaption>{esc(name)}</figcaption></figure>"
-        for name, uri in queries
-    )
+
+    def figures(images: list[tuple[str, str]]) -> str:
+        return "".join(
+            f'<figure class="query"><img class="thumb" src="{uri}" alt="{esc(name)}">'
+            f"<figcaption>{esc(name)}</figcaption></figure>"
+            for name, uri in images
+        )
+
+    if negatives:
+        negatives_html = (
+            f"<h2>Negatives: {len(negatives)} (candidates like these were pushed down)</h2>"
+            f'<div class="queries negatives">{figures(negatives)}</div>'
+        )
+    else:
+        negatives_html = '<p class="help">No negatives were used.</p>' if queries else ""
     config = json.dumps({"task": task, "file": file_name, "key": f"embedstore-review:{title}:{task}"})
     body = {
         "__TITLE__": esc(title),
         "__TASK__": esc(task),
         "__SIDE__": str(side),
-        "__QUERIES__": f'<h2>Queries</h2><div class="queries">{query_html}</div>' if queries else "",
+        "__QUERIES__": (
+            f'<h2>Queries: {len(queries)} positive(s)</h2><div class="queries">{figures(queries)}</div>'
+            if queries
+            else ""
+        )
+        + (f'<p class="warning">Query check: {esc(warning)}</p>' if warning else "")
+        + negatives_html,
         "__CARDS__": "".join(cards)
         or '<p id="empty">No candidates: the search returned no tiles to review.</p>',
         "__COUNT__": str(len(cards)),
@@ -186,6 +236,8 @@ code { background: #eee; padding: 1px 4px; border-radius: 3px; }
 .queries, .grid { display: flex; flex-wrap: wrap; gap: 10px; }
 .query { margin: 0; text-align: center; font-size: .8em; color: #555; max-width: __SIDE__px;
   word-break: break-all; }
+.warning { color: #92400e; background: #fef3c7; padding: .4em .6em; border-radius: 4px; }
+.negatives .thumb { outline: 3px solid #dc2626; }
 .thumb { width: __SIDE__px; height: __SIDE__px; object-fit: contain; background: #fff; display: block; }
 .card { width: __SIDE__px; padding: 6px; border: 3px solid #ccc; border-radius: 6px; background: #fff;
   outline: none; }

@@ -18,7 +18,9 @@ of up to EXACT_POOL tiles is scanned whole, so the result is exact; in a larger 
 RECENTRED_FACTOR x more candidates, re-scored exactly, so a hit the index's own space ranks far lower
 can be missed. Several positives are fused by `mean` (one query: their normalised mean) or `rrf` (each
 positive ranks the candidates; score = sum of 1 / (60 + rank)). Negatives subtract `negative_weight` x
-the candidate's similarity to its nearest negative before ranking.
+the candidate's similarity to its nearest negative before ranking. Before searching, the positives are
+checked against each other and a sample of the pool (query_check.py): `result.query_check` names outliers
+and incoherent sets, and `drop_outliers` searches without the outliers.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from .centring import Centring, pool_mean
 from .indexes import IndexOptions, Say, build_index, norms_from_table, open_index, refresh
 from .manifest import IndexManifest
 from .options import SearchOptions
+from .query_check import QueryCheck, check_positives, sample_positions
 
 RRF_K = 60  # the usual reciprocal-rank-fusion constant
 POOL_FACTOR = 4  # candidates asked of the index per hit wanted, before filters and negatives
@@ -70,6 +73,7 @@ class SearchResult(JsonReport):
     seconds: float = 0.0
     centring: str = ""  # what the scores were centred on: pool | table | none | l2
     centring_text: str = ""  # the same in words, e.g. "cosine centred on the pool's mean (2,000 tiles ...)"
+    query_check: QueryCheck = field(default_factory=QueryCheck)  # do the positives agree? (query_check.py)
 
     @property
     def index_name(self) -> str:
@@ -89,6 +93,8 @@ class SearchResult(JsonReport):
     def summary(self) -> str:
         """How many hits from which index and centring (the line `embedstore search` ends with), and notes."""
         lines = [f"{self.hits.height} hit(s) from {self.described()}"]
+        warning = self.query_check.warning()
+        lines += [f"warning: {warning}"] if warning else []
         return "\n".join(lines + [f"note: {note}" for note in self.notes])
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,6 +107,7 @@ class SearchResult(JsonReport):
             "query_images": [name for name, _ in self.query_images],
             "negative_tile_ids": self.negative_tile_ids,
             "notes": self.notes,
+            "query_check": self.query_check.to_dict(),
             "seconds": self.seconds,
             "hits": self.to_records(),
         }
@@ -110,6 +117,14 @@ class SearchResult(JsonReport):
         the index and the centring of its score."""
         extra = {"index": self.index.name, "centring": self.centring}
         return [{**row, **extra} for row in self.table.to_pylist()]
+
+    def text_table(self, store: Catalog | HasCatalog, label_task: str | None = None) -> list[str]:
+        """The hits as `embedstore search` prints them: a header line, then rank, score, file (or tile id),
+        slide, position and the label for `label_task` (default: the store's only task), one hit a line."""
+        from .hits_table import format_table, hits_rows, shown_task
+
+        catalog = catalog_of(store)
+        return format_table(hits_rows(self.hits, catalog, shown_task(catalog, label_task)))
 
     def export_labels(self, path: str | Path, label: str = "candidate") -> Path:
         """A CSV that `embedstore labels import` reads: tile_id, label (plus score and rank)."""
@@ -129,6 +144,8 @@ class SearchResult(JsonReport):
             output_file("--html", path, make_folder=True),
             query_tile_ids=self.query_tile_ids,
             query_images=self.query_images,
+            negative_tile_ids=self.negative_tile_ids,
+            warning=self.query_check.warning(),
             task=task,
             title=f"embedstore review: {self.index.backbone}",
         )
@@ -159,6 +176,7 @@ class Searcher:
         self._table = EmbeddingTable.of(catalog, loaded.manifest.table)
         self._tiles = catalog.dataset(TILES)
         self._masks: dict[tuple, np.ndarray] = {}
+        self._samples: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         if self._table.latest_version() != loaded.manifest.table_version:
             self._bring_up_to_date()
         self._load_metadata()
@@ -204,6 +222,7 @@ class Searcher:
         self._slide_order = np.argsort(self._slide, kind="stable")  # positions grouped by slide
         self._slide_sorted = self._slide[self._slide_order]
         self._masks.clear()
+        self._samples.clear()
 
     # -- searching ------------------------------------------------------------------------------------
 
@@ -224,7 +243,7 @@ class Searcher:
         notes += self.notes
         self.notes = []
         space = self.loaded.space
-        tiles, negatives = list(dict.fromkeys(tiles)), list(dict.fromkeys(negatives))
+        tiles, negatives = list(dict.fromkeys(tiles or ())), list(dict.fromkeys(negatives or ()))
         both = [t for t in negatives if t in set(tiles)]
         if both:
             raise EmbedstoreError(
@@ -257,6 +276,8 @@ class Searcher:
                 "nothing to search with: give --tile ID, --image FILE or --vectors FILE.npy"
             )
         positives = np.concatenate(parts)
+        names = tiles + [name for name, _ in query_images]
+        names += [f"vector {i}" for i in range(len(positives) - len(names))]
         negative_vectors = self._stored(negative_positions, centring) if len(negative_positions) else None
         allowed = self._allowed(options, base, query_positions, negative_positions)
         total = int(allowed.sum())
@@ -265,6 +286,10 @@ class Searcher:
         if options.k > total:
             notes.append(f"only {total} tiles pass the filters; returning {total} of the {options.k} asked")
         k = min(options.k, total)
+        check = self._check(positives, names, base_key, base, query_positions, centring)
+        if options.drop_outliers and check.outliers and len(check.outliers) < len(names):
+            positives = positives[[not p.outlier for p in check.positives]]
+            check.dropped = [p.name for p in check.outliers]
         probes = positives if options.fusion == "rrf" and len(positives) > 1 else space.combine(positives)
         candidates = self._candidates(probes, allowed, k, total, centring)
         scores = self._scores(candidates, positives, negative_vectors, options, centring)
@@ -282,7 +307,28 @@ class Searcher:
             seconds=time.perf_counter() - started,
             centring=centring.name,
             centring_text=centring.text,
+            query_check=check,
         )
+
+    def _check(
+        self,
+        positives: np.ndarray,
+        names: list[str],
+        key: tuple,
+        base: np.ndarray,
+        queries: np.ndarray,
+        centring: Centring,
+    ) -> QueryCheck:
+        """The query check of the positives against a sample of the pool (cached per pool and centring)."""
+        if len(positives) < 2:
+            return QueryCheck()
+        sample_key = ("sample", centring.name, *key)
+        if sample_key not in self._samples:
+            positions = sample_positions(base)
+            self._samples[sample_key] = (positions, self._stored(positions, centring))
+        positions, vectors = self._samples[sample_key]
+        keep = ~np.isin(positions, queries)  # the positives are not part of the data they are judged by
+        return check_positives(self.loaded.space, positives, names, vectors, keep)
 
     def _positions(self, tile_ids: list[str], flag: str) -> np.ndarray:
         positions, found = self._position.find(np.asarray(tile_ids, dtype=str))
