@@ -300,6 +300,35 @@ class Function(Constraint):
 
 
 @dataclasses.dataclass(frozen=True)
+class Names(Constraint):
+    """Distinct names, as a tuple, one name or one comma-separated string (coerced to a tuple); `empty`:
+    no name at all is accepted too."""
+
+    empty: bool = True
+
+    def coerce(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(","))
+        if isinstance(value, Iterable):
+            return tuple(value)
+        return value
+
+    def accepts(self, value: Any) -> bool:
+        return (
+            isinstance(value, tuple)
+            and (self.empty or bool(value))
+            and all(Name().accepts(name) for name in value)
+            and len(set(value)) == len(value)
+        )
+
+    def describe(self) -> str:
+        return "distinct non-empty names, comma-separated"
+
+    def invalid_example(self) -> Any:
+        return ("a", "a")
+
+
+@dataclasses.dataclass(frozen=True)
 class NamesFrom(Constraint):
     """Distinct names out of `choices`, as a tuple or one comma-separated string (coerced to a tuple)."""
 

@@ -22,9 +22,8 @@ import polars as pl
 from ..core.errors import EmbedstoreError
 from ..core.schema import GROUP_KEYS, LABELS, SOURCES, TILES, sql_string
 from ..core.validation import (
-    Constraint,
     Interval,
-    Name,
+    Names,
     SqlExpression,
     invalid,
     option,
@@ -51,35 +50,6 @@ TILE_COLUMNS = (
 )
 # Listed when --columns is not given (labels follow).
 DEFAULT_COLUMNS = ("tile_id", "file", "slide", "x", "y", "level", "size0", *GROUP_KEYS[1:])
-
-
-@dataclass(frozen=True)
-class Names(Constraint):
-    """Distinct names, as a tuple, one name or one comma-separated string (coerced to a tuple); `empty`:
-    no name at all is accepted too."""
-
-    empty: bool = True
-
-    def coerce(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(","))
-        if isinstance(value, Iterable):
-            return tuple(value)
-        return value
-
-    def accepts(self, value: Any) -> bool:
-        return (
-            isinstance(value, tuple)
-            and (self.empty or bool(value))
-            and all(Name().accepts(name) for name in value)
-            and len(set(value)) == len(value)
-        )
-
-    def describe(self) -> str:
-        return "distinct non-empty names, comma-separated"
-
-    def invalid_example(self) -> Any:
-        return ("a", "a")
 
 
 @dataclass
