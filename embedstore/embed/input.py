@@ -40,6 +40,7 @@ def plan_missing(tiles: pl.DataFrame, present: pl.DataFrame, views: int, limit: 
     `limit` caps the number of tiles (not rows) taken from the missing ones.
     """
     import polars as pl
+
     wanted = tiles.join(pl.DataFrame({"view": pl.Series(range(views + 1), dtype=pl.Int16)}), how="cross")
     missing = wanted.join(present, on=["tile_id", "view"], how="anti").sort(["pos", "view"])
     if limit is not None:
