@@ -18,6 +18,7 @@ NAMES = sorted(p.stem for p in BENCHMARKS.glob("*.py") if p.stem != "harness")
 # benchmark -> the main keys of its JSON besides "smoke" (a new benchmark adds its line)
 KEYS = {
     "embed_throughput": {"machine", "throughput", "agreement", "layouts", "allocator"},
+    "gpu_embed": {"machine", "args", "tiles", "runs"},
     "heads": {"machine", "args", "scarce", "speed", "memory", "targets"},
     "ingest": {"machine", "first_run", "second_run", "write_path", "startup_seconds", "check_ok"},
     "make_pcam_sample": {"machine", "counts", "bytes", "how"},

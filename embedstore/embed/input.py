@@ -14,10 +14,9 @@ import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import polars as pl
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -28,6 +27,9 @@ from ..sources.tile_pixels import TILE_COLUMNS, TilePixels
 from .augment import augment_view
 from .options import RESIZE_METHODS
 
+if TYPE_CHECKING:  # polars is imported where plans are made, so decoding needs none of it
+    import polars as pl
+
 READ_ROWS = 1024  # rows fetched from Lance per `take`
 READ_AHEAD = 8  # batches the reader thread keeps ready
 
@@ -37,6 +39,8 @@ def plan_missing(tiles: pl.DataFrame, present: pl.DataFrame, views: int, limit: 
 
     `limit` caps the number of tiles (not rows) taken from the missing ones.
     """
+    import polars as pl
+
     wanted = tiles.join(pl.DataFrame({"view": pl.Series(range(views + 1), dtype=pl.Int16)}), how="cross")
     missing = wanted.join(present, on=["tile_id", "view"], how="anti").sort(["pos", "view"])
     if limit is not None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import openslide
 from PIL import Image
 
 from ..core.errors import SourceError
 from .grid import SlideGeometry
+
+if TYPE_CHECKING:  # imported where slides are opened, so reading stored tiles needs no OpenSlide
+    import openslide
 
 Image.MAX_IMAGE_PIXELS = None  # large plain images are slides, not decompression bombs
 
@@ -42,6 +45,8 @@ def open_slide(path: Path) -> openslide.AbstractSlide:
             f"{path}: unsupported format {path.suffix or '(no extension)'}; "
             f"supported: {', '.join(sorted(READABLE_SUFFIXES))}"
         )
+    import openslide
+
     try:
         return openslide.open_slide(str(path))
     except (openslide.OpenSlideError, OSError, ValueError) as error:
@@ -52,6 +57,8 @@ def open_slide(path: Path) -> openslide.AbstractSlide:
 
 def slide_geometry(slide: openslide.AbstractSlide, path: Path) -> SlideGeometry:
     """Levels, size and metadata µm/px of an opened slide."""
+    import openslide
+
     if isinstance(slide, openslide.ImageSlide):
         fmt = path.suffix.lower().lstrip(".")
         mpp = image_file_mpp(path)
@@ -70,6 +77,8 @@ def slide_geometry(slide: openslide.AbstractSlide, path: Path) -> SlideGeometry:
 
 
 def _openslide_mpp(slide: openslide.AbstractSlide) -> float | None:
+    import openslide
+
     value = slide.properties.get(openslide.PROPERTY_NAME_MPP_X)
     if value is None:
         return None
