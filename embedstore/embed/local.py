@@ -59,6 +59,8 @@ def embed(
         slots = embed_input.BatchSlots(workers, options.prefetch, options.batch_size, size)
         sources = sources_without_pixels(catalog, plan.tiles, plan.missing)
         jpeg = embed_input.device_jpeg(options.decode, device, size, options.resize)
+        if jpeg is not None:
+            report.notes.append(f"stored JPEG tiles decoded on {device.type} (torchvision)")
         decoder = embed_input.DecodeTiles(slots, size, options.resize, wanted.augment, sources, jpeg)
         writer = ChunkedWriter(
             EmbeddingWriter(catalog, target.name, wanted, options.views),
