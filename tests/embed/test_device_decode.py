@@ -32,6 +32,7 @@ from embedstore.embed.input import (
     resize_two_pass,
 )
 from embedstore.embed.local import embed
+from embedstore.embed.options import EmbedOptions
 from embedstore.samples import pcam_sample
 from embedstore.sources.codecs import decode_tile, encode_tile
 from embedstore.storage.embedding_tables import table_name
@@ -75,6 +76,12 @@ def test_decode_choice_per_option_and_device():
         message = str(error.value)
         assert message.startswith("--decode device: torchvision cannot decode JPEG on cuda")
         assert message.endswith("use --decode cpu") and "\n" not in message
+
+
+def test_decode_device_is_refused_with_ray():
+    with pytest.raises(EmbedstoreError, match="--decode"):
+        EmbedOptions(engine="ray", decode="device")
+    assert EmbedOptions(engine="ray").decode == "auto"  # Ray actors keep decoding on their CPUs
 
 
 def test_decode_choice_per_codec_and_view():
