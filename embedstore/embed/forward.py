@@ -58,7 +58,7 @@ class Forward:
         n = pixels.shape[0]
         if self.pad and n < self.batch_size:
             pixels = F.pad(pixels, (0, 0, 0, 0, 0, 0, 0, self.batch_size - n))
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and pixels.device.type == "cpu":
             pixels = self._pinned(pixels)
         pixels = pixels.to(self.device, non_blocking=True)
         if self.channels_last:

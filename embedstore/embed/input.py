@@ -3,7 +3,9 @@
 Lance is read only in the main process (a reader thread `take`s encoded tiles ahead of time); the encoded
 bytes travel to DataLoader workers as the "index" of each batch, and the workers decode, augment and
 resize them into a ring of shared uint8 buffers that the model reads as (B, 3, S, S) channels_last.
-Workers never touch Lance, so forking them is safe.
+Workers never touch Lance, so forking them is safe. With device decoding (`DeviceJpeg`), batches of stored
+JPEG tiles skip the workers' decoding: their bytes come back and torchvision decodes them where the model
+runs (nvJPEG on CUDA).
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..core.errors import EmbedstoreError
 from ..runtime.resources import trim
+from ..sources.codecs import encode_tile, sniff_format
 from ..sources.tile_pixels import TILE_COLUMNS, TilePixels
 from .augment import augment_view
-from .options import RESIZE_METHODS
+from .options import DECODES, RESIZE_METHODS
 
 if TYPE_CHECKING:  # polars is imported where plans are made, so decoding needs none of it
     import polars as pl
@@ -66,6 +69,7 @@ class PixelBatch:
     views: np.ndarray  # int16 (B,)
     slot: int
     error: str | None = None
+    encoded: list[bytes] | None = None  # stored JPEG bytes left for `DeviceJpeg`; the slot is then unused
 
 
 class BatchSlots:
@@ -167,12 +171,20 @@ class DecodeTiles(Dataset):
         resize: str,
         augment: tuple[str, ...],
         sources: dict[str, tuple[str, str]],
+        jpeg: DeviceJpeg | None = None,
     ) -> None:
         if resize not in RESIZE_METHODS:
             raise EmbedstoreError(f"unknown resize {resize!r}; use one of {', '.join(RESIZE_METHODS)}")
         self.slots, self.size, self.mode, self.augment = slots, size, resize, augment
         self.sources = sources
+        self.jpeg = jpeg
         self._pixels: TilePixels | None = None
+
+    def pixels(self, batch: PixelBatch) -> torch.Tensor:
+        """The batch's pixels (B, 3, S, S): decoded on the device, or the view of its slot."""
+        if batch.encoded is not None and self.jpeg is not None:
+            return self.jpeg(batch.encoded)
+        return self.slots.pixels(batch)
 
     def __getitem__(self, payload: Payload) -> PixelBatch:
         if self._pixels is None:
@@ -180,6 +192,8 @@ class DecodeTiles(Dataset):
         tiles = [payload.tiles[t] for t, _ in payload.rows]
         tile_ids = [tile["tile_id"] for tile in tiles]
         views = np.array([view for _, view in payload.rows], dtype=np.int16)
+        if self.jpeg is not None and not views.any() and all(_stored_jpeg(tile) for tile in tiles):
+            return PixelBatch(tile_ids, views, payload.slot, encoded=[tile["pixels"] for tile in tiles])
         try:
             images = [
                 augment_view(self._pixels.rgb(tile), tile["tile_id"], int(view), self.augment)
@@ -191,26 +205,97 @@ class DecodeTiles(Dataset):
         return PixelBatch(tile_ids, views, payload.slot)
 
 
+def _stored_jpeg(tile: dict[str, Any]) -> bool:
+    return tile["pixels"] is not None and sniff_format(tile["pixels"]) == "jpeg"
+
+
+def resize_uint8(batch: torch.Tensor, size: int, mode: str) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> (B, 3, S, S), antialiased; unchanged when already S x S.
+
+    On CPU torch's uint8 kernel; elsewhere (no uint8 kernel) `resize_two_pass`.
+    """
+    if tuple(batch.shape[-2:]) == (size, size):
+        return batch
+    if batch.device.type == "cpu":
+        return F.interpolate(batch, size=(size, size), mode=mode, antialias=True, align_corners=False)
+    return resize_two_pass(batch, size, mode)
+
+
+def resize_two_pass(batch: torch.Tensor, size: int, mode: str) -> torch.Tensor:
+    """The uint8 kernel's resize in float32: width, then height, rounded to uint8 after each pass.
+
+    Rounding and clamping between the passes, as Pillow and torch's uint8 kernel do, matters: one float
+    pass lets bicubic overshoot through (up to 20 levels off); this way pixels differ by at most 2 levels.
+    """
+    wide = F.interpolate(
+        batch.float(), size=(batch.shape[-2], size), mode=mode, antialias=True, align_corners=False
+    )
+    wide = wide.round_().clamp_(0, 255)
+    out = F.interpolate(wide, size=(size, size), mode=mode, antialias=True, align_corners=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
 def fill_batch(target: torch.Tensor, images: list[np.ndarray], size: int, mode: str) -> None:
     """Write images (H, W, 3) into target (B, S, S, 3), resizing each group of one shape at once."""
     shapes: dict[tuple[int, ...], list[int]] = {}
     for i, image in enumerate(images):
         shapes.setdefault(image.shape, []).append(i)
-    for shape, rows in shapes.items():
+    for rows in shapes.values():
         batch = torch.from_numpy(np.stack([images[i] for i in rows]))
-        if shape[:2] != (size, size):
-            resized = F.interpolate(
-                batch.permute(0, 3, 1, 2),
-                size=(size, size),
-                mode=mode,
-                antialias=True,
-                align_corners=False,
-            )
-            batch = resized.permute(0, 2, 3, 1)
+        batch = resize_uint8(batch.permute(0, 3, 1, 2), size, mode).permute(0, 2, 3, 1)
         if len(rows) == len(images) and rows[-1] == len(rows) - 1:
             target[: len(rows)] = batch
         else:
             target[torch.tensor(rows)] = batch
+
+
+class DeviceJpeg:
+    """Stored JPEG bytes -> uint8 (B, 3, S, S) channels_last on `device`.
+
+    torchvision decodes the batch there (nvJPEG on CUDA, libjpeg on CPU), then the same antialiased resize
+    as the CPU path runs on the device; the backbone normalises (mean / std) where its input is.
+    """
+
+    def __init__(self, device: torch.device, size: int, resize: str) -> None:
+        self.device, self.size, self.mode = device, size, resize
+
+    def __call__(self, encoded: list[bytes]) -> torch.Tensor:
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        data = [torch.frombuffer(bytearray(item), dtype=torch.uint8) for item in encoded]
+        images = decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
+        out = torch.empty((len(images), 3, self.size, self.size), dtype=torch.uint8, device=self.device)
+        out = out.contiguous(memory_format=torch.channels_last)
+        shapes: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(images):
+            shapes.setdefault(tuple(image.shape), []).append(i)
+        for rows in shapes.values():
+            index = torch.tensor(rows, device=self.device)
+            out[index] = resize_uint8(torch.stack([images[i] for i in rows]), self.size, self.mode)
+        return out
+
+
+def device_jpeg(decode: str, device: torch.device, size: int, resize: str) -> DeviceJpeg | None:
+    """The device decoder `decode` ("auto", "cpu", "device") asks for on `device`, or None for CPU workers.
+
+    auto: on CUDA when torchvision can decode JPEG there. device: here, whatever the device (on CPU,
+    torchvision decodes on the CPU); EmbedstoreError when torchvision cannot.
+    """
+    if decode not in DECODES:
+        raise EmbedstoreError(f"unknown decode {decode!r}; use one of {', '.join(DECODES)}")
+    if decode == "cpu" or (decode == "auto" and device.type != "cuda"):
+        return None
+    jpeg = DeviceJpeg(device, size, resize)
+    try:
+        jpeg([encode_tile(np.zeros((8, 8, 3), dtype=np.uint8), "jpeg")])
+    except Exception as error:  # ImportError, or RuntimeError from a build without this device's decoder
+        if decode == "auto":
+            return None
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise EmbedstoreError(
+            f"--decode device: torchvision cannot decode JPEG on {device.type} ({reason}); use --decode cpu"
+        ) from None
+    return jpeg
 
 
 def _keep(batch: PixelBatch) -> PixelBatch:

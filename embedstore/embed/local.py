@@ -58,7 +58,10 @@ def embed(
         )
         slots = embed_input.BatchSlots(workers, options.prefetch, options.batch_size, size)
         sources = sources_without_pixels(catalog, plan.tiles, plan.missing)
-        decoder = embed_input.DecodeTiles(slots, size, options.resize, wanted.augment, sources)
+        jpeg = embed_input.device_jpeg(options.decode, device, size, options.resize)
+        if jpeg is not None:
+            report.notes.append(f"stored JPEG tiles decoded on {device.type} (torchvision)")
+        decoder = embed_input.DecodeTiles(slots, size, options.resize, wanted.augment, sources, jpeg)
         writer = ChunkedWriter(
             EmbeddingWriter(catalog, target.name, wanted, options.views),
             plan.missing.height,
@@ -105,7 +108,7 @@ def _run(
         for batch in batches:
             if batch.error is not None:
                 raise EmbedstoreError(batch.error)
-            vectors = forward(decoder.slots.pixels(batch))
+            vectors = forward(decoder.pixels(batch))
             writer.add(
                 batch.tile_ids,
                 batch.views,

@@ -27,6 +27,7 @@ from ..storage.embedding_tables import STORE_DTYPES
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 RESIZE_METHODS = ("bicubic", "bilinear")
+DECODES = ("auto", "cpu", "device")
 AUGMENTATIONS = ("flip", "rot90", "hed-jitter", "blur")
 MAX_VIEWS = 2**15 - 1  # views are stored as int16
 
@@ -86,6 +87,12 @@ class EmbedOptions:
     )
     chunk_rows: int = option(4096, Interval(1, integer=True), cli=False)  # rows per atomic commit
     prefetch: int = option(4, Interval(1, integer=True), cli=False)  # batches each worker decodes ahead
+    decode: str = option(
+        "auto",
+        OneOf(DECODES),
+        help="Where stored JPEG tiles are decoded: device (torchvision, nvJPEG on CUDA), cpu (decode "
+        "workers), auto (device on CUDA). PNG, views and re-read tiles always decode on CPU.",
+    )
     resize: str = option("bicubic", OneOf(RESIZE_METHODS), cli=False)  # antialiased, to the input size
     reuse_memory: bool = option(True, Flag(), cli=False)  # on CPU, keep freed memory (embedstore.runtime)
     progress: bool = option(True, Flag(), help="Show a progress bar.")
@@ -112,6 +119,8 @@ class EmbedOptions:
         check_engine_address(self.engine, self.address)
         if self.engine == "ray" and (self.on_chunk is not None or self.compile):
             raise invalid("--engine", "ray", "used without on_chunk and --compile (local engine only)")
+        if self.engine == "ray" and self.decode == "device":
+            raise invalid("--decode", "device", "cpu or auto with --engine ray (local engine only)")
 
 
 @dataclass
