@@ -210,6 +210,7 @@ PUBLIC = {
     "embedstore.embed": "EmbedOptions and check_backbones (fail fast before embedding)",
     "embedstore.search": "IndexOptions, SearchOptions (the cli builds its flags from them)",
     "embedstore.maintenance.info": "the info listing's text",
+    "embedstore.maintenance.tile_listing": "the tiles listing's text (the tiles command)",
     "embedstore.maintenance.upgrade": "the format upgrade",
     "embedstore.demo": "the demo the heads demo continues",
     "embedstore.core.moved": "old import paths kept for one release (heads.data, heads.demo)",

@@ -21,6 +21,7 @@ import polars as pl
 
 from ..core.errors import EmbedstoreError
 from ..core.schema import GROUP_KEYS, LABELS, SOURCES, TILES, sql_string
+from ..core.text_table import aligned
 from ..core.validation import (
     Interval,
     Names,
@@ -101,6 +102,46 @@ def list_tiles(catalog: Catalog, options: TileListOptions | None = None, **kwarg
     if options.limit is not None:
         frame = frame.head(options.limit)
     return frame.select(columns)
+
+
+SHOWN_ROWS = 20  # rows the terminal table shows when no limit is given
+CELL_WIDTH = 40  # a longer file (or other text but the tile id) is shown by its end: "…/folder/name.png"
+
+
+def count_line(shown: int, total: int) -> str:
+    """ "N of M tiles", or "M tiles" when all are shown."""
+    return f"{shown} of {total} tiles" if shown < total else f"{total} tile{'s' * (total != 1)}"
+
+
+def tile_table(frame: pl.DataFrame, total: int, explicit: tuple[str, ...] | None = None) -> list[str]:
+    """The listing as `embedstore tiles` prints it: aligned columns with a header, then "N of M tiles".
+    Tile columns empty in every shown row are left out unless `explicit`ly asked for (label columns always
+    stay: an empty one says the shown tiles have no label for that task)."""
+    if total == 0:
+        return ["no tiles (check --where and --task; `embedstore info` lists the tasks)"]
+    kept = [
+        c
+        for c in frame.columns
+        if c == "tile_id"
+        or c.startswith("label")
+        or c in (explicit or ())
+        or frame[c].null_count() < frame.height
+    ]
+    rows = [[_cell(value) for value in row] for row in frame.select(kept).iter_rows()]
+    numeric = {c for c in kept if frame.schema[c].is_numeric()}
+    lines = aligned(kept, rows, right=numeric, max_width=CELL_WIDTH, keep_whole={"tile_id"})
+    last = count_line(frame.height, total)
+    if frame.height < total:
+        last += " (--limit N to list more, --csv FILE to write them all)"
+    return [*lines, last]
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
 
 
 def label_columns(tasks: Iterable[str]) -> dict[str, str]:

@@ -16,6 +16,7 @@ import polars as pl
 
 from ..core.errors import EmbedstoreError
 from ..core.schema import LABELS, sql_string, task_predicate
+from ..core.text_table import aligned
 from ..storage.catalog import Catalog
 
 MAX_WIDTH = 40  # longer cells are shortened from the start ("…" + their end), which names the file
@@ -59,21 +60,8 @@ def hits_rows(hits: pl.DataFrame, catalog: Catalog, task: str | None) -> pl.Data
 
 def format_table(rows: pl.DataFrame) -> list[str]:
     """Lines of a plain-text table: a header, then one line per row; columns as wide as their cells."""
-    cells = {name: [_shorten(str(v)) for v in rows[name].to_list()] for name in rows.columns}
-    widths = {name: max([len(name), *map(len, values)]) for name, values in cells.items()}
-
-    def line(values: dict[str, str]) -> str:
-        parts = [
-            values[n].rjust(widths[n]) if n in RIGHT else values[n].ljust(widths[n]) for n in rows.columns
-        ]
-        return "  ".join(parts).rstrip()
-
-    header = line({name: name for name in rows.columns})
-    return [header] + [line({n: cells[n][i] for n in rows.columns}) for i in range(rows.height)]
-
-
-def _shorten(text: str) -> str:
-    return text if len(text) <= MAX_WIDTH else "…" + text[-(MAX_WIDTH - 1) :]
+    cells = [[str(value) for value in row] for row in rows.iter_rows()]
+    return aligned(rows.columns, cells, right=RIGHT, max_width=MAX_WIDTH)
 
 
 def _labels(catalog: Catalog, task: str, tile_ids: list[str]) -> dict[str, str]:
