@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from ..core.errors import EmbedstoreError
 from ..runtime.resources import trim
@@ -29,6 +30,7 @@ from ..sources.codecs import encode_tile, sniff_format
 from ..sources.tile_pixels import TILE_COLUMNS, TilePixels
 from .augment import augment_view
 from .options import DECODES, RESIZE_METHODS
+from .timeline import Timeline
 
 if TYPE_CHECKING:  # polars is imported where plans are made, so decoding needs none of it
     import polars as pl
@@ -70,32 +72,72 @@ class PixelBatch:
     slot: int
     error: str | None = None
     encoded: list[bytes] | None = None  # stored JPEG bytes left for `DeviceJpeg`; the slot is then unused
+    decoded: tuple[float, float, int] | None = None  # perf_counter start, end and worker of the decoding
 
 
 class BatchSlots:
     """A ring of uint8 batch buffers (slots, B, S, S, 3), in shared memory made before workers start.
 
     Workers decode straight into a slot and send only its number, so no batch is copied between
-    processes and no shared memory is created per batch. A slot is reused `count` batches later; the
-    DataLoader never has more than workers x prefetch batches in flight, so `count` exceeds that.
+    processes and no shared memory is created per batch. A slot is reused `count` batches later. The
+    DataLoader never has more than workers x prefetch batches in flight, and the pipeline keeps one more
+    on the GPU (its transfer may still read the slot), so `count` exceeds both; decoding inline needs two.
+    On CUDA, `pin` page-locks the ring so that batches go to the GPU by DMA straight from their slot.
     """
 
     def __init__(self, workers: int, prefetch: int, batch_size: int, size: int) -> None:
-        self.count = workers * prefetch + 2 if workers else 1  # decoding inline needs one
+        self.count = workers * prefetch + 3 if workers else 2
         self.buffer = torch.empty((self.count, batch_size, size, size, 3), dtype=torch.uint8)
         if workers:
             self.buffer.share_memory_()
+        self.pinned = False
 
     def pixels(self, batch: PixelBatch) -> torch.Tensor:
         """The batch's pixels (B, 3, S, S), a channels_last view of its slot."""
         return self.buffer[batch.slot, : len(batch.tile_ids)].permute(0, 3, 1, 2)
 
+    def pin(self, device: torch.device) -> bool:
+        """Page-lock the ring for DMA to `device` (CUDA only; shared memory stays shared). Returns
+        whether it is pinned: when the driver refuses, batches are staged through pinned buffers."""
+        if device.type != "cuda" or self.pinned:
+            return self.pinned
+        nbytes = self.buffer.numel() * self.buffer.element_size()
+        code = int(torch.cuda.cudart().cudaHostRegister(self.buffer.data_ptr(), nbytes, 0))
+        self.pinned = code == 0
+        return self.pinned
+
+    def unpin(self) -> None:
+        if self.pinned:
+            torch.cuda.synchronize()
+            torch.cuda.cudart().cudaHostUnregister(self.buffer.data_ptr())
+            self.pinned = False
+
+
+class ArrowTiles:
+    """Tiles held in a pyarrow table, read as TileReader reads a Lance dataset (`take`): for benchmarks
+    and tests that run the pipeline without a store."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def take(self, index: np.ndarray, columns: list[str]) -> Any:
+        import pyarrow as pa
+
+        return self.table.select(columns).take(pa.array(index))
+
 
 class TileReader(Sampler):
     """Yields one Payload per batch, read from a pinned Lance dataset by a background thread."""
 
-    def __init__(self, dataset: Any, missing: pl.DataFrame, batch_size: int, slots: int) -> None:
-        self.dataset, self.slots = dataset, slots
+    def __init__(
+        self,
+        dataset: Any,
+        missing: pl.DataFrame,
+        batch_size: int,
+        slots: int,
+        timeline: Timeline | None = None,
+    ) -> None:
+        self.dataset, self.slots, self.timeline = dataset, slots, timeline
         self.pos = missing["pos"].to_numpy()
         self.views = missing["view"].to_numpy()
         self.batch_size = batch_size
@@ -137,8 +179,11 @@ class TileReader(Sampler):
             for start in range(0, len(self.pos), per_read):
                 pos = self.pos[start : start + per_read]
                 views = self.views[start : start + per_read]
+                started = time.perf_counter()
                 unique, inverse = np.unique(pos, return_inverse=True)
                 rows = self.dataset.take(unique, columns=TILE_COLUMNS).to_pylist()
+                if self.timeline is not None:
+                    self.timeline.add("read", started, time.perf_counter(), len(pos))
                 for b in range(0, len(pos), self.batch_size):
                     payload = make_payload(
                         rows, inverse[b : b + self.batch_size], views[b : b + self.batch_size]
@@ -187,6 +232,13 @@ class DecodeTiles(Dataset):
         return self.slots.pixels(batch)
 
     def __getitem__(self, payload: Payload) -> PixelBatch:
+        started = time.perf_counter()
+        batch = self._decode(payload)
+        worker = get_worker_info()
+        batch.decoded = (started, time.perf_counter(), -1 if worker is None else worker.id)
+        return batch
+
+    def _decode(self, payload: Payload) -> PixelBatch:
         if self._pixels is None:
             self._pixels = TilePixels(self.sources)
         tiles = [payload.tiles[t] for t, _ in payload.rows]

@@ -4,7 +4,9 @@ Only (tile, view) rows missing from the table are computed. Vectors are committe
 `EmbeddingWriter` (each chunk atomic, each row at most once even when other processes embed the same
 key at the same time), so an interrupted run leaves whole chunks and the next run fills the rest.
 Decoding runs in DataLoader workers while the model runs (inline between batches on CPUs of up to 4
-cores, where that is faster; see `runtime.default_workers`); commits run on a thread.
+cores, where that is faster; see `embed.defaults`), or on the GPU for stored JPEG tiles; one batch
+is on the device while the previous one's vectors are collected (`embed.pipeline`); commits run on a
+thread, in chunks sized by rate (`embed.writer`).
 """
 
 from __future__ import annotations
@@ -15,17 +17,20 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..core.errors import EmbedstoreError
 from ..core.validation import options_from
 from ..runtime.resources import reuse_freed_memory, torch_threads
 from ..storage.catalog import Catalog
 from . import input as embed_input
 from .forward import Forward
 from .options import EmbedOptions, EmbedReport
+from .pipeline import run_batches
 from .plan import RunPlan, check_backbones, checked_vectors, plan_run, sources_without_pixels
+from .timeline import Timeline
 from .writer import ChunkedWriter, EmbeddingWriter
 
 __all__ = ["check_backbones", "embed"]
+
+WRITER_STALL_NOTE = 0.05  # a run whose model waited longer than this share for commits says so
 
 
 def embed(
@@ -47,6 +52,7 @@ def embed(
         reuse_freed_memory()
     with torch_threads(options.threads):
         report.threads = torch.get_num_threads()
+        timeline = Timeline() if options.timeline is not None else None
         size = target.backbone.spec.input_size
         forward = Forward(
             target.backbone.build(),
@@ -54,30 +60,44 @@ def embed(
             wanted.precision,
             options.channels_last,
             options.compile,
-            options.batch_size,
+            plan.batch_size,
+            timeline,
         )
-        slots = embed_input.BatchSlots(workers, options.prefetch, options.batch_size, size)
+        slots = embed_input.BatchSlots(workers, options.prefetch, plan.batch_size, size)
+        if device.type == "cuda" and not slots.pin(device):
+            report.notes.append(
+                "the decode ring could not be page-locked: batches are staged (one copy more)"
+            )
         sources = sources_without_pixels(catalog, plan.tiles, plan.missing)
-        jpeg = embed_input.device_jpeg(options.decode, device, size, options.resize)
-        if jpeg is not None:
-            report.notes.append(f"stored JPEG tiles decoded on {device.type} (torchvision)")
-        decoder = embed_input.DecodeTiles(slots, size, options.resize, wanted.augment, sources, jpeg)
+        decoder = embed_input.DecodeTiles(slots, size, options.resize, wanted.augment, sources, plan.jpeg)
         writer = ChunkedWriter(
             EmbeddingWriter(catalog, target.name, wanted, options.views),
             plan.missing.height,
             options.on_chunk,
             options.chunk_rows,
+            timeline,
         )
         pipeline_started = time.perf_counter()
         try:
-            _run(forward, decoder, plan, options, workers, device, writer)
+            _run(forward, decoder, plan, options, workers, writer, timeline)
         finally:
             writer.close()
+            slots.unpin()
             report.rows_written, report.tiles_embedded = writer.rows_written, writer.tiles_written
             report.rows_written_elsewhere = writer.rows_elsewhere
+            report.commits, report.writer_stalled_seconds = len(writer.commits), writer.stalled_seconds
             if catalog.has_table(target.name):
                 report.table_version = int(catalog.dataset(target.name).version)
         report.pipeline_seconds = time.perf_counter() - pipeline_started
+        if report.writer_stalled_seconds > WRITER_STALL_NOTE * report.pipeline_seconds:
+            report.notes.append(
+                f"the model waited {report.writer_stalled_seconds:.1f} s for commits "
+                f"({report.writer_stalled_seconds / report.pipeline_seconds:.0%} of the run): the store's "
+                "writes are the limit here"
+            )
+        if timeline is not None and options.timeline is not None:
+            _, png = timeline.save(options.timeline)
+            report.notes.append(f"{timeline.summary()}; drawn in {png}")
     return plan.finish()
 
 
@@ -87,13 +107,13 @@ def _run(
     plan: RunPlan,
     options: EmbedOptions,
     workers: int,
-    device: torch.device,
     writer: ChunkedWriter,
+    timeline: Timeline | None,
 ) -> None:
     """The loop: batches of pixels in, finite vectors out, buffered into chunks for the writer."""
     missing, wanted = plan.missing, plan.wanted
-    reader = embed_input.TileReader(plan.tiles_ds, missing, options.batch_size, decoder.slots.count)
-    loader = embed_input.make_loader(reader, decoder, workers, options.prefetch, device.type == "cpu")
+    reader = embed_input.TileReader(plan.tiles_ds, missing, plan.batch_size, decoder.slots.count, timeline)
+    loader = embed_input.make_loader(reader, decoder, workers, options.prefetch, plan.device.type == "cpu")
     unit = "view" if options.views else "tile"
     bar = tqdm(
         total=missing.height,
@@ -103,18 +123,15 @@ def _run(
         dynamic_ncols=True,
         smoothing=0.1,
     )
+
+    def consume(batch: embed_input.PixelBatch, vectors: torch.Tensor) -> None:
+        checked = checked_vectors(vectors, batch, wanted.store_dtype, wanted.backbone)
+        writer.add(batch.tile_ids, batch.views, checked)
+        bar.update(len(batch.tile_ids))
+
     batches = embed_input.start(loader)
     try:
-        for batch in batches:
-            if batch.error is not None:
-                raise EmbedstoreError(batch.error)
-            vectors = forward(decoder.pixels(batch))
-            writer.add(
-                batch.tile_ids,
-                batch.views,
-                checked_vectors(vectors, batch, wanted.store_dtype, wanted.backbone),
-            )
-            bar.update(len(batch.tile_ids))
+        run_batches(batches, decoder, forward, consume, timeline)
         writer.flush()
     finally:
         reader.close()

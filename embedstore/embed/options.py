@@ -51,7 +51,12 @@ class EmbedOptions:
         optional=True,
         help="Local weights file or timm model directory for the (single) backbone.",
     )
-    batch_size: int = option(64, Interval(1, integer=True), help="Tiles per forward pass.")
+    batch_size: int | None = option(
+        None,
+        Interval(1, integer=True),
+        optional=True,
+        help="Tiles per forward pass [default: 256 on a GPU with 20 GiB or more, else 64].",
+    )
     precision: str | None = option(
         None, OneOf(PRECISIONS), optional=True, help="Autocast precision [default: the table's, else fp32]."
     )
@@ -75,7 +80,8 @@ class EmbedOptions:
         Interval(0, integer=True),
         optional=True,
         help="Decode processes; 0 decodes between batches [default: 0 on CPUs of up to 4 cores, "
-        "1 per 8 cores above, up to 8 with a GPU]. With --engine ray: Ray actors [default: one per GPU; "
+        "1 per 8 cores above; with a GPU every core but one, up to 16, or 2 when the GPU decodes the "
+        "tiles]. With --engine ray: Ray actors [default: one per GPU; "
         "on CPUs, the cluster's CPUs / --threads].",
     )
     threads: int | None = option(
@@ -85,7 +91,7 @@ class EmbedOptions:
         help="torch threads for the forward pass [default: torch's]. With --engine ray: per actor "
         "[default: 4, or the smallest node's CPUs when fewer].",
     )
-    chunk_rows: int = option(4096, Interval(1, integer=True), cli=False)  # rows per atomic commit
+    chunk_rows: int = option(4096, Interval(1, integer=True), cli=False)  # rows per commit, at least
     prefetch: int = option(4, Interval(1, integer=True), cli=False)  # batches each worker decodes ahead
     decode: str = option(
         "auto",
@@ -106,6 +112,13 @@ class EmbedOptions:
         help="Embed only the tiles this SQL expression over tile columns matches, e.g. \"dataset = 'pcam'\" "
         "[default: every tile]; later runs add the others.",
     )
+    timeline: Path | None = option(
+        None,
+        PathValue(output=True),
+        optional=True,
+        help="Record where the run's time went (read, decode, forward, GPU, write) and save it as "
+        "FILE.png and FILE.json.",
+    )
     on_chunk: Callable[[EmbedProgress], None] | None = option(None, Function(), optional=True, cli=False)
     engine: str = engine_option("Ray Data actors")
     address: str | None = address_option()
@@ -117,8 +130,10 @@ class EmbedOptions:
         if self.views and not self.augment:
             raise invalid("--augment", "", "at least one operation when --views is above 0")
         check_engine_address(self.engine, self.address)
-        if self.engine == "ray" and (self.on_chunk is not None or self.compile):
-            raise invalid("--engine", "ray", "used without on_chunk and --compile (local engine only)")
+        if self.engine == "ray" and (self.on_chunk is not None or self.compile or self.timeline):
+            raise invalid(
+                "--engine", "ray", "used without on_chunk, --compile and --timeline (local engine only)"
+            )
         if self.engine == "ray" and self.decode == "device":
             raise invalid("--decode", "device", "cpu or auto with --engine ray (local engine only)")
 
@@ -145,6 +160,8 @@ class EmbedReport(JsonReport):
     threads: int = 0
     table_version: int | None = None
     engine: str = "local"  # ray: `workers` Ray actors, `threads` torch threads each
+    commits: int = 0  # commits of this run's vectors (local engine)
+    writer_stalled_seconds: float = 0.0  # time the model waited for a commit to finish (local engine)
     notes: list[str] = field(default_factory=list)
 
     @property

@@ -19,9 +19,10 @@ from ..core.errors import BackboneError, EmbedstoreError
 from ..core.schema import SOURCES, TILES
 from ..core.validation import Name, check_value
 from ..embeddings import tile_filter
-from ..runtime.resources import default_workers, resolve_device
+from ..runtime.resources import resolve_device
 from ..storage.catalog import Catalog
 from ..storage.embedding_tables import Provenance, check_compatible, recorded_provenance, table_name
+from . import defaults
 from . import input as embed_input
 from .options import EmbedOptions, EmbedReport
 
@@ -41,7 +42,9 @@ class RunPlan:
     report: EmbedReport
     device: torch.device
     workers: int
+    batch_size: int
     started: float
+    jpeg: embed_input.DeviceJpeg | None = None  # decodes stored JPEG tiles on the device (local engine)
 
     @property
     def wanted(self) -> Provenance:
@@ -63,8 +66,17 @@ def plan_run(catalog: Catalog, backbone_key: str, options: EmbedOptions) -> RunP
     tiles, total = selected_tiles(catalog, tiles_ds, options.where)
     target = _Target.resolve(catalog, backbone_key, options)
     device = resolve_device(options.device)
-    workers = default_workers(device) if options.workers is None else options.workers
     wanted = target.wanted
+    present = present_rows(catalog, target.name)
+    missing = embed_input.plan_missing(tiles.select("pos", "tile_id"), present, options.views, options.limit)
+    jpeg = None
+    if options.engine == "local" and missing.height:
+        size = target.backbone.spec.input_size
+        jpeg = embed_input.device_jpeg(options.decode, device, size, options.resize)
+    share = device_decoded_share(tiles, missing) if jpeg is not None else 0.0
+    fitting = defaults.for_device(device.type, share)
+    workers = fitting.workers if options.workers is None else options.workers
+    batch_size = fitting.batch_size if options.batch_size is None else options.batch_size
     report = EmbedReport(
         target.name,
         wanted.backbone,
@@ -72,17 +84,26 @@ def plan_run(catalog: Catalog, backbone_key: str, options: EmbedOptions) -> RunP
         precision=wanted.precision,
         store_dtype=wanted.store_dtype,
         device=str(device),
-        batch_size=options.batch_size,
+        batch_size=batch_size,
         workers=workers,
     )
-    present = present_rows(catalog, target.name)
-    missing = embed_input.plan_missing(tiles.select("pos", "tile_id"), present, options.views, options.limit)
+    if jpeg is not None:
+        report.notes.append(f"stored JPEG tiles decoded on {device.type} (torchvision)")
     report.tiles_total, report.where = total, options.where
     report.tiles_matched = tiles.height if options.where is not None else None
     report.rows_present = present.join(tiles.select("tile_id"), on="tile_id", how="semi").height
     if missing.height:
         target.record_augment(catalog, options.views)
-    return RunPlan(target, tiles_ds, tiles, missing, report, device, workers, started)
+    return RunPlan(target, tiles_ds, tiles, missing, report, device, workers, batch_size, started, jpeg)
+
+
+def device_decoded_share(tiles: pl.DataFrame, missing: pl.DataFrame) -> float:
+    """The share of the missing rows that device decoding takes: unaugmented rows of stored JPEG tiles."""
+    if missing.height == 0:
+        return 0.0
+    rows = missing.join(tiles.select("pos", "pixel_format"), on="pos", how="left")
+    on_device = rows.filter((pl.col("view") == 0) & (pl.col("pixel_format") == "jpeg")).height
+    return on_device / missing.height
 
 
 def selected_tiles(catalog: Catalog, tiles_ds: Any, where: str | None) -> tuple[pl.DataFrame, int]:

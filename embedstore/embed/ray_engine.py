@@ -106,7 +106,7 @@ def embed_on_ray(
         "table": plan.target.name,
         "views": options.views,
         "resize": options.resize,
-        "batch_size": options.batch_size,
+        "batch_size": plan.batch_size,
         "device": "cuda" if gpus else "cpu",
         "threads": threads,
         "channels_last": options.channels_last,
@@ -115,7 +115,7 @@ def embed_on_ray(
     }
     # One input block per commit, made here (a Ray task splitting them would wait for a CPU that the
     # actor pool holds); at least 4 blocks per actor so that every actor has work, at most chunk_rows.
-    block_rows = min(options.chunk_rows, max(options.batch_size, -(-rows.num_rows // (4 * actors))))
+    block_rows = min(options.chunk_rows, max(plan.batch_size, -(-rows.num_rows // (4 * actors))))
     chunks = [rows.slice(start, block_rows) for start in range(0, rows.num_rows, block_rows)]
     blocks = ray.data.from_arrow(chunks).map_batches(
         EmbedBlock,

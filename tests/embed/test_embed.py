@@ -293,19 +293,22 @@ def test_a_table_made_meanwhile_by_another_run_must_match_this_runs_provenance(t
 
 
 def test_the_cuda_staging_copy_keeps_values_and_layout():
-    """On CUDA each batch is copied into pinned memory first; the copy must keep values and layout (the
-    copy itself is plain torch, so it is checked here on CPU memory)."""
+    """On CUDA a batch that is not page-locked is copied into a pinned buffer first; the copy must keep
+    values and layout, and two batches in flight must not share a buffer (the copy itself is plain torch,
+    so it is checked here with unpinned buffers)."""
     import torch
 
-    from embedstore.embed.forward import Forward
+    from embedstore.embed.forward import StagingRing
 
-    forward = Forward(torch.nn.Identity(), torch.device("cpu"), "fp32", True, False, 4)
-    forward.staging = torch.empty(4 * 3 * 8 * 8, dtype=torch.uint8)  # what pin_memory would allocate
+    ring = StagingRing(pin=False)
     nhwc = torch.randint(0, 255, (4, 8, 8, 3), dtype=torch.uint8).permute(0, 3, 1, 2)
-    staged = forward._pinned(nhwc)
+    staged, first = ring.stage(nhwc)
     assert torch.equal(staged, nhwc) and staged.is_contiguous(memory_format=torch.channels_last)
     nchw = torch.randint(0, 255, (2, 3, 8, 8), dtype=torch.uint8)
-    assert torch.equal(forward._pinned(nchw), nchw)
+    staged_next, second = ring.stage(nchw)
+    assert torch.equal(staged_next, nchw) and second != first
+    assert torch.equal(staged, nhwc), "staging the next batch overwrote the one still in flight"
+    assert ring.stage(nchw)[1] == first  # the ring: the first buffer, once its batch was sent
 
 
 class _Cluster:

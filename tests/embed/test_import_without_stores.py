@@ -36,16 +36,13 @@ SCRIPT = textwrap.dedent(
     from PIL import Image
 
     from embedstore.backbones import PixelInput, get_backbone
+    from embedstore.embed import defaults
     from embedstore.embed.forward import Forward
-    from embedstore.embed.input import BatchSlots, DecodeTiles, TileReader, make_loader, start, stop
-
-
-    class Tiles:
-        def __init__(self, table):
-            self.table = table
-
-        def take(self, index, columns):
-            return self.table.select(columns).take(pa.array(index))
+    from embedstore.embed.input import (
+        ArrowTiles, BatchSlots, DecodeTiles, TileReader, device_jpeg, make_loader, start, stop,
+    )
+    from embedstore.embed.pipeline import run_batches
+    from embedstore.embed.timeline import Timeline
 
 
     rng = np.random.default_rng(0)
@@ -66,21 +63,27 @@ SCRIPT = textwrap.dedent(
     model = backbone.build()
     assert isinstance(model, PixelInput)
     size, batch_size = backbone.spec.input_size, 4
-    forward = Forward(model, torch.device("cpu"), "fp32", True, False, batch_size)
+    assert defaults.for_device("cpu", 0.0).batch_size == 64
+    timeline = Timeline()
+    forward = Forward(model, torch.device("cpu"), "fp32", True, False, batch_size, timeline)
 
     slots = BatchSlots(0, 1, batch_size, size)
-    decoder = DecodeTiles(slots, size, "bicubic", (), {})
-    reader = TileReader(Tiles(table), missing, batch_size, slots.count)
+    jpeg = device_jpeg("device", torch.device("cpu"), size, "bicubic")
+    decoder = DecodeTiles(slots, size, "bicubic", (), {}, jpeg)
+    reader = TileReader(ArrowTiles(table), missing, batch_size, slots.count, timeline)
     batches = start(make_loader(reader, decoder, 0, 1, True))
     ids, vectors = [], []
+
+    def consume(batch, features):
+        ids.extend(batch.tile_ids)
+        vectors.append(features)
+
     try:
-        for batch in batches:
-            assert batch.error is None, batch.error
-            ids += batch.tile_ids
-            vectors.append(forward(slots.pixels(batch)))
+        run_batches(batches, decoder, forward, consume, timeline)
     finally:
         reader.close()
         stop(batches)
+    assert {span.lane for span in timeline.spans} >= {"read", "decode device", "forward", "collect"}
     vectors = torch.cat(vectors)
     assert ids == [f"t{i}" for i in range(n)], ids
     assert vectors.shape == (n, backbone.spec.dim), vectors.shape

@@ -1,0 +1,165 @@
+"""The embed writer at GPU rates: does committing vectors hold the model back, at 10^5 to 10^7 rows?
+
+A producer hands batches of 256 vectors (256-d float16, the scale issue's shape) to `ChunkedWriter`, the
+local engine's writer, paced at --rate rows/s as a GPU would (20,000: small CNNs on one H200), for
+--seconds per run, into an embedding table pre-filled with generated rows to each --sizes size. Per size
+it runs the writer as `embed` does now (commits sized by rate, `embed.writer.next_chunk_rows`) and with
+fixed 4,096-row commits (before), and reports: rows/s achieved (the producer's pace when the writer keeps
+up), seconds the producer stalled waiting for a commit while producing, the drain (the last chunk's
+commit after the producer finished: a fixed cost per run, not per row), commits, the median and longest
+commit, and the versions the run added. The keyed commit path itself is
+`embedstore.storage.keyed_writes` (issue #24).
+
+    python benchmarks/embed_writer.py [--sizes 100000,1000000,10000000] [--rate 20000] [--seconds 10]
+    python benchmarks/embed_writer.py --smoke     # seconds: a 2,000-row table, 1 s runs
+
+10^7 rows of 256-d float16 take ~5.5 GB of disk in a temporary folder, deleted at the end.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import harness
+import lance
+import numpy as np
+import pyarrow as pa
+
+from embedstore.core.schema import ROW_KEY_SEPARATOR
+from embedstore.embed.writer import ChunkedWriter, EmbeddingWriter
+from embedstore.storage.catalog import Catalog
+from embedstore.storage.embedding_tables import Provenance, embedding_schema
+
+RESULTS = harness.RESULTS / "embed_writer.json"
+DIM = 256
+BATCH = 256
+FILL_ROWS = 500_000  # rows per pre-fill append
+PROVENANCE = Provenance(
+    backbone="bench",
+    weights_sha256="",
+    dim=DIM,
+    input_size=224,
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
+    resize="bicubic",
+    precision="bf16",
+    store_dtype="float16",
+)
+TABLE = "emb__bench"
+
+
+def parse_args(argv: Sequence[str] | None) -> Any:
+    parser = harness.parser(__doc__)
+    parser.add_argument("--sizes", default="100000,1000000,10000000", help="table sizes, comma-separated")
+    parser.add_argument("--rate", type=float, default=20_000.0, help="rows/s the producer offers")
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds each run produces")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.sizes, args.seconds = "2000", 1.0
+    return args
+
+
+def rows(start: int, count: int, rng: np.random.Generator) -> pa.Table:
+    """`count` generated rows of the embedding schema, tile ids from `start`."""
+    ids = pa.array([f"g{i:09d}" for i in range(start, start + count)])
+    keys = pa.array([f"g{i:09d}{ROW_KEY_SEPARATOR}0" for i in range(start, start + count)])
+    vectors = rng.standard_normal((count, DIM), dtype=np.float32).astype(np.float16)
+    return pa.table(
+        [
+            keys,
+            ids,
+            pa.array(np.zeros(count, np.int16)),
+            pa.FixedSizeListArray.from_arrays(vectors.ravel(), DIM),
+        ],
+        schema=embedding_schema(PROVENANCE),
+    )
+
+
+def prefill(catalog: Catalog, size: int, have: int, rng: np.random.Generator) -> None:
+    """Grow the table from `have` to `size` rows with plain appends (fast; the keys are unique)."""
+    path = catalog.table_path(TABLE)
+    for start in range(have, size, FILL_ROWS):
+        lance.write_dataset(rows(start, min(FILL_ROWS, size - start), rng), str(path), mode="append")
+
+
+def produce(catalog: Catalog, args: Any, first_id: int, sized_by_rate: bool) -> dict[str, Any]:
+    """Offer rows at args.rate for args.seconds to a ChunkedWriter; what it cost the producer."""
+    versions = catalog.dataset(TABLE).version
+    writer = ChunkedWriter(
+        EmbeddingWriter(catalog, TABLE, PROVENANCE), 0, None, 4096, sized_by_rate=sized_by_rate
+    )
+    rng = np.random.default_rng(first_id)
+    total = int(args.rate * args.seconds) // BATCH * BATCH
+    vectors = rng.standard_normal((BATCH, DIM), dtype=np.float32).astype(np.float16)
+    started = time.perf_counter()
+    for b, start in enumerate(range(first_id, first_id + total, BATCH)):
+        due = started + b * BATCH / args.rate
+        time.sleep(max(0.0, due - time.perf_counter()))
+        writer.add([f"p{i:09d}" for i in range(start, start + BATCH)], np.zeros(BATCH, np.int16), vectors)
+    produced, stalled = time.perf_counter() - started, writer.stalled_seconds
+    writer.flush()
+    writer.close()
+    seconds = time.perf_counter() - started
+    commit_seconds = [s for _, s in writer.commits]
+    return {
+        "rows": writer.rows_written,
+        "rows_per_s": total / produced,  # while producing: the pace the model could keep
+        "rows_per_s_with_drain": writer.rows_written / seconds,  # counting the last commits' wait
+        "offered_rows_per_s": args.rate,
+        "stalled_seconds": stalled,  # the producer waiting for a commit while producing
+        "drain_seconds": seconds - produced,  # the last chunk's commit, after the producer finished
+        "commits": len(writer.commits),
+        "median_commit_rows": statistics.median(r for r, _ in writer.commits),
+        "median_commit_s": statistics.median(commit_seconds),
+        "longest_commit_s": max(commit_seconds),
+        "versions_added": catalog.dataset(TABLE).version - versions,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    sizes = sorted(int(size) for size in args.sizes.split(","))
+    result: dict[str, Any] = {
+        "smoke": args.smoke,
+        "machine": harness.machine(),
+        "args": vars(args),
+        "sizes": [],
+    }
+    rng = np.random.default_rng(0)
+    with harness.scratch("embed-writer-") as tmp:
+        catalog = Catalog.create(tmp / "store")
+        catalog.create_table(TABLE, embedding_schema(PROVENANCE))
+        have, next_id = 0, 0
+        for size in sizes:
+            harness.say(f"pre-filling to {size:,} rows")
+            prefill(catalog, size, have, rng)
+            have = size
+            entry: dict[str, Any] = {"table_rows": catalog.dataset(TABLE).count_rows()}
+            for label, by_rate in (("fixed_4096", False), ("sized_by_rate", True)):
+                harness.say(f"{size:,} rows: {label}")
+                entry[label] = produce(catalog, args, next_id, by_rate)
+                next_id += entry[label]["rows"]
+            result["sizes"].append(entry)
+            harness.write_json(args.out, result)
+    print(f"\n{'table rows':>12} {'commits':>15} {'rows/s':>17} {'stalled s':>15} {'median commit s':>17}")
+    for entry in result["sizes"]:
+        fixed, sized = entry["fixed_4096"], entry["sized_by_rate"]
+        print(
+            f"{entry['table_rows']:>12,} {fixed['commits']:>7} -> {sized['commits']:<6} "
+            f"{fixed['rows_per_s']:>8,.0f} -> {sized['rows_per_s']:<7,.0f} "
+            f"{fixed['stalled_seconds']:>6.2f} -> {sized['stalled_seconds']:<6.2f} "
+            f"{fixed['median_commit_s']:>7.3f} -> {sized['median_commit_s']:<7.3f}"
+        )
+    print("(fixed 4,096-row commits -> commits sized by rate)")
+    harness.write_json(args.out, result)
+    harness.say(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
