@@ -26,7 +26,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
+import os
 import signal
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -99,6 +104,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--step-seconds", type=float, default=90.0, help="time limit of one model step")
     parser.add_argument("--budget", type=float, default=280.0, help="seconds for the whole run")
     parser.add_argument("--device", default="auto", help="auto (cuda where there is one), cuda or cpu")
+    parser.add_argument(
+        "--isolate",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="run each step in its own process, killed past --step-seconds even when hung in CUDA or C "
+        "code (where the in-process time limit cannot interrupt it) [auto: on CUDA]",
+    )
+    parser.add_argument("--step", help=argparse.SUPPRESS)  # MODEL:PRECISION:MODE, run alone (--isolate)
+    parser.add_argument("--step-out", type=Path, help=argparse.SUPPRESS)  # where --step writes its row
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.smoke:
@@ -169,14 +183,16 @@ def rate(run: Callable[[], int], device: torch.device, warmup: bool = True) -> f
     return tiles / (time.perf_counter() - started)
 
 
-def host_batch(table: pa.Table, size: int, batch_size: int, device: torch.device) -> torch.Tensor:
+def host_batch(
+    table: pa.Table, size: int, batch_size: int, device: torch.device
+) -> tuple[torch.Tensor, BatchSlots]:
     """One batch decoded and resized by the product's CPU decoder, as `Forward` gets it: a view of a slot
-    of the decode ring, page-locked on CUDA as `embed` pins it."""
+    of the decode ring, page-locked on CUDA as `embed` pins it (unpin the slots when done)."""
     slots = BatchSlots(0, 1, batch_size, size)
     slots.pin(device)
     rows = table.slice(0, batch_size).to_pylist()
     batch = DecodeTiles(slots, size, "bicubic", (), {})[Payload(rows, [(i, 0) for i in range(len(rows))])]
-    return slots.pixels(batch)
+    return slots.pixels(batch), slots
 
 
 def fitting(args: argparse.Namespace, device: torch.device, decode: str) -> tuple[int, int]:
@@ -252,7 +268,7 @@ def measure(
     batch_size, workers = fitting(args, device, args.decode)
     started = time.perf_counter()
     forward = Forward(backbone.build(), device, precision, True, compiled, batch_size)
-    pixels = host_batch(table, size, batch_size, device)
+    pixels, host_slots = host_batch(table, size, batch_size, device)
     batches = max(2, -(-args.tiles // batch_size))
     on_device = pixels.to(device).contiguous(memory_format=torch.channels_last)
 
@@ -288,6 +304,7 @@ def measure(
     found["end_to_end_vs_bare"] = found["end_to_end"] / found["bare"]
     found["decode_agreement"] = decode_agreement(forward, size, table)
     found["dim"] = backbone.spec.dim
+    host_slots.unpin()
     return found
 
 
@@ -304,18 +321,63 @@ def run_steps(args: argparse.Namespace, table: pa.Table, result: dict[str, Any])
                     row["status"] = "skipped: out of --budget"
                 else:
                     harness.say(f"{model_name} {precision} {mode}")
-                    try:
-                        with time_limit(min(args.step_seconds, left)):
-                            row.update(measure(model_name, precision, mode == "compiled", table, args))
-                        row["status"] = "ok"
-                    except TimeoutError as error:
-                        row["status"] = f"timed out: {error}"
-                    except Exception as error:  # one model failing must not lose the others' numbers
-                        row["status"] = f"failed: {type(error).__name__}: {error}"
-                    if args.device == "cuda":
-                        torch.cuda.empty_cache()
+                    seconds = min(args.step_seconds, left)
+                    if args.isolate == "yes" or (args.isolate == "auto" and args.device == "cuda"):
+                        row.update(run_isolated(f"{model_name}:{precision}:{mode}", seconds + 30, args))
+                    else:
+                        row.update(run_step(model_name, precision, mode, seconds, table, args))
                 result["runs"].append(row)
                 harness.write_json(args.out, result)
+
+
+def run_step(
+    model_name: str, precision: str, mode: str, seconds: float, table: pa.Table, args: argparse.Namespace
+) -> dict[str, Any]:
+    """One step's measurements and status, in this process, under `seconds`."""
+    row: dict[str, Any] = {}
+    try:
+        with time_limit(seconds):
+            row.update(measure(model_name, precision, mode == "compiled", table, args))
+        row["status"] = "ok"
+    except TimeoutError as error:
+        row["status"] = f"timed out: {error}"
+    except Exception as error:  # one model failing must not lose the others' numbers
+        row["status"] = f"failed: {type(error).__name__}: {error}"
+    if args.device == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
+def run_isolated(step: str, seconds: float, args: argparse.Namespace) -> dict[str, Any]:
+    """One step in a child process (and its decode workers, one process group), killed past `seconds`."""
+    with tempfile.TemporaryDirectory(prefix="gpu-embed-") as tmp:
+        out = Path(tmp) / "row.json"
+        command = [sys.executable, str(Path(__file__).resolve()), "--step", step, "--step-out", str(out)]
+        for flag in (
+            "tiles",
+            "batch_size",
+            "workers",
+            "decode",
+            "device",
+            "cpu_decode_models",
+            "step_seconds",
+        ):
+            value = getattr(args, flag)
+            if value is not None:
+                command += [f"--{flag.replace('_', '-')}", str(value)]
+        command += ["--out", str(args.out), "--isolate", "no"]
+        child = subprocess.Popen(command, start_new_session=True)
+        try:
+            child.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+            return {"status": f"timed out: killed after {seconds:.0f} s"}
+        if not out.is_file():
+            return {
+                "status": f"failed: the step's process ended with status {child.returncode} and no result"
+            }
+        return json.loads(out.read_text())
 
 
 def print_table(runs: list[dict[str, Any]]) -> None:
@@ -349,6 +411,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     started = time.perf_counter()
     table = stored_tiles(min(args.tiles, 960))
+    if args.step is not None:  # a child of --isolate: one step, its row to --step-out
+        model_name, precision, mode = args.step.split(":")
+        row = run_step(model_name, precision, mode, args.step_seconds, table, args)
+        harness.write_json(args.step_out, row)
+        return 0
     run_steps(args, table, result)
     result["seconds"] = time.perf_counter() - started
     harness.write_json(args.out, result)
