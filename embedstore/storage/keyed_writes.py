@@ -20,13 +20,16 @@ with a conditional put, so of two creators one wins and the other opens the winn
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
 import socket
+import threading
 import time
 import uuid
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import lance
@@ -35,13 +38,26 @@ import pyarrow as pa
 
 from ..core import hooks
 from ..core.errors import EmbedstoreError
-from ..core.location import ObjectPath
-from ..core.schema import declared_key
+from ..core.ids import id_bytes
+from ..core.location import ObjectPath, store_location
+from ..core.schema import declared_key, key_field, sql_string
 
 STAGING_DIR = ".staging"
 CONFLICT_RETRIES = 20  # Lance's own retries of a conflicting commit
 OUTER_RETRIES = 8  # ours, when Lance gives up (many writers at once)
 _RETRY_TIMEOUT = timedelta(minutes=5)
+CLAIMS_DIR = ".claims"
+CLAIMS_SCHEMA = pa.schema(
+    [
+        key_field("key"),
+        pa.field("owner", pa.string(), nullable=False),  # host~pid~start~uuid of the claiming call
+        pa.field("claimed_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+CLAIM_LEASE = timedelta(minutes=10)  # a claim of another host's writer is taken over after this
+_claims_made: set[str] = set()
+_key_sets: dict[str, _KeySet] = {}
+_key_sets_lock = threading.Lock()
 
 
 def create_table(root: Path | ObjectPath, name: str, schema: pa.Schema) -> lance.LanceDataset:
@@ -123,13 +139,55 @@ def unique_by(rows: pa.Table, key: str) -> pa.Table:
 
 
 def insert_missing(path: Path | ObjectPath, name: str, rows: pa.Table) -> int:
-    """Insert the rows whose key the table does not hold yet; returns how many were inserted."""
-    return _merge(path, name, rows, update=False)[0]
+    """Insert the rows whose key the table does not hold yet; returns how many were inserted.
+
+    Keys already present (as this process last saw the table) are dropped, the rest are claimed, checked
+    again against the table's newest version, and the rows still missing are appended in one commit."""
+    if rows.num_rows == 0:
+        return 0
+    path = store_location(path)
+    dataset = lance.dataset(str(path))
+    key = table_key(dataset, name)
+    rows = unique_by(rows, key)
+    hooks.fire("write.before_commit", table=name, rows=rows.num_rows)
+    rows = rows.filter(pa.array(~_present_keys(path, dataset, key, rows.column(key))))
+
+    def append(claimed: pa.Table) -> tuple[int, int]:
+        latest = lance.dataset(str(path))
+        missing = claimed.filter(pa.array(~_present_keys(path, latest, key, claimed.column(key))))
+        if missing.num_rows:
+            _retrying(lambda: lance.write_dataset(missing, str(path), mode="append"))
+        return missing.num_rows, 0
+
+    inserted, _ = _under_claims(path, name, key, rows, append)
+    hooks.fire("write.after_commit", table=name, rows=inserted)
+    return inserted
 
 
 def upsert(path: Path | ObjectPath, name: str, rows: pa.Table) -> tuple[int, int]:
-    """Insert new keys and replace the rows of existing ones; returns (inserted, updated)."""
-    return _merge(path, name, rows, update=True)
+    """Insert new keys and replace the rows of existing ones; returns (inserted, updated).
+
+    Rare and small (sources, files, labels of an ingest): a `merge_insert` (its cost grows with the
+    table), under claims of its keys so that it cannot insert a key that an `insert_missing` appends."""
+    if rows.num_rows == 0:
+        return 0, 0
+    path = store_location(path)
+    key = table_key(lance.dataset(str(path)), name)
+    rows = unique_by(rows, key)
+    hooks.fire("write.before_commit", table=name, rows=rows.num_rows)
+
+    def merge(claimed: pa.Table) -> tuple[int, int]:
+        def commit() -> dict:
+            builder = lance.dataset(str(path)).merge_insert(key).when_matched_update_all()
+            builder = builder.when_not_matched_insert_all()
+            return builder.conflict_retries(CONFLICT_RETRIES).retry_timeout(_RETRY_TIMEOUT).execute(claimed)
+
+        result = _retrying(commit)
+        return int(result["num_inserted_rows"]), int(result["num_updated_rows"])
+
+    inserted, updated = _under_claims(path, name, key, rows, merge)
+    hooks.fire("write.after_commit", table=name, rows=inserted + updated)
+    return inserted, updated
 
 
 def delete_where(path: Path | ObjectPath, name: str, predicate: str) -> int:
@@ -141,24 +199,201 @@ def delete_where(path: Path | ObjectPath, name: str, predicate: str) -> int:
     return deleted
 
 
-def _merge(path: Path | ObjectPath, name: str, rows: pa.Table, update: bool) -> tuple[int, int]:
-    if rows.num_rows == 0:
-        return 0, 0
-    key = table_key(lance.dataset(str(path)), name)
-    rows = unique_by(rows, key)
-    hooks.fire("write.before_commit", table=name, rows=rows.num_rows)
+# -- claims ---------------------------------------------------------------------------------------------
 
-    def commit() -> dict:
-        builder = lance.dataset(str(path)).merge_insert(key)
-        if update:
-            builder = builder.when_matched_update_all()
-        builder = builder.when_not_matched_insert_all()
-        return builder.conflict_retries(CONFLICT_RETRIES).retry_timeout(_RETRY_TIMEOUT).execute(rows)
 
-    result = _retrying(commit)
-    inserted, updated = int(result["num_inserted_rows"]), int(result["num_updated_rows"])
-    hooks.fire("write.after_commit", table=name, rows=inserted + updated)
-    return inserted, updated
+def claims_path(path: Path | ObjectPath) -> Path | ObjectPath:
+    """The claims table of the table at `path`: `<store>/.claims/<name>.lance`."""
+    return path.parent / CLAIMS_DIR / path.name
+
+
+def _under_claims(
+    path: Path | ObjectPath,
+    name: str,
+    key: str,
+    rows: pa.Table,
+    write: Callable[[pa.Table], tuple[int, int]],
+) -> tuple[int, int]:
+    """Run `write` on the rows whose keys this call holds the claims of, until every row has had its turn.
+    Keys another running writer holds are waited for (its write takes one commit); keys a dead writer
+    holds are taken over. Returns the sums of what `write` returned."""
+    totals = [0, 0]
+    deadline = time.monotonic() + _RETRY_TIMEOUT.total_seconds()
+    pause = 0.01
+    while rows.num_rows:
+        owner = _new_owner()
+        won = _claim(path, rows.column(key), owner)
+        if won.any():
+            try:
+                hooks.fire("write.claimed", table=name, rows=int(won.sum()))
+                done = write(rows.filter(pa.array(won)))
+                totals[0] += done[0]
+                totals[1] += done[1]
+            finally:
+                _release(path, owner)
+            rows = rows.filter(pa.array(~won))
+            pause = 0.01
+            continue
+        if time.monotonic() > deadline:
+            raise EmbedstoreError(
+                f"table {name!r}: {rows.num_rows} key(s) stayed claimed by other running writers for "
+                f"{_RETRY_TIMEOUT}; see {claims_path(path)}"
+            )
+        time.sleep(random.uniform(pause / 2, pause))  # another writer holds them for its one commit
+        pause = min(pause * 2, 0.5)
+    return totals[0], totals[1]
+
+
+def _claims_dataset(path: Path | ObjectPath) -> lance.LanceDataset:
+    """The claims table, created on first use."""
+    claims = claims_path(path)
+    if str(claims) in _claims_made:
+        with contextlib.suppress(OSError, ValueError):  # else gone: its store was removed and made again
+            return lance.dataset(str(claims))
+    if not claims.is_dir():
+        if isinstance(claims, Path):
+            claims.parent.mkdir(exist_ok=True)
+        create_table(claims.parent, claims.name.removesuffix(".lance"), CLAIMS_SCHEMA)
+    _claims_made.add(str(claims))
+    return lance.dataset(str(claims))
+
+
+def _claim(path: Path | ObjectPath, keys: pa.ChunkedArray | pa.Array, owner: str) -> np.ndarray:
+    """Claim `keys` for `owner` in one keyed commit (Lance lets one of two racing claims of a key win);
+    claims of dead writers are removed and claimed again. Returns which keys `owner` now holds."""
+    wanted = pa.table(
+        {"key": keys, "owner": pa.array([owner] * len(keys)), "claimed_at": _now_column(len(keys))},
+        schema=CLAIMS_SCHEMA,
+    )
+
+    def claim() -> dict:
+        builder = _claims_dataset(path).merge_insert("key").when_not_matched_insert_all()
+        return builder.conflict_retries(CONFLICT_RETRIES).retry_timeout(_RETRY_TIMEOUT).execute(wanted)
+
+    mine = np.zeros(len(keys), bool)
+    for _ in range(3):  # once, and again after removing dead writers' claims (others may race us for them)
+        if int(_retrying(claim)["num_inserted_rows"]) == len(keys):
+            return np.ones(len(keys), bool)
+        held = _claims_dataset(path).to_table().to_pylist()  # the claims in flight: a few commits' keys
+        holder = {row["key"]: row["owner"] for row in held}
+        since = {row["owner"]: row["claimed_at"] for row in held}
+        mine = np.array([holder.get(k) == owner for k in wanted.column("key").to_pylist()], bool)
+        dead = sorted({o for o in holder.values() if o != owner and not _owner_alive(o, since[o])})
+        if not dead:
+            return mine
+        predicate = _in("owner", dead)
+        _retrying(lambda: _claims_dataset(path).delete(predicate))  # noqa: B023 (called at once)
+    return mine
+
+
+def _release(path: Path | ObjectPath, owner: str) -> None:
+    _retrying(lambda: _claims_dataset(path).delete(f"owner = {sql_string(owner)}"))
+
+
+def _process_start(pid: int) -> str:
+    """The start time of a process (clock ticks since boot), '' where /proc cannot tell it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _new_owner() -> str:
+    """host~pid~start~uuid: enough to tell, on this host, whether the claiming process still runs."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}~{pid}~{_process_start(pid)}~{uuid.uuid4().hex[:12]}"
+
+
+def _owner_alive(owner: str, claimed_at: datetime | None) -> bool:
+    """Whether the writer that made a claim may still be writing: on this host, its process (the same
+    pid and start time) still runs; of another host, the claim is younger than CLAIM_LEASE."""
+    parts = owner.split("~")
+    if len(parts) == 4 and parts[0] == socket.gethostname() and parts[1].isdigit():
+        pid, start = int(parts[1]), parts[2]
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return not start or _process_start(pid) in ("", start)
+    if claimed_at is None:
+        return False
+    return datetime.now(UTC) - claimed_at < CLAIM_LEASE
+
+
+def _now_column(n: int) -> pa.Array:
+    now = np.datetime64(datetime.now(UTC).replace(tzinfo=None), "us")
+    return pa.array(np.full(n, now)).cast(pa.timestamp("us", tz="UTC"))
+
+
+def _in(column: str, values: list[str]) -> str:
+    return f"{column} IN ({', '.join(sql_string(v) for v in values)})"
+
+
+# -- the keys a table holds, as this process last saw them ----------------------------------------------
+
+
+class _KeySet:
+    """The keys of one table, kept up to date by reading only the fragments added since the last look:
+    sorted numpy bytes arrays (a big one and a few small runs of recent keys, merged as they grow, so
+    that a look costs O(keys looked up + keys added), never a sort of the whole). A fragment that
+    changed or went (a delete, an upsert, a compaction, a restore) makes it read the table again."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.fragments: dict[int, tuple[str, int | None]] = {}
+        self.runs: list[np.ndarray] = []  # sorted, biggest first
+
+    def refresh(self, dataset: lance.LanceDataset, key: str) -> None:
+        fragments = {f.fragment_id: f for f in dataset.get_fragments()}
+        seen = {i: _fragment_signature(f.metadata) for i, f in fragments.items()}
+        if any(seen.get(i) != signature for i, signature in self.fragments.items()):
+            self.fragments, self.runs = {}, []
+        new = [f for i, f in fragments.items() if i not in self.fragments]
+        if not self.fragments and new:
+            self.runs = [np.sort(id_bytes(dataset.to_table(columns=[key]).column(key)))]
+        elif new:
+            added = dataset.scanner(columns=[key], fragments=new).to_table().column(key)
+            self._add(np.sort(id_bytes(added)))
+        self.fragments = seen
+
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        found = np.zeros(len(keys), bool)
+        for run in self.runs:
+            if len(run) and len(keys):
+                width = max(run.itemsize, keys.itemsize)  # a longer key is in no narrower run
+                run, wide = run.astype(f"S{width}", copy=False), keys.astype(f"S{width}", copy=False)
+                found |= run[np.minimum(np.searchsorted(run, wide), len(run) - 1)] == wide
+        return found
+
+    def _add(self, run: np.ndarray) -> None:
+        """Add a sorted run; merge the last two while the newer is at least half the older (a binary
+        counter: each key is copied O(log n) times over the life of the set)."""
+        self.runs.append(run)
+        while len(self.runs) > 1 and 2 * len(self.runs[-1]) >= len(self.runs[-2]):
+            newer, older = self.runs.pop(), self.runs.pop()
+            width = max(newer.itemsize, older.itemsize)
+            older, newer = older.astype(f"S{width}", copy=False), newer.astype(f"S{width}", copy=False)
+            self.runs.append(np.insert(older, np.searchsorted(older, newer), newer))
+
+
+def _fragment_signature(fragment) -> tuple[str, int | None]:
+    deletions = fragment.deletion_file
+    return fragment.files[0].path if fragment.files else "", None if deletions is None else deletions.id
+
+
+def _present_keys(
+    path: Path | ObjectPath, dataset: lance.LanceDataset, key: str, keys: pa.ChunkedArray | pa.Array
+) -> np.ndarray:
+    """Which of `keys` the table holds in `dataset`'s version: O(keys + rows added since this process
+    last looked), not O(table) (but the first look of a process at a table reads its whole key column)."""
+    with _key_sets_lock:
+        key_set = _key_sets.setdefault(f"{path}#{key}", _KeySet())
+    with key_set.lock:
+        key_set.refresh(dataset, key)
+        return key_set.contains(id_bytes(keys))
 
 
 def _retrying(commit):
