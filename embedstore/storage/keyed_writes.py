@@ -245,7 +245,8 @@ def _under_claims(
 
 
 def _claims_dataset(path: Path | ObjectPath) -> lance.LanceDataset:
-    """The claims table, created on first use."""
+    """The claims table, created on first use; the first use in a process removes dead writers' claims
+    (those of rows a killed writer appended but did not release would otherwise stay)."""
     claims = claims_path(path)
     if str(claims) in _claims_made:
         with contextlib.suppress(OSError, ValueError):  # else gone: its store was removed and made again
@@ -255,7 +256,29 @@ def _claims_dataset(path: Path | ObjectPath) -> lance.LanceDataset:
             claims.parent.mkdir(exist_ok=True)
         create_table(claims.parent, claims.name.removesuffix(".lance"), CLAIMS_SCHEMA)
     _claims_made.add(str(claims))
-    return lance.dataset(str(claims))
+    dataset = lance.dataset(str(claims))
+    if dataset.count_rows():
+        remove_dead_claims(path)
+        dataset = lance.dataset(str(claims))
+    return dataset
+
+
+def remove_dead_claims(path: Path | ObjectPath) -> int:
+    """Remove the claims of writers that died holding them (see _owner_alive); returns how many."""
+    claims = claims_path(store_location(path))
+    if not claims.is_dir():
+        return 0
+    dead = _dead_owners(lance.dataset(str(claims)).to_table().to_pylist(), owner="")
+    if not dead:
+        return 0
+    predicate = _in("owner", dead)
+    return int(_retrying(lambda: lance.dataset(str(claims)).delete(predicate))["num_deleted_rows"])
+
+
+def _dead_owners(held: list[dict], owner: str) -> list[str]:
+    """The owners of claims `held` (rows of the claims table) that are dead, other than `owner`."""
+    since = {row["owner"]: row["claimed_at"] for row in held}
+    return sorted(o for o, at in since.items() if o != owner and not _owner_alive(o, at))
 
 
 def _claim(path: Path | ObjectPath, keys: pa.ChunkedArray | pa.Array, owner: str) -> np.ndarray:
@@ -276,9 +299,8 @@ def _claim(path: Path | ObjectPath, keys: pa.ChunkedArray | pa.Array, owner: str
             return np.ones(len(keys), bool)
         held = _claims_dataset(path).to_table().to_pylist()  # the claims in flight: a few commits' keys
         holder = {row["key"]: row["owner"] for row in held}
-        since = {row["owner"]: row["claimed_at"] for row in held}
         mine = np.array([holder.get(k) == owner for k in wanted.column("key").to_pylist()], bool)
-        dead = sorted({o for o in holder.values() if o != owner and not _owner_alive(o, since[o])})
+        dead = _dead_owners(held, owner)
         if not dead:
             return mine
         predicate = _in("owner", dead)
