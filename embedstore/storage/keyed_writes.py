@@ -358,52 +358,108 @@ def _in(column: str, values: list[str]) -> str:
 
 
 class _KeySet:
-    """The keys of one table, kept up to date by reading only the fragments added since the last look:
-    sorted numpy bytes arrays (a big one and a few small runs of recent keys, merged as they grow, so
-    that a look costs O(keys looked up + keys added), never a sort of the whole). A fragment that
-    changed or went (a delete, an upsert, a compaction, a restore) makes it read the table again."""
+    """The keys of one table, kept up to date by reading only the fragments added since the last look.
+    Held as runs, each a sorted array of 64-bit hashes of the keys with the keys in the same order (a
+    hash finds a key's place, the key itself decides): a big run and a few small ones of recent keys,
+    merged as they grow, so that a look costs O(keys looked up + keys added), never a sort of the
+    whole. A commit other than an append (a delete, an upsert, a compaction, a restore) makes it read
+    the table again."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.fragments: dict[int, tuple[str, int | None]] = {}
-        self.runs: list[np.ndarray] = []  # sorted, biggest first
+        self.version: int | None = None  # of the table, when last looked at
+        self.fragments: set[int] = set()
+        self.anchor: tuple[int, str] | None = None  # a fragment's id and data file: the same table?
+        self.runs: list[tuple[np.ndarray, np.ndarray]] = []  # (hashes, keys), biggest first
 
     def refresh(self, dataset: lance.LanceDataset, key: str) -> None:
-        fragments = {f.fragment_id: f for f in dataset.get_fragments()}
-        seen = {i: _fragment_signature(f.metadata) for i, f in fragments.items()}
-        if any(seen.get(i) != signature for i, signature in self.fragments.items()):
-            self.fragments, self.runs = {}, []
-        new = [f for i, f in fragments.items() if i not in self.fragments]
-        if not self.fragments and new:
-            self.runs = [np.sort(id_bytes(dataset.to_table(columns=[key]).column(key)))]
+        """Catch up with `dataset`'s version: read the keys of the fragments appended since the last
+        look (the transactions between say they were appends only), else the whole key column."""
+        version = dataset.version
+        if version == self.version:
+            return
+        if not self._only_appended(dataset, version):
+            self.fragments, self.runs = set(), []
+        ids = set(dataset.fragment_ids())
+        new = sorted(ids - self.fragments)
+        if not self.fragments:
+            self.runs = [_run(id_bytes(dataset.to_table(columns=[key]).column(key)))] if ids else []
         elif new:
-            added = dataset.scanner(columns=[key], fragments=new).to_table().column(key)
-            self._add(np.sort(id_bytes(added)))
-        self.fragments = seen
+            fragments = [dataset.get_fragment(i) for i in new]
+            self._add(
+                _run(id_bytes(dataset.scanner(columns=[key], fragments=fragments).to_table().column(key)))
+            )
+        self.version, self.fragments = version, ids
+        self.anchor = (max(ids), _data_file(dataset, max(ids))) if ids else None
+
+    def _only_appended(self, dataset: lance.LanceDataset, version: int) -> bool:
+        """Whether every commit since the last look only appended fragments to the same table."""
+        if self.version is None or version < self.version:
+            return False
+        if self.anchor is not None and _data_file(dataset, self.anchor[0]) != self.anchor[1]:
+            return False  # the table was made again at the same path
+        try:
+            for between in range(self.version + 1, version + 1):
+                transaction = dataset.read_transaction(between)
+                if transaction is None or type(transaction.operation).__name__ != "Append":
+                    return False
+        except (OSError, ValueError):  # a version removed by compaction meanwhile
+            return False
+        return True
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
         found = np.zeros(len(keys), bool)
-        for run in self.runs:
-            if len(run) and len(keys):
-                width = max(run.itemsize, keys.itemsize)  # a longer key is in no narrower run
-                run, wide = run.astype(f"S{width}", copy=False), keys.astype(f"S{width}", copy=False)
-                found |= run[np.minimum(np.searchsorted(run, wide), len(run) - 1)] == wide
+        hashes = _hash(keys)
+        for run_hashes, run_keys in self.runs:
+            if not len(run_hashes):
+                continue
+            at = np.searchsorted(run_hashes, hashes)
+            while True:  # the run's keys of the same hash, one after another (two at most, in practice)
+                inside = at < len(run_hashes)
+                same = np.zeros(len(keys), bool)
+                same[inside] = run_hashes[at[inside]] == hashes[inside]
+                if not same.any():
+                    break
+                width = max(run_keys.itemsize, keys.itemsize)  # a longer key equals no shorter one
+                candidates = run_keys[at[same]].astype(f"S{width}", copy=False)
+                found[same] |= candidates == keys[same].astype(f"S{width}", copy=False)
+                at = at + 1
         return found
 
-    def _add(self, run: np.ndarray) -> None:
-        """Add a sorted run; merge the last two while the newer is at least half the older (a binary
-        counter: each key is copied O(log n) times over the life of the set)."""
+    def _add(self, run: tuple[np.ndarray, np.ndarray]) -> None:
+        """Add a run; merge the last two while the newer is at least half the older (a binary counter:
+        each key is copied O(log n) times over the life of the set)."""
         self.runs.append(run)
-        while len(self.runs) > 1 and 2 * len(self.runs[-1]) >= len(self.runs[-2]):
-            newer, older = self.runs.pop(), self.runs.pop()
+        while len(self.runs) > 1 and 2 * len(self.runs[-1][0]) >= len(self.runs[-2][0]):
+            (newer_hashes, newer), (older_hashes, older) = self.runs.pop(), self.runs.pop()
             width = max(newer.itemsize, older.itemsize)
-            older, newer = older.astype(f"S{width}", copy=False), newer.astype(f"S{width}", copy=False)
-            self.runs.append(np.insert(older, np.searchsorted(older, newer), newer))
+            at = np.searchsorted(older_hashes, newer_hashes)
+            merged_keys = np.insert(older.astype(f"S{width}"), at, newer.astype(f"S{width}"))
+            self.runs.append((np.insert(older_hashes, at, newer_hashes), merged_keys))
 
 
-def _fragment_signature(fragment) -> tuple[str, int | None]:
-    deletions = fragment.deletion_file
-    return fragment.files[0].path if fragment.files else "", None if deletions is None else deletions.id
+def _hash(keys: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each bytes key (FNV-1a over its bytes, then splitmix64's finaliser); the zero
+    bytes that pad a numpy "S" array are skipped, so a key hashes alike in arrays of any width."""
+    columns = keys.view(np.uint8).reshape(len(keys), keys.itemsize)
+    hashes = np.full(len(keys), 0xCBF29CE484222325, np.uint64)
+    for column in columns.T:
+        hashes = np.where(column != 0, (hashes ^ column) * np.uint64(0x100000001B3), hashes)
+    hashes = (hashes ^ (hashes >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    hashes = (hashes ^ (hashes >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return hashes ^ (hashes >> np.uint64(31))
+
+
+def _run(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    hashes = _hash(keys)
+    order = np.argsort(hashes, kind="stable")
+    return hashes[order], keys[order]
+
+
+def _data_file(dataset: lance.LanceDataset, fragment_id: int) -> str | None:
+    fragment = dataset.get_fragment(fragment_id)
+    files = fragment.metadata.files if fragment is not None else []
+    return files[0].path if files else None
 
 
 def _present_keys(
