@@ -179,3 +179,13 @@ def test_keys_of_any_length_are_told_apart(table):
     assert writes.insert_missing(table, "t", rows(keys)) == 3
     assert writes.insert_missing(table, "t", rows(keys + ["a" * 41])) == 1
     assert lance.dataset(str(table)).count_rows() == 7
+
+
+def test_the_claims_table_is_cleaned_of_old_versions_and_their_files(table, monkeypatch):
+    monkeypatch.setattr(writes, "CLAIMS_KEPT", timedelta(0))
+    for n in range(writes.CLAIMS_CLEANUP_EVERY):
+        writes.insert_missing(table, "t", rows([f"k{n}"]))
+    claims_table = writes.claims_path(table)
+    assert len(lance.dataset(str(claims_table)).versions()) == 1
+    assert not list((claims_table / "data").iterdir())  # every claim's data file went with its versions
+    assert lance.dataset(str(table)).count_rows() == writes.CLAIMS_CLEANUP_EVERY

@@ -1,14 +1,43 @@
 """Writes that stay exact under concurrency and crashes: every row goes in by its key, at most once.
 
-Every table declares one key column as its Lance primary key (`embedstore.core.schema`), and rows go in with
-`merge_insert(key)`: inserted when the key is new, skipped (or, for `upsert`, replaced) when it is
-there. Lance commits are atomic and conflict-checked; when two writers insert the same new key at
-once, the later commit conflicts and Lance retries it against the newer version, where the key is no
-longer new. Measured with pylance 14 (4-8 processes racing over overlapping keys, tests/test_concurrency.py
-does it with real `embedstore` processes): with a declared single-column key, always one row per key;
-without the declaration, or with a two-column key, duplicates appeared. Hence the single `row_key`
-column of tables whose natural key has two parts. A crash, even kill -9, leaves whole commits only, so
-a re-run completes the row set exactly.
+Every table declares one key column as its Lance primary key (`embedstore.core.schema`). Lance's
+`merge_insert(key)` on a declared key is exact under concurrency: when two writers insert the same new
+key at once, the later commit conflicts and Lance retries it against the newer version, where the key is
+no longer new (measured with pylance 14, 4-8 processes racing over overlapping keys: always one row per
+key; without the declaration, or with a two-column key, duplicates appeared; hence the single `row_key`
+column of tables whose natural key has two parts). A crash, even kill -9, leaves whole commits only.
+
+But a merge_insert joins the rows with the whole key column: its cost grows with the table (#24).
+Measured (pylance 14.0.2, 2 cores, 4,096-row commits, 256-d float16, benchmarks/scale_store.py):
+0.04 s a commit at 10^5 rows, 0.14-0.20 s at 10^6, 0.51 s at 4x10^6; a plain append 0.018-0.025 s flat.
+Candidates measured:
+  (a) a BTREE index on the key: merge_insert with it took 0.05 / 0.17 / 0.8 s at 10^5 / 10^6 / 4x10^6,
+      no better than without (4,096 random keys touch nearly every page of the index), a filtered
+      `key IN (4,096 keys)` read through it 0.07 / 0.20 / 0.8 s, and each unindexed commit since the
+      index adds a scan (20 of them: 0.17 -> 0.21 s at 10^6). Not used.
+  (b) check, then append: two Appends committed from the same read version both land (no conflict,
+      measured), so two writers that both found a key missing both append it: duplicates.
+  (c) claims (used): a merge_insert into a small claims table that holds only the claims in flight
+      (4,096 keys: ~0.011 s to claim, ~0.004 s to release, whatever the size of the data table).
+So `insert_missing` (the hot path of embed and ingest) does, per call:
+  1. drop the keys present in the table, as this process last saw it: a per-process key set (`_KeySet`)
+     that reads the table's key column once, then only the fragments appended since (it follows the
+     transactions between versions; anything but an append makes it read the column again);
+  2. claim the rest in `<store>/.claims/<table>.lance` (merge_insert on its declared key: of two writers
+     claiming a key at once, one wins). Keys a running writer holds are waited for (it holds them for
+     one commit); keys a dead writer holds are taken over: on this host, its pid and start time are gone;
+     of another host, its claim is older than CLAIM_LEASE;
+  3. check the claimed keys again against the table's newest version (a writer that held them before
+     appended them before releasing them), append the rows still missing (one plain Lance append), and
+     release the claims. After a kill -9 before the append, the claims stay, dead, and the re-run takes
+     them over; after a kill -9 between append and release the rows are in, and the dead claims are
+     removed by the next process's first write to that table.
+Measured: 0.06 s a commit at 10^5 rows, 0.08 s at 10^6 (see benchmarks/scale_store.py for 10^7 and for
+concurrent writers). The first write of a process reads the key column once (0.7 s at 10^6 rows); the
+embed run that calls it has read the table's keys to plan already. `upsert` is rare (the sources, files
+and labels of an ingest) and keeps its merge_insert, under claims of its keys so that it cannot insert a
+key that an `insert_missing` appends at the same time. Object stores work alike: claims are rows of a
+Lance table, no rename or lock file is involved.
 
 Tables are created in a staging directory and renamed into place: creating one Lance dataset from two
 processes at once was measured to lose the first writer's rows, while a directory rename is atomic. A
@@ -55,7 +84,10 @@ CLAIMS_SCHEMA = pa.schema(
     ]
 )
 CLAIM_LEASE = timedelta(minutes=10)  # a claim of another host's writer is taken over after this
+CLAIMS_CLEANUP_EVERY = 64  # a process's releases between two cleanups of a claims table
+CLAIMS_KEPT = timedelta(minutes=1)  # claims-table versions younger than this survive a cleanup
 _claims_made: set[str] = set()
+_releases: dict[str, int] = {}
 _key_sets: dict[str, _KeySet] = {}
 _key_sets_lock = threading.Lock()
 
@@ -310,6 +342,17 @@ def _claim(path: Path | ObjectPath, keys: pa.ChunkedArray | pa.Array, owner: str
 
 def _release(path: Path | ObjectPath, owner: str) -> None:
     _retrying(lambda: _claims_dataset(path).delete(f"owner = {sql_string(owner)}"))
+    releases = _releases[str(path)] = _releases.get(str(path), 0) + 1
+    if releases % CLAIMS_CLEANUP_EVERY == 0:
+        cleanup_claims(path)
+
+
+def cleanup_claims(path: Path | ObjectPath) -> None:
+    """Remove the claims table's versions older than CLAIMS_KEPT, and the files only they used: every
+    claim writes a small data file that its release leaves behind (about 0.25 MB per 4,096 keys).
+    Best effort: a failure here loses nothing, the next cleanup does it."""
+    with contextlib.suppress(OSError, ValueError, RuntimeError):
+        _claims_dataset(path).cleanup_old_versions(older_than=CLAIMS_KEPT)
 
 
 def _process_start(pid: int) -> str:
@@ -439,12 +482,15 @@ class _KeySet:
 
 
 def _hash(keys: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of each bytes key (FNV-1a over its bytes, then splitmix64's finaliser); the zero
-    bytes that pad a numpy "S" array are skipped, so a key hashes alike in arrays of any width."""
-    columns = keys.view(np.uint8).reshape(len(keys), keys.itemsize)
+    """A 64-bit hash of each bytes key: FNV-1a over its 8-byte words, then splitmix64's finaliser. The
+    zero words that pad a numpy "S" array are skipped (keys hold no NUL), so a key hashes alike in
+    arrays of any width."""
+    width = -(-keys.itemsize // 8) * 8
+    padded = np.zeros((len(keys), width), np.uint8)
+    padded[:, : keys.itemsize] = keys.view(np.uint8).reshape(len(keys), keys.itemsize)
     hashes = np.full(len(keys), 0xCBF29CE484222325, np.uint64)
-    for column in columns.T:
-        hashes = np.where(column != 0, (hashes ^ column) * np.uint64(0x100000001B3), hashes)
+    for word in padded.view(np.uint64).T:
+        hashes = np.where(word != 0, (hashes ^ word) * np.uint64(0x100000001B3), hashes)
     hashes = (hashes ^ (hashes >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     hashes = (hashes ^ (hashes >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return hashes ^ (hashes >> np.uint64(31))
