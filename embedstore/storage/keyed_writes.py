@@ -92,10 +92,14 @@ _key_sets: dict[str, _KeySet] = {}
 _key_sets_lock = threading.Lock()
 
 
-def create_table(root: Path | ObjectPath, name: str, schema: pa.Schema) -> lance.LanceDataset:
-    """The table `name` under `root`, created empty with `schema` unless another writer made it first."""
+def create_table(
+    root: Path | ObjectPath, name: str, schema: pa.Schema, announce: bool = True
+) -> lance.LanceDataset:
+    """The table `name` under `root`, created empty with `schema` unless another writer made it first.
+    `announce=False` fires no write hook (a claims table: bookkeeping, not one of the store's commits)."""
+    fire = hooks.fire if announce else _silent
     if isinstance(root, ObjectPath):
-        return _create_in_place(root / f"{name}.lance", name, schema)
+        return _create_in_place(root / f"{name}.lance", name, schema, fire)
     target = root / f"{name}.lance"
     remove_dead_staging(root / STAGING_DIR)
     if not target.exists():
@@ -103,14 +107,14 @@ def create_table(root: Path | ObjectPath, name: str, schema: pa.Schema) -> lance
         staging.parent.mkdir(exist_ok=True)
         try:
             lance.write_dataset(schema.empty_table(), str(staging), mode="create")
-            hooks.fire("write.before_commit", table=name, rows=0)
+            fire("write.before_commit", table=name, rows=0)
             os.rename(staging, target)
         except OSError:
             if not target.exists():  # not the lost race of two creators: a real failure
                 raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        hooks.fire("write.after_commit", table=name, rows=0)
+        fire("write.after_commit", table=name, rows=0)
     return lance.dataset(str(target))
 
 
@@ -140,15 +144,21 @@ def remove_dead_staging(staging: Path) -> list[str]:
     return dead
 
 
-def _create_in_place(target: ObjectPath, name: str, schema: pa.Schema) -> lance.LanceDataset:
+def _silent(point: str, **details: object) -> None:
+    """In place of hooks.fire where nothing is announced."""
+
+
+def _create_in_place(
+    target: ObjectPath, name: str, schema: pa.Schema, fire: Callable[..., None]
+) -> lance.LanceDataset:
     if not target.is_dir():
-        hooks.fire("write.before_commit", table=name, rows=0)
+        fire("write.before_commit", table=name, rows=0)
         try:
             lance.write_dataset(schema.empty_table(), str(target), mode="create")
         except OSError as error:
             if "already exists" not in str(error).lower():
                 raise
-        hooks.fire("write.after_commit", table=name, rows=0)
+        fire("write.after_commit", table=name, rows=0)
     return lance.dataset(str(target))
 
 
@@ -286,7 +296,7 @@ def _claims_dataset(path: Path | ObjectPath) -> lance.LanceDataset:
     if not claims.is_dir():
         if isinstance(claims, Path):
             claims.parent.mkdir(exist_ok=True)
-        create_table(claims.parent, claims.name.removesuffix(".lance"), CLAIMS_SCHEMA)
+        create_table(claims.parent, claims.name.removesuffix(".lance"), CLAIMS_SCHEMA, announce=False)
     _claims_made.add(str(claims))
     dataset = lance.dataset(str(claims))
     if dataset.count_rows():
