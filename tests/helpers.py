@@ -135,3 +135,25 @@ def add_task(store, task: str, labels: dict[str, str]) -> None:
         writer.writerow(["tile_id", "label"])
         writer.writerows(labels.items())
     store.import_labels(task, path)
+
+
+def generated_keys(start: int, count: int) -> list[str]:
+    """`count` distinct embedding-table keys ("<24 hex digits>:0", like a tile id and view 0) from
+    number `start` on: the same numbers give the same keys in every process."""
+    return [f"{(i * 0x9E3779B97F4A7C15) % 2**96:024x}:0" for i in range(start, start + count)]
+
+
+def generated_rows(schema, start: int, count: int):
+    """Rows of an embedding table's `schema` (row_key, tile_id, view, vector) for generated_keys."""
+    import pyarrow as pa
+
+    keys = generated_keys(start, count)
+    dim = schema.field("vector").type.list_size
+    values = np.arange(start, start + count, dtype=np.float32).repeat(dim) % 1000
+    vectors = pa.FixedSizeListArray.from_arrays(
+        pa.array(values).cast(schema.field("vector").type.value_type), dim
+    )
+    return pa.table(
+        [pa.array(keys), pa.array([k[:-2] for k in keys]), pa.array(np.zeros(count, np.int16)), vectors],
+        schema=schema,
+    )

@@ -27,6 +27,7 @@ KEYS = {
     "probe_stability": {"machine", "args", "rows"},
     "proxy_selection": {"machine", "prepare", "embedding", "downstream", "proxy", "report"},
     "scale": {"machine", "runs", "rounds", "same_rows_local_vs_ray", "ingest_local_vs_ray", "targets"},
+    "scale_store": {"machine", "args", "keyed_commit", "writers", "targets"},
     "search": {"machine", "speed", "targets", "quality"},
     "search_centring": {"machine", "summary", "numpy_overlap_top200"},
     "splits": {"machine", "shapes"},

@@ -13,10 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lance
 import pytest
 
 import embedstore
-from tests.helpers import key_counts, write_tiles
+from embedstore.storage import keyed_writes
+from embedstore.storage.embedding_tables import Provenance, embedding_schema
+from tests.helpers import generated_keys, generated_rows, key_counts, write_tiles
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = "handcrafted.color_texture"
@@ -206,3 +209,83 @@ def test_two_cli_ingests_into_a_store_that_does_not_exist_yet(tmp_path, tiles):
     assert_one_row_per_key(opened)
     assert added == 60 and opened.info()["tiles"] == 60
     assert not [p for p in tmp_path.iterdir() if ".creating-" in p.name]
+
+
+# -- into a big table (issue #24): the keyed path claims its keys and appends, whatever the table's size --
+
+PREFILLED = 300_000
+
+
+@pytest.fixture
+def prefilled(tmp_path) -> Path:
+    """An embedding table (the store's schema, row_key its key) pre-filled with PREFILLED generated rows
+    by plain appends: big enough that a merge_insert per commit would scan 300,000 keys."""
+    schema = embedding_schema(Provenance.given("test.prefilled", 8))
+    keyed_writes.create_table(tmp_path, "emb__prefilled", schema)
+    path = tmp_path / "emb__prefilled.lance"
+    lance.write_dataset(generated_rows(schema, 0, PREFILLED), str(path), mode="append")
+    return path
+
+
+def insert(table: Path, start: int, count: int, chunk: int, barrier: str | None = None) -> tuple[str, ...]:
+    command = ("insert", table, start, "--count", count, "--chunk", chunk)
+    return (*command, "--barrier", barrier) if barrier else command
+
+
+def assert_each_key_once(table: Path, keys: int) -> None:
+    rows = lance.dataset(str(table)).to_table(columns=["row_key", "tile_id"])
+    assert rows.num_rows == len(set(rows.column("row_key").to_pylist())) == keys
+    assert rows.column("row_key").to_pylist()[-1].startswith(rows.column("tile_id").to_pylist()[-1])
+    assert lance.dataset(str(keyed_writes.claims_path(table))).count_rows() == 0  # every claim released
+
+
+def test_four_writers_over_overlapping_keys_of_a_prefilled_table_insert_each_key_once(tmp_path, prefilled):
+    """Writer i inserts keys PREFILLED - 1000 + 1500 i onwards, 6,000 of them: each overlaps the next
+    ones and the first overlaps rows already there; 9,500 keys are new."""
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    commands = [insert(prefilled, PREFILLED - 1000 + 1500 * i, 6000, 1000, f"{barrier}:4") for i in range(4)]
+    reports = run_together(*commands)
+    assert sum(r["inserted"] for r in reports) == 9500
+    assert_each_key_once(prefilled, PREFILLED + 9500)
+    values = lance.dataset(str(prefilled)).to_table(
+        filter=f"row_key = '{generated_keys(PREFILLED + 9499, 1)[0]}'"
+    )
+    assert values.num_rows == 1 and values.column("vector").to_pylist()[0] == [(PREFILLED + 9499) % 1000] * 8
+
+
+def test_a_writer_killed_holding_claims_in_a_prefilled_table_is_completed_by_two_racing_reruns(
+    tmp_path, prefilled
+):
+    """Killed between its claims and its append (its second commit): its claims stay, dead; the re-runs
+    take them over, one of them wins each key."""
+    killed = start(
+        *insert(prefilled, PREFILLED, 5000, 1000), env={"EMBEDSTORE_FAULT": "write.claimed:kill:2"}
+    )
+    code, _, err = finish(killed)
+    assert code == -signal.SIGKILL, err
+    assert lance.dataset(str(prefilled)).count_rows() == PREFILLED + 1000
+    held = lance.dataset(str(keyed_writes.claims_path(prefilled))).to_table()
+    assert held.num_rows == 1000 and len(set(held.column("owner").to_pylist())) == 1
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    command = insert(prefilled, PREFILLED, 5000, 1000, f"{barrier}:2")
+    reports = run_together(command, command)
+    assert sum(r["inserted"] for r in reports) == 4000
+    assert_each_key_once(prefilled, PREFILLED + 5000)
+
+
+def test_embed_killed_holding_its_claims_resumes_to_the_exact_rows(tmp_path, tiles):
+    store = embedstore.init(tmp_path / "store")
+    store.ingest([tiles], progress=False)
+    fault = {"EMBEDSTORE_FAULT": "write.claimed:kill:3"}  # holding the third chunk, two are in
+    code, _, err = finish(start("embed", store.root, FAST, "--chunk", "8", env=fault))
+    assert code == -signal.SIGKILL, err
+    present = key_counts(store, EMB, "row_key")[0]
+    assert 0 < present < 60
+    code, out, err = finish(start("embed", store.root, FAST, "--chunk", "8"))
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["rows_written"] == 60 - present
+    assert_one_row_per_key(store)
+    assert key_counts(store, EMB, "row_key") == (60, 60)
+    assert lance.dataset(str(keyed_writes.claims_path(store.catalog.table_path(EMB)))).count_rows() == 0

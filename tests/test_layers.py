@@ -460,7 +460,10 @@ def test_the_door_rule_sees_direct_opens(source, count):
 
 # -- one sorted-id lookup -----------------------------------------------------------------------------------
 
-SEARCHSORTED_ELSEWHERE = {"embedstore.search.searcher": "slide codes (the hits per slide), not ids"}
+SEARCHSORTED_ELSEWHERE = {
+    "embedstore.search.searcher": "slide codes (the hits per slide), not ids",
+    "embedstore.storage.keyed_writes": "64-bit hashes of table keys (the writers' key sets), not ids",
+}
 
 
 def test_one_sorted_id_lookup():

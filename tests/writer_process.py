@@ -2,6 +2,10 @@
 
     python -m tests.writer_process ingest STORE PATH [--task T] [--chunk N] [--barrier DIR:N]
     python -m tests.writer_process embed STORE KEY [--chunk N] [--limit N] [--barrier DIR:N]
+    python -m tests.writer_process insert TABLE START --count N [--chunk N] [--barrier DIR:N]
+
+`insert` puts tests.helpers.generated_rows(START..START+N) into the embedding table at TABLE (a
+`<name>.lance` folder) with keyed_writes.insert_missing, N rows a commit.
 
 --barrier DIR:N makes the process wait, just before its first commit, until N processes have reached
 that point, so that their commits race for real. Faults come from EMBEDSTORE_FAULT (embedstore.core.hooks).
@@ -42,19 +46,40 @@ def barrier(spec: str | None):
     return wait
 
 
+def insert(table: Path, start: int, count: int, chunk: int) -> int:
+    """Insert generated rows start..start+count in commits of `chunk`; returns how many went in."""
+    import lance
+
+    from embedstore.storage import keyed_writes
+    from tests.helpers import generated_rows
+
+    schema = lance.dataset(str(table)).schema
+    name = table.name.removesuffix(".lance")
+    inserted = 0
+    for at in range(start, start + count, chunk):
+        rows = generated_rows(schema, at, min(chunk, start + count - at))
+        inserted += keyed_writes.insert_missing(table, name, rows)
+    return inserted
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("verb", choices=["ingest", "embed"])
+    parser.add_argument("verb", choices=["ingest", "embed", "insert"])
     parser.add_argument("store")
     parser.add_argument("what")
     parser.add_argument("--task")
     parser.add_argument("--chunk", type=int, default=4096)
     parser.add_argument("--limit", type=int)
     parser.add_argument("--barrier")
+    parser.add_argument("--count", type=int)
     args = parser.parse_args()
-    store = embedstore.open(args.store)
     wait = barrier(args.barrier)
     hook = hooks.inject("write.before_commit", wait) if wait else contextlib.nullcontext()
+    if args.verb == "insert":
+        with hook:
+            print(json.dumps({"inserted": insert(Path(args.store), int(args.what), args.count, args.chunk)}))
+        return
+    store = embedstore.open(args.store)
     with hook:
         if args.verb == "ingest":
             report = store.ingest(

@@ -4,6 +4,8 @@ Points (each fires with keyword arguments describing the moment):
     ingest.read_tile      before a tile's pixels are read (source=path, tile_id)
     write.before_commit   a commit to `table` is prepared, nothing of it is durable yet (table, rows;
                           rows=0 for creating a table or deleting)
+    write.claimed         a keyed write holds the claims of its keys, its rows are not written yet
+                          (table, rows: how many keys it holds)
     write.after_commit    that commit is durable (table, rows)
 
 In-process, `inject(point, function)` runs the function at that point (raise from it to simulate a
@@ -21,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-POINTS = ("ingest.read_tile", "write.before_commit", "write.after_commit")
+POINTS = ("ingest.read_tile", "write.before_commit", "write.claimed", "write.after_commit")
 ENV_VARIABLE = "EMBEDSTORE_FAULT"
 
 _injected: dict[str, list[Callable[..., Any]]] = {}

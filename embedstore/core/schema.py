@@ -2,8 +2,9 @@
 
 Every table has a single key column, declared to Lance as its (unenforced) primary key. Lance's
 `merge_insert` on a declared key detects two writers inserting the same new key at once and retries the
-later one, which is what keeps concurrent `ingest` and `embed` runs from duplicating rows
-(see `embedstore.storage.keyed_writes`). Tables whose natural key has two parts get a `row_key` column that
+later one; the keyed writes claim their keys that way in a small claims table before appending, which
+is what keeps concurrent `ingest` and `embed` runs from duplicating rows (see
+`embedstore.storage.keyed_writes`). Tables whose natural key has two parts get a `row_key` column that
 joins them.
 """
 

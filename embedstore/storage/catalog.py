@@ -213,9 +213,10 @@ class Catalog:
 
     @_writes
     def drop_table(self, name: str) -> None:
-        """Remove a table with all its versions."""
+        """Remove a table with all its versions (and its claims table, see keyed_writes)."""
         self.dataset(name)  # EmbedstoreError naming the tables when there is none
         remove_tree(self.table_path(name))
+        remove_tree(writes.claims_path(self.table_path(name)))
 
     # -- keyed writes (see embedstore.storage.keyed_writes)
     # -------------------------------------------------------------
