@@ -271,11 +271,15 @@ class Catalog:
         return report
 
     @_writes
-    def upkeep(self, names: list[str], limit: int = _versions.FRAGMENT_LIMIT) -> list[_versions.TableUpkeep]:
+    def upkeep(
+        self, names: list[str], limit: int = _versions.FRAGMENT_LIMIT, retention: timedelta | None = None
+    ) -> list[_versions.TableUpkeep]:
         """The automatic compaction at the end of a run, for the tables it wrote: merge fragments when
-        more than `limit` are small, prune versions older than the store's `version_retention` (see
-        `embedstore.storage.versions.upkeep`). Never raises for a lost race: it says so in a note."""
-        retention = self.settings().retention
+        more than `limit` are small, prune versions older than `retention` (default: the store's
+        `version_retention`, at least MIN_RETENTION; see `embedstore.storage.versions.upkeep`). Never
+        raises for a lost race: it says so in a note."""
+        if retention is None:
+            retention = max(self.settings().retention, _versions.MIN_RETENTION)
         bound = bound_versions(self)
         return [
             _versions.upkeep(self.dataset(name), name, retention, bound.get(name, set()), limit)
@@ -295,12 +299,19 @@ class Catalog:
     def configure(self, version_retention: timedelta | str | None = None) -> StoreSettings:
         """Change the store's settings (None leaves one as it is); returns them all. `version_retention`:
         how long the automatic compaction at the end of `embed` and `ingest` keeps untagged versions
-        (a timedelta, or a duration like "7d", "12h", "0s")."""
+        (a timedelta, or a duration like "7d", "12h"; at least 1h, see MIN_RETENTION)."""
         if version_retention is not None:
             if isinstance(version_retention, str):
                 version_retention = _versions.parse_duration(version_retention, "--version-retention")
             if version_retention > _versions.MAX_AGE:
                 raise EmbedstoreError(f"--version-retention is longer than {_versions.MAX_AGE.days}d")
+            if version_retention < _versions.MIN_RETENTION:
+                least = _versions.duration_text(_versions.MIN_RETENTION)
+                raise EmbedstoreError(
+                    f"--version-retention {_versions.duration_text(version_retention)} is shorter than "
+                    f"{least}: other processes may still read versions that young (`embedstore compact "
+                    "--older-than 0s` prunes them when nothing else uses the store)"
+                )
             marker = read_marker(self.root, self.root)
             marker["settings"] = {
                 **(marker.get("settings") or {}),

@@ -33,6 +33,10 @@ from ..core.validation import FileName, check_value
 TAG_NAME = FileName(tag=True)  # Lance keeps a tag as a file; all-digit names would read as version numbers
 MAX_AGE = timedelta(days=36500)  # --older-than beyond this is refused: no version is that old
 DEFAULT_RETENTION = timedelta(days=7)  # `embedstore compact`'s --older-than and a store's version_retention
+# A store's version_retention is at least this: pruning runs beside other processes, and a process reads
+# the version that was newest when it began (a commit's scan, an index build, a head's training); pruning
+# it removes files under its feet (measured: a writer racing pruning at 0s failed with "Not found").
+MIN_RETENTION = timedelta(hours=1)
 # The automatic compaction merges a table's fragments once more than FRAGMENT_LIMIT of them are small
 # (under FRAGMENT_ROWS rows, the size Lance's compaction writes). An embed commit is one fragment of at
 # least 4,096 rows: 64 of them are 262,144 rows; a 1M-row table written in 4,096-row commits (245
