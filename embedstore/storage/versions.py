@@ -3,7 +3,8 @@
 Two compactions share the pruning rule (`prunable`: untagged versions older than the retention, never
 the newest, never one a saved index or head is bound to):
 
-- `compact` (`embedstore compact`): prunes, then merges fragments only where that frees space.
+- `compact` (`embedstore compact`): prunes, then merges fragments where that frees space, or where the
+  table has more than FRAGMENT_LIMIT small ones.
 - `upkeep` (the end of every `embed` and `ingest` run, unless told not to): merges fragments once a
   table has more than FRAGMENT_LIMIT small ones, whatever the disk (the old files go when the versions
   that read them pass the store's `version_retention`), then prunes. Lance's compaction commit is a
