@@ -40,8 +40,9 @@ DEFAULT_RETENTION = timedelta(days=7)  # `embedstore compact`'s --older-than and
 MIN_RETENTION = timedelta(hours=1)
 # The automatic compaction merges a table's fragments once more than FRAGMENT_LIMIT of them are small
 # (under FRAGMENT_ROWS rows, the size Lance's compaction writes). An embed commit is one fragment of at
-# least 4,096 rows: 64 of them are 262,144 rows; a 1M-row table written in 4,096-row commits (245
-# fragments) paid twice the keyed-commit cost of the compacted table (benchmarks/store_versions.py).
+# least 4,096 rows: 64 of them are 262,144 rows. Measured (benchmarks/store_versions.py, 1M rows of
+# 256-d float16 in 4,096-row keyed commits, 2 busy cores): 255 fragments cost 0.33 s per keyed commit,
+# the table compacted at this limit (8 fragments) 0.12 s; the compactions took 7.7 s of 52 s of writing.
 FRAGMENT_LIMIT = 64
 FRAGMENT_ROWS = 1024 * 1024
 COMPACTION_TRIES = 3
