@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .probe import ProbeOptions, ProbeReport
     from .search import IndexManifest, IndexOptions, Searcher, SearchOptions, SearchResult
     from .search.configs import IndexConfig
+    from .storage.catalog import StoreSettings
     from .storage.versions import CompactReport
 
 
@@ -267,6 +268,15 @@ class Store:
         """Remove every table's untagged versions older than `older_than` (a timedelta, or a duration like
         "7d", "12h", "0s") and merge fragments where that frees space; see `Catalog.compact`."""
         return self.catalog.compact(older_than)
+
+    def settings(self) -> StoreSettings:
+        """The store's settings (`version_retention`), kept in its `embedstore.json`."""
+        return self.catalog.settings()
+
+    def configure(self, version_retention: timedelta | str | None = None) -> StoreSettings:
+        """Change the store's settings; `version_retention` (e.g. "3d"): how long the automatic
+        compaction after `embed` and `ingest` keeps untagged versions. Returns the settings."""
+        return self.catalog.configure(version_retention)
 
 
 def open(path: str | Path) -> Store:  # noqa: A001 - `embedstore.open` reads naturally

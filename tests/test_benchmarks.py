@@ -31,6 +31,7 @@ KEYS = {
     "search": {"machine", "speed", "targets", "quality"},
     "search_centring": {"machine", "summary", "numpy_overlap_top200"},
     "splits": {"machine", "shapes"},
+    "store_versions": {"machine", "args", "fragment_limit", "cases"},
 }
 
 # benchmark -> the optional extra it cannot run without (`pip install "embedstore[ray]"`)

@@ -2,10 +2,15 @@
 
     python -m tests.writer_process ingest STORE PATH [--task T] [--chunk N] [--barrier DIR:N]
     python -m tests.writer_process embed STORE KEY [--chunk N] [--limit N] [--barrier DIR:N]
+    python -m tests.writer_process labels STORE TASK [--chunk N] [--limit N]
     python -m tests.writer_process insert TABLE START --count N [--chunk N] [--barrier DIR:N]
 
 `insert` puts tests.helpers.generated_rows(START..START+N) into the embedding table at TABLE (a
 `<name>.lance` folder) with keyed_writes.insert_missing, N rows a commit.
+
+`labels` inserts generated labels (tile ids l000000, l000001, ...) of TASK into the labels table by key,
+--limit of them in --chunk-row commits, each commit re-sending the previous commit's rows too (kept once),
+and touches STORE/.labels-started before its first commit.
 
 --barrier DIR:N makes the process wait, just before its first commit, until N processes have reached
 that point, so that their commits race for real. Faults come from EMBEDSTORE_FAULT (embedstore.core.hooks).
@@ -62,9 +67,33 @@ def insert(table: Path, start: int, count: int, chunk: int) -> int:
     return inserted
 
 
+def write_labels(store: embedstore.Store, task: str, chunk: int, count: int) -> int:
+    """Generated labels of `task` in commits of `chunk` new rows, each re-sending the previous chunk."""
+    import pyarrow as pa
+
+    from embedstore.core.schema import LABELS, LABELS_SCHEMA, label_key
+
+    Path(store.root, ".labels-started").touch()
+    inserted = 0
+    for start in range(0, count, chunk):
+        ids = [f"l{i:06d}" for i in range(max(0, start - chunk), min(count, start + chunk))]
+        rows = pa.table(
+            {
+                "row_key": [label_key(task, tile) for tile in ids],
+                "task": [task] * len(ids),
+                "tile_id": ids,
+                "label": [str(int(tile[1:]) % 2) for tile in ids],
+                "origin": ["import"] * len(ids),
+            },
+            schema=LABELS_SCHEMA,
+        )
+        inserted += store.catalog.insert_missing(LABELS, rows)
+    return inserted
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("verb", choices=["ingest", "embed", "insert"])
+    parser.add_argument("verb", choices=["ingest", "embed", "insert", "labels"])
     parser.add_argument("store")
     parser.add_argument("what")
     parser.add_argument("--task")
@@ -81,6 +110,10 @@ def main() -> None:
         return
     store = embedstore.open(args.store)
     with hook:
+        if args.verb == "labels":
+            report = {"inserted": write_labels(store, args.what, args.chunk, args.limit or 100)}
+            print(json.dumps(report))
+            return
         if args.verb == "ingest":
             report = store.ingest(
                 [args.what], task=args.task, chunk_tiles=args.chunk, workers=1, progress=False

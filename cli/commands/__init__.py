@@ -14,6 +14,7 @@ SUMMARIES = {
     "info": "What a store holds: sources, files, tiles, tasks, tables.",
     "versions": "List, tag or restore table versions.",
     "compact": "Drop old untagged versions; merge fragments where that frees space.",
+    "config": "Show or change a store's settings (version retention).",
     "check": "Verify a store (duplicates, orphans, provenance); --repair fixes.",
     "upgrade": "Upgrade a store written by an older embedstore.",
     "backbones": "List the backbones embedstore can embed with.",

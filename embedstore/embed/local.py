@@ -98,6 +98,7 @@ def embed(
         if timeline is not None and options.timeline is not None:
             _, png = timeline.save(options.timeline)
             report.notes.append(f"{timeline.summary()}; drawn in {png}")
+    plan.compact(catalog, options.compact)
     return plan.finish()
 
 

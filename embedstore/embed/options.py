@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.reports import JsonReport
 from ..core.validation import (
@@ -24,6 +24,9 @@ from ..core.validation import (
 from ..runtime.ray_cluster import address_option, check_engine_address, engine_option
 from ..runtime.resources import DEVICES
 from ..storage.embedding_tables import STORE_DTYPES
+
+if TYPE_CHECKING:
+    from ..storage.versions import TableUpkeep
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 RESIZE_METHODS = ("bicubic", "bilinear")
@@ -120,6 +123,12 @@ class EmbedOptions:
         "FILE.png and FILE.json.",
     )
     on_chunk: Callable[[EmbedProgress], None] | None = option(None, Function(), optional=True, cli=False)
+    compact: bool = option(
+        True,
+        Flag(),
+        help="After the run, merge the table's fragments when more than 64 are small, and prune its "
+        "untagged versions older than the store's version_retention (`embedstore config`).",
+    )
     engine: str = engine_option("Ray Data actors")
     address: str | None = address_option()
 
@@ -162,6 +171,7 @@ class EmbedReport(JsonReport):
     engine: str = "local"  # ray: `workers` Ray actors, `threads` torch threads each
     commits: int = 0  # commits of this run's vectors (local engine)
     writer_stalled_seconds: float = 0.0  # time the model waited for a commit to finish (local engine)
+    compaction: list[TableUpkeep] = field(default_factory=list)  # the automatic compaction after the run
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -196,6 +206,7 @@ class EmbedReport(JsonReport):
                 f"stored as {self.store_dtype})"
             )
         notes = list(self.notes)
+        notes += [f"compaction: {done.line()}" for done in self.compaction if done.worth_saying]
         if self.rows_written_elsewhere:
             notes.append(
                 f"{self.rows_written_elsewhere} row(s) were written by another process at the same time "

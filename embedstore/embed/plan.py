@@ -54,6 +54,11 @@ class RunPlan:
         self.report.seconds = time.perf_counter() - self.started
         return self.report
 
+    def compact(self, catalog: Catalog, enabled: bool) -> None:
+        """The automatic compaction of the run's table (`Catalog.upkeep`), when it wrote rows."""
+        if enabled and self.report.rows_written:
+            self.report.compaction = catalog.upkeep([self.target.name])
+
 
 def plan_run(catalog: Catalog, backbone_key: str, options: EmbedOptions) -> RunPlan:
     """Resolve the backbone and its table (refusing, before any work, vectors that would not fit it)

@@ -153,6 +153,7 @@ def embed_on_ray(
             f"{len(failures)} block(s) failed and were not written (the others were): {failures[0]}; "
             "fix the cause and run embed again to complete the table"
         )
+    plan.compact(catalog, options.compact)
     return plan.finish()
 
 

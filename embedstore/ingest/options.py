@@ -6,7 +6,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.reports import JsonReport
 from ..core.schema import GROUP_KEYS, PIXEL_CODECS
@@ -19,6 +19,9 @@ from ..maintenance.label_options import (
 )
 from ..runtime.ray_cluster import address_option, check_engine_address, engine_option
 from ..sources.grid import GridSettings
+
+if TYPE_CHECKING:
+    from ..storage.versions import TableUpkeep
 
 KINDS = ("auto", "slide", "imagefolder", "images", "manifest", "points")
 
@@ -85,6 +88,12 @@ class IngestOptions(GridSettings):
     skip_errors: bool = option(False, Flag(), help="Record failing sources and ingest the rest.")
     chunk_tiles: int = option(4096, Interval(1, integer=True), cli=False)  # tiles per commit
     progress: bool = option(True, Flag(), help="Show progress bars.")
+    compact: bool = option(
+        True,
+        Flag(),
+        help="After the run, merge a table's fragments when more than 64 are small, and prune untagged "
+        "versions older than the store's version_retention (`embedstore config`).",
+    )
     engine: str = engine_option("Ray tasks reading the tiles")
     address: str | None = address_option()
 
@@ -109,6 +118,7 @@ class IngestReport(JsonReport):
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     engine: str = "local"  # ray: tiles read by Ray workers, committed here
+    compaction: list[TableUpkeep] = field(default_factory=list)  # the automatic compaction after the run
 
     def summary(self) -> str:
         lines = [
@@ -128,6 +138,7 @@ class IngestReport(JsonReport):
         lines += conflict_lines(self.label_conflicts, "copies or points on the same spot", "in path order")
         lines += [f"failed: {uri}: {error}" for uri, error in self.failures]
         lines += [f"note: {note}" for note in self.notes]
+        lines += [f"compaction: {done.line()}" for done in self.compaction if done.worth_saying]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..core.errors import SourceError
+from ..core.schema import FILES, LABELS, SOURCES, TILES
 from ..storage.catalog import Catalog
 from .discover import SourceJob, TableColumns, discover
 from .options import IngestOptions, IngestReport
@@ -51,8 +52,13 @@ class IngestRun:
         return [(plan, self.writer.missing_tiles(plan)) for plan in self.plans]
 
     def finish(self) -> IngestReport:
-        self.report.seconds = time.perf_counter() - self.started
-        return self.report
+        """The report, after the automatic compaction of the tables this run wrote (`Catalog.upkeep`)."""
+        report = self.report
+        wrote = report.tiles_added or report.labels_written or report.files_recorded or report.sources_ok
+        if self.options.compact and (wrote or report.sources_failed):
+            report.compaction = self.writer.catalog.upkeep([TILES, LABELS, FILES, SOURCES])
+        report.seconds = time.perf_counter() - self.started
+        return report
 
 
 def prepare(catalog: Catalog, paths: list[Path], options: IngestOptions) -> IngestRun:

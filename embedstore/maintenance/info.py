@@ -15,6 +15,7 @@ from ..storage.catalog import Catalog
 from ..storage.damage import TableDamage, inspect_table
 from ..storage.embedding_tables import dtype_name, recorded_provenance
 from ..storage.saved import SavedRecord, head_records, index_records
+from ..storage.versions import FRAGMENT_LIMIT, small_fragments
 
 UNREADABLE = "unreadable: its table is damaged"
 
@@ -77,12 +78,16 @@ def _label_counts(labels: pa.Table) -> dict[str, dict[str, int]]:
 
 
 def _table_summary(catalog: Catalog, name: str, damage: TableDamage | None) -> dict[str, Any]:
-    """rows, version (and dim, dtype of vectors); or `damaged`, the problem, when the table is."""
+    """rows, version, versions (kept on disk), fragments (and how many are small: under the rows
+    Lance's compaction writes), dim and dtype of vectors; or `damaged`, the problem, when the table is."""
     if damage is not None:
         return {"damaged": damage.problem}
     try:
         dataset = catalog.dataset(name)
         summary: dict[str, Any] = {"rows": dataset.count_rows(), "version": int(dataset.version)}
+        summary["versions"] = len(dataset.versions())
+        summary["fragments"] = len(dataset.get_fragments())
+        summary["small_fragments"] = small_fragments(dataset)
     except TableDamagedError as error:
         return {"damaged": error.problem}
     vector = dataset.schema.field("vector") if "vector" in dataset.schema.names else None
@@ -298,12 +303,23 @@ def format_info(info: dict[str, Any]) -> str:
             shown = ", ".join(f"{label}: {count}" for label, count in classes.items())
             lines.append(f"  {task}: {total} labels ({shown})")
     lines.append("tables")
+    many: list[str] = []
     for name, table in info["tables"].items():
         if "damaged" in table:
             lines.append(f"  {name}: DAMAGED: {table['damaged']}")
             continue
         dim = f", dim {table['dim']} {table['dtype']}" if "dim" in table else ""
-        lines.append(f"  {name}: {table['rows']} rows, version {table['version']}{dim}")
+        lines.append(
+            f"  {name}: {table['rows']} rows, version {table['version']}{dim}; "
+            f"{table['fragments']} fragment(s), {table['versions']} version(s) kept"
+        )
+        if table["small_fragments"] > FRAGMENT_LIMIT:
+            many.append(name)
+    if many:
+        lines.append(
+            f"  {', '.join(many)}: more than {FRAGMENT_LIMIT} small fragments slow reads and writes; "
+            f"`embedstore compact {info['store']}` merges them (so does the next embed or ingest)"
+        )
     if info.get("indexes"):
         lines += ["indexes", *_index_lines(info["indexes"])]
     if info.get("heads"):

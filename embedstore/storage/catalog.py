@@ -18,6 +18,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, Self, TypeVar
@@ -27,10 +28,12 @@ import pyarrow as pa
 
 from ..core.errors import EmbedstoreError, NotAStoreError, ReadOnlyStoreError, TableDamagedError, first_line
 from ..core.location import ObjectPath, refusals_explained, remove_tree, require_writable, store_location
+from ..core.reports import JsonReport
 from ..core.schema import CORE_SCHEMAS, EMBEDDING_PREFIX, MARKER_FILE, STORE_FORMAT_VERSION, TILES
 from ..core.validation import FileName, check_value
 from . import keyed_writes as writes
 from . import versions as _versions
+from .saved import bound_versions
 
 TABLE_NAME = FileName(max_length=200)  # `<name>.lance` is a folder in the store: a name, never a path
 
@@ -253,17 +256,91 @@ class Catalog:
         return _versions.tag(self.dataset(name), name, tag, version)
 
     @_writes
-    def compact(self, older_than: timedelta | str = timedelta(days=7)) -> _versions.CompactReport:
+    def compact(self, older_than: timedelta | str = _versions.DEFAULT_RETENTION) -> _versions.CompactReport:
         """Remove every table's untagged versions older than `older_than` (a timedelta, or a duration
-        like "7d", "12h", "0s") and merge its fragments where that frees space (see
-        `embedstore.storage.versions.compact`); the report gives versions and bytes on disk before and
-        after."""
+        like "7d", "12h", "0s"; never a version a saved index or head is bound to) and merge its fragments
+        where that frees space (see `embedstore.storage.versions.compact`); the report gives versions
+        and bytes on disk before and after."""
         if isinstance(older_than, str):
             older_than = _versions.parse_duration(older_than)
         report = _versions.CompactReport(_versions.duration_text(older_than))
+        bound = bound_versions(self)
         for name in self.table_names():
-            report.tables[name] = _versions.compact(self.dataset(name), self.table_path(name), older_than)
+            report.tables[name] = _versions.compact(
+                self.dataset(name), self.table_path(name), older_than, bound.get(name, set())
+            )
         return report
+
+    @_writes
+    def upkeep(
+        self, names: list[str], limit: int = _versions.FRAGMENT_LIMIT, retention: timedelta | None = None
+    ) -> list[_versions.TableUpkeep]:
+        """The automatic compaction at the end of a run, for the tables it wrote: merge fragments when
+        more than `limit` are small, prune versions older than `retention` (default: the store's
+        `version_retention`, at least MIN_RETENTION; see `embedstore.storage.versions.upkeep`). Never
+        raises for a lost race: it says so in a note."""
+        if retention is None:
+            retention = max(self.settings().retention, _versions.MIN_RETENTION)
+        bound = bound_versions(self)
+        return [
+            _versions.upkeep(self.dataset(name), name, retention, bound.get(name, set()), limit)
+            for name in names
+            if self.has_table(name)
+        ]
+
+    # -- settings -----------------------------------------------------------------------------------------
+
+    def settings(self) -> StoreSettings:
+        """The store's settings, kept in `embedstore.json` (defaults where it has none)."""
+        found = read_marker(self.root, self.root).get("settings") or {}
+        retention = found.get("version_retention", _versions.duration_text(_versions.DEFAULT_RETENTION))
+        return StoreSettings(str(retention))
+
+    @_writes
+    def configure(self, version_retention: timedelta | str | None = None) -> StoreSettings:
+        """Change the store's settings (None leaves one as it is); returns them all. `version_retention`:
+        how long the automatic compaction at the end of `embed` and `ingest` keeps untagged versions
+        (a timedelta, or a duration like "7d", "12h"; at least 1h, see MIN_RETENTION)."""
+        if version_retention is not None:
+            if isinstance(version_retention, str):
+                version_retention = _versions.parse_duration(version_retention, "--version-retention")
+            if version_retention > _versions.MAX_AGE:
+                raise EmbedstoreError(f"--version-retention is longer than {_versions.MAX_AGE.days}d")
+            if version_retention < _versions.MIN_RETENTION:
+                least = _versions.duration_text(_versions.MIN_RETENTION)
+                raise EmbedstoreError(
+                    f"--version-retention {_versions.duration_text(version_retention)} is shorter than "
+                    f"{least}: other processes may still read versions that young (`embedstore compact "
+                    "--older-than 0s` prunes them when nothing else uses the store)"
+                )
+            marker = read_marker(self.root, self.root)
+            marker["settings"] = {
+                **(marker.get("settings") or {}),
+                "version_retention": _versions.duration_text(version_retention),
+            }
+            write_marker(self.root, marker)
+        return self.settings()
+
+
+@dataclass
+class StoreSettings(JsonReport):
+    """A store's settings (`embedstore config STORE`)."""
+
+    version_retention: str  # a duration: untagged versions older than this are pruned after each run
+
+    @property
+    def retention(self) -> timedelta:
+        return _versions.parse_duration(self.version_retention, "version_retention")
+
+    def summary(self) -> str:
+        return (
+            f"version_retention  {self.version_retention}  (untagged table versions older than this are "
+            "pruned after each embed and ingest run; tagged ones and those saved indexes and heads are "
+            "bound to are kept)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class HasCatalog(Protocol):
@@ -349,6 +426,17 @@ def _new_marker() -> str:
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return json.dumps(marker, indent=2) + "\n"
+
+
+def write_marker(root: Path | ObjectPath, marker: dict[str, Any]) -> None:
+    """Replace the store's marker in one step: a rename here, one PUT on object storage."""
+    text = json.dumps(marker, indent=2) + "\n"
+    if isinstance(root, ObjectPath):
+        (root / MARKER_FILE).write_text(text)
+        return
+    partial = root / f"{MARKER_FILE}.{uuid.uuid4().hex[:8]}.part"
+    partial.write_text(text)
+    partial.replace(root / MARKER_FILE)
 
 
 def read_marker(root: Path | ObjectPath, shown: str | os.PathLike | ObjectPath) -> dict[str, Any]:

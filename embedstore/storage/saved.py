@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..core.location import StorePath
-from .catalog import Catalog
+from ..core.schema import LABELS
 
 INDEX_DIR = "indexes"
 INDEX_MANIFEST = "manifest.json"
@@ -47,6 +47,14 @@ HEAD_FIELDS = {
 }
 
 
+class Rooted(Protocol):
+    """What holds a store's folder: a Catalog (named here without importing it: the catalog reads the
+    versions saved things are bound to, so that compaction keeps them)."""
+
+    @property
+    def root(self) -> StorePath: ...
+
+
 @dataclass
 class SavedRecord:
     """One saved index or head: its name (the folder's), where it lives, and its JSON record, or the
@@ -58,14 +66,14 @@ class SavedRecord:
     problem: str | None = None
 
 
-def index_records(catalog: Catalog) -> list[SavedRecord]:
+def index_records(catalog: Rooted) -> list[SavedRecord]:
     """The manifests of the store's indexes (every table's), by table and name."""
     root = catalog.root / INDEX_DIR
     paths: list[StorePath] = sorted(root.glob(f"*/*/{INDEX_MANIFEST}"))
     return [_read(path, INDEX_FIELDS) for path in paths]
 
 
-def head_records(catalog: Catalog) -> list[SavedRecord]:
+def head_records(catalog: Rooted) -> list[SavedRecord]:
     """The cards of the store's heads, by name (folders of heads being saved, '.'-named, left out)."""
     paths: list[StorePath] = sorted((catalog.root / HEADS_DIR).glob(f"*/{HEAD_CARD}"))
     return [_read(path, HEAD_FIELDS) for path in paths if not path.parent.name.startswith(".")]
@@ -88,3 +96,18 @@ def _read(path: Any, fields: dict[str, type]) -> SavedRecord:
     if wrong:
         return SavedRecord(name, str(path), None, f"{path.name} lacks valid {', '.join(wrong)}")
     return SavedRecord(name, str(path), record)
+
+
+def bound_versions(catalog: Rooted) -> dict[str, set[int]]:
+    """Per table, the versions the store's readable indexes and heads are bound to (a head also to
+    the labels table's version it trained at): pruning keeps them, so that `info` can still say how
+    far a table has moved on since (rows added) and an index can still be re-read at its version."""
+    bound: dict[str, set[int]] = {}
+    for saved in [*index_records(catalog), *head_records(catalog)]:
+        if saved.record is None:
+            continue
+        bound.setdefault(saved.record["table"], set()).add(saved.record["table_version"])
+        labels = saved.record.get("labels_version")
+        if isinstance(labels, int) and not isinstance(labels, bool):
+            bound.setdefault(LABELS, set()).add(labels)
+    return bound

@@ -51,12 +51,14 @@ def test_ray_engine_gives_the_local_engines_rows_and_vectors(tmp_path, local_ray
     report = on_ray.embed(KEY, views=1, engine="ray", workers=2, chunk_rows=8, **OPTS)
     assert report.rows_written == 24 and report.tiles_embedded == 12
     assert report.engine == "ray" and "2 Ray actor(s)" in report.summary()
+    [done] = report.compaction  # the automatic compaction ran after the commits (3 fragments: no merge)
+    assert (done.table, done.compacted, done.fragments_after) == (table_name(KEY), False, 3)
     expected, found = _vectors(local), _vectors(on_ray)
     assert found.keys() == expected.keys() and len(found) == 24
     for row, vector in expected.items():
         np.testing.assert_allclose(found[row], vector, rtol=1e-4, atol=1e-5)
     again = on_ray.embed(KEY, views=1, engine="ray", **OPTS)  # incremental: nothing left to do
-    assert again.rows_written == 0
+    assert again.rows_written == 0 and again.compaction == []
     assert on_ray.check().ok
 
 
