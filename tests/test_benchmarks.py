@@ -29,6 +29,7 @@ KEYS = {
     "scale": {"machine", "runs", "rounds", "same_rows_local_vs_ray", "ingest_local_vs_ray", "targets"},
     "search": {"machine", "speed", "targets", "quality"},
     "search_centring": {"machine", "summary", "numpy_overlap_top200"},
+    "search_scale": {"machine", "args", "runs"},
     "splits": {"machine", "shapes"},
 }
 
