@@ -91,6 +91,8 @@ def test_sizes_are_recorded_and_the_index_is_much_smaller_than_the_vectors(built
     assert 0 < manifest.memory_bytes < ROWS * DIM * 4 / 4
     assert "on disk" in manifest.summary() and "in memory" in manifest.summary()
     assert store.indexes(KEY)[0].index_bytes == manifest.index_bytes
+    [listed] = store.info()["indexes"]
+    assert (listed["index_bytes"], listed["memory_bytes"]) == (manifest.index_bytes, manifest.memory_bytes)
 
 
 def test_incremental_updates_give_the_same_neighbours_as_a_rebuild(tmp_path, vectors):
