@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import statistics
 import time
@@ -154,6 +155,24 @@ def measure(store: embedstore.Store, rows: int, dim: int, args: argparse.Namespa
     truth_seconds = time.perf_counter() - truth_started
     found = backend.search(queries, 10)
     recall = float(np.mean([len(np.intersect1d(f, t)) / 10 for f, t in zip(found, truth, strict=True)]))
+    sweep = []  # held-out recall@10 at wider settings than the tuned ones
+    tuned = backend.config
+    for nprobe, refine in ((32, 16), (64, 16), (64, 32), (128, 32)):
+        wider = dataclasses.replace(tuned, nprobe=min(nprobe, tuned.nlist), refine_factor=refine)
+        backend.apply(wider)
+        t0 = time.perf_counter()
+        got = backend.search(queries, 10)
+        seconds = time.perf_counter() - t0
+        hit = float(np.mean([len(np.intersect1d(f, t)) / 10 for f, t in zip(got, truth, strict=True)]))
+        sweep.append(
+            {
+                "nprobe": wider.nprobe,
+                "refine_factor": refine,
+                "recall_at_10": round(hit, 4),
+                "batch_qps": round(len(queries) / seconds, 1),
+            }
+        )
+    backend.apply(tuned)
     latencies = []
     for q in queries[: args.latency_queries]:
         t0 = time.perf_counter()
@@ -188,6 +207,7 @@ def measure(store: embedstore.Store, rows: int, dim: int, args: argparse.Namespa
         "latency_p99_ms": round(1000 * float(np.quantile(latencies, 0.99)), 3),
         "batch_qps": round(qps, 1),
         "store_search_p50_ms": round(1000 * statistics.median(store_latency), 3),
+        "wider": sweep,
     }
 
 
@@ -201,6 +221,11 @@ def print_summary(result: dict[str, Any]) -> None:
             f"~{run['memory_bytes'] / 1e6:.0f} MB in memory (float32 vectors: "
             f"{run['float32_vectors_bytes'] / 1e9:.2f} GB)  config {run['config']}"
         )
+        for wider in run.get("wider", []):
+            print(
+                f"    nprobe {wider['nprobe']:>4} refine {wider['refine_factor']:>3}: recall@10 "
+                f"{wider['recall_at_10']:.3f}, {wider['batch_qps']:.0f} queries/s in a batch"
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
