@@ -9,7 +9,8 @@ through `store.index(KEY, kind="ivfpq")` with embedstore's defaults, which strea
 
 Per size: build seconds, peak RSS of the build (VmHWM, reset before it), index bytes on disk and about in
 memory (the manifest's `index_bytes`, `memory_bytes`) beside the bytes of the float32 vectors; recall@10
-of `FaissIndex.search` (PQ candidates + exact re-scoring) on held-out queries (stored vectors + noise)
+of `FaissIndex.search` (PQ candidates + exact re-scoring) on held-out queries (new vectors drawn from
+the same clusters)
 against the exact top-10, computed by a blocked matrix product over the table's streamed batches; one
 query at a time p50/p99 latency, batch QPS, and `store.search` p50 by tile id.
 
@@ -49,13 +50,15 @@ CHUNK = 100_000  # rows generated and appended at a time
 LATENT, CLUSTERS = 64, 2000
 
 
-def generated(rows: int, dim: int, seed: int = 0) -> Iterator[np.ndarray]:
-    """float16 (<= CHUNK, dim) chunks of clustered vectors, `rows` in all (deterministic)."""
+def generated(rows: int, dim: int, seed: int = 0, draw: int | None = None) -> Iterator[np.ndarray]:
+    """float16 (<= CHUNK, dim) chunks of clustered vectors, `rows` in all (deterministic); `draw` other
+    than None: new vectors from the same clusters (held-out queries)."""
     rng = np.random.default_rng(seed)
     basis = rng.normal(size=(LATENT, dim)) / np.sqrt(LATENT)
     centres = rng.normal(size=(CLUSTERS, LATENT)) * 2.0
     shapes = rng.uniform(0.2, 1.0, size=(CLUSTERS, LATENT))  # anisotropic clusters
     offset = np.abs(rng.normal(size=dim)) + 1.0
+    rng = rng if draw is None else np.random.default_rng(draw)
     for start in range(0, rows, CHUNK):
         n = min(CHUNK, rows - start)
         labels = rng.integers(0, CLUSTERS, n)
@@ -147,9 +150,8 @@ def measure(store: embedstore.Store, rows: int, dim: int, args: argparse.Namespa
     searcher = store.searcher(KEY, "ivfpq", update=False)
     backend, space = searcher.loaded.backend, searcher.loaded.space
     rng = np.random.default_rng(1)
-    picked = np.sort(rng.choice(rows, args.queries, replace=False))
-    stored = backend.vectors(picked)
-    queries = space.prepare(stored + rng.normal(0, 0.02, stored.shape).astype(np.float32))
+    picked = np.sort(rng.choice(rows, args.queries, replace=False))  # stored rows: store.search by tile
+    queries = space.prepare(next(generated(args.queries, dim, draw=1)).astype(np.float32))  # new tiles
     truth_started = time.perf_counter()
     truth = exact_top10(store, space, queries)
     truth_seconds = time.perf_counter() - truth_started
