@@ -30,6 +30,7 @@ KEYS = {
     "scale_store": {"machine", "args", "keyed_commit", "writers", "targets"},
     "search": {"machine", "speed", "targets", "quality"},
     "search_centring": {"machine", "summary", "numpy_overlap_top200"},
+    "search_scale": {"machine", "args", "runs"},
     "splits": {"machine", "shapes"},
     "store_versions": {"machine", "args", "fragment_limit", "cases"},
 }

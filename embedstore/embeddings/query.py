@@ -134,15 +134,17 @@ class EmbeddingQuery:
 
     # -- reading ----------------------------------------------------------------------------------------
 
-    def to_batches(self, batch_size: int = 8192) -> Iterator[pa.RecordBatch]:
-        """Stream RecordBatches: tile_id, view, vector, the metadata columns, and `label` with a task."""
+    def to_batches(self, batch_size: int = 8192, row_address: bool = False) -> Iterator[pa.RecordBatch]:
+        """Stream RecordBatches: tile_id, view, vector, the metadata columns, and `label` with a task;
+        with `row_address`, also each row's `row_address` in the table (uint64, for `EmbeddingTable.take`:
+        valid while the row's fragment is not rewritten)."""
         check_value("batch_size", batch_size, Interval(1, integer=True))
         dataset = self._open()
-        return _joined(dataset, self._metadata(), self._view_filter(), batch_size)
+        return _joined(dataset, self._metadata(), self._view_filter(), batch_size, row_address)
 
-    def to_numpy_batches(self, batch_size: int = 8192) -> Iterator[VectorBatch]:
+    def to_numpy_batches(self, batch_size: int = 8192, row_address: bool = False) -> Iterator[VectorBatch]:
         """Stream (X float32 (b, dim), the RecordBatch of `to_batches` it came from)."""
-        for batch in self.to_batches(batch_size):
+        for batch in self.to_batches(batch_size, row_address):
             yield VectorBatch(vectors(batch.column("vector")), batch)
 
     def to_arrow(self) -> pa.Table:
@@ -296,6 +298,48 @@ class EmbeddingTable:
         """A query over the vectors at this handle's version."""
         return EmbeddingQuery(self.catalog, self.name, version=self.version)
 
+    def take(self, row_addresses: np.ndarray) -> np.ndarray:
+        """float32 (n, dim) vectors of the rows at `row_addresses` (from `to_batches(row_address=True)`),
+        in the order given; reads only those rows."""
+        addresses = np.asarray(row_addresses, dtype=np.uint64)
+        if len(addresses) == 0:
+            return np.empty((0, self.dim), np.float32)
+        unique, inverse = np.unique(addresses, return_inverse=True)  # sorted: fewer, ordered reads
+        table = self._dataset._take_rows(pa.array(unique, pa.uint64()), columns=["vector"])
+        if table.num_rows != len(unique):
+            raise EmbedstoreError(
+                f"{self.name} v{self.version}: {len(unique) - table.num_rows} of {len(unique)} row addresses "
+                "name no row (the table was rewritten); rebuild the index"
+            )
+        return vectors(table.column("vector"))[inverse.reshape(-1)]
+
+    def fragment_marks(self) -> dict[int, tuple[int, str]]:
+        """fragment id -> (physical rows, deletion file): while a fragment's mark is unchanged, the row
+        addresses into it still name the same rows."""
+        marks = {}
+        for fragment in self._dataset.get_fragments():
+            meta = fragment.metadata
+            deletion = meta.deletion_file
+            marks[int(fragment.fragment_id)] = (
+                int(meta.physical_rows or 0),
+                "" if deletion is None else str(deletion),
+            )
+        return marks
+
+    def row_addresses(self, tile_ids: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(row address of each of `tile_ids` in view 0, found mask): one pass over ids, no vectors."""
+        order = IdLookup(tile_ids)
+        out = np.zeros(len(tile_ids), np.uint64)
+        found = np.zeros(len(tile_ids), bool)
+        for batch in self._dataset.to_batches(
+            columns=["tile_id"], filter=_view_filter((0,)), with_row_address=True
+        ):
+            ids = batch.column("tile_id")
+            at, known = order.find(ids)
+            out[at[known]] = batch.column("_rowaddr").to_numpy()[known]
+            found[at[known]] = True
+        return out, found
+
 
 def vectors(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A vector column (fixed-size lists) as float32 (n, dim): the one conversion of vectors to numpy."""
@@ -342,22 +386,27 @@ def _filter_error(error: Exception, columns: list[str]) -> str:
     return " ".join(text.split())
 
 
-def _schema(dataset, metadata: pa.Table) -> pa.Schema:
+def _schema(dataset, metadata: pa.Table, row_address: bool = False) -> pa.Schema:
     own = dataset.schema
     fields = [own.field("tile_id"), own.field("view"), own.field("vector")]
+    fields += [pa.field("row_address", pa.uint64())] if row_address else []
     fields += [f for f in metadata.schema if f.name != "tile_id"]
     return pa.schema(fields, metadata=own.metadata)
 
 
 def _joined(
-    dataset, metadata: pa.Table, scan_filter: str | None, batch_size: int
+    dataset, metadata: pa.Table, scan_filter: str | None, batch_size: int, row_address: bool = False
 ) -> Iterator[pa.RecordBatch]:
-    """Stream (tile_id, view, vector) and attach each row's metadata; rows without metadata are dropped."""
-    schema = _schema(dataset, metadata)
+    """Stream (tile_id, view, vector[, row_address]) and attach each row's metadata; rows without metadata
+    are dropped."""
+    schema = _schema(dataset, metadata, row_address)
     index = IdLookup(metadata.column("tile_id"))  # built once; O(batch log n) per batch
     extra = metadata.drop_columns(["tile_id"]).combine_chunks()
     scanner = dataset.to_batches(
-        columns=["tile_id", "view", "vector"], filter=scan_filter, batch_size=batch_size
+        columns=["tile_id", "view", "vector"],
+        filter=scan_filter,
+        batch_size=batch_size,
+        with_row_address=row_address,
     )
     for batch in scanner:
         rows, found = index.find(batch.column("tile_id"))

@@ -167,6 +167,8 @@ def _index(saved: SavedRecord, tables: _Tables) -> dict[str, Any]:
         **_picked(record, "table", "backbone", "backend", "kind", "metric"),
         "centring": _centring(on, record.get("centered_on_where")) if centred else "none",
         **_picked(record, "rows", "table_version"),
+        "index_bytes": record.get("index_bytes"),  # on disk (None: lancedb, or saved before it was kept)
+        "memory_bytes": record.get("memory_bytes"),  # about, once loaded
     }
     return {**entry, **_table_now(record, tables)}
 

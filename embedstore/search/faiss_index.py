@@ -2,13 +2,18 @@
 
 On a machine where the installed faiss has GPU support and a GPU is present (`pip install
 embedstore[gpu]`), flat and IVF indexes are searched on the GPU; the index saved is always the CPU one.
+
+IVF-PQ comes two ways: built in memory by `build` it keeps the exact vectors to refine with (IndexRefineFlat,
+as indexes saved before streaming builds do); built from the table by `streamed_ivfpq.build` it holds the
+codes only, and its candidates (k x refine_factor) are re-scored with exact vectors read from the table
+(`TableVectors`, attached with `read_exact_from`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
 
@@ -68,6 +73,9 @@ class FaissIndex:
 
     def __init__(self, index: faiss.Index, config: IndexConfig, device: str = "auto") -> None:
         self.index, self.config = index, config
+        # codes-only IVF-PQ: candidates re-scored with exact vectors from `read_exact_from`
+        self.codes_only = isinstance(config, IvfPqConfig) and not isinstance(index, faiss.IndexRefine)
+        self.exact: Callable[[np.ndarray], np.ndarray] | None = None
         if isinstance(config, IvfConfig):
             faiss.extract_index_ivf(index).make_direct_map()  # lets `vectors` read rows back
         check_device(device)
@@ -96,11 +104,36 @@ class FaissIndex:
             index = faiss.read_index(str(path))
         return cls(index, config, device)
 
-    def save(self, path: Path | ObjectPath) -> None:
+    def read_exact_from(self, exact: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Where a codes-only IVF-PQ index reads the exact (prepared) vectors of positions."""
+        self.exact = exact
+
+    def save(self, path: Path | ObjectPath) -> int:
+        """Write the index; returns the bytes written."""
         if isinstance(path, ObjectPath):
-            path.write_bytes(faiss.serialize_index(self.index).tobytes())
-        else:
-            faiss.write_index(self.index, str(path))
+            data = faiss.serialize_index(self.index).tobytes()
+            path.write_bytes(data)
+            return len(data)
+        faiss.write_index(self.index, str(path))
+        return path.stat().st_size
+
+    def memory_bytes(self) -> int:
+        """About what the index holds in memory (FAISS structures only; ids and addresses not included)."""
+        rows, dim = self.rows, int(self.index.d)
+        if isinstance(self.config, FlatConfig):
+            return rows * dim * 4
+        if isinstance(self.config, HnswConfig):
+            return rows * (dim * 4 + self.config.m * 2 * 4 + 8)
+        ivf = faiss.extract_index_ivf(self.index)
+        quantizer = ivf.nlist * dim * 4
+        lists = rows * (int(ivf.code_size) + 8)  # each code and its id
+        codebooks = 0
+        if isinstance(self.config, IvfPqConfig):
+            pq = cast(faiss.IndexIVFPQ, faiss.downcast_index(ivf)).pq
+            codebooks = int(pq.M) * int(pq.ksub) * int(pq.dsub) * 4
+        refine = 0 if self.codes_only else (rows * dim * 4 if isinstance(self.config, IvfPqConfig) else 0)
+        direct = rows * 8 if isinstance(self.config, IvfConfig) else 0  # the direct map
+        return quantizer + lists + codebooks + refine + direct
 
     # -- using ----------------------------------------------------------------------------------------
 
@@ -114,9 +147,33 @@ class FaissIndex:
         few = len(queries) < PARALLEL_FROM and not self.on_gpu
         if few and isinstance(self.config, FlatConfig):
             return self._blas_scan(queries, k)
+        wanted = k * self.config.refine_factor if self.codes_only else k  # type: ignore[union-attr]
         with _threads(1 if few else None):
-            _, positions = self._searcher.search(queries, k)
-        return positions
+            _, positions = self._searcher.search(queries, min(wanted, max(self.rows, 1)))
+        return self._rescored(queries, positions, k) if self.codes_only else positions
+
+    def _rescored(self, queries: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
+        """The k best of each query's candidates by exact score, with vectors read through `exact`."""
+        if self.exact is None:
+            raise EmbedstoreError("this IVF-PQ index holds codes only: attach its table with read_exact_from")
+        valid = candidates >= 0
+        unique, inverse = np.unique(candidates[valid], return_inverse=True)
+        vectors = self.exact(unique)
+        where = np.zeros(candidates.shape, dtype=np.int64)
+        where[valid] = inverse.reshape(-1)
+        l2 = self.index.metric_type == faiss.METRIC_L2
+        scores = np.empty(candidates.shape, dtype=np.float32)
+        for i in range(len(queries)):  # one (candidates, dim) product a query: small in memory
+            block = vectors[where[i]]
+            products = block @ queries[i]
+            scores[i] = 2 * products - np.einsum("ij,ij->i", block, block) if l2 else products
+        scores[~valid] = -np.inf
+        order = np.lexsort((candidates, -scores), axis=-1)[:, :k]
+        positions = np.take_along_axis(candidates, order, axis=1)
+        positions[np.take_along_axis(~valid, order, axis=1)] = -1
+        out = np.full((len(queries), k), -1, dtype=np.int64)
+        out[:, : positions.shape[1]] = positions
+        return out
 
     def _blas_scan(self, queries: np.ndarray, k: int) -> np.ndarray:
         """Exact top-k of a few queries as one BLAS product over the flat index's own memory (no copy)."""
@@ -139,7 +196,14 @@ class FaissIndex:
         return positions
 
     def vectors(self, positions: np.ndarray) -> np.ndarray:
-        """Stored vectors at `positions`; exact for every kind (IVF-PQ keeps them to refine)."""
+        """Stored vectors at `positions`; exact for every kind (IVF-PQ: kept to refine, or read from the
+        table)."""
+        if self.codes_only:
+            if self.exact is None:
+                raise EmbedstoreError(
+                    "this IVF-PQ index holds codes only: attach its table with read_exact_from"
+                )
+            return self.exact(np.asarray(positions, dtype=np.int64))
         exact = (
             faiss.downcast_index(cast(faiss.IndexRefine, self.index).refine_index)
             if isinstance(self.config, IvfPqConfig)
@@ -174,7 +238,7 @@ class FaissIndex:
             faiss.extract_index_ivf(self.index).nprobe = config.nprobe
             if self._searcher is not self.index:
                 self._searcher.nprobe = config.nprobe  # type: ignore[attr-defined]  # a GPU IVF index: not in the stub
-        if isinstance(config, IvfPqConfig):
+        if isinstance(config, IvfPqConfig) and not self.codes_only:
             cast(faiss.IndexRefine, self.index).k_factor = float(config.refine_factor)
         if isinstance(config, HnswConfig):
             cast(faiss.IndexHNSW, self.index).hnsw.efSearch = config.ef_search
@@ -226,6 +290,26 @@ def _empty(config: IndexConfig, dim: int, metric: int) -> faiss.Index:
         refined.k_factor = float(config.refine_factor)
         return refined
     raise EmbedstoreError(f"faiss cannot build a {type(config).__name__}; use --backend lancedb for it")
+
+
+def empty_codes(config: IvfPqConfig, dim: int, metric: str) -> faiss.IndexIVFPQ:
+    """An untrained IVF-PQ index holding codes only (no exact vectors): the streamed build's."""
+    assert config.nlist is not None and config.m is not None  # set by `config.resolved`
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+    quantizer = faiss.IndexFlatIP(dim) if metric == "cosine" else faiss.IndexFlatL2(dim)
+    index = faiss.IndexIVFPQ(quantizer, dim, config.nlist, config.m, config.nbits, faiss_metric)
+    index.own_fields = True
+    quantizer.this.disown()  # type: ignore[union-attr]  # SWIG's ownership handle: not in the stub
+    return index
+
+
+def training_rows(rows: int, config: IndexConfig, seed: int = 0) -> np.ndarray:
+    """Sorted row numbers of the k-means training sample (all rows when the table is small)."""
+    nlist = getattr(config, "nlist", None) or 1
+    wanted = max(nlist * TRAIN_POINTS_PER_LIST, 2 ** getattr(config, "nbits", 8) * 40)
+    if rows <= wanted:
+        return np.arange(rows)
+    return np.sort(np.random.default_rng(seed).choice(rows, wanted, replace=False))
 
 
 def _training_sample(vectors: np.ndarray, config: IndexConfig) -> np.ndarray:

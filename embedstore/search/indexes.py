@@ -41,12 +41,22 @@ from ..embeddings import EmbeddingQuery, EmbeddingTable, tile_filter
 from ..evaluate.space import VectorSpace
 from ..storage import saved
 from ..storage.catalog import Catalog
-from .configs import FlatConfig, IndexConfig, LanceConfig, config_for, config_from_dict, config_to_dict
+from . import streamed_ivfpq
+from .configs import (
+    FlatConfig,
+    IndexConfig,
+    IvfPqConfig,
+    LanceConfig,
+    config_for,
+    config_from_dict,
+    config_to_dict,
+)
 from .faiss_index import FaissIndex, check_device, faiss_version
 from .lance_index import LanceIndex
 from .manifest import MANIFEST, IndexManifest
 from .options import IndexOptions
 from .recall import tune
+from .table_vectors import TableVectors
 
 INDEX_DIR = saved.INDEX_DIR  # the folder `embedstore info` lists too
 LOCK = ".lock"  # held while one process writes an index (readers never wait)
@@ -114,32 +124,46 @@ def build_index(
         "--name", options.index_name(config.kind if options.kind != "auto" else None), FileName()
     )
     centre_filter = tile_filter(catalog, options.center_on, "--center-on") if options.center_on else None
-    say(f"reading the vectors of {query.table} (version {table_version})")
-    raw, tile_ids, _ = query.to_numpy()
-    space = VectorSpace.fit(
-        options.metric, options.center, _centre_rows(catalog, options, centre_filter, raw, tile_ids)
-    )
-    vectors = space.prepare(raw)
-    norms = space.lengths(raw)
-    del raw
     directory = index_root(catalog, query.table) / name
     token = _token(table_version)
     with _writing(directory, token):  # locked, created by the store's write path; undone when it fails
-        say(f"building a {options.backend} {config.kind} index over {len(vectors)} vectors")
         started = time.perf_counter()
-        if isinstance(config, LanceConfig):
-            # a local build takes its final name once saved; object stores cannot rename: build in place
-            local = isinstance(directory, Path)
-            building = f"{BUILDING}{token}.lance" if local else f"vectors-{token}.lance"
-            backend: FaissIndex | LanceIndex = LanceIndex.build(
-                config, vectors, options.metric, directory / building
+        addresses = None
+        if isinstance(config, IvfPqConfig):  # streamed from the table: never all vectors in memory
+            say(
+                f"building a faiss ivfpq index over {rows} vectors streamed from {query.table} "
+                f"v{table_version}"
             )
+            centre_ids = _centre_ids(catalog, options, centre_filter)
+            built = streamed_ivfpq.build(
+                query, config, options.metric, options.center, centre_ids, options.device, say
+            )
+            backend: FaissIndex | LanceIndex = built.backend
+            space, tile_ids, norms, addresses = built.space, built.tile_ids, built.norms, built.addresses
+            recall, queries, dim = built.recall, built.queries, provenance.dim
         else:
-            backend = FaissIndex.build(config, vectors, options.metric, options.device)
-        recall, queries = None, 0
-        if not isinstance(config, FlatConfig):
-            say(f"tuning the search breadth to recall@10 >= {config.target_recall}")
-            recall, queries = tune(backend, vectors, options.metric, config.target_recall)
+            say(f"reading the vectors of {query.table} (version {table_version})")
+            raw, tile_ids, _ = query.to_numpy()
+            space = VectorSpace.fit(
+                options.metric, options.center, _centre_rows(catalog, options, centre_filter, raw, tile_ids)
+            )
+            vectors = space.prepare(raw)
+            norms = space.lengths(raw)
+            del raw
+            dim = int(vectors.shape[1])
+            say(f"building a {options.backend} {config.kind} index over {len(vectors)} vectors")
+            if isinstance(config, LanceConfig):
+                # a local build takes its final name once saved; object stores cannot rename: build in place
+                local = isinstance(directory, Path)
+                building = f"{BUILDING}{token}.lance" if local else f"vectors-{token}.lance"
+                backend = LanceIndex.build(config, vectors, options.metric, directory / building)
+            else:
+                backend = FaissIndex.build(config, vectors, options.metric, options.device)
+            recall, queries = None, 0
+            if not isinstance(config, FlatConfig):
+                say(f"tuning the search breadth to recall@10 >= {config.target_recall}")
+                recall, queries = tune(backend, vectors, options.metric, config.target_recall)
+            del vectors
         seconds = time.perf_counter() - started
         now = datetime.now(UTC).isoformat(timespec="seconds")
         manifest = IndexManifest(
@@ -154,8 +178,8 @@ def build_index(
             built_from_version=table_version,
             backbone=provenance.backbone,
             weights_sha256=provenance.weights_sha256,
-            dim=int(vectors.shape[1]),
-            rows=len(vectors),
+            dim=dim,
+            rows=len(tile_ids),
             build_seconds=round(seconds, 3),
             recall_at_10=None if recall is None else round(recall, 4),
             recall_queries=queries,
@@ -172,8 +196,21 @@ def build_index(
                 "pylance": package_version("pylance"),
             },
         )
-        _save(directory, manifest, backend, np.asarray(tile_ids).astype(str), token, norms)
+        _save(directory, manifest, backend, tile_ids, token, norms, addresses)
     return manifest
+
+
+def _centre_ids(catalog: Catalog, options: IndexOptions, predicate: str | None) -> pa.Array | None:
+    """The tile ids `--center-on` (checked and parenthesised as `predicate`) selects; None without it."""
+    if predicate is None:
+        return None
+    chosen = catalog.dataset(TILES).to_table(columns=["tile_id"], filter=predicate).column("tile_id")
+    if len(chosen) == 0:
+        raise EmbedstoreError(
+            f"--center-on {options.center_on!r} selects no tile with a vector; check the expression "
+            "(e.g. \"dataset = 'pcam'\")"
+        )
+    return chosen.combine_chunks()
 
 
 def _centre_rows(
@@ -237,7 +274,7 @@ def open_index(
     """The index `name` of `backbone`'s table (None: the only one, or `auto`), as saved; None when the
     table has none. Call `refresh` before searching it."""
     directory = _find(catalog, EmbeddingQuery.of(catalog, backbone).table, name)
-    return None if directory is None else _load(directory, device)
+    return None if directory is None else _load(catalog, directory, device)
 
 
 def refresh(catalog: Catalog, loaded: LoadedIndex, update: bool = True, say: Say | None = None) -> int:
@@ -268,7 +305,10 @@ def refresh(catalog: Catalog, loaded: LoadedIndex, update: bool = True, say: Say
             f"index {manifest.name!r} matches version {manifest.table_version} of {manifest.table}, which "
             f"has {len(new_ids)} new rows at version {current}; search with updates, or rebuild: {rebuild}"
         )
+    source = _table_vectors(loaded)
     if isinstance(loaded.backend, FaissIndex) and _read_only(catalog):  # update it in memory, unsaved
+        if source is not None:
+            source.follow(current, loaded.tile_ids)
         added = _add_rows(catalog, loaded, current, new_ids, say) if len(new_ids) else 0
         manifest.table_version = current
         return added
@@ -278,35 +318,59 @@ def refresh(catalog: Catalog, loaded: LoadedIndex, update: bool = True, say: Say
             changed = True  # another process rebuilt or updated it meanwhile: start from its version
         else:
             changed = False
+            if source is not None:
+                source.follow(current, loaded.tile_ids)
             added = _add_rows(catalog, loaded, current, new_ids, say) if len(new_ids) else 0
             manifest.table_version = current
             manifest.updated = datetime.now(UTC).isoformat(timespec="seconds")
-            _save(loaded.directory, manifest, loaded.backend, loaded.tile_ids, _token(current), loaded.norms)
+            addresses = None if source is None else source.addresses
+            _save(
+                loaded.directory,
+                manifest,
+                loaded.backend,
+                loaded.tile_ids,
+                _token(current),
+                loaded.norms,
+                addresses,
+            )
     if changed:
         before = len(loaded.tile_ids)
-        vars(loaded).update(vars(_load(loaded.directory, loaded.device)))
+        vars(loaded).update(vars(_load(catalog, loaded.directory, loaded.device)))
         return max(0, len(loaded.tile_ids) - before) + refresh(catalog, loaded, update, say)
     return added
 
 
 def _add_rows(catalog: Catalog, loaded: LoadedIndex, version: int, new_ids: pa.Array, say: Say | None) -> int:
-    """Read the new rows' vectors (streamed, tiles in the store only) and add them to the index."""
-    query = EmbeddingTable.of(catalog, loaded.manifest.table, version).query().columns()
-    raw, ids, _ = query.tiles(new_ids).to_numpy()
-    if len(raw) == 0:
-        return 0
-    if say:
-        say(
-            f"adding {len(raw)} rows embedded since version {loaded.manifest.table_version} to index "
-            f"{loaded.manifest.name!r}"
-        )
-    loaded.backend.add(loaded.space.prepare(raw))
-    if loaded.norms is not None:
-        loaded.norms = np.concatenate([loaded.norms, loaded.space.lengths(raw)])
-    loaded.tile_ids = np.concatenate([loaded.tile_ids, np.asarray(ids).astype(str)])
+    """Read the new rows' vectors (streamed in batches, tiles in the store only) and add them to the index;
+    an index re-scored from the table also records their row addresses."""
+    query = EmbeddingTable.of(catalog, loaded.manifest.table, version).query().columns().tiles(new_ids)
+    source = _table_vectors(loaded)
+    added = 0
+    for raw, batch in query.to_numpy_batches(streamed_ivfpq.BATCH_ROWS, row_address=source is not None):
+        if added == 0 and say:
+            say(
+                f"adding {len(new_ids)} rows embedded since version {loaded.manifest.table_version} to "
+                f"index {loaded.manifest.name!r}"
+            )
+        loaded.backend.add(loaded.space.prepare(raw))
+        if source is not None:
+            source.extend(batch.column("row_address").to_numpy())
+        if loaded.norms is not None:
+            loaded.norms = np.concatenate([loaded.norms, loaded.space.lengths(raw)])
+        ids = batch.column("tile_id").to_numpy(zero_copy_only=False)
+        loaded.tile_ids = np.concatenate([loaded.tile_ids, np.asarray(ids).astype(str)])
+        added += len(raw)
     loaded.manifest.rows = len(loaded.tile_ids)
-    loaded.manifest.rows_added += len(raw)
-    return len(raw)
+    loaded.manifest.rows_added += added
+    return added
+
+
+def _table_vectors(loaded: LoadedIndex) -> TableVectors | None:
+    """The table reader of an index re-scored from the table; None for indexes that hold their vectors."""
+    backend = loaded.backend
+    return (
+        backend.exact if isinstance(backend, FaissIndex) and isinstance(backend.exact, TableVectors) else None
+    )
 
 
 def norms_from_table(catalog: Catalog, loaded: LoadedIndex) -> np.ndarray:
@@ -363,7 +427,7 @@ def _find(catalog: Catalog, table: str, name: str | None) -> Path | ObjectPath |
     raise EmbedstoreError(f"{table} has several indexes ({', '.join(names)}); choose one with --index NAME")
 
 
-def _load(directory: Path | ObjectPath, device: str, attempts: int = 2) -> LoadedIndex:
+def _load(catalog: Catalog, directory: Path | ObjectPath, device: str, attempts: int = 2) -> LoadedIndex:
     """Read the manifest and the files it names (again, once, if another process replaced them meanwhile)."""
     manifest = IndexManifest.load(directory)
     config = config_from_dict(manifest.config)
@@ -379,7 +443,7 @@ def _load(directory: Path | ObjectPath, device: str, attempts: int = 2) -> Loade
         ids = ids_table.column("tile_id")
     except (OSError, KeyError, RuntimeError, ValueError) as error:
         if attempts > 1:
-            return _load(directory, device, attempts - 1)
+            return _load(catalog, directory, device, attempts - 1)
         raise EmbedstoreError(
             f"index {manifest.name!r} at {directory} cannot be read ({str(error).splitlines()[0]}); "
             f"rebuild it with `embedstore index <store> --backbone {manifest.backbone} "
@@ -390,6 +454,16 @@ def _load(directory: Path | ObjectPath, device: str, attempts: int = 2) -> Loade
     norms = (
         ids_table.column("norm").to_numpy().astype(np.float32) if "norm" in ids_table.column_names else None
     )
+    if isinstance(backend, FaissIndex) and backend.codes_only:
+        if "row_address" not in ids_table.column_names:
+            raise EmbedstoreError(
+                f"index {manifest.name!r} at {directory} lacks its row addresses; rebuild it with "
+                f"`embedstore index <store> --backbone {manifest.backbone} --name {manifest.name}`"
+            )
+        addresses = ids_table.column("row_address").to_numpy()
+        backend.read_exact_from(
+            TableVectors(catalog, manifest.table, manifest.table_version, addresses, space)
+        )
     return LoadedIndex(manifest, backend, space, tile_ids, directory, device, norms)
 
 
@@ -397,16 +471,21 @@ def _save(
     directory: Path | ObjectPath,
     manifest: IndexManifest,
     backend: FaissIndex | LanceIndex,
-    ids: np.ndarray,
+    ids: np.ndarray | pa.Array,
     token: str,
     norms: np.ndarray | None = None,
+    addresses: np.ndarray | None = None,
 ) -> None:
-    """Write the index files under new names, then the manifest (atomically), then drop old files."""
+    """Write the index files under new names, then the manifest (atomically), then drop old files. The
+    ids file holds each position's tile id, its length before normalising (`norm`) and, for an index
+    re-scored from the table, its row address (`row_address`)."""
     files = {"ids": f"ids-{token}.arrow"}
     buffer = io.BytesIO()
-    columns = {"tile_id": pa.array(ids, pa.string())}
+    columns = {"tile_id": ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string())}
     if norms is not None:
         columns["norm"] = pa.array(np.asarray(norms, dtype=np.float32))
+    if addresses is not None:
+        columns["row_address"] = pa.array(np.asarray(addresses, dtype=np.uint64))
     manifest.norms = norms is not None
     feather.write_feather(pa.table(columns), buffer)
     (directory / files["ids"]).write_bytes(buffer.getvalue())
@@ -417,7 +496,8 @@ def _save(
         manifest.lance_version = backend.version
     else:
         files["index"] = f"index-{token}.faiss"
-        backend.save(directory / files["index"])
+        manifest.index_bytes = backend.save(directory / files["index"])
+        manifest.memory_bytes = backend.memory_bytes() + (0 if addresses is None else addresses.nbytes)
     manifest.files = files
     manifest.config = config_to_dict(backend.config)
     manifest.save(directory)

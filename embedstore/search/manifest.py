@@ -52,6 +52,8 @@ class IndexManifest(JsonReport):
     norms: bool = False  # the ids file holds each row's length before normalising (re-centring needs it)
     rows_added: int = 0  # rows added by updates since the build
     lance_version: int | None = None  # version of the Lance copy of the vectors (lancedb backend)
+    index_bytes: int | None = None  # the FAISS index file's size on disk (None: lancedb, or older)
+    memory_bytes: int | None = None  # about what the loaded index holds in memory (codes, lists, addresses)
     created: str = ""
     updated: str = ""
     versions: dict[str, str] = field(default_factory=dict)
@@ -106,9 +108,15 @@ class IndexManifest(JsonReport):
             "subset": f", centred on tiles where {self.centered_on_where}",
             "none": ", uncentred",
         }.get(self.centring, "")
+        sizes = (
+            f", {_size(self.index_bytes)} on disk, about {_size(self.memory_bytes)} in memory"
+            if self.index_bytes is not None and self.memory_bytes is not None
+            else ""
+        )
         return (
             f"index {self.name!r}: {self.backend} {self.kind} ({self.metric}{centred}) over {self.rows} "
             f"vectors of {self.table} v{self.table_version}, {recall}, built in {self.build_seconds:.1f} s"
+            f"{sizes}"
         )
 
     def save(self, directory: Path | ObjectPath) -> None:
@@ -133,3 +141,13 @@ class IndexManifest(JsonReport):
             ) from None
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in record.items() if k in known})
+
+
+def _size(count: int | None) -> str:
+    """Bytes in words: 512 B, 3.4 MB, 1.2 GB."""
+    value = float(count or 0)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"

@@ -43,7 +43,15 @@ def tune(index: Tunable, vectors: np.ndarray, metric: str, target: float) -> tup
     rows = _neighbours.sample_queries(len(vectors))
     queries = vectors[rows]
     truth = _neighbours.exact_neighbours(vectors, queries, metric, K + 1)
+    return tune_against(index, queries, truth, rows, target), len(rows)
+
+
+def tune_against(
+    index: Tunable, queries: np.ndarray, truth: np.ndarray, rows: np.ndarray, target: float
+) -> float:
+    """Widen the index's search until recall@10 of `queries` (stored rows `rows`, exact neighbours
+    `truth`, K + 1 of them) reaches `target` or nothing is left to widen; the recall kept."""
     while True:
         recall = recall_at_k(index.search(queries, K + 1), truth, rows)
         if recall >= target or not index.widen():
-            return recall, len(rows)
+            return recall
