@@ -18,6 +18,7 @@ NAMES = sorted(p.stem for p in BENCHMARKS.glob("*.py") if p.stem != "harness")
 # benchmark -> the main keys of its JSON besides "smoke" (a new benchmark adds its line)
 KEYS = {
     "embed_throughput": {"machine", "throughput", "agreement", "layouts", "allocator"},
+    "embed_writer": {"machine", "args", "sizes"},
     "gpu_embed": {"machine", "args", "tiles", "runs"},
     "heads": {"machine", "args", "scarce", "speed", "memory", "targets"},
     "ingest": {"machine", "first_run", "second_run", "write_path", "startup_seconds", "check_ok"},
@@ -27,6 +28,7 @@ KEYS = {
     "probe_stability": {"machine", "args", "rows"},
     "proxy_selection": {"machine", "prepare", "embedding", "downstream", "proxy", "report"},
     "scale": {"machine", "runs", "rounds", "same_rows_local_vs_ray", "ingest_local_vs_ray", "targets"},
+    "scale_reads": {"machine", "args", "sizes"},
     "scale_store": {"machine", "args", "keyed_commit", "writers", "targets"},
     "search": {"machine", "speed", "targets", "quality"},
     "search_centring": {"machine", "summary", "numpy_overlap_top200"},
