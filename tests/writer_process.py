@@ -120,6 +120,7 @@ def main() -> None:
             )
         else:
             options = {"chunk_rows": args.chunk, "limit": args.limit, "batch_size": 8, "workers": 0}
+            options["commits_by_rate"] = False  # commits of --chunk rows: the kill tests count them
             report = store.embed(args.what, progress=False, **options)
     print(json.dumps(report.to_dict(), default=str))
 

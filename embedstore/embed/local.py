@@ -76,6 +76,7 @@ def embed(
             options.on_chunk,
             options.chunk_rows,
             timeline,
+            sized_by_rate=options.commits_by_rate,
         )
         pipeline_started = time.perf_counter()
         try:

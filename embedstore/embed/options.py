@@ -95,6 +95,8 @@ class EmbedOptions:
         "[default: 4, or the smallest node's CPUs when fewer].",
     )
     chunk_rows: int = option(4096, Interval(1, integer=True), cli=False)  # rows per commit, at least
+    # False: every commit holds chunk_rows rows (runs that count their commits: kill tests, benchmarks)
+    commits_by_rate: bool = option(True, Flag(), cli=False)
     prefetch: int = option(4, Interval(1, integer=True), cli=False)  # batches each worker decodes ahead
     decode: str = option(
         "auto",

@@ -78,7 +78,7 @@ class EmbeddingWriter:
 
 class ChunkedWriter:
     """Buffers rows into rate-sized chunks (`next_chunk_rows`) and commits each on a thread, one commit in
-    flight (`sized_by_rate=False`: chunks of `chunk_rows`, as before rate sizing; kept for the benchmark).
+    flight (`sized_by_rate=False`: chunks of `chunk_rows`, for runs that count their commits).
     `stalled_seconds` is how long `add` waited for a commit: the writer holding the model back."""
 
     def __init__(
