@@ -70,7 +70,7 @@ class EmbedstoreGroup(click.Group):
             line = os_error_line(error)
             if line is not None:
                 click.echo(f"error: {line}", err=True)
-                sys.exit(2)
+                _exit_now(2)
             click.echo(
                 f"error: {type(error).__name__}: {first_line(error)} "
                 "(this is a bug; set EMBEDSTORE_DEBUG=1 for the traceback)",
@@ -80,6 +80,23 @@ class EmbedstoreGroup(click.Group):
         sys.exit(code or 0)
 
 
+def _exit_now(code: int) -> None:
+    """Exit at once, after flushing stdout and stderr, without interpreter shutdown: after an OS-level
+    failure (a full disk) native reader threads may still be running, and tearing them down at shutdown
+    was seen to abort the process ("terminate called without an active exception", exit -6) after the
+    one-line error had been printed. Everything this process wrote was committed or cleaned up while
+    the error unwound. Only as the `embedstore` command (`main`): in-process callers (click's CliRunner)
+    get SystemExit as before."""
+    if not _AS_COMMAND:
+        sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+_AS_COMMAND = False  # set by `main`, the console entry point
+
+
 @click.group(cls=EmbedstoreGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="embedstore")
 def app() -> None:
@@ -87,6 +104,8 @@ def app() -> None:
 
 
 def main() -> None:
+    global _AS_COMMAND
+    _AS_COMMAND = True
     app.main()
 
 
