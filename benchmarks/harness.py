@@ -127,9 +127,9 @@ def print_targets(targets: Sequence[dict[str, Any]]) -> None:
 
 
 @contextlib.contextmanager
-def scratch(prefix: str = "bench-") -> Iterator[Path]:
-    """A temporary folder, removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+def scratch(prefix: str = "bench-", parent: Path | None = None) -> Iterator[Path]:
+    """A temporary folder (under `parent`, e.g. a big disk; default: the system's), removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=parent) as tmp:
         yield Path(tmp)
 
 

@@ -350,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "smoke": args.smoke,
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "spec"},
     }
-    with harness.scratch("scale-store-") if args.tmp is None else _folder(args.tmp) as root:
+    with harness.scratch("scale-store-", args.tmp) as root:
         rows = Rows(args.dim)
         result["keyed_commit"] = keyed_commit(args, root, rows)
         harness.say(f"writers into {args.sizes[-1]:,} rows")
@@ -361,24 +361,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary(result)
     print(f"wrote {args.out} and {png}")
     return 0
-
-
-class _folder:
-    """A folder made under `parent` and removed afterwards (big tables on a disk of one's choice)."""
-
-    def __init__(self, parent: Path) -> None:
-        self.parent = parent
-
-    def __enter__(self) -> Path:
-        import tempfile
-
-        self.path = Path(tempfile.mkdtemp(prefix="scale-store-", dir=self.parent))
-        return self.path
-
-    def __exit__(self, *exc: object) -> None:
-        import shutil
-
-        shutil.rmtree(self.path, ignore_errors=True)
 
 
 if __name__ == "__main__":

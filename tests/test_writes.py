@@ -189,3 +189,23 @@ def test_the_claims_table_is_cleaned_of_old_versions_and_their_files(table, monk
     assert len(lance.dataset(str(claims_table)).versions()) == 1
     assert not list((claims_table / "data").iterdir())  # every claim's data file went with its versions
     assert lance.dataset(str(table)).count_rows() == writes.CLAIMS_CLEANUP_EVERY
+
+
+@pytest.mark.parametrize("name", ["../..", "/tmp", "../outside", ".claims/emb__x"])
+def test_drop_table_removes_nothing_outside_the_store_whatever_the_name(tmp_path, name):
+    """drop_table removes a table's folder and its claims table: a name that is a path is refused, and
+    nothing beside the store (or its claims folder) is touched."""
+    import embedstore
+    from embedstore.core.errors import EmbedstoreError
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("mine")
+    store = embedstore.init(tmp_path / "store")
+    claims = tmp_path / "store" / ".claims"
+    claims.mkdir(exist_ok=True)
+    (claims / "keep.txt").write_text("mine")
+    with pytest.raises(EmbedstoreError):
+        store.catalog.drop_table(name)
+    assert (outside / "keep.txt").read_text() == "mine" and (claims / "keep.txt").read_text() == "mine"
+    assert (tmp_path / "store" / "tiles.lance").is_dir()
