@@ -29,26 +29,15 @@ import lance
 import numpy as np
 import pyarrow as pa
 
-from embedstore.core.schema import ROW_KEY_SEPARATOR
 from embedstore.embed.writer import ChunkedWriter, EmbeddingWriter
 from embedstore.storage.catalog import Catalog
-from embedstore.storage.embedding_tables import Provenance, embedding_schema
+from embedstore.storage.embedding_tables import embedding_schema
 
 RESULTS = harness.RESULTS / "embed_writer.json"
 DIM = 256
 BATCH = 256
 FILL_ROWS = 500_000  # rows per pre-fill append
-PROVENANCE = Provenance(
-    backbone="bench",
-    weights_sha256="",
-    dim=DIM,
-    input_size=224,
-    mean=(0.5, 0.5, 0.5),
-    std=(0.5, 0.5, 0.5),
-    resize="bicubic",
-    precision="bf16",
-    store_dtype="float16",
-)
+PROVENANCE = harness.bench_provenance(DIM)
 TABLE = "emb__bench"
 
 
@@ -65,19 +54,7 @@ def parse_args(argv: Sequence[str] | None) -> Any:
 
 
 def rows(start: int, count: int, rng: np.random.Generator) -> pa.Table:
-    """`count` generated rows of the embedding schema, tile ids from `start`."""
-    ids = pa.array([f"g{i:09d}" for i in range(start, start + count)])
-    keys = pa.array([f"g{i:09d}{ROW_KEY_SEPARATOR}0" for i in range(start, start + count)])
-    vectors = rng.standard_normal((count, DIM), dtype=np.float32).astype(np.float16)
-    return pa.table(
-        [
-            keys,
-            ids,
-            pa.array(np.zeros(count, np.int16)),
-            pa.FixedSizeListArray.from_arrays(vectors.ravel(), DIM),
-        ],
-        schema=embedding_schema(PROVENANCE),
-    )
+    return harness.embedding_rows(PROVENANCE, start, count, rng)
 
 
 def prefill(catalog: Catalog, size: int, have: int, rng: np.random.Generator) -> None:

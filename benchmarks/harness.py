@@ -258,3 +258,43 @@ def startup_seconds(args: list[str], runs: int = 5, command: list[str] | None = 
         subprocess.run(command, check=True, capture_output=True)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+# -- generated embedding tables (embed_writer, scale_reads, store_versions) ----------------------------
+
+
+def bench_provenance(dim: int = 256) -> Any:
+    """The provenance of a generated `dim`-d float16 embedding table (bf16, as a GPU run would store it)."""
+    from embedstore.storage.embedding_tables import Provenance
+
+    return Provenance(
+        backbone="bench",
+        weights_sha256="",
+        dim=dim,
+        input_size=224,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        resize="bicubic",
+        precision="bf16",
+        store_dtype="float16",
+    )
+
+
+def embedding_rows(provenance: Any, start: int, count: int, rng: np.random.Generator, digits: int = 9) -> Any:
+    """`count` rows of `provenance`'s embedding schema (view 0, random vectors), tile ids g<start...>."""
+    import pyarrow as pa
+
+    from embedstore.core.schema import ROW_KEY_SEPARATOR
+    from embedstore.storage.embedding_tables import embedding_schema
+
+    ids = [f"g{i:0{digits}d}" for i in range(start, start + count)]
+    vectors = rng.standard_normal((count, provenance.dim), dtype=np.float32).astype(np.float16)
+    return pa.table(
+        [
+            pa.array([f"{tile}{ROW_KEY_SEPARATOR}0" for tile in ids]),
+            pa.array(ids),
+            pa.array(np.zeros(count, np.int16)),
+            pa.FixedSizeListArray.from_arrays(vectors.ravel(), provenance.dim),
+        ],
+        schema=embedding_schema(provenance),
+    )

@@ -19,6 +19,7 @@ compares with the smallest size's (flat = about 1). Target (issue #24): rates fl
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -30,25 +31,15 @@ import numpy as np
 import pyarrow as pa
 
 import embedstore
-from embedstore.core.schema import ROW_KEY_SEPARATOR, TILES, TILES_SCHEMA
+from embedstore.core.schema import TILES, TILES_SCHEMA
 from embedstore.embeddings import EmbeddingQuery, EmbeddingTable
-from embedstore.storage.embedding_tables import Provenance, embedding_schema, table_name
+from embedstore.storage.embedding_tables import embedding_schema, table_name
 
 RESULTS = harness.RESULTS / "scale_reads.json"
 DIM = 256
 FILL_ROWS = 500_000
 BACKBONE = "scale_bench"
-PROVENANCE = Provenance(
-    backbone=BACKBONE,
-    weights_sha256="",
-    dim=DIM,
-    input_size=224,
-    mean=(0.5, 0.5, 0.5),
-    std=(0.5, 0.5, 0.5),
-    resize="bicubic",
-    precision="bf16",
-    store_dtype="float16",
-)
+PROVENANCE = dataclasses.replace(harness.bench_provenance(DIM), backbone=BACKBONE)
 
 
 def parse_args(argv: Sequence[str] | None) -> Any:
@@ -82,18 +73,7 @@ def tiles_rows(start: int, count: int) -> pa.Table:
 
 
 def vector_rows(start: int, count: int, rng: np.random.Generator) -> pa.Table:
-    ids = pa.array([f"g{i:010d}" for i in range(start, start + count)])
-    keys = pa.array([f"g{i:010d}{ROW_KEY_SEPARATOR}0" for i in range(start, start + count)])
-    vectors = rng.standard_normal((count, DIM), dtype=np.float32).astype(np.float16)
-    return pa.table(
-        [
-            keys,
-            ids,
-            pa.array(np.zeros(count, np.int16)),
-            pa.FixedSizeListArray.from_arrays(vectors.ravel(), DIM),
-        ],
-        schema=embedding_schema(PROVENANCE),
-    )
+    return harness.embedding_rows(PROVENANCE, start, count, rng, digits=10)
 
 
 def grow(store: embedstore.Store, have: int, size: int, rng: np.random.Generator) -> None:

@@ -29,25 +29,14 @@ import harness
 import numpy as np
 import pyarrow as pa
 
-from embedstore.core.schema import ROW_KEY_SEPARATOR
 from embedstore.storage.catalog import Catalog
-from embedstore.storage.embedding_tables import Provenance, embedding_schema
+from embedstore.storage.embedding_tables import embedding_schema
 from embedstore.storage.versions import FRAGMENT_LIMIT, prunable
 
 RESULTS = harness.RESULTS / "store_versions.json"
 DIM = 256
 TABLE = "emb__bench"
-PROVENANCE = Provenance(
-    backbone="bench",
-    weights_sha256="",
-    dim=DIM,
-    input_size=224,
-    mean=(0.5, 0.5, 0.5),
-    std=(0.5, 0.5, 0.5),
-    resize="bicubic",
-    precision="bf16",
-    store_dtype="float16",
-)
+PROVENANCE = harness.bench_provenance(DIM)
 
 
 def parse_args(argv: Sequence[str] | None) -> Any:
@@ -64,18 +53,7 @@ def parse_args(argv: Sequence[str] | None) -> Any:
 
 
 def rows(start: int, count: int, rng: np.random.Generator) -> pa.Table:
-    """`count` generated rows of the embedding schema, tile ids from `start`."""
-    ids = [f"g{i:09d}" for i in range(start, start + count)]
-    vectors = rng.standard_normal((count, DIM), dtype=np.float32).astype(np.float16)
-    return pa.table(
-        [
-            pa.array([f"{tile}{ROW_KEY_SEPARATOR}0" for tile in ids]),
-            pa.array(ids),
-            pa.array(np.zeros(count, np.int16)),
-            pa.FixedSizeListArray.from_arrays(vectors.ravel(), DIM),
-        ],
-        schema=embedding_schema(PROVENANCE),
-    )
+    return harness.embedding_rows(PROVENANCE, start, count, rng)
 
 
 def shape(catalog: Catalog) -> dict[str, int]:
