@@ -4,7 +4,7 @@ Ray connection (`ray_cluster`). `from embedstore.runtime import resolve_device` 
 from .resources import (
     DEVICES,
     cpu_count,
-    default_workers,
+    cpu_decode_workers,
     memory_available,
     resolve_device,
     reuse_freed_memory,
@@ -15,7 +15,7 @@ from .resources import (
 __all__ = [
     "DEVICES",
     "cpu_count",
-    "default_workers",
+    "cpu_decode_workers",
     "memory_available",
     "resolve_device",
     "reuse_freed_memory",

@@ -87,16 +87,6 @@ def cpu_count() -> int:
     return usable_cpus()
 
 
-def default_workers(device: torch.device) -> int:
-    """Decode worker processes: with a GPU, enough to feed it from CPU decoding (every core but one, up
-    to GPU_DECODE_WORKERS; `embed.defaults` takes fewer when the GPU decodes); on a CPU, `cpu_decode_workers`.
-    """
-    cpus = cpu_count()
-    if device.type == "cuda":
-        return max(1, min(GPU_DECODE_WORKERS, cpus - 1))
-    return cpu_decode_workers(cpus)
-
-
 def cpu_decode_workers(cpus: int) -> int:
     """Decode workers beside a model that runs on `cpus` cores: none up to 4 cores, one per 8 above.
 
