@@ -10,7 +10,12 @@ commit after the producer finished: a fixed cost per run, not per row), commits,
 commit, and the versions the run added. The keyed commit path itself is
 `embedstore.storage.keyed_writes` (issue #24).
 
+With --writers 1,2,4 each size also runs that many producer processes at once (separate `embed` runs
+sharing the offered rate: each offers rate/N), so the writers race through claims into one table; the
+rows/s reported is the sum of their paces, and each is checked to have committed every row it offered.
+
     python benchmarks/embed_writer.py [--sizes 100000,1000000,10000000] [--rate 20000] [--seconds 10]
+        [--writers 1]
     python benchmarks/embed_writer.py --smoke     # seconds: a 2,000-row table, 1 s runs
 
 10^7 rows of 256-d float16 take ~5.5 GB of disk in a temporary folder, deleted at the end.
@@ -18,6 +23,8 @@ commit, and the versions the run added. The keyed commit path itself is
 
 from __future__ import annotations
 
+import argparse
+import multiprocessing
 import statistics
 import time
 from collections.abc import Sequence
@@ -46,10 +53,13 @@ def parse_args(argv: Sequence[str] | None) -> Any:
     parser.add_argument("--sizes", default="100000,1000000,10000000", help="table sizes, comma-separated")
     parser.add_argument("--rate", type=float, default=20_000.0, help="rows/s the producer offers")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds each run produces")
+    parser.add_argument(
+        "--writers", default="1", help="producer processes sharing the rate, e.g. 1,2,4 (each run apart)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.smoke:
-        args.sizes, args.seconds = "2000", 1.0
+        args.sizes, args.seconds, args.writers = "2000", 1.0, "1,2"
     return args
 
 
@@ -67,6 +77,7 @@ def prefill(catalog: Catalog, size: int, have: int, rng: np.random.Generator) ->
 def produce(catalog: Catalog, args: Any, first_id: int, sized_by_rate: bool) -> dict[str, Any]:
     """Offer rows at args.rate for args.seconds to a ChunkedWriter; what it cost the producer."""
     versions = catalog.dataset(TABLE).version
+    first_id = int(first_id)
     writer = ChunkedWriter(
         EmbeddingWriter(catalog, TABLE, PROVENANCE), 0, None, 4096, sized_by_rate=sized_by_rate
     )
@@ -98,6 +109,36 @@ def produce(catalog: Catalog, args: Any, first_id: int, sized_by_rate: bool) -> 
     }
 
 
+def _produce_apart(store: str, rate: float, seconds: float, first_id: int) -> dict[str, Any]:
+    """`produce` in a process of its own (another embed run), at `rate`, sized by rate."""
+    offered = argparse.Namespace(rate=rate, seconds=seconds)
+    return produce(Catalog.open(Path(store)), offered, first_id, sized_by_rate=True)
+
+
+def concurrent(catalog: Catalog, args: Any, writers: int, first_id: int) -> dict[str, Any]:
+    """`writers` producer processes at once, each offering args.rate / writers, into one table."""
+    before = catalog.dataset(TABLE).count_rows()
+    spacing = 10**9  # each writer's ids: disjoint
+    jobs = [
+        (str(catalog.root), args.rate / writers, args.seconds, first_id + w * spacing) for w in range(writers)
+    ]
+    with multiprocessing.get_context("spawn").Pool(writers) as pool:
+        reports = pool.starmap(_produce_apart, jobs)
+    added = catalog.dataset(TABLE).count_rows() - before
+    assert added == sum(r["rows"] for r in reports), f"{added} rows added, writers reported {reports}"
+    return {
+        "writers": writers,
+        "rows": added,
+        "offered_rows_per_s": args.rate,
+        "rows_per_s": sum(r["rows_per_s"] for r in reports),
+        "stalled_seconds": max(r["stalled_seconds"] for r in reports),
+        "commits": sum(r["commits"] for r in reports),
+        "median_commit_s": statistics.median(r["median_commit_s"] for r in reports),
+        "longest_commit_s": max(r["longest_commit_s"] for r in reports),
+        "per_writer": reports,
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = sorted(int(size) for size in args.sizes.split(","))
@@ -121,6 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 harness.say(f"{size:,} rows: {label}")
                 entry[label] = produce(catalog, args, next_id, by_rate)
                 next_id += entry[label]["rows"]
+            entry["writers"] = []
+            for writers in sorted(int(w) for w in args.writers.split(",") if int(w) > 1):
+                harness.say(f"{size:,} rows: {writers} writer processes, sized by rate")
+                entry["writers"].append(concurrent(catalog, args, writers, next_id))
+                next_id += writers * 10**9
             result["sizes"].append(entry)
             harness.write_json(args.out, result)
     print(f"\n{'table rows':>12} {'commits':>15} {'rows/s':>17} {'stalled s':>15} {'median commit s':>17}")
@@ -133,6 +179,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{fixed['median_commit_s']:>7.3f} -> {sized['median_commit_s']:<7.3f}"
         )
     print("(fixed 4,096-row commits -> commits sized by rate)")
+    for entry in result["sizes"]:
+        for run in entry["writers"]:
+            print(
+                f"{entry['table_rows']:>12,} rows, {run['writers']} writers sized by rate: "
+                f"{run['rows_per_s']:,.0f} rows/s of {run['offered_rows_per_s']:,.0f} offered, "
+                f"stalled {run['stalled_seconds']:.2f} s, median commit {run['median_commit_s']:.3f} s"
+            )
     harness.write_json(args.out, result)
     harness.say(f"wrote {args.out}")
     return 0
