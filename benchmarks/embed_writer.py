@@ -24,8 +24,10 @@ rows/s reported is the sum of their paces, and each is checked to have committed
 from __future__ import annotations
 
 import argparse
-import multiprocessing
+import json
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -109,21 +111,34 @@ def produce(catalog: Catalog, args: Any, first_id: int, sized_by_rate: bool) -> 
     }
 
 
-def _produce_apart(store: str, rate: float, seconds: float, first_id: int) -> dict[str, Any]:
-    """`produce` in a process of its own (another embed run), at `rate`, sized by rate."""
-    offered = argparse.Namespace(rate=rate, seconds=seconds)
-    return produce(Catalog.open(Path(store)), offered, first_id, sized_by_rate=True)
+def _produce_apart(spec: dict[str, Any]) -> dict[str, Any]:
+    """`produce` in a process of its own (another embed run), at spec's rate, sized by rate."""
+    offered = argparse.Namespace(rate=spec["rate"], seconds=spec["seconds"])
+    return produce(Catalog.open(Path(spec["store"])), offered, spec["first_id"], sized_by_rate=True)
 
 
 def concurrent(catalog: Catalog, args: Any, writers: int, first_id: int) -> dict[str, Any]:
     """`writers` producer processes at once, each offering args.rate / writers, into one table."""
     before = catalog.dataset(TABLE).count_rows()
     spacing = 10**9  # each writer's ids: disjoint
-    jobs = [
-        (str(catalog.root), args.rate / writers, args.seconds, first_id + w * spacing) for w in range(writers)
+    specs = [
+        {
+            "store": str(catalog.root),
+            "rate": args.rate / writers,
+            "seconds": args.seconds,
+            "first_id": first_id + w * spacing,
+        }
+        for w in range(writers)
     ]
-    with multiprocessing.get_context("spawn").Pool(writers) as pool:
-        reports = pool.starmap(_produce_apart, jobs)
+    command = [sys.executable, __file__, "--producer"]
+    processes = [
+        subprocess.Popen([*command, json.dumps(s)], stdout=subprocess.PIPE, text=True) for s in specs
+    ]
+    reports = []
+    for process in processes:
+        out, _ = process.communicate(timeout=args.seconds * 20 + 600)
+        assert process.returncode == 0, f"producer process failed ({process.returncode})"
+        reports.append(json.loads(out.strip().splitlines()[-1]))
     added = catalog.dataset(TABLE).count_rows() - before
     assert added == sum(r["rows"] for r in reports), f"{added} rows added, writers reported {reports}"
     return {
@@ -140,6 +155,10 @@ def concurrent(catalog: Catalog, args: Any, writers: int, first_id: int) -> dict
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--producer"]:  # one of --writers' processes
+        print(json.dumps(_produce_apart(json.loads(argv[1]))))
+        return 0
     args = parse_args(argv)
     sizes = sorted(int(size) for size in args.sizes.split(","))
     result: dict[str, Any] = {
