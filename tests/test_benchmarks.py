@@ -28,6 +28,8 @@ KEYS = {
     "probe_stability": {"machine", "args", "rows"},
     "proxy_selection": {"machine", "prepare", "embedding", "downstream", "proxy", "report"},
     "scale": {"machine", "runs", "rounds", "same_rows_local_vs_ray", "ingest_local_vs_ray", "targets"},
+    "scale_probe_heads": {"machine", "args", "sizes", "targets"},
+    "scale_cluster": {"machine", "args", "commit", "writers", "ray", "projection"},
     "scale_reads": {"machine", "args", "sizes"},
     "scale_store": {"machine", "args", "keyed_commit", "writers", "targets"},
     "search": {"machine", "speed", "targets", "quality"},
@@ -38,7 +40,7 @@ KEYS = {
 }
 
 # benchmark -> the optional extra it cannot run without (`pip install "embedstore[ray]"`)
-EXTRAS = {"scale": "ray"}
+EXTRAS = {"scale": "ray", "scale_cluster": "ray"}
 
 
 def load(name: str) -> ModuleType:

@@ -17,6 +17,7 @@ import lance
 import pytest
 
 import embedstore
+from embedstore.core import hooks
 from embedstore.storage import keyed_writes
 from embedstore.storage.embedding_tables import Provenance, embedding_schema
 from tests.helpers import generated_keys, generated_rows, key_counts, write_tiles
@@ -289,3 +290,35 @@ def test_embed_killed_holding_its_claims_resumes_to_the_exact_rows(tmp_path, til
     assert_one_row_per_key(store)
     assert key_counts(store, EMB, "row_key") == (60, 60)
     assert lance.dataset(str(keyed_writes.claims_path(store.catalog.table_path(EMB)))).count_rows() == 0
+
+
+def test_check_reports_the_claims_of_a_killed_writer_and_repair_removes_only_those(tmp_path, tiles):
+    """An embed killed holding its claims leaves them, dead: check says so, repair removes them, and the
+    claims of a writer still running (this process, checking from inside its own write) are never
+    reported nor removed."""
+    store = embedstore.init(tmp_path / "store")
+    store.ingest([tiles], progress=False)
+    fault = {"EMBEDSTORE_FAULT": "write.claimed:kill:2"}
+    code, _, err = finish(start("embed", store.root, FAST, "--chunk", "8", env=fault))
+    assert code == -signal.SIGKILL, err
+    claims = keyed_writes.claims_path(store.catalog.table_path(EMB))
+    assert lance.dataset(str(claims)).count_rows() == 8
+    report = store.check()
+    assert [(f.table, f.kind, f.count) for f in report.findings] == [(f".claims/{EMB}", "dead-claims", 8)]
+    assert "died while writing" in report.summary()
+    repaired = store.repair()
+    assert repaired.ok, repaired.summary()
+    assert [(r["table"], r["removed"]) for r in repaired.repaired] == [(f".claims/{EMB}", 8)]
+    assert lance.dataset(str(claims)).count_rows() == 0
+
+    seen = []
+
+    def check_while_holding(table: str, rows: int) -> None:
+        held = lance.dataset(str(claims)).count_rows()
+        seen.append((held, store.check().findings, store.repair().repaired))
+
+    with hooks.inject("write.claimed", check_while_holding):
+        store.embed(FAST, progress=False, workers=0, chunk_rows=8)
+    assert seen and all(held > 0 and findings == [] and done == [] for held, findings, done in seen)
+    assert_one_row_per_key(store)
+    assert key_counts(store, EMB, "row_key") == (60, 60)

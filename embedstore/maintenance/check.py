@@ -5,8 +5,11 @@ restore; checks that would read it are skipped, so --repair never deletes rows b
 table holds one row per key; tiles, files, labels and embeddings point at rows that
 exist (a tile's source, a label's or an embedding's tile); each embedding table's provenance parses
 and fits its vectors; every table declares its key; sources recorded as complete have all their tiles.
-Failed sources are listed. `repair` removes duplicate keys (keeping the oldest row of each) and orphans
-in one new version per table changed, so `embedstore versions STORE --table T --restore V` undoes it.
+Failed sources are listed, and claims that writers killed while writing left in `.claims/` (dead claims:
+harmless, as the next write to their table takes them over, but they would keep `.claims` from emptying).
+`repair` removes duplicate keys (keeping the oldest row of each) and orphans in one new version per table
+changed, so `embedstore versions STORE --table T --restore V` undoes it, and dead claims (never those of
+a writer that still runs).
 Run repair while no other process writes to the store.
 """
 
@@ -16,6 +19,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
+import lance
 import polars as pl
 import pyarrow as pa
 
@@ -36,7 +40,13 @@ from ..core.schema import (
 from ..storage.catalog import Catalog
 from ..storage.damage import inspect_table
 from ..storage.embedding_tables import dtype_name, recorded_provenance, table_name
-from ..storage.keyed_writes import STAGING_DIR, staging_owner_alive
+from ..storage.keyed_writes import (
+    CLAIMS_DIR,
+    STAGING_DIR,
+    dead_claims,
+    remove_dead_claims,
+    staging_owner_alive,
+)
 
 EXAMPLES = 3
 PREDICTIONS_PREFIX = "pred__"  # tables written by heads.predict: tile_id (key), score, probabilities, label
@@ -48,7 +58,7 @@ class Finding:
 
     table: str
     kind: str  # damaged | duplicate-keys | orphans | provenance | undeclared-key | incomplete-sources
-    # | staging-leftovers
+    # | staging-leftovers | dead-claims
     count: int
     message: str
     examples: list[str] = field(default_factory=list)
@@ -111,6 +121,10 @@ def repair_store(catalog: Catalog) -> CheckReport:
         for entry in checker.staging_leftovers:  # not those of running processes
             remove_tree(catalog.root / STAGING_DIR / entry)
         repaired.append({"table": STAGING_DIR, "removed": len(checker.staging_leftovers), "version": None})
+    for name in checker.dead_claims:  # removes only the claims of writers dead now: a live one's stay
+        removed = remove_dead_claims(catalog.root / f"{name}.lance")
+        claims = lance.dataset(str(catalog.root / CLAIMS_DIR / f"{name}.lance"))
+        repaired.append({"table": f"{CLAIMS_DIR}/{name}", "removed": removed, "version": int(claims.version)})
     after = check_store(catalog)
     after.repaired = repaired
     if not repaired:
@@ -131,6 +145,7 @@ class _Checker:
         self.extra_rowids: dict[str, list[int]] = {}  # table -> row ids of duplicate copies to remove
         self.orphans: dict[str, tuple[str, list[str]]] = {}  # table -> (column, values) to remove
         self.staging_leftovers: list[str] = []
+        self.dead_claims: list[str] = []  # tables whose claims table holds claims of dead writers
         self.damaged: set[str] = set()
 
     def run(self) -> CheckReport:
@@ -155,6 +170,7 @@ class _Checker:
                 {"uri": row["uri"], "error": row["error"]} for row in failed.select("uri", "error").to_dicts()
             ]
         self._staging()
+        self._claims()
         return self.report
 
     def _references(self, names: list[str], keys: dict[str, pl.DataFrame]) -> None:
@@ -349,5 +365,25 @@ class _Checker:
                     f"{len(self.staging_leftovers)} half-created table(s) left by an interrupted run (the "
                     "next table created on the machine that ran it removes them; so does --repair)",
                     self.staging_leftovers[:EXAMPLES],
+                )
+            )
+
+    def _claims(self) -> None:
+        """Claims of writers that died holding them (killed between claiming keys and releasing them)."""
+        folder = self.catalog.root / CLAIMS_DIR
+        names = sorted(p.name.removesuffix(".lance") for p in folder.iterdir()) if folder.is_dir() else []
+        for name in names:
+            count, owners = dead_claims(self.catalog.root / f"{name}.lance")
+            if not count:
+                continue
+            self.dead_claims.append(name)
+            self.report.findings.append(
+                Finding(
+                    f"{CLAIMS_DIR}/{name}",
+                    "dead-claims",
+                    count,
+                    f"{count} claim(s) of {len(owners)} writer(s) that died while writing {name!r} (the next "
+                    "write to it takes them over; so does --repair)",
+                    owners[:EXAMPLES],
                 )
             )

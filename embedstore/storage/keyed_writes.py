@@ -321,6 +321,17 @@ def remove_dead_claims(path: Path | ObjectPath) -> int:
     return int(_retrying(lambda: lance.dataset(str(claims)).delete(predicate))["num_deleted_rows"])
 
 
+def dead_claims(path: Path | ObjectPath) -> tuple[int, list[str]]:
+    """The claims held by writers that died (see _owner_alive) in the claims table of the table at
+    `path`: how many, and their owners. Reads only the claims table; writes nothing."""
+    claims = claims_path(store_location(path))
+    if not claims.is_dir():
+        return 0, []
+    held = lance.dataset(str(claims)).to_table(columns=["owner", "claimed_at"]).to_pylist()
+    dead = _dead_owners(held, owner="")
+    return sum(row["owner"] in dead for row in held), dead
+
+
 def _dead_owners(held: list[dict], owner: str) -> list[str]:
     """The owners of claims `held` (rows of the claims table) that are dead, other than `owner`."""
     since = {row["owner"]: row["claimed_at"] for row in held}
