@@ -42,6 +42,7 @@ import pyarrow as pa
 import embedstore
 from embedstore.core.schema import TILES, TILES_SCHEMA
 from embedstore.embed.writer import EmbeddingWriter
+from embedstore.evaluate.neighbours import BlockedTopK
 from embedstore.search import IvfPqConfig
 from embedstore.storage.embedding_tables import Provenance, embedding_schema, table_name
 
@@ -121,20 +122,14 @@ def reset_peak() -> bool:
 
 
 def exact_top10(store: embedstore.Store, space: Any, queries: np.ndarray) -> np.ndarray:
-    """(q, 10) exact nearest index positions, by a blocked product over the table's streamed batches
+    """(q, 10) exact nearest index positions, by FAISS's blocked products over the table's streamed batches
     (positions in the index's order: the table's scan order, as the build reads it)."""
-    best = np.full((len(queries), 10), -np.inf, dtype=np.float32)
-    ids = np.full((len(queries), 10), -1, dtype=np.int64)
+    top = BlockedTopK(queries, 10, space.metric)
     first = 0
     for raw, _ in store.embeddings(KEY).columns().to_numpy_batches(65_536):
-        scores = queries @ space.prepare(raw).T
-        both = np.concatenate([best, scores], axis=1)
-        both_ids = np.concatenate([ids, np.broadcast_to(np.arange(first, first + len(raw)), scores.shape)], 1)
-        keep = np.argpartition(-both, 9, axis=1)[:, :10]
-        best, ids = np.take_along_axis(both, keep, 1), np.take_along_axis(both_ids, keep, 1)
+        top.offer(space.prepare(raw), first)
         first += len(raw)
-    order = np.argsort(-best, axis=1, kind="stable")
-    return np.take_along_axis(ids, order, 1)
+    return top.positions()
 
 
 def measure(store: embedstore.Store, rows: int, dim: int, args: argparse.Namespace) -> dict[str, Any]:

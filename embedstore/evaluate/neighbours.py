@@ -1,4 +1,5 @@
-"""Exact nearest neighbours: a brute-force search, a sample of query rows, and every fold's nearest
+"""Exact nearest neighbours: a brute-force search, the same over vectors offered block by block
+(`BlockedTopK`, for tables streamed in batches), a sample of query rows, and every fold's nearest
 training neighbours at once when the folds' test sets partition the rows.
 
 In k-fold cross-validation the training set of fold f is every row outside fold f, so the similarities
@@ -28,6 +29,38 @@ def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, metric: str, k: i
     faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
     _, positions = faiss.knn(queries, vectors, k, metric=faiss_metric)
     return positions
+
+
+class BlockedTopK:
+    """The exact k nearest of each query among vectors offered block by block (positions counted across
+    blocks): FAISS's BLAS kernels and heaps find each block's k best, then k + k are merged. Memory is
+    the queries, (q, k) results and FAISS's own similarity tiles, whatever the block size."""
+
+    def __init__(self, queries: np.ndarray, k: int, metric: str) -> None:
+        self.queries = np.ascontiguousarray(queries, dtype=np.float32)
+        self.k, self.l2 = k, metric == "l2"
+        self.scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        self.ids = np.full((len(queries), k), -1, dtype=np.int64)
+
+    def offer(self, vectors: np.ndarray, first: int) -> None:
+        """Offer prepared `vectors`, positions `first`, `first + 1`, ..."""
+        import faiss
+
+        found = min(self.k, len(vectors))
+        if found == 0 or len(self.queries) == 0:
+            return
+        metric = faiss.METRIC_L2 if self.l2 else faiss.METRIC_INNER_PRODUCT
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        scores, ids = faiss.knn(self.queries, vectors, found, metric=metric)
+        both_scores = np.concatenate([self.scores, -scores if self.l2 else scores], axis=1)
+        both_ids = np.concatenate([self.ids, ids + first], axis=1)
+        order = np.lexsort((both_ids, -both_scores), axis=-1)[:, : self.k]  # ties: lower position first
+        self.scores = np.take_along_axis(both_scores, order, axis=1)
+        self.ids = np.take_along_axis(both_ids, order, axis=1)
+
+    def positions(self) -> np.ndarray:
+        """(q, k) positions, best first (ties: lower position first); -1 pads when fewer were offered."""
+        return self.ids
 
 
 def cross_fold_neighbours(unit: np.ndarray, test_sets: Sequence[np.ndarray], k: int) -> list[np.ndarray]:

@@ -70,7 +70,7 @@ def build(
     index.train(space.prepare(table.take(addresses[sample])))
     query_rows = neighbours.sample_queries(rows)
     queries = space.prepare(table.take(addresses[query_rows]))
-    truth = _TopK(queries, K + 1, metric)
+    truth = neighbours.BlockedTopK(queries, K + 1, metric)
     norms = np.empty(rows, dtype=np.float32)
     say(f"encoding {rows} vectors in batches of {batch_rows}")
     done = 0
@@ -125,29 +125,3 @@ def _first_pass(
 def _same_rows(batch_ids: pa.Array, ids: pa.Array, start: int) -> bool:
     """Whether the second pass's batch holds the first pass's ids from `start` on."""
     return bool(ids.slice(start, len(batch_ids)).equals(batch_ids))
-
-
-class _TopK:
-    """The exact k nearest of each query among vectors offered batch by batch (a blocked matrix product)."""
-
-    def __init__(self, queries: np.ndarray, k: int, metric: str) -> None:
-        self.queries, self.k, self.l2 = queries, k, metric == "l2"
-        self.scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        self.ids = np.full((len(queries), k), -1, dtype=np.int64)
-
-    def offer(self, vectors: np.ndarray, first: int) -> None:
-        """Offer prepared `vectors`, positions `first`, `first + 1`, ..."""
-        scores = self.queries @ vectors.T
-        if self.l2:  # -|x - q|^2 less the query's own length, which does not change the order
-            scores = 2 * scores - np.einsum("ij,ij->i", vectors, vectors)[None, :]
-        ids = np.broadcast_to(np.arange(first, first + len(vectors)), scores.shape)
-        both_scores = np.concatenate([self.scores, scores], axis=1)
-        both_ids = np.concatenate([self.ids, ids], axis=1)
-        keep = np.argpartition(-both_scores, self.k - 1, axis=1)[:, : self.k]
-        self.scores = np.take_along_axis(both_scores, keep, axis=1)
-        self.ids = np.take_along_axis(both_ids, keep, axis=1)
-
-    def positions(self) -> np.ndarray:
-        """(q, k) positions, best first (ties: lower position first)."""
-        order = np.lexsort((self.ids, -self.scores), axis=-1)
-        return np.take_along_axis(self.ids, order, axis=1)

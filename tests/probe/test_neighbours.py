@@ -34,3 +34,20 @@ def test_cross_fold_neighbours_refuse_test_sets_that_do_not_partition_the_rows()
     x = unit_rows(20, 4)
     with pytest.raises(ValueError, match="partition"):
         cross_fold_neighbours(x, [np.arange(10), np.arange(5, 20)], 3)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("block", [1000, 37, 5])  # one block, many, and blocks smaller than k
+def test_blocked_top_k_equals_one_exact_search(metric, block):
+    x = unit_rows(1000, 16) * (1 if metric == "cosine" else np.arange(1, 1001)[:, None] / 500)
+    queries = unit_rows(40, 16, seed=2)
+    top = neighbours.BlockedTopK(queries, 11, metric)
+    for first in range(0, len(x), block):
+        top.offer(x[first : first + block], first)
+    assert np.array_equal(top.positions(), exact_neighbours(x, queries, metric, 11))
+
+
+def test_blocked_top_k_pads_with_minus_one_when_fewer_rows_are_offered():
+    top = neighbours.BlockedTopK(unit_rows(3, 8), 5, "cosine")
+    top.offer(unit_rows(2, 8, seed=1), 0)
+    assert (top.positions()[:, 2:] == -1).all() and set(top.positions()[0, :2]) == {0, 1}
