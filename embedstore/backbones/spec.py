@@ -50,6 +50,7 @@ class BackboneSpec:
     preset: str = ""  # "NAME v1" for a pathology preset (its key need not have a tag), else ""
     pooling: str = ""  # how the vector is made from the network's output, when a preset defines it
     gated: bool = False  # the weights' repository asks users to accept terms and log in first
+    crop: int = 0  # a centre crop the network takes after the resize to input_size (0: none)
 
     def __post_init__(self) -> None:
         if not isinstance(self.key, str) or not self.key.strip() or any(c.isspace() for c in self.key):

@@ -41,6 +41,7 @@ def preset_spec(preset: Preset, weights_source: str = "") -> BackboneSpec:
         preset=f"{preset.name} v{preset.version}",
         pooling=preset.pooling,
         gated=preset.gated,
+        crop=preset.crop if preset.crop != preset.input_size else 0,
     )
 
 
