@@ -73,12 +73,16 @@ def trunk_state(preset: Preset, state: dict[str, torch.Tensor], source: str) -> 
 def load_trunk(preset: Preset, weights: Path) -> nn.Module:
     """The trunk with the checkpoint loaded strictly; a tensor that does not fit is named first."""
     state = trunk_state(preset, read_state_dict(weights), str(weights))
-    model = build_trunk(preset)
+    with torch.device("meta"):  # no random init of weights about to be replaced (minutes for a ViT-g)
+        model = build_trunk(preset)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     for key in [k for k in expected if k.endswith("num_batches_tracked") and k not in state]:
         state[key] = torch.zeros((), dtype=torch.long)
     check_fits(expected, {k: tuple(v.shape) for k, v in state.items()}, str(weights), preset.name)
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=True)
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):  # a buffer outside the state dict
+        model = build_trunk(preset)
+        model.load_state_dict(state, strict=True)
     return model
 
 
