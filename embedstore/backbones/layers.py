@@ -140,7 +140,7 @@ _PRESET_WIDTHS: dict[str, tuple[tuple[str, int], ...]] = {}
 
 
 def _preset_widths(backbone: PresetBackbone) -> tuple[tuple[str, int], ...]:
-    """A preset's stage widths, from a meta-device copy of its network (CPU where an op lacks a meta kernel)."""
+    """A preset's stage widths, from a meta-device copy of its network (CPU if an op lacks a meta kernel)."""
     name = backbone.preset.name
     if name not in _PRESET_WIDTHS:
         size = backbone.preset.crop

@@ -4,6 +4,7 @@ layers, preprocessing against the model cards, and one-line errors. Big ViTs run
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -95,14 +96,23 @@ def shallow(name: str, depth: int = 2) -> Preset:
 def random_checkpoint(preset: Preset, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random tensors with the names and shapes of the preset's published checkpoint."""
     generator = torch.Generator().manual_seed(seed)
-    state = {k: torch.randn(shape, generator=generator) * 0.05 for k, shape in checkpoint_shapes(preset).items()}
+    state = {
+        k: torch.randn(shape, generator=generator) * 0.05 for k, shape in checkpoint_shapes(preset).items()
+    }
     return {k: v.abs() + 1 if k.endswith("running_var") else v for k, v in state.items()}
+
+
+@functools.cache
+def quick_net(name: str) -> PresetNet:
+    """The one-block preset with cheap random values, built once per test session."""
+    preset = shallow(name, depth=1)
+    return PresetNet(preset, quick_build(preset))
 
 
 def quick_build(preset: Preset) -> torch.nn.Module:
     """The preset's network with cheap random values (normal, not timm's slow truncated-normal init)."""
     with torch.device("meta"):
-        model = build_trunk(preset)
+        model = build_trunk(preset, init=False)
     model = model.to_empty(device="cpu")
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -189,36 +199,37 @@ def test_published_checkpoint_layout_fits_the_full_architecture_exactly(name):
     network's, none missing, none extra: a real checkpoint loads with strict=True."""
     preset = PRESETS_BY_NAME[name]
     with torch.device("meta"):
-        model = build_trunk(preset)
+        model = build_trunk(preset, init=False)
     fake = {k: torch.empty(s, device="meta") for k, s in checkpoint_shapes(preset).items()}
     renamed = {k: tuple(v.shape) for k, v in trunk_state(preset, fake, "layout").items()}
-    wanted = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    wanted = {
+        k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")
+    }
     assert renamed == wanted
 
 
 @pytest.mark.parametrize("name", TIMM_BUILT)
 def test_preset_builds_and_gives_vectors_of_its_dim_from_its_input_size(name):
-    preset = shallow(name, depth=1)
-    net = PresetNet(preset, quick_build(preset))
+    preset, net = PRESETS_BY_NAME[name], quick_net(name)
     with torch.inference_mode():
         out = net(normalised(pixels(1, preset.input_size), preset))
     assert out.shape == (1, preset.dim) and torch.isfinite(out).all()
 
 
 def test_virchow2_pools_the_class_token_and_the_patch_tokens_without_registers():
-    preset = shallow("virchow2", depth=1)
-    net = PresetNet(preset, quick_build(preset))
+    preset, net = PRESETS_BY_NAME["virchow2"], quick_net("virchow2")
     x = normalised(pixels(1, 224), preset)
     with torch.inference_mode():
         tokens = net.model.forward_features(x)
         out = net(x)
     assert tokens.shape[1] == 1 + 4 + 256  # class token, 4 registers, 16 x 16 patches
-    assert torch.allclose(out[:, :1280], tokens[:, 0]) and torch.allclose(out[:, 1280:], tokens[:, 5:].mean(1))
+    assert torch.allclose(out[:, :1280], tokens[:, 0]) and torch.allclose(
+        out[:, 1280:], tokens[:, 5:].mean(1)
+    )
 
 
 def test_gigapath_takes_the_centre_224_of_its_256_input():
-    preset = shallow("prov-gigapath", depth=1)
-    net = PresetNet(preset, quick_build(preset))
+    preset, net = PRESETS_BY_NAME["prov-gigapath"], quick_net("prov-gigapath")
     x = normalised(pixels(1, 256), preset)
     with torch.inference_mode():
         assert torch.allclose(net(x), net.model.forward_features(x[..., 16:240, 16:240])[:, 0])
@@ -259,10 +270,10 @@ def _hf_reference(state: dict[str, torch.Tensor], x: torch.Tensor, heads: int, e
     """A from-scratch transformers ViT / Dinov2 forward over the checkpoint's own names (class token out)."""
     ln = torch.nn.functional.layer_norm
     w = state
-    patches = torch.nn.functional.conv2d(
-        x, w["embeddings.patch_embeddings.projection.weight"], w["embeddings.patch_embeddings.projection.bias"],
-        stride=w["embeddings.patch_embeddings.projection.weight"].shape[-1],
-    ).flatten(2).transpose(1, 2)  # fmt: skip
+    proj = "embeddings.patch_embeddings.projection"
+    patch = w[f"{proj}.weight"].shape[-1]
+    patches = torch.nn.functional.conv2d(x, w[f"{proj}.weight"], w[f"{proj}.bias"], stride=patch)
+    patches = patches.flatten(2).transpose(1, 2)
     h = torch.cat([w["embeddings.cls_token"].expand(len(x), -1, -1), patches], 1)
     h = h + w["embeddings.position_embeddings"]
     dim = h.shape[-1]
@@ -275,8 +286,8 @@ def _hf_reference(state: dict[str, torch.Tensor], x: torch.Tensor, heads: int, e
         def split(t: torch.Tensor) -> torch.Tensor:
             return t.view(len(x), -1, heads, dim // heads).transpose(1, 2)
 
-        q, k, v = (split(a @ w[f"{p}attention.attention.{n}.weight"].T + w[f"{p}attention.attention.{n}.bias"])
-                   for n in ("query", "key", "value"))  # fmt: skip
+        qkv = [f"{p}attention.attention.{n}" for n in ("query", "key", "value")]
+        q, k, v = (split(a @ w[f"{n}.weight"].T + w[f"{n}.bias"]) for n in qkv)
         att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(dim // heads), -1) @ v
         att = att.transpose(1, 2).reshape(len(x), -1, dim)
         att = att @ w[p + "attention.output.dense.weight"].T + w[p + "attention.output.dense.bias"]
@@ -337,7 +348,9 @@ def small_preset(empty_hf_cache):
     unregister_backbone(backbone.spec.key)
 
 
-def test_embed_records_the_preset_weights_and_preprocessing_then_probe_and_layers_work(small_preset, tmp_path):
+def test_embed_records_the_preset_weights_and_preprocessing_then_probe_and_layers_work(
+    small_preset, tmp_path
+):
     key = small_preset.spec.key
     store = embedstore.init(tmp_path / "store")
     options = embedstore.IngestOptions(progress=False, task="cls")
@@ -351,8 +364,8 @@ def test_embed_records_the_preset_weights_and_preprocessing_then_probe_and_layer
     layered = Provenance.from_metadata(store.catalog.dataset(table_name(f"{key}@stage0")).schema.metadata)
     assert layered.layer == "stage0" and layered.dim == 384
     assert backbone_layers(key) == [("stage0", 384), ("stage1", 384)]
-    report = store.probe("cls", f"{key},{key}@stage0", probes=("knn",), knn_k=(1,), rank_k=1, folds=2, seeds=1,
-                         shots=None)  # fmt: skip
+    both = f"{key},{key}@stage0"
+    report = store.probe("cls", both, probes=("knn",), knn_k=(1,), rank_k=1, folds=2, seeds=1, shots=None)
     assert set(report.summary["backbone"].to_list()) == {key, f"{key}@stage0"}
 
 
@@ -385,7 +398,9 @@ def test_missing_weights_say_what_to_fetch_and_that_the_repo_is_gated():
 def test_weights_of_another_model_name_the_tensor_that_does_not_fit(tmp_path):
     lunit = shallow("lunit-vits8")  # patch 8: the same names as kaiko ViT-S/16, another patch size
     file = save(random_checkpoint(lunit), tmp_path / "lunit.safetensors")
-    with pytest.raises(BackboneError, match=r"'pos_embed' has shape \(1, 785, 384\) in the file but \(1, 197"):
+    with pytest.raises(
+        BackboneError, match=r"'pos_embed' has shape \(1, 785, 384\) in the file but \(1, 197"
+    ):
         PresetBackbone(shallow("kaiko-vits16"), file).build()
     phikon = save(random_checkpoint(shallow("phikon")), tmp_path / "phikon.bin")
     with pytest.raises(BackboneError, match="lack .* first 'cls_token'"):
@@ -423,8 +438,14 @@ def test_cli_lists_presets_and_refuses_bad_ones_with_exit_2(tmp_path):
     table = runner.invoke(app, ["backbones"]).output
     assert "huggingface-cli download MahmoodLab/UNI2-h pytorch_model.bin" in table
     store = tmp_path / "store"
-    embedstore.init(store).ingest([write_tiles(tmp_path / "tiles", 2, 0)], embedstore.IngestOptions(progress=False))
-    for key, words in (("uni2h", "uni2-h"), ("uni2-h", "huggingface-cli download"), ("musk", "embedstore[musk]")):
+    embedstore.init(store).ingest(
+        [write_tiles(tmp_path / "tiles", 2, 0)], embedstore.IngestOptions(progress=False)
+    )
+    for key, words in (
+        ("uni2h", "uni2-h"),
+        ("uni2-h", "huggingface-cli download"),
+        ("musk", "embedstore[musk]"),
+    ):
         result = runner.invoke(app, ["embed", str(store), "--backbone", key])
         assert result.exit_code == 2, result.output
         assert words in result.output and len(result.output.strip().splitlines()) == 1, result.output

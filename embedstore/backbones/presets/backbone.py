@@ -112,7 +112,7 @@ class PresetBackbone(Backbone):
         return PresetNet(self.preset, model.float().eval()).eval()
 
     def trunk(self, device: torch.device | None = None, with_weights: bool = True) -> nn.Module:
-        """The timm network under the pooling (for layer keys): loaded, or randomly initialised on `device`."""
+        """The timm network under the pooling (for layer keys): loaded, or random on `device`."""
         if self.preset.family not in TIMM_FAMILIES:
             raise BackboneError(
                 f"preset {self.preset.name!r} is built by its own package; layer keys (KEY@stageN) need a "
@@ -120,8 +120,9 @@ class PresetBackbone(Backbone):
             )
         if with_weights:
             return load_trunk(self.preset, self.weights_file()).float().eval()
-        with device or torch.device("cpu"):
-            return build_trunk(self.preset).eval()
+        device = device or torch.device("cpu")
+        with device:
+            return build_trunk(self.preset, init=device.type != "meta").eval()
 
     def crop_module(self) -> nn.Module:
         """The preset's centre crop, applied before the trunk."""

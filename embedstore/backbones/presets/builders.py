@@ -21,7 +21,7 @@ _VIT_FAMILIES = ("timm-vit", "hf-vit", "hf-dinov2")
 
 
 def missing_extra(preset: Preset) -> str:
-    """"" when the preset's optional package is importable, else the one-line instruction."""
+    """ "" when the preset's optional package is importable, else the one-line instruction."""
     if not preset.extra:
         return ""
     module = EXTRA_PACKAGES[preset.extra]
@@ -51,12 +51,17 @@ def timm_kwargs(preset: Preset, depth: int | None = None) -> dict[str, Any]:
     return kwargs
 
 
-def build_trunk(preset: Preset, depth: int | None = None) -> nn.Module:
-    """The preset's timm network with random weights (ViTs: headless, all tokens out; ResNet: whole)."""
+def build_trunk(preset: Preset, depth: int | None = None, init: bool = True) -> nn.Module:
+    """The preset's timm network with random weights (ViTs: headless, all tokens out; ResNet: whole).
+
+    init=False skips timm's ViT weight initialisation: for networks whose weights are loaded next, or built
+    on the meta device (where the truncated-normal init is slow and pointless)."""
     import timm
 
     if preset.family in _VIT_FAMILIES:
         kwargs = {"num_classes": 0, "global_pool": "", **timm_kwargs(preset, depth)}
+        if not init:
+            kwargs["weight_init"] = "skip"
         return timm.create_model(preset.architecture, pretrained=False, **kwargs)
     if preset.family == "timm-resnet-trunc":
         return timm.create_model(preset.architecture, pretrained=False)
@@ -74,7 +79,7 @@ def load_trunk(preset: Preset, weights: Path) -> nn.Module:
     """The trunk with the checkpoint loaded strictly; a tensor that does not fit is named first."""
     state = trunk_state(preset, read_state_dict(weights), str(weights))
     with torch.device("meta"):  # no random init of weights about to be replaced (minutes for a ViT-g)
-        model = build_trunk(preset)
+        model = build_trunk(preset, init=False)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     for key in [k for k in expected if k.endswith("num_batches_tracked") and k not in state]:
         state[key] = torch.zeros((), dtype=torch.long)
@@ -104,7 +109,7 @@ def build_package_model(preset: Preset, weights: Path | None) -> nn.Module:
     model = timm.create_model(preset.architecture)
     if weights is not None:
         utils.load_model_and_may_interpolate(str(weights), model, "model|module", "")
-    return cast(nn.Module, model)
+    return model
 
 
 class PresetNet(nn.Module):

@@ -114,7 +114,13 @@ PRESETS: tuple[Preset, ...] = (
         title="Virchow (Paige), ViT-H/14, SwiGLU; class token + mean patch token",
         family="timm-vit",
         architecture="vit_huge_patch14_224",
-        kwargs={"img_size": 224, "init_values": 1e-5, "mlp_ratio": 5.3375, "dynamic_img_size": True, **SWIGLU},
+        kwargs={
+            "img_size": 224,
+            "init_values": 1e-5,
+            "mlp_ratio": 5.3375,
+            "dynamic_img_size": True,
+            **SWIGLU,
+        },
         dim=2560,
         input_size=224,
         crop=224,
@@ -233,8 +239,8 @@ PRESETS: tuple[Preset, ...] = (
         layout=ViTLayout(768, 12, 14, 3072, 1536, pos_tokens=256, reg_tokens=4),
         sources=("https://huggingface.co/bioptimus/H0-mini", SLIDE2VEC + "/hoptimus.py"),
         verified=False,
-        note="MLP width (timm default mlp_ratio 4 with SwiGLUPacked) not confirmed from the repo's config.json; "
-        "a different width fails the load naming the mlp tensor",
+        note="MLP width (timm's default mlp_ratio 4, with SwiGLUPacked) not confirmed from the repo's "
+        "config.json; a different width fails the load naming the mlp tensor",
     ),
     Preset(
         name="prov-gigapath",

@@ -74,10 +74,11 @@ def hf_vit_to_timm(state: dict[str, torch.Tensor], source: str) -> dict[str, tor
         for param, parts in params.items():
             missing = [p for p in ("query", "key", "value") if p not in parts]
             if missing:
-                raise BackboneError(
-                    f"weights {source!r} lack 'encoder.layer.{index}.attention.attention.{missing[0]}.{param}'"
-                )
-            out[f"blocks.{index}.attn.qkv.{param}"] = torch.cat([parts["query"], parts["key"], parts["value"]])
+                name = f"encoder.layer.{index}.attention.attention.{missing[0]}.{param}"
+                raise BackboneError(f"weights {source!r} lack {name!r}; is the file complete?")
+            out[f"blocks.{index}.attn.qkv.{param}"] = torch.cat(
+                [parts["query"], parts["key"], parts["value"]]
+            )
     return out
 
 
