@@ -9,6 +9,7 @@ from embedstore.backbones.spec import IMAGENET_MEAN, IMAGENET_STD
 
 TRIDENT = "https://github.com/mahmoodlab/TRIDENT/blob/main/trident/patch_encoder_models/load.py"
 SLIDE2VEC = "https://github.com/clemsgrs/slide2vec/tree/main/slide2vec/encoders/models"
+# mpp=0.5 where slide2vec's registry (supported_spacing_um) and docs/models.rst state 0.5 um/px.
 HOPTIMUS_MEAN = (0.707223, 0.578729, 0.703617)
 HOPTIMUS_STD = (0.211883, 0.230117, 0.177517)
 KAIKO_MEAN = KAIKO_STD = (0.5, 0.5, 0.5)
@@ -52,6 +53,7 @@ def _kaiko(variant: str, architecture: str, layout: ViTLayout, dim: int, **kwarg
 PRESETS: tuple[Preset, ...] = (
     Preset(
         name="uni",
+        mpp=0.5,
         version=1,
         title="UNI (Mahmood Lab), ViT-L/16",
         family="timm-vit",
@@ -75,6 +77,7 @@ PRESETS: tuple[Preset, ...] = (
     ),
     Preset(
         name="uni2-h",
+        mpp=0.5,
         version=1,
         title="UNI2-h (Mahmood Lab), ViT-H/14, 8 registers, SwiGLU",
         family="timm-vit",
@@ -110,6 +113,7 @@ PRESETS: tuple[Preset, ...] = (
     ),
     Preset(
         name="virchow",
+        mpp=0.5,
         version=1,
         title="Virchow (Paige), ViT-H/14, SwiGLU; class token + mean patch token",
         family="timm-vit",
@@ -166,12 +170,12 @@ PRESETS: tuple[Preset, ...] = (
         weight_files=("pytorch_model.bin",),
         checkpoint_format="timm",
         layout=ViTLayout(1280, 32, 14, 6832, 3416, pos_tokens=261, reg_tokens=4),
-        mpp=None,
         sources=("https://huggingface.co/paige-ai/Virchow2", TRIDENT),
         note="trained at mixed magnifications (0.25 to 2 um/px)",
     ),
     Preset(
         name="h-optimus-0",
+        mpp=0.5,
         version=1,
         title="H-optimus-0 (Bioptimus), ViT-g/14, 4 registers",
         family="timm-vit",
@@ -195,6 +199,7 @@ PRESETS: tuple[Preset, ...] = (
     ),
     Preset(
         name="h-optimus-1",
+        mpp=0.5,
         version=1,
         title="H-optimus-1 (Bioptimus), ViT-g/14, 4 registers",
         family="timm-vit",
@@ -218,6 +223,7 @@ PRESETS: tuple[Preset, ...] = (
     ),
     Preset(
         name="h0-mini",
+        mpp=0.5,
         version=1,
         title="H0-mini (Bioptimus), ViT-B/14 distilled, 4 registers, SwiGLU; class token + mean patch token",
         family="timm-vit",
@@ -244,6 +250,7 @@ PRESETS: tuple[Preset, ...] = (
     ),
     Preset(
         name="prov-gigapath",
+        mpp=0.5,
         version=1,
         title="Prov-GigaPath tile encoder, ViT-g/16 (DINOv2), SwiGLU",
         family="timm-vit",
@@ -289,6 +296,7 @@ PRESETS: tuple[Preset, ...] = (
     ),
     Preset(
         name="lunit-vits8",
+        mpp=0.5,
         version=1,
         title="Lunit DINO ViT-S/8",
         family="timm-vit",
@@ -316,6 +324,7 @@ PRESETS: tuple[Preset, ...] = (
     ),
     Preset(
         name="gpfm",
+        mpp=0.5,
         version=1,
         title="GPFM (generalizable pathology FM), ViT-L/14 DINOv2",
         family="timm-vit",
@@ -339,6 +348,7 @@ PRESETS: tuple[Preset, ...] = (
     ),
     Preset(
         name="phikon",
+        mpp=0.5,
         version=1,
         title="Phikon (Owkin), iBOT ViT-B/16",
         family="hf-vit",
@@ -363,6 +373,7 @@ PRESETS: tuple[Preset, ...] = (
     ),
     Preset(
         name="phikon-v2",
+        mpp=0.5,
         version=1,
         title="Phikon-v2 (Owkin), DINOv2 ViT-L/16",
         family="hf-dinov2",
@@ -406,12 +417,12 @@ PRESETS: tuple[Preset, ...] = (
         weight_files=("model.safetensors", "pytorch_model.bin"),
         checkpoint_format="timm",
         layout=ResNetLayout(blocks=(3, 4, 6, 3), classes=1000),
-        mpp=None,
         sources=("https://huggingface.co/timm/resnet50.tv_in1k", TRIDENT),
         note="an ImageNet baseline, the pathology community's standard one",
     ),
     Preset(
         name="conch-v1",
+        mpp=0.5,
         version=1,
         title="CONCH v1 (Mahmood Lab) image tower, ViT-B/16 with attentional pooler; projection head",
         family="conch",

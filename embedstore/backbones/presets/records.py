@@ -76,7 +76,7 @@ class Preset:
     layout: ViTLayout | ResNetLayout | None = None
     repo_type: str = "model"
     extra: str = ""  # the optional dependency group the preset needs ("" = none)
-    mpp: float | None = 0.5
+    mpp: float | None = None  # the um/px the authors state (slide2vec's supported spacing), else None
     sources: tuple[str, ...] = ()
     note: str = ""
     verified: bool = True  # False: an architecture detail could not be confirmed from a public source
