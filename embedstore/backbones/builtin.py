@@ -5,6 +5,7 @@ from __future__ import annotations
 from embedstore.backbones.base import Backbone
 from embedstore.backbones.efficientnet_lite import INPUT_SIZES, EfficientNetLiteBackbone
 from embedstore.backbones.handcrafted import HandcraftedBackbone
+from embedstore.backbones.presets import preset_backbones
 from embedstore.backbones.timm_backbones import TimmRandomBackbone, random_spec
 
 # (architecture, feature dim, input size) of the seeded random baselines; dims are checked by the tests.
@@ -21,4 +22,5 @@ def builtin_backbones() -> list[Backbone]:
         *(EfficientNetLiteBackbone(variant) for variant in sorted(INPUT_SIZES)),
         *(TimmRandomBackbone(random_spec(*row)) for row in RANDOM_BASELINES),
         HandcraftedBackbone(),
+        *preset_backbones(),
     ]

@@ -4,18 +4,65 @@ from __future__ import annotations
 
 from typing import Any
 
+from embedstore.backbones.base import Backbone
 from embedstore.backbones.registry import registered_backbones
 
-_COLUMNS = (("key", "KEY"), ("dim", "DIM"), ("input_size", "SIZE"), ("mpp", "MPP"), ("status", "AVAILABLE"))
+_COLUMNS = (
+    ("key", "KEY"),
+    ("dim", "DIM"),
+    ("input_size", "SIZE"),
+    ("mpp", "MPP"),
+    ("licence", "LICENCE"),
+    ("gated", "GATED"),
+    ("status", "AVAILABLE"),
+)
 
 
 def describe_backbones() -> list[dict[str, Any]]:
-    """One JSON-ready row per registered backbone: its spec fields plus `available` and `reason`."""
+    """One JSON-ready row per registered backbone: its spec fields plus `available` and `reason`; presets
+    add `weights_found`, the weights repository and files, and the preprocessing recipe."""
     rows = []
     for backbone in registered_backbones():
         ok, why = backbone.available()
-        rows.append({**backbone.spec.to_dict(), "available": ok, "reason": why})
+        rows.append({**backbone.spec.to_dict(), "available": ok, "reason": why, **_preset_fields(backbone)})
     return rows
+
+
+def _preset_fields(backbone: Backbone) -> dict[str, Any]:
+    from embedstore.backbones.presets import PresetBackbone
+    from embedstore.backbones.presets.builders import missing_extra
+    from embedstore.backbones.presets.weights import find_weights
+
+    if not isinstance(backbone, PresetBackbone):
+        return {}
+    preset = backbone.preset
+    found, _ = find_weights(preset)
+    return {
+        "weights_found": found is not None,
+        "weights_path": str(found) if found is not None else None,
+        "repo": preset.repo,
+        "weight_files": list(preset.weight_files),
+        "download": preset.download_command,
+        "env_var": preset.env_var,
+        "extra": preset.extra or None,
+        "extra_missing": bool(missing_extra(preset)),
+        "precision": preset.precision,
+        "preprocessing": preset.preprocessing(),
+        "verified": preset.verified,
+        "sources": list(preset.sources),
+        "note": preset.note,
+    }
+
+
+def _status(row: dict[str, Any]) -> str:
+    if row["available"]:
+        return "yes"
+    if "weights_found" in row:
+        if row["extra_missing"]:
+            return f"no: pip install 'embedstore[{row['extra']}]'"
+        if not row["weights_found"]:
+            return f"no weights: {row['download']}"
+    return f"no: {row['reason']}"
 
 
 def format_backbones(rows: list[dict[str, Any]]) -> str:
@@ -26,7 +73,9 @@ def format_backbones(rows: list[dict[str, Any]]) -> str:
             "dim": str(row["dim"]),
             "input_size": str(row["input_size"]),
             "mpp": "-" if row["mpp"] is None else f"{row['mpp']:g}",
-            "status": "yes" if row["available"] else f"no: {row['reason']}",
+            "licence": str(row.get("licence") or "unknown").split(":")[0],
+            "gated": "yes" if row.get("gated") else "-",
+            "status": _status(row),
         }
         for row in rows
     ]

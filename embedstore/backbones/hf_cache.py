@@ -25,3 +25,19 @@ def cached_snapshot(repo_id: str) -> Path | None:
     except (OSError, ValueError):  # LocalEntryNotFoundError is an OSError; bad repo ids raise ValueError
         return None
     return Path(path)
+
+
+def cached_file(repo_id: str, filename: str, repo_type: str = "model", revision: str = "main") -> Path | None:
+    """One file of a repo in the local hub cache (refs/<revision> -> snapshots/<commit>/<filename>), or None.
+
+    `revision` may be a branch, a tag or a commit hash, as in the cache's own layout. Never downloads.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(
+            repo_id, filename, cache_dir=str(hub_cache_dir()), revision=revision, repo_type=repo_type
+        )
+    except ValueError:  # a malformed repo id
+        return None
+    return Path(found) if isinstance(found, str) and Path(found).is_file() else None

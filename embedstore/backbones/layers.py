@@ -11,12 +11,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from embedstore.backbones.base import Backbone, FactoryBackbone
 from embedstore.core.errors import BackboneError
+
+if TYPE_CHECKING:
+    from embedstore.backbones.presets import PresetBackbone
 
 EXAMPLE = "tf_efficientnet_lite2.in1k@stage4+5+6"
 _FIRST = re.compile(r"stage(\d+)")
@@ -123,9 +127,34 @@ def _timm_architecture(backbone: Backbone) -> str:
 
 def available_layers(backbone: Backbone) -> list[tuple[str, int]]:
     """(name, pooled width) of each stage of the backbone's architecture, e.g. [("stage0", 16), ...]."""
+    from embedstore.backbones.presets import PresetBackbone
+
     if isinstance(backbone, LayerBackbone):
         backbone = backbone.base
+    if isinstance(backbone, PresetBackbone):
+        return list(_preset_widths(backbone))
     return list(_stage_widths(_timm_architecture(backbone), backbone.spec.input_size))
+
+
+_PRESET_WIDTHS: dict[str, tuple[tuple[str, int], ...]] = {}
+
+
+def _preset_widths(backbone: PresetBackbone) -> tuple[tuple[str, int], ...]:
+    """A preset's stage widths, from a meta-device copy of its network (CPU if an op lacks a meta kernel)."""
+    name = backbone.preset.name
+    if name not in _PRESET_WIDTHS:
+        size = backbone.preset.crop
+        try:
+            meta = torch.device("meta")
+            widths = _widths_on(backbone.trunk(meta, with_weights=False), size, meta)
+        except BackboneError:
+            raise
+        except Exception:  # an op without a meta kernel
+            cpu = torch.device("cpu")
+            with torch.no_grad():
+                widths = _widths_on(backbone.trunk(cpu, with_weights=False), size, cpu)
+        _PRESET_WIDTHS[name] = widths
+    return _PRESET_WIDTHS[name]
 
 
 class _Stop(Exception):
@@ -202,6 +231,7 @@ class LayerBackbone(Backbone):
             base.spec.replace(
                 key=f"{base.spec.key}@{self.layer}",
                 dim=sum(layers[stage][1] for stage in stages),
+                pooling="",
                 description=f"{base.spec.key} layers {names}, each global-average-pooled, concatenated",
             )
         )
@@ -216,6 +246,11 @@ class LayerBackbone(Backbone):
         return self.base.weights_sha256()
 
     def _create(self, with_classifier: bool) -> nn.Module:
+        from embedstore.backbones.presets import PresetBackbone
+
         if with_classifier:
             raise self._no_classifier()
+        if isinstance(self.base, PresetBackbone):
+            stages = StageFeatures(self.base.trunk(), self.stages)
+            return nn.Sequential(self.base.crop_module(), stages)
         return StageFeatures(self.base._create(False), self.stages)

@@ -193,6 +193,10 @@ def get_backbone(key: str, weights: str | os.PathLike[str] | None = None) -> Bac
         base, stages = parse_layer_key(key)
         return LayerBackbone(get_backbone(base, weights), stages)
     if weights is not None:
+        from embedstore.backbones.presets import PresetBackbone
+
+        if isinstance(registered, PresetBackbone):
+            return PresetBackbone(registered.preset, weights)
         if registered is not None and not _is_timm(registered.spec.architecture):
             raise BackboneError(f"backbone {key!r} takes no weights file; drop --weights")
         return timm_backbones.weights_backbone(key, weights, base=registered.spec if registered else None)

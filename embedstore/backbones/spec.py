@@ -47,13 +47,17 @@ class BackboneSpec:
     weights_source: str = ""
     licence: str = "unknown"
     description: str = ""
+    preset: str = ""  # "NAME v1" for a pathology preset (its key need not have a tag), else ""
+    pooling: str = ""  # how the vector is made from the network's output, when a preset defines it
+    gated: bool = False  # the weights' repository asks users to accept terms and log in first
+    crop: int = 0  # a centre crop the network takes after the resize to input_size (0: none)
 
     def __post_init__(self) -> None:
         if not isinstance(self.key, str) or not self.key.strip() or any(c.isspace() for c in self.key):
             raise BackboneError(
                 f"backbone key {self.key!r} is invalid; use 'architecture.tag' without spaces"
             )
-        if not self.key.startswith("hf-hub:") and "." not in self.key:
+        if not self.key.startswith("hf-hub:") and "." not in self.key and not self.preset:
             raise BackboneError(
                 f"backbone key {self.key!r} has no tag; use 'architecture.tag', e.g. 'resnet50.mylab'"
             )
@@ -73,8 +77,10 @@ class BackboneSpec:
 
     @property
     def tag(self) -> str:
-        """The part of the key after the first dot ("" for hf-hub keys)."""
-        return "" if self.key.startswith("hf-hub:") else self.key.split(".", 1)[1]
+        """The part of the key after the first dot ("" for hf-hub and preset keys)."""
+        if self.key.startswith("hf-hub:") or "." not in self.key:
+            return ""
+        return self.key.split(".", 1)[1]
 
     def replace(self, **changes: Any) -> BackboneSpec:
         """A copy with some fields changed (validated again)."""

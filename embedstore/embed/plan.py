@@ -178,6 +178,9 @@ def provenance_for(
         weights_source=spec.weights_source,
         mpp=spec.mpp,
         layer=getattr(backbone, "layer", ""),
+        preset=spec.preset,
+        pooling=spec.pooling,
+        crop=spec.crop,
         versions=library_versions(),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )

@@ -59,6 +59,9 @@ class Provenance:
     layer: str = ""  # "" = the backbone's final features, else its pooled inner stages, e.g. "stage4+5+6"
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
+    preset: str = ""  # "NAME vN" when the backbone is a pathology preset, else ""
+    pooling: str = ""  # the preset's pooling ("cls", "cls+mean", ...), else ""
+    crop: int = 0  # the preset's centre crop inside the network (0: none recorded)
 
     @classmethod
     def given(cls, key: str, dim: int) -> Provenance:
@@ -78,12 +81,15 @@ class Provenance:
 
     def preprocessing(self) -> dict[str, Any]:
         """The part that decides which pixels the network sees."""
-        return {
+        recipe: dict[str, Any] = {
             "input_size": self.input_size,
             "mean": list(self.mean),
             "std": list(self.std),
             "resize": self.resize,
         }
+        if self.crop:
+            recipe["crop"] = self.crop
+        return recipe
 
     def to_metadata(self) -> dict[bytes, bytes]:
         record = asdict(self)
@@ -135,6 +141,11 @@ def check_compatible(recorded: Provenance, wanted: Provenance, name: str, views:
             f"table {name!r} holds vectors from weights sha256 {recorded.weights_sha256[:12]}…, "
             f"but {key!r} now has weights {wanted.weights_sha256[:12]}…; "
             f"use a new key (e.g. '{key}-v2') for other weights"
+        )
+    if recorded.preset != wanted.preset:
+        raise BackboneError(
+            f"table {name!r} was embedded with preset {recorded.preset or 'none'!r}, "
+            f"but {key!r} is now {wanted.preset or 'no preset'!r}; use a new key"
         )
     if recorded.layer != wanted.layer:
         raise BackboneError(
