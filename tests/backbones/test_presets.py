@@ -417,7 +417,6 @@ def test_a_bad_weights_path_is_one_line(tmp_path):
 
 @pytest.mark.parametrize("name", PACKAGE_BUILT)
 def test_a_missing_package_names_the_extra(name):
-    pytest.importorskip("pytest")
     import importlib.util
 
     preset = PRESETS_BY_NAME[name]
